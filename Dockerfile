@@ -1,0 +1,31 @@
+# The CPU component image: every kfp-serve component runs in it with install_kfp_package=False,
+# so kfp and kfp-serve are installed here at the versions the pipelines were compiled with.
+#
+#   docker build -t REGISTRY/kfp-serve:TAG --build-arg BASE_IMAGE=python:3.11-slim .
+#
+# BASE_IMAGE must be a Debian/Ubuntu-based image with python3 (3.10-3.13) and its shared
+# libpython (the Triton Python backend stub links against it), e.g. python:3.11-slim.
+ARG BASE_IMAGE=python:3.11-slim
+
+FROM ${BASE_IMAGE} AS build
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY components ./components
+COPY pipelines ./pipelines
+RUN python3 -m venv /opt/kfp-serve \
+ && /opt/kfp-serve/bin/pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
+ && /opt/kfp-serve/bin/pip install ".[export,serve,local]" "torch==${TORCH_VERSION}" \
+ && /opt/kfp-serve/bin/pip install --no-deps nvidia-pytriton==0.7.0
+
+FROM ${BASE_IMAGE}
+COPY --from=build /opt/kfp-serve /opt/kfp-serve
+RUN useradd --create-home --uid 1000 --shell /usr/sbin/nologin kfpserve
+ENV PATH=/opt/kfp-serve/bin:${PATH} \
+    PYTHONUNBUFFERED=1 \
+    KFP_SERVE_STATE_DIR=/tmp/kfp-serve
+USER 1000
+WORKDIR /home/kfpserve
+CMD ["kfp-serve", "--help"]

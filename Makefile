@@ -1,0 +1,45 @@
+# Two commands do all the set-up on a fresh machine (Python >= 3.10, pip, make):
+#   make demo   create .venv, install, run the local train-to-serve pipeline, print the summary
+#   make test   create .venv, install, lint, check compiled/, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed FIRST and pinned: an unpinned torch pulled in by another package downloads
+# a multi-GB CUDA build. Set TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu) where
+# the CPU wheel is not on the default index.
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX_URL ?=
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint compile clean
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(BIN)/python -m pip install --quiet -e ".[export,serve,local,vertex,dev]" torch==$(TORCH_VERSION)
+	# Only tritonserver and its libraries are used from nvidia-pytriton; its Python deps are not.
+	$(BIN)/python -m pip install --quiet --no-deps nvidia-pytriton==0.7.0
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/kfp-serve run train_to_serve_local --local --output local_outputs
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check .
+
+compile: $(STAMP)
+	$(BIN)/kfp-serve compile
+
+test: $(STAMP)
+	$(BIN)/python -m ruff check .
+	$(BIN)/kfp-serve compile --check
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
+	  exit $$rc
+
+clean:
+	rm -rf $(VENV) local_outputs .pytest_cache .ruff_cache

@@ -1,0 +1,33 @@
+"""kfp-serve components: ``from kfp_serve.components import export_onnx``.
+
+Component functions are loaded on first use, so importing a core module (``signature``,
+``triton.config`` ...) never imports kfp and the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# component name -> module that defines it (relative to this package)
+COMPONENT_MODULES: dict[str, str] = {
+    "train_digits_classifier": "train.component",
+    "export_onnx": "export.component",
+    "build_triton_repository": "triton.component",
+    "deploy_local": "local.component",
+    "undeploy_local": "local.component",
+    "validate_endpoint": "validate.component",
+}
+
+__all__ = sorted(COMPONENT_MODULES)
+
+
+def __getattr__(name: str) -> Any:
+    if name in COMPONENT_MODULES:
+        module = importlib.import_module(f"{__name__}.{COMPONENT_MODULES[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *COMPONENT_MODULES])

@@ -1,0 +1,44 @@
+"""The suite's artifact kinds and what lies at each artifact's path.
+
+KFP 2.17 accepts only ``system.*`` and ``google.*`` schema titles, so the suite's artifacts are
+``system.Model`` (models) and ``system.Artifact`` (everything else), told apart by
+``metadata["kfp_serve_kind"]``. Components check the kind of what they are given, so wiring the
+wrong artifact into a step fails at once with a one-line error instead of deep inside a library.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kfp_serve.components.errors import UserError
+
+KIND_KEY = "kfp_serve_kind"
+
+#: kind -> what the artifact's path holds
+KINDS: dict[str, str] = {
+    "TorchModel": "a folder: model.pt2 (torch.export), signature.json, golden.npz",
+    "OnnxModel": "a folder: model.onnx, signature.json, golden.npz",
+    "TritonRepository": "a Triton model repository: <model>/config.pbtxt, <model>/<version>/",
+    "ServingEndpoint": "a JSON file; metadata url, model_name, protocol (and pid for local)",
+}
+
+
+def mark(artifact: Any, kind: str, **metadata: Any) -> None:
+    """Record the kind (and extra metadata) on an output artifact."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}")
+    artifact.metadata[KIND_KEY] = kind
+    artifact.metadata.update(metadata)
+
+
+def expect(artifact: Any, *kinds: str) -> str:
+    """Raise UserError unless the input artifact is of one of ``kinds``; returns its kind."""
+    kind = artifact.metadata.get(KIND_KEY)
+    if kind not in kinds:
+        wanted = " or ".join(kinds)
+        got = f"a {kind}" if kind else "an artifact without a kfp_serve kind"
+        raise UserError(
+            f"input artifact {getattr(artifact, 'name', '')!r} is {got}; this step needs a"
+            f" {wanted} ({KINDS[kinds[0]]})"
+        )
+    return kind

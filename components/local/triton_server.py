@@ -1,0 +1,307 @@
+"""Run a real Triton server on this machine for a model repository.
+
+The ``tritonserver`` binary and the Python backend come from PyPI's ``nvidia-pytriton`` wheel.
+The onnxruntime backend of the official images is replaced by a Python-based backend
+(``backends/onnxruntime/model.py``), so a production repository serves unchanged.
+The server listens on 127.0.0.1 only and runs detached: it outlives the component that started
+it and is stopped by :func:`stop_server` (the ``undeploy_local`` component).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kfp_serve.components.errors import InfrastructureError, UserError
+
+STATE_DIR_ENV = "KFP_SERVE_STATE_DIR"
+BACKENDS_SOURCE = Path(__file__).parent / "backends"
+PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
+
+
+@dataclass(frozen=True)
+class LocalDeployment:
+    """A running local server, as recorded in ``<state dir>/<deployment>.json``."""
+
+    deployment: str
+    pid: int
+    url: str
+    grpc_url: str
+    model_name: str
+    repository: str
+    log_path: str
+
+    def save(self, state_root: Path) -> Path:
+        path = state_root / f"{self.deployment}.json"
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        return path
+
+
+def state_root() -> Path:
+    """Where deployments are recorded: ``$KFP_SERVE_STATE_DIR`` or ``~/.cache/kfp-serve/local``."""
+    root = Path(os.environ.get(STATE_DIR_ENV) or Path.home() / ".cache" / "kfp-serve" / "local")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def load_deployment(deployment: str) -> LocalDeployment | None:
+    """The recorded deployment, or None if there is none under that name."""
+    path = state_root() / f"{_safe(deployment)}.json"
+    if not path.is_file():
+        return None
+    return LocalDeployment(**json.loads(path.read_text()))
+
+
+def _safe(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+    if not cleaned.strip("-."):
+        raise UserError(f"deployment name {name!r} needs letters or digits")
+    return cleaned
+
+
+def triton_install() -> Path:
+    """The ``pytriton/tritonserver`` folder of the installed nvidia-pytriton wheel."""
+    spec = importlib.util.find_spec("pytriton")  # locate only: its __init__ needs more deps
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "the local runtime needs nvidia-pytriton's tritonserver: run"
+            " `pip install --no-deps nvidia-pytriton==0.7.0` in this environment"
+        )
+    base = Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
+    if not (base / "bin" / "tritonserver").is_file():
+        raise InfrastructureError(f"{base}/bin/tritonserver is missing; reinstall nvidia-pytriton")
+    return base
+
+
+def prepare_backends(destination: Path) -> Path:
+    """Lay out a backend directory: the Python backend plus Python-based stand-ins."""
+    install = triton_install()
+    stub = install / "python_backend_stubs" / f"{sys.version_info[0]}.{sys.version_info[1]}"
+    stub = stub / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise InfrastructureError(
+            f"nvidia-pytriton has no Python backend stub for Python"
+            f" {sys.version_info[0]}.{sys.version_info[1]}; use Python 3.10-3.13"
+        )
+    backend_names = ["python", *(p.name for p in BACKENDS_SOURCE.iterdir() if p.is_dir())]
+    for name in backend_names:
+        folder = destination / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for filename in PYTHON_BACKEND_FILES:
+            shutil.copy2(install / "backends" / "python" / filename, folder / filename)
+        shutil.copy2(stub, folder / "triton_python_backend_stub")
+        model_py = BACKENDS_SOURCE / name / "model.py"
+        if model_py.is_file():
+            shutil.copy2(model_py, folder / "model.py")
+    return destination
+
+
+def server_environment() -> dict[str, str]:
+    """Environment for tritonserver and its stubs: this interpreter's libpython and packages."""
+    env = dict(os.environ)
+    libs = triton_install().parent.parent / "nvidia_pytriton.libs"
+    lib_dirs = [sysconfig.get_config_var("LIBDIR") or "", str(libs), env.get("LD_LIBRARY_PATH", "")]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(d for d in lib_dirs if d)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    python_path = [p for p in sys.path if p and Path(p).is_dir()]
+    env["PYTHONPATH"] = os.pathsep.join(python_path)
+    env.setdefault("KFP_SERVE_ORT_THREADS", "1")
+    return env
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _choose_port(port: int, what: str) -> int:
+    if port == 0:
+        return free_port()
+    if not 1 <= port <= 65535:
+        raise UserError(f"{what} {port} is not a TCP port; use 1-65535, or 0 for any free port")
+    if not port_is_free(port):
+        raise UserError(
+            f"{what} {port} on 127.0.0.1 is already in use; pass a free port, or 0 to pick one"
+        )
+    return port
+
+
+def start_server(repository: str | Path, model_name: str, deployment: str,
+                 http_port: int = 0, grpc_port: int = 0,
+                 timeout_s: float = 120.0) -> LocalDeployment:
+    """Start tritonserver detached on 127.0.0.1 and wait until ``model_name`` is ready.
+
+    On failure the server is stopped and the error carries the tail of its log.
+    """
+    repository = Path(repository).resolve()
+    if not (repository / model_name / "config.pbtxt").is_file():
+        raise UserError(f"{repository} has no {model_name}/config.pbtxt; pass a Triton repository")
+    name = _safe(deployment)
+    root = state_root()
+    existing = load_deployment(name)
+    if existing and _process_alive(existing.pid):
+        raise UserError(
+            f"deployment {name!r} is already running (pid {existing.pid}, {existing.url});"
+            " undeploy it first or choose another name"
+        )
+    http = _choose_port(http_port, "http_port")
+    grpc = _choose_port(grpc_port, "grpc_port")
+    workdir = root / name
+    shutil.rmtree(workdir, ignore_errors=True)
+    backends = prepare_backends(workdir / "backends")
+    log_path = workdir / "tritonserver.log"
+    command = [
+        str(triton_install() / "bin" / "tritonserver"),
+        f"--model-repository={repository}",
+        f"--backend-directory={backends}",
+        "--http-address=127.0.0.1", f"--http-port={http}",
+        "--grpc-address=127.0.0.1", f"--grpc-port={grpc}",
+        "--allow-metrics=false",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        "--log-verbose=0",
+        "--exit-timeout-secs=5",
+    ]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=server_environment(), start_new_session=True, close_fds=True,
+        )
+    record = LocalDeployment(
+        deployment=name, pid=process.pid, url=f"http://127.0.0.1:{http}",
+        grpc_url=f"127.0.0.1:{grpc}", model_name=model_name, repository=str(repository),
+        log_path=str(log_path),
+    )
+    record.save(root)
+    try:
+        wait_until_ready(record, timeout_s, process)
+    except BaseException:
+        stop_server(record)
+        raise
+    return record
+
+
+def _get_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def wait_until_ready(record: LocalDeployment, timeout_s: float,
+                     process: subprocess.Popen | None = None) -> None:
+    """Poll server and model readiness; raise with the server's state and log tail on failure."""
+    deadline = time.monotonic() + timeout_s
+    model_url = f"{record.url}/v2/models/{record.model_name}/ready"
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise InfrastructureError(
+                f"tritonserver exited with code {process.returncode} before the model was ready;"
+                f" log tail: {log_tail(record.log_path)}"
+            )
+        server = _get_status(f"{record.url}/v2/health/live")
+        model = _get_status(model_url) if server == 200 else None
+        if model == 200:
+            return
+        last = f"server live={server}, model ready={model}"
+        time.sleep(0.25)
+    raise InfrastructureError(
+        f"model {record.model_name!r} not ready after {timeout_s:.0f}s ({last});"
+        f" log tail: {log_tail(record.log_path)}"
+    )
+
+
+_GLOG_ERROR = re.compile(r'^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "?(?P<message>.*?)"?$')
+_LOG_NOISE = ("CudaDriverHelper has not been initialized",)
+
+
+def log_tail(path: str | Path, lines: int = 3) -> str:
+    """Triton's error lines (else the last lines) of a log, joined on one line."""
+    try:
+        text = Path(path).read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    errors = []
+    for line in text:
+        match = _GLOG_ERROR.match(line)
+        if match and not any(noise in line for noise in _LOG_NOISE):
+            message = match.group("message").split("\\n\\nAt:")[0]
+            if message not in errors:
+                errors.append(message)
+    picked = errors[-lines:] if errors else [line.strip() for line in text[-lines:]]
+    return " | ".join(picked) or "(empty log)"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie counts as gone
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_tritonserver(pid: int) -> bool:
+    try:
+        return b"tritonserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def stop_server(record: LocalDeployment, timeout_s: float = 45.0) -> bool:
+    """Stop the server by PID (SIGTERM, then SIGKILL) and remove its record.
+
+    Returns True if a running server was stopped, False if it was already gone. A PID that now
+    belongs to another program is never signalled.
+    """
+    stopped = False
+    if _process_alive(record.pid) and _is_tritonserver(record.pid):
+        os.killpg(record.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _process_alive(record.pid) and time.monotonic() < deadline:
+            _reap(record.pid)
+            time.sleep(0.1)
+        if _process_alive(record.pid):
+            os.killpg(record.pid, signal.SIGKILL)
+        _reap(record.pid)
+        stopped = True
+    (state_root() / f"{record.deployment}.json").unlink(missing_ok=True)
+    return stopped
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

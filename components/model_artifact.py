@@ -1,0 +1,138 @@
+"""The model artifact contract: what a training step hands to the rest of the suite.
+
+A model artifact is a directory holding:
+
+- ``model.pt2`` — the model as a self-contained ``torch.export`` program (no Python class needed
+  to load it), exported with the signature's dynamic dims;
+- ``signature.json`` — see :mod:`kfp_serve.components.signature`;
+- ``golden.npz`` — sample inputs and the eager model's fp32 reference outputs.
+
+Users' own training components call :func:`save_torch_model` to write one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from kfp_serve.components.errors import UserError
+from kfp_serve.components.golden import GoldenSet
+from kfp_serve.components.signature import ModelSignature
+
+if TYPE_CHECKING:
+    import torch
+
+MODEL_FILE = "model.pt2"
+
+
+def _dynamic_shapes(signature: ModelSignature) -> tuple[dict[int, Any], ...]:
+    import torch
+
+    dims: dict[str, Any] = {}
+    shapes = []
+    for spec in signature.inputs:
+        axes = {}
+        for axis, dim in enumerate(spec.dims):
+            if isinstance(dim, str):
+                if dim not in dims:
+                    dims[dim] = torch.export.Dim(_identifier(dim), min=1)
+                axes[axis] = dims[dim]
+        shapes.append(axes)
+    return tuple(shapes)
+
+
+def _identifier(name: str) -> str:
+    cleaned = "".join(c if c.isalnum() else "_" for c in name)
+    return cleaned if cleaned[:1].isalpha() else f"d_{cleaned}"
+
+
+def _as_output_dict(result: Any, signature: ModelSignature) -> dict[str, np.ndarray]:
+    import torch
+
+    if isinstance(result, torch.Tensor):
+        result = (result,)
+    if isinstance(result, dict):
+        values = [result.get(name) for name in signature.output_names]
+    else:
+        values = list(result)
+    if len(values) != len(signature.outputs) or any(v is None for v in values):
+        raise UserError(
+            f"the model returned {len(values)} output(s) but the signature names"
+            f" {signature.output_names}; return a tensor, a tuple in that order or a dict"
+        )
+    return {name: v.detach().cpu().numpy() for name, v in zip(signature.output_names, values)}
+
+
+def run_eager(module: torch.nn.Module, signature: ModelSignature,
+              inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run the module in fp32 without autocast and return named numpy outputs."""
+    import torch
+
+    args = tuple(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in signature.input_names)
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        return _as_output_dict(module(*args), signature)
+
+
+def save_torch_model(
+    module: torch.nn.Module,
+    signature: ModelSignature,
+    golden_inputs: dict[str, np.ndarray],
+    directory: str | Path,
+) -> GoldenSet:
+    """Write a model artifact: ``model.pt2``, ``signature.json`` and ``golden.npz``.
+
+    Args:
+        module: The trained model; called positionally with the inputs in signature order.
+        signature: Names, dtypes and dims (dynamic dims named) of inputs and outputs.
+        golden_inputs: Sample inputs by name, batch first. Use a batch of 2 or more so the
+            exported program keeps the batch dim dynamic.
+        directory: Where to write the files (created if missing).
+
+    Returns:
+        The golden set, with reference outputs from the eager module.
+    """
+    import torch
+
+    module = module.eval()
+    golden = GoldenSet(inputs=dict(golden_inputs), outputs=run_eager(module, signature, golden_inputs))
+    golden.check_against(signature)
+    if signature.batched and golden.batch_size < 2:
+        raise UserError("golden inputs need a batch of at least 2 to keep the batch dim dynamic")
+    args = tuple(torch.from_numpy(golden.inputs[n]) for n in signature.input_names)
+    try:
+        program = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(signature))
+    except Exception as err:  # torch raises many types; translate at this one boundary
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"torch.export could not capture the model: {first_line}") from err
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, str(out / MODEL_FILE))
+    signature.save(out)
+    golden.save(out)
+    return golden
+
+
+def load_torch_model(directory: str | Path) -> tuple[Any, ModelSignature, GoldenSet]:
+    """Load ``(ExportedProgram, signature, golden set)`` from a model artifact directory."""
+    import torch
+
+    path = Path(directory) / MODEL_FILE
+    if not path.is_file():
+        raise UserError(
+            f"{path} is missing; the model artifact must hold a torch.export program"
+            " written by save_torch_model"
+        )
+    signature = ModelSignature.load(directory)
+    golden = GoldenSet.load(directory)
+    golden.check_against(signature)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as err:  # corrupt zip, wrong file type, incompatible version
+        raise UserError(
+            f"{path} is not a loadable torch.export program ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'});"
+            " re-save the model with save_torch_model"
+        ) from err
+    return program, signature, golden

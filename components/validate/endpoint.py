@@ -1,0 +1,184 @@
+"""Validate a live Open Inference Protocol v2 endpoint against a model's signature and golden set.
+
+Works with any v2 server (Triton, KServe runtimes, the local runtime) through tritonclient's HTTP
+client, with JSON tensors so servers without Triton's binary extension answer too.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import numpy as np
+
+from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.golden import GoldenSet
+from kfp_serve.components.signature import ModelSignature, dtype_from_protocol, protocol_dtype
+from kfp_serve.components.verify import OutputComparison, compare_outputs, markdown_table
+
+
+@dataclass
+class ValidationResult:
+    """Everything the validation found; ``passed`` is the verdict."""
+
+    url: str
+    model_name: str
+    metadata_problems: list[str]
+    comparisons: list[OutputComparison]
+    request_latencies_ms: list[float] = field(default_factory=list)
+    samples: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return not self.metadata_problems and all(c.passed for c in self.comparisons)
+
+    def failure_line(self) -> str:
+        """One line naming every problem ('' when passed)."""
+        problems = list(self.metadata_problems)
+        problems += [f"{c.name}: {c.problem}" for c in self.comparisons if not c.passed]
+        return "; ".join(problems)
+
+    def markdown(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        lines = [
+            f"# Endpoint validation: {verdict}",
+            "",
+            f"- endpoint: `{self.url}`, model `{self.model_name}`",
+            f"- golden samples: {self.samples} in {len(self.request_latencies_ms)} request(s)",
+        ]
+        if self.request_latencies_ms:
+            lat = np.asarray(self.request_latencies_ms)
+            lines.append(
+                f"- request latency: median {np.median(lat):.2f} ms, max {lat.max():.2f} ms"
+            )
+        lines += ["", "## Metadata", ""]
+        if self.metadata_problems:
+            lines += [f"- {p}" for p in self.metadata_problems]
+        else:
+            lines.append("- names, dtypes and shapes match the signature")
+        lines += ["", "## Golden outputs", "", markdown_table(self.comparisons), ""]
+        return "\n".join(lines)
+
+
+def _client(url: str):
+    import tritonclient.http as httpclient
+
+    parsed = urlparse(url if "://" in url else f"http://{url}")
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise UserError(f"endpoint URL {url!r} is not valid; use http://HOST:PORT")
+    return httpclient.InferenceServerClient(
+        parsed.netloc, ssl=parsed.scheme == "https", connection_timeout=10, network_timeout=60
+    )
+
+
+def wait_until_ready(client, model_name: str, timeout_s: float) -> None:
+    """Poll server and model readiness; the timeout error says which was not ready."""
+    deadline = time.monotonic() + timeout_s
+    status = "no answer"
+    while True:
+        try:
+            server_ready = client.is_server_ready()
+            model_ready = server_ready and client.is_model_ready(model_name)
+            if model_ready:
+                return
+            status = f"server ready={server_ready}, model {model_name!r} ready={model_ready}"
+        except Exception as err:  # connection refused/reset while the server starts
+            status = f"unreachable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        if time.monotonic() >= deadline:
+            raise InfrastructureError(f"endpoint not ready after {timeout_s:.0f}s: {status}")
+        time.sleep(0.5)
+
+
+def check_metadata(metadata: dict, signature: ModelSignature) -> list[str]:
+    """Compare the server's model metadata with the signature; returns the problems found."""
+    problems = []
+    for kind, specs, served in (
+        ("input", signature.inputs, metadata.get("inputs", [])),
+        ("output", signature.outputs, metadata.get("outputs", [])),
+    ):
+        by_name = {t.get("name"): t for t in served}
+        for spec in specs:
+            tensor = by_name.get(spec.name)
+            if tensor is None:
+                problems.append(f"{kind} {spec.name!r} is not served (server has {sorted(by_name)})")
+                continue
+            if tensor.get("datatype") != protocol_dtype(spec.dtype):
+                problems.append(f"{kind} {spec.name!r} is {tensor.get('datatype')},"
+                                f" signature says {protocol_dtype(spec.dtype)}")
+            shape = [int(d) for d in tensor.get("shape", [])]
+            want = spec.shape_with_unknowns()
+            if len(shape) != len(want) or any(
+                w != -1 and s not in (w, -1) for s, w in zip(shape, want)
+            ):
+                problems.append(f"{kind} {spec.name!r} has shape {shape}, signature says {want}")
+        extra = sorted(set(by_name) - {s.name for s in specs})
+        if extra:
+            problems.append(f"server has {kind}s not in the signature: {extra}")
+    return problems
+
+
+def infer(client, model_name: str, signature: ModelSignature,
+          inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One inference request with JSON tensors; returns named numpy outputs."""
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    request_inputs = []
+    for spec in signature.inputs:
+        tensor = httpclient.InferInput(spec.name, list(inputs[spec.name].shape),
+                                       protocol_dtype(spec.dtype))
+        tensor.set_data_from_numpy(inputs[spec.name], binary_data=False)
+        request_inputs.append(tensor)
+    outputs = [httpclient.InferRequestedOutput(n, binary_data=False) for n in signature.output_names]
+    try:
+        result = client.infer(model_name, request_inputs, outputs=outputs)
+    except InferenceServerException as err:
+        raise InfrastructureError(f"inference request to {model_name!r} failed: {err}") from err
+    response = result.get_response()
+    served = {o["name"]: o for o in response.get("outputs", [])}
+    arrays = {}
+    for name in signature.output_names:
+        if name in served:
+            dtype = dtype_from_protocol(served[name]["datatype"])
+            arrays[name] = np.asarray(result.as_numpy(name)).astype(dtype, copy=False)
+    return arrays
+
+
+def validate_endpoint(url: str, model_name: str, signature: ModelSignature, golden: GoldenSet,
+                      atol: float = 1e-4, rtol: float = 1e-3, max_batch_size: int = 0,
+                      ready_timeout_s: float = 120.0) -> ValidationResult:
+    """Wait for readiness, check metadata, send the whole golden set and compare the outputs.
+
+    Args:
+        url: Base URL of the v2 endpoint (``http://HOST:PORT``).
+        model_name: The served model's name.
+        signature: The signature the model was exported with.
+        golden: Golden inputs and reference outputs.
+        atol: Absolute tolerance per value.
+        rtol: Relative tolerance per value.
+        max_batch_size: Largest batch per request (0: the whole golden set in one request).
+        ready_timeout_s: How long to wait for server and model readiness.
+    """
+    if atol < 0 or rtol < 0:
+        raise UserError("atol and rtol must be >= 0")
+    client = _client(url)
+    try:
+        wait_until_ready(client, model_name, ready_timeout_s)
+        metadata = client.get_model_metadata(model_name)
+        problems = check_metadata(metadata, signature)
+        step = golden.batch_size if max_batch_size <= 0 else max_batch_size
+        collected: dict[str, list[np.ndarray]] = {n: [] for n in signature.output_names}
+        latencies = []
+        for start in range(0, golden.batch_size, step):
+            part = golden.slice(start, start + step)
+            began = time.perf_counter()
+            outputs = infer(client, model_name, signature, part.inputs)
+            latencies.append((time.perf_counter() - began) * 1000)
+            for name, value in outputs.items():
+                collected[name].append(value)
+    finally:
+        client.close()
+    actual = {n: np.concatenate(v) for n, v in collected.items() if v}
+    comparisons = compare_outputs(golden.outputs, actual, atol, rtol)
+    return ValidationResult(url, model_name, problems, comparisons, latencies, golden.batch_size)

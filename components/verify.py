@@ -1,0 +1,100 @@
+"""Numeric comparison of model outputs against reference outputs, per output.
+
+Used by every export's verification and by live-endpoint validation, so the two report the same
+numbers in the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """How one output compares with its reference."""
+
+    name: str
+    max_abs_error: float
+    max_rel_error: float
+    atol: float
+    rtol: float
+    problem: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.problem
+
+
+def compare_outputs(
+    reference: dict[str, np.ndarray],
+    actual: dict[str, np.ndarray],
+    atol: float,
+    rtol: float,
+) -> list[OutputComparison]:
+    """Compare every reference output with the actual one (``|a - r| <= atol + rtol * |r|``).
+
+    All problems are collected — a missing output, a shape or dtype change, NaN/Inf values, a
+    tolerance exceeded — so one report names every mismatch.
+    """
+    results = []
+    for name, ref in reference.items():
+        if name not in actual:
+            results.append(
+                OutputComparison(name, float("nan"), float("nan"), atol, rtol,
+                                 f"missing (got {sorted(actual)})")
+            )
+            continue
+        got = np.asarray(actual[name])
+        if got.shape != ref.shape:
+            results.append(
+                OutputComparison(name, float("nan"), float("nan"), atol, rtol,
+                                 f"shape {list(got.shape)} != reference {list(ref.shape)}")
+            )
+            continue
+        ref64 = ref.astype(np.float64)
+        got64 = got.astype(np.float64)
+        if not np.all(np.isfinite(got64)):
+            bad = int(np.size(got64) - np.count_nonzero(np.isfinite(got64)))
+            results.append(
+                OutputComparison(name, float("nan"), float("nan"), atol, rtol,
+                                 f"{bad} NaN/Inf value(s)")
+            )
+            continue
+        diff = np.abs(got64 - ref64)
+        max_abs = float(diff.max()) if diff.size else 0.0
+        max_rel = float((diff / np.maximum(np.abs(ref64), 1e-12)).max()) if diff.size else 0.0
+        problem = ""
+        excess = diff - (atol + rtol * np.abs(ref64))
+        if diff.size and float(excess.max()) > 0:
+            count = int(np.count_nonzero(excess > 0))
+            problem = (
+                f"{count}/{diff.size} values exceed atol={atol:g} + rtol={rtol:g}*|ref|"
+                f" (max abs error {max_abs:.3g})"
+            )
+        results.append(OutputComparison(name, max_abs, max_rel, atol, rtol, problem))
+    return results
+
+
+def summarize_failures(results: list[OutputComparison], context: str) -> str:
+    """One line naming every failed output, or '' when all passed."""
+    failed = [f"{r.name}: {r.problem}" for r in results if not r.passed]
+    if not failed:
+        return ""
+    return f"{context}: " + "; ".join(failed)
+
+
+def markdown_table(results: list[OutputComparison]) -> str:
+    """A Markdown table of the comparison, one row per output."""
+    lines = [
+        "| output | max abs error | max rel error | atol | rtol | result |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        verdict = "pass" if r.passed else f"FAIL: {r.problem}"
+        lines.append(
+            f"| `{r.name}` | {r.max_abs_error:.3g} | {r.max_rel_error:.3g} | {r.atol:g} |"
+            f" {r.rtol:g} | {verdict} |"
+        )
+    return "\n".join(lines)

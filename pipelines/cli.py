@@ -1,0 +1,156 @@
+"""``kfp-serve``: compile, list, run locally and submit the suite's pipelines.
+
+Nothing heavy is imported at start-up: ``--help`` answers without importing kfp or torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+DEFAULT_COMPILED = "compiled"
+DEFAULT_OUTPUT = "local_outputs"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kfp-serve",
+        description="Kubeflow Pipelines components and pipelines that take a trained PyTorch"
+        " model to a validated serving endpoint.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("list", help="list every component and pipeline")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("compile", help="compile every component and pipeline to YAML")
+    p.add_argument("--output", default=DEFAULT_COMPILED, help="folder (default: compiled)")
+    p.add_argument("--check", action="store_true",
+                   help="compare with the folder instead of writing; exit 1 when out of date")
+    p.add_argument("--image", help="component image REGISTRY/PATH:TAG (default: $KFP_SERVE_IMAGE"
+                   " or the tag of this version)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run a pipeline on this machine with kfp.local")
+    p.add_argument("pipeline")
+    p.add_argument("--local", action="store_true", required=True,
+                   help="run with kfp.local's SubprocessRunner (the only runner so far)")
+    p.add_argument("--output", default=DEFAULT_OUTPUT, help="artifact root (default: local_outputs)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("submit", help="submit a pipeline to Kubeflow Pipelines or Vertex AI")
+    p.add_argument("pipeline")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--host", help="KFP API URL, e.g. http://localhost:8080")
+    target.add_argument("--vertex", action="store_true", help="submit to Vertex AI Pipelines")
+    p.add_argument("--namespace", help="KFP namespace (multi-user deployments)")
+    p.add_argument("--experiment", help="KFP experiment (default: Default)")
+    p.add_argument("--token", default=os.environ.get("KFP_SERVE_KFP_TOKEN"),
+                   help="bearer token for the KFP API (default: $KFP_SERVE_KFP_TOKEN)")
+    p.add_argument("--project", help="Google Cloud project (with --vertex)")
+    p.add_argument("--region", default="us-central1", help="Vertex AI region")
+    p.add_argument("--pipeline-root", help="artifact root: gs://... (required with --vertex)")
+    p.add_argument("--service-account", help="service account the run uses")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    p.set_defaults(func=cmd_submit)
+    return parser
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from kfp_serve.pipelines import registry
+
+    for title, names, load in (
+        ("Components", registry.component_names(), registry.load_component),
+        ("Pipelines", registry.pipeline_names(), registry.load_pipeline),
+    ):
+        print(f"{title}:")
+        width = max(len(n) for n in names)
+        for name in names:
+            print(f"  {name:<{width}}  {registry.description(load(name))}")
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from kfp_serve.pipelines import compile as compiling
+
+    if args.check:
+        result = compiling.check(args.output)
+        if result.ok:
+            print(f"{args.output}/ is up to date")
+            return 0
+        for label, names in (("stale", result.stale), ("missing", result.missing),
+                             ("extra", result.extra)):
+            for name in names:
+                print(f"{label}: {args.output}/{name}", file=sys.stderr)
+        for text in result.diffs.values():
+            print(f"\n{text}", file=sys.stderr)
+        fix = "kfp-serve compile" + (f" --output {args.output}" if args.output != DEFAULT_COMPILED
+                                     else "")
+        print(f"\n{args.output}/ does not match the code; run `{fix}` and commit the result",
+              file=sys.stderr)
+        return 1
+    written = compiling.compile_all(args.output)
+    print(f"wrote {len(written)} files under {args.output}/")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kfp_serve.pipelines import registry
+    from kfp_serve.pipelines.params import parse_params
+    from kfp_serve.pipelines.run_local import run_local
+
+    pipeline = registry.load_pipeline(args.pipeline)
+    params = parse_params(args.param, pipeline)
+    result = run_local(args.pipeline, args.output, params)
+    print()
+    if result.run_dir is not None:
+        print(f"artifacts: {result.run_dir}")
+    if result.summary_path is not None:
+        print(f"report:    {result.summary_path}\n")
+        print(result.summary_path.read_text())
+    if not result.succeeded:
+        print(f"error: {result.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from kfp_serve.pipelines import registry, submit
+    from kfp_serve.pipelines.params import parse_params
+
+    params = parse_params(args.param, registry.load_pipeline(args.pipeline))
+    if args.vertex:
+        if not args.pipeline_root:
+            from kfp_serve.components.errors import UserError
+
+            raise UserError("--pipeline-root gs://BUCKET/PATH is required with --vertex")
+        result = submit.submit_vertex(args.pipeline, args.project, args.region,
+                                      args.pipeline_root, params, args.service_account)
+    else:
+        result = submit.submit_kfp(args.pipeline, args.host, params, namespace=args.namespace,
+                                   experiment=args.experiment, pipeline_root=args.pipeline_root,
+                                   service_account=args.service_account, token=args.token)
+    print(f"submitted {args.pipeline}: run {result.run_id}\n{result.url}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if getattr(args, "image", None):
+        os.environ["KFP_SERVE_IMAGE"] = args.image  # read when the components are imported
+    from kfp_serve.components.errors import KfpServeError
+
+    try:
+        return args.func(args)
+    except KfpServeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

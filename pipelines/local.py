@@ -1,0 +1,60 @@
+"""The embedded default: train, export, serve and validate on one machine."""
+
+from kfp import dsl
+
+from kfp_serve.components import (
+    build_triton_repository,
+    deploy_local,
+    export_onnx,
+    train_digits_classifier,
+    undeploy_local,
+    validate_endpoint,
+)
+
+
+@dsl.pipeline(name="train-to-serve-local")
+def train_to_serve_local(
+    epochs: int = 15,
+    min_accuracy: float = 0.95,
+    opset: int = 18,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    endpoint_atol: float = 1e-4,
+    endpoint_rtol: float = 1e-3,
+    model_name: str = "digits",
+    max_batch_size: int = 32,
+    http_port: int = 0,
+):
+    """Trains the digits CNN, exports it to ONNX, serves it with local Triton, validates it live.
+
+    Everything runs on one machine; the server listens on 127.0.0.1 and is stopped at the end of
+    the run, also when validation fails.
+
+    Args:
+        epochs: Training epochs.
+        min_accuracy: Fail training below this held-out accuracy.
+        opset: ONNX opset (18-20).
+        atol: Absolute tolerance of the ONNX export against the eager model.
+        rtol: Relative tolerance of the ONNX export against the eager model.
+        endpoint_atol: Absolute tolerance of the live endpoint against the eager model.
+        endpoint_rtol: Relative tolerance of the live endpoint against the eager model.
+        model_name: Name the model is served under.
+        max_batch_size: Triton max_batch_size (0 turns batching off).
+        http_port: HTTP port of the local server on 127.0.0.1; 0 picks a free one.
+    """
+    undeploy = undeploy_local(deployment=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_caching_options(False)
+    with dsl.ExitHandler(undeploy):
+        train = train_digits_classifier(epochs=epochs, min_accuracy=min_accuracy)
+        export = export_onnx(model=train.outputs["model"], opset=opset, atol=atol, rtol=rtol)
+        repository = build_triton_repository(
+            onnx_model=export.outputs["onnx_model"], model_name=model_name,
+            max_batch_size=max_batch_size,
+        )
+        deploy = deploy_local(
+            repository=repository.outputs["repository"],
+            deployment=dsl.PIPELINE_JOB_ID_PLACEHOLDER, http_port=http_port,
+        ).set_caching_options(False)  # a cached deploy would start no server
+        validate_endpoint(
+            endpoint=deploy.outputs["endpoint"], model=export.outputs["onnx_model"],
+            atol=endpoint_atol, rtol=endpoint_rtol,
+        ).set_caching_options(False)

@@ -1,0 +1,46 @@
+"""Shared fixtures: one trained digits model and its ONNX export per test session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state_dir(tmp_path_factory, monkeypatch):
+    """Local deployments of a test run are recorded in a temporary folder, not ~/.cache."""
+    monkeypatch.setenv("KFP_SERVE_STATE_DIR", str(tmp_path_factory.getbasetemp() / "state"))
+
+
+@pytest.fixture(scope="session")
+def digits_model(tmp_path_factory) -> Path:
+    """A trained digits model artifact (model.pt2 + signature.json + golden.npz)."""
+    from kfp_serve.components.train.digits import train_digits
+
+    path = tmp_path_factory.mktemp("digits") / "model"
+    train_digits(path, epochs=15)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_onnx(digits_model, tmp_path_factory) -> Path:
+    """The digits model exported to ONNX and verified."""
+    from kfp_serve.components.export.onnx_export import export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "onnx"
+    export_onnx(digits_model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_repository(digits_onnx, tmp_path_factory) -> Path:
+    """A Triton repository holding the digits ONNX model as ``digits``."""
+    from kfp_serve.components.triton.config import TritonModelOptions
+    from kfp_serve.components.triton.repository import build_repository
+
+    path = tmp_path_factory.mktemp("repo") / "repository"
+    build_repository(digits_onnx, "onnx", path, "digits", TritonModelOptions())
+    return path

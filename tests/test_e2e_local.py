@@ -1,0 +1,46 @@
+"""train_to_serve_local end to end under kfp.local: real training, ONNX, Triton, validation."""
+
+import json
+import os
+
+import pytest
+
+from kfp_serve.components.local.triton_server import _process_alive, state_root
+from kfp_serve.pipelines.run_local import run_local
+
+pytestmark = pytest.mark.e2e
+
+
+def _endpoint_metadata(run_dir):
+    output = json.loads((run_dir / "deploy-local" / "executor_output.json").read_text())
+    return output["artifacts"]["endpoint"]["artifacts"][0]["metadata"]
+
+
+def test_local_pipeline_serves_and_validates(tmp_path):
+    result = run_local("train_to_serve_local", tmp_path, {"model_name": "digits"})
+    assert result.succeeded, result.error
+    summary = result.summary_path.read_text()
+    assert "# Endpoint validation: PASSED" in summary
+    assert "| `logits` |" in summary and "| pass |" in summary
+    metrics = json.loads((result.run_dir / "validate-endpoint" / "executor_output.json").read_text())
+    assert metrics["parameterValues"]["Output"] is True
+    repo = result.run_dir / "build-triton-repository" / "repository" / "digits"
+    assert (repo / "config.pbtxt").is_file() and (repo / "1" / "model.onnx").is_file()
+    endpoint = _endpoint_metadata(result.run_dir)
+    assert endpoint["url"].startswith("http://127.0.0.1:")
+    # the exit handler stopped the server
+    assert not _process_alive(int(endpoint["pid"]))
+    assert not list(state_root().glob("*.json"))
+
+
+def test_failed_validation_still_stops_the_server(tmp_path):
+    result = run_local("train_to_serve_local", tmp_path,
+                       {"endpoint_atol": 0.0, "endpoint_rtol": 0.0})
+    assert not result.succeeded
+    assert "validate-endpoint" in result.error
+    endpoint = _endpoint_metadata(result.run_dir)
+    assert not _process_alive(int(endpoint["pid"]))
+    assert not list(state_root().glob("*.json"))
+    undeploy = json.loads((result.run_dir / "undeploy-local" / "executor_output.json").read_text())
+    assert undeploy["parameterValues"]["Output"] is True
+    assert os.path.isdir(result.run_dir / "export-onnx" / "onnx_model")

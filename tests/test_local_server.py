@@ -1,0 +1,90 @@
+"""A real Triton server (nvidia-pytriton's binary) on 127.0.0.1, stopped by PID."""
+
+import os
+import shutil
+import socket
+
+import numpy as np
+import pytest
+
+from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.golden import GoldenSet
+from kfp_serve.components.local import triton_server
+from kfp_serve.components.signature import ModelSignature, TensorSpec
+from kfp_serve.components.validate.endpoint import validate_endpoint
+
+
+@pytest.fixture(scope="module")
+def server(digits_repository, tmp_path_factory):
+    os.environ["KFP_SERVE_STATE_DIR"] = str(tmp_path_factory.mktemp("server-state"))
+    record = triton_server.start_server(digits_repository, "digits", "test-server")
+    yield record
+    triton_server.stop_server(record)
+
+
+def test_served_model_matches_the_golden_set(server, digits_onnx):
+    result = validate_endpoint(server.url, "digits", ModelSignature.load(digits_onnx),
+                               GoldenSet.load(digits_onnx), max_batch_size=5)
+    assert result.passed, result.failure_line()
+    assert len(result.request_latencies_ms) == 4  # 16 samples in requests of <= 5
+    assert result.comparisons[0].max_abs_error < 1e-4
+    assert "Endpoint validation: PASSED" in result.markdown()
+
+
+def test_wrong_references_fail_validation(server, digits_onnx):
+    golden = GoldenSet.load(digits_onnx)
+    golden.outputs["logits"] = golden.outputs["logits"] + np.float32(0.5)
+    result = validate_endpoint(server.url, "digits", ModelSignature.load(digits_onnx), golden)
+    assert not result.passed
+    assert result.failure_line().startswith("logits: 160/160 values exceed")
+
+
+def test_metadata_mismatch_is_reported(server, digits_onnx):
+    signature = ModelSignature(
+        inputs=(TensorSpec("image", "float16", ("batch", 1, 8, 8)),),
+        outputs=(TensorSpec("probs", "float32", ("batch", 10)),),
+    )
+    from kfp_serve.components.validate.endpoint import _client, check_metadata
+
+    client = _client(server.url)
+    problems = check_metadata(client.get_model_metadata("digits"), signature)
+    client.close()
+    assert "input 'image' is FP32, signature says FP16" in problems
+    assert any(p.startswith("output 'probs' is not served") for p in problems)
+    assert "server has outputs not in the signature: ['logits']" in problems
+
+
+def test_port_in_use_is_a_one_line_error(digits_repository):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UserError, match=f"http_port {port} on 127.0.0.1 is already in use"):
+            triton_server.start_server(digits_repository, "digits", "busy", http_port=port)
+    assert triton_server.load_deployment("busy") is None
+
+
+def test_a_model_that_cannot_load_stops_the_server_and_quotes_its_log(digits_repository, tmp_path):
+    broken = tmp_path / "repo"
+    shutil.copytree(digits_repository, broken)
+    (broken / "digits" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(InfrastructureError,
+                       match="tritonserver exited with code 1 .*log tail: .*INVALID_PROTOBUF.*failed to load .digits."):
+        triton_server.start_server(broken, "digits", "broken", timeout_s=60)
+    assert triton_server.load_deployment("broken") is None
+
+
+def test_stop_is_idempotent_and_never_signals_a_stranger(digits_repository):
+    record = triton_server.start_server(digits_repository, "digits", "short-lived")
+    assert triton_server.load_deployment("short-lived") == record
+    assert triton_server.stop_server(record) is True
+    assert not triton_server._process_alive(record.pid)
+    assert triton_server.load_deployment("short-lived") is None
+    assert triton_server.stop_server(record) is False
+    stranger = triton_server.LocalDeployment("x", os.getpid(), "", "", "m", "", "")
+    assert triton_server.stop_server(stranger) is False  # our own pid is not a tritonserver
+
+
+def test_missing_config_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="has no digits/config.pbtxt"):
+        triton_server.start_server(tmp_path, "digits", "none")
