@@ -43,6 +43,8 @@ def submit_kfp(name: str, host: str, params: dict[str, Any], namespace: str | No
                experiment: str | None = None, pipeline_root: str | None = None,
                service_account: str | None = None, token: str | None = None) -> Submitted:
     """Create a run of pipeline ``name`` through the KFP v2beta1 REST API at ``host``."""
+    import warnings
+
     import kfp
     import kfp_server_api
     import urllib3
@@ -52,7 +54,10 @@ def submit_kfp(name: str, host: str, params: dict[str, Any], namespace: str | No
     with tempfile.TemporaryDirectory() as tmp:
         package = _compile(name, tmp)
         try:
-            client = kfp.Client(host=host, namespace=namespace or "kubeflow", existing_token=token)
+            with warnings.catch_warnings():  # "only works with KFP >= 2.0.0-beta.2": we know
+                warnings.simplefilter("ignore", FutureWarning)
+                client = kfp.Client(host=host, namespace=namespace or "kubeflow",
+                                    existing_token=token)
             result = client.create_run_from_pipeline_package(
                 package, arguments=params, run_name=_run_name(name),
                 experiment_name=experiment or "Default", namespace=namespace,
@@ -64,7 +69,7 @@ def submit_kfp(name: str, host: str, params: dict[str, Any], namespace: str | No
             if err.status in (400, 401, 403, 404, 409, 422):
                 raise UserError(message) from err
             raise InfrastructureError(message) from err
-        except urllib3.exceptions.HTTPError as err:
+        except (urllib3.exceptions.HTTPError, TimeoutError) as err:
             raise InfrastructureError(f"cannot reach the KFP API at {host}: {err}") from err
     return Submitted(result.run_id, f"{host.rstrip('/')}/#/runs/details/{result.run_id}")
 

@@ -1,0 +1,53 @@
+"""A tiny threaded HTTP server on 127.0.0.1 for behavioural fakes of remote APIs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+# (method, path, query, json body) -> (status, json response)
+Handler = Callable[[str, str, dict, dict], tuple[int, dict]]
+
+
+class FakeServer:
+    """Serves ``handler`` on a free port of 127.0.0.1 and records every request."""
+
+    def __init__(self, handler: Handler):
+        self.requests: list[tuple[str, str, dict, dict]] = []
+        fake = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            def _serve(self):
+                parsed = urlparse(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                body = json.loads(raw) if raw else {}
+                query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+                fake.requests.append((self.command, parsed.path, query, body))
+                status, payload = handler(self.command, parsed.path, query, body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _serve
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
