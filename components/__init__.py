@@ -13,6 +13,9 @@ from typing import Any
 COMPONENT_MODULES: dict[str, str] = {
     "train_digits_classifier": "train.component",
     "export_onnx": "export.component",
+    "export_torchscript": "export.component",
+    "export_tensorrt": "export.component",
+    "profile_formats": "export.component",
     "build_triton_repository": "triton.component",
     "deploy_local": "local.component",
     "undeploy_local": "local.component",

@@ -17,7 +17,9 @@ KIND_KEY = "kfp_serve_kind"
 #: kind -> what the artifact's path holds
 KINDS: dict[str, str] = {
     "TorchModel": "a folder: model.pt2 (torch.export), signature.json, golden.npz",
-    "OnnxModel": "a folder: model.onnx, signature.json, golden.npz",
+    "OnnxModel": "a folder: model.onnx (+ model.onnx.data when > 2 GiB), signature.json, golden.npz",
+    "TorchScriptModel": "a folder: model.pt (TorchScript), signature.json, golden.npz",
+    "TensorRTModel": "a folder: model.plan, timing.cache, signature.json, golden.npz",
     "TritonRepository": "a Triton model repository: <model>/config.pbtxt, <model>/<version>/",
     "ServingEndpoint": "a JSON file; metadata url, model_name, protocol (and pid for local)",
 }

@@ -28,3 +28,15 @@ class InfrastructureError(KfpServeError):
     """Something outside the user's input failed: a process, a server, a remote API."""
 
     exit_code = 3
+
+
+_GENERIC_HEADERS = ("The following operation failed in the TorchScript interpreter.",)
+
+
+def first_line(err: BaseException) -> str:
+    """The telling line of an exception's message: the first, unless that is a generic header
+    (TorchScript puts the real error last); the type name when the message is empty."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[-1] if lines[0] in _GENERIC_HEADERS else lines[0]

@@ -5,7 +5,10 @@ A model artifact is a directory holding:
 - ``model.pt2`` — the model as a self-contained ``torch.export`` program (no Python class needed
   to load it), exported with the signature's dynamic dims;
 - ``signature.json`` — see :mod:`kfp_serve.components.signature`;
-- ``golden.npz`` — sample inputs and the eager model's fp32 reference outputs.
+- ``golden.npz`` — sample inputs and the eager model's fp32 reference outputs;
+- optionally ``model.ts`` — the model as TorchScript, scripted or traced where the Python class
+  is available (``torchscript="script"`` is the only way to get a scripted model later, since
+  scripting needs the class; the legacy ONNX exporter uses it too).
 
 Users' own training components call :func:`save_torch_model` to write one.
 """
@@ -17,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kfp_serve.components.errors import UserError
+from kfp_serve.components.errors import UserError, first_line
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature
 
@@ -25,27 +28,19 @@ if TYPE_CHECKING:
     import torch
 
 MODEL_FILE = "model.pt2"
+TORCHSCRIPT_FILE = "model.ts"
+TORCHSCRIPT_METHODS = ("script", "trace")
 
 
 def _dynamic_shapes(signature: ModelSignature) -> tuple[dict[int, Any], ...]:
+    """Every named dim is ``Dim.DYNAMIC``: it must stay dynamic, while torch.export may infer its
+    range (e.g. ``seq <= 512`` from a position table) and equalities between inputs."""
     import torch
 
-    dims: dict[str, Any] = {}
-    shapes = []
-    for spec in signature.inputs:
-        axes = {}
-        for axis, dim in enumerate(spec.dims):
-            if isinstance(dim, str):
-                if dim not in dims:
-                    dims[dim] = torch.export.Dim(_identifier(dim), min=1)
-                axes[axis] = dims[dim]
-        shapes.append(axes)
-    return tuple(shapes)
-
-
-def _identifier(name: str) -> str:
-    cleaned = "".join(c if c.isalnum() else "_" for c in name)
-    return cleaned if cleaned[:1].isalpha() else f"d_{cleaned}"
+    return tuple(
+        {axis: torch.export.Dim.DYNAMIC for axis, dim in enumerate(spec.dims) if isinstance(dim, str)}
+        for spec in signature.inputs
+    )
 
 
 def _as_output_dict(result: Any, signature: ModelSignature) -> dict[str, np.ndarray]:
@@ -80,6 +75,7 @@ def save_torch_model(
     signature: ModelSignature,
     golden_inputs: dict[str, np.ndarray],
     directory: str | Path,
+    torchscript: str | None = None,
 ) -> GoldenSet:
     """Write a model artifact: ``model.pt2``, ``signature.json`` and ``golden.npz``.
 
@@ -89,12 +85,18 @@ def save_torch_model(
         golden_inputs: Sample inputs by name, batch first. Use a batch of 2 or more so the
             exported program keeps the batch dim dynamic.
         directory: Where to write the files (created if missing).
+        torchscript: Also write ``model.ts``: ``"script"`` (torch.jit.script; keeps control
+            flow, needs scriptable code) or ``"trace"`` (torch.jit.trace on the golden inputs).
 
     Returns:
         The golden set, with reference outputs from the eager module.
     """
     import torch
 
+    from kfp_serve.components.export.staging import quiet_export
+
+    if torchscript is not None and torchscript not in TORCHSCRIPT_METHODS:
+        raise UserError(f"torchscript={torchscript!r}; use one of {list(TORCHSCRIPT_METHODS)} or None")
     module = module.eval()
     golden = GoldenSet(inputs=dict(golden_inputs), outputs=run_eager(module, signature, golden_inputs))
     golden.check_against(signature)
@@ -104,14 +106,38 @@ def save_torch_model(
     try:
         program = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(signature))
     except Exception as err:  # torch raises many types; translate at this one boundary
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"torch.export could not capture the model: {first_line}") from err
+        raise UserError(f"torch.export could not capture the model: {first_line(err)}") from err
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(out / MODEL_FILE))
+    if torchscript is not None:
+        try:
+            with quiet_export(), torch.no_grad():
+                scripted = (torch.jit.script(module) if torchscript == "script"
+                            else torch.jit.trace(module, args, check_trace=False))
+        except Exception as err:
+            raise UserError(f"torch.jit.{torchscript} failed: {first_line(err)}") from err
+        torch.jit.save(scripted, str(out / TORCHSCRIPT_FILE))
     signature.save(out)
     golden.save(out)
     return golden
+
+
+def load_torchscript(directory: str | Path) -> Any:
+    """The artifact's ``model.ts`` (UserError when it was not saved or does not load)."""
+    import torch
+
+    path = Path(directory) / TORCHSCRIPT_FILE
+    if not path.is_file():
+        raise UserError(
+            f"{path} is missing; save the model with save_torch_model(..., torchscript='script')"
+            " (scripting needs the Python class, so it happens where the model is trained)"
+        )
+    try:
+        with torch.no_grad():
+            return torch.jit.load(str(path), map_location="cpu").eval()
+    except Exception as err:
+        raise UserError(f"{path} is not a loadable TorchScript file ({first_line(err)})") from err
 
 
 def load_torch_model(directory: str | Path) -> tuple[Any, ModelSignature, GoldenSet]:
@@ -131,8 +157,34 @@ def load_torch_model(directory: str | Path) -> tuple[Any, ModelSignature, Golden
         program = torch.export.load(str(path))
     except Exception as err:  # corrupt zip, wrong file type, incompatible version
         raise UserError(
-            f"{path} is not a loadable torch.export program ({type(err).__name__}: "
-            f"{str(err).strip().splitlines()[0] if str(err).strip() else 'no detail'});"
-            " re-save the model with save_torch_model"
+            f"{path} is not a loadable torch.export program ({type(err).__name__}:"
+            f" {first_line(err)}); re-save the model with save_torch_model"
         ) from err
+    _check_outputs_match_signature(program, signature, golden)
     return program, signature, golden
+
+
+def _check_outputs_match_signature(program: Any, signature: ModelSignature,
+                                   golden: GoldenSet) -> None:
+    """The program must return as many outputs, of the dtypes and ranks, as the signature says."""
+    import torch
+
+    args = tuple(torch.from_numpy(golden.inputs[n][:1]) for n in signature.input_names)
+    try:
+        with torch.no_grad():
+            outputs = _as_output_dict(program.module()(*args), signature)
+    except UserError:
+        raise
+    except Exception as err:
+        raise UserError(
+            f"the model does not run on its own golden inputs ({first_line(err)}); the"
+            " signature's inputs may not match the model"
+        ) from err
+    for spec in signature.outputs:
+        value = outputs[spec.name]
+        if str(value.dtype) != spec.dtype or value.ndim != spec.rank:
+            raise UserError(
+                f"the model's output {spec.name!r} is {value.dtype} rank {value.ndim} but the"
+                f" signature says {spec.dtype} rank {spec.rank}"
+            )
+

@@ -6,9 +6,13 @@ numbers in the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from kfp_serve.components.errors import VerificationError, first_line
+from kfp_serve.components.golden import GoldenSet
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,12 @@ def compare_outputs(
             continue
         ref64 = ref.astype(np.float64)
         got64 = got.astype(np.float64)
+        if not np.all(np.isfinite(ref64)):
+            results.append(
+                OutputComparison(name, float("nan"), float("nan"), atol, rtol,
+                                 "the reference itself holds NaN/Inf; fix the model or golden set")
+            )
+            continue
         if not np.all(np.isfinite(got64)):
             bad = int(np.size(got64) - np.count_nonzero(np.isfinite(got64)))
             results.append(
@@ -98,3 +108,43 @@ def markdown_table(results: list[OutputComparison]) -> str:
             f" {r.rtol:g} | {verdict} |"
         )
     return "\n".join(lines)
+
+
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def verification_batches(golden: GoldenSet) -> list[int]:
+    """The batch sizes verified: the whole golden set, then a different, smaller one.
+
+    A model exported from a single example batch can silently fix the batch dim; running a
+    second size catches it.
+    """
+    full = golden.batch_size
+    return [full, 1] if full > 1 else [full]
+
+
+def verify_at_batches(run: Runner, golden: GoldenSet, atol: float, rtol: float,
+                      what: str) -> dict[int, list[OutputComparison]]:
+    """Run ``run`` on the golden inputs at each verification batch size and compare.
+
+    Raises:
+        VerificationError: one message naming every output out of tolerance at every batch
+            size, or the batch size at which the runtime failed.
+    """
+    comparisons: dict[int, list[OutputComparison]] = {}
+    problems = []
+    for batch in verification_batches(golden):
+        part = golden.slice(0, batch)
+        try:
+            actual = run(part.inputs)
+        except VerificationError:
+            raise
+        except Exception as err:  # any runtime's own error type
+            raise VerificationError(f"{what} failed at batch size {batch}: {first_line(err)}") from err
+        comparisons[batch] = compare_outputs(part.outputs, actual, atol, rtol)
+        failure = summarize_failures(comparisons[batch], f"batch {batch}")
+        if failure:
+            problems.append(failure)
+    if problems:
+        raise VerificationError(f"{what} disagrees with the eager model: " + " | ".join(problems))
+    return comparisons

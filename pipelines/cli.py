@@ -107,9 +107,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print()
     if result.run_dir is not None:
         print(f"artifacts: {result.run_dir}")
-    if result.summary_path is not None:
-        print(f"report:    {result.summary_path}\n")
-        print(result.summary_path.read_text())
+    for path in result.summary_paths:
+        print(f"report:    {path}\n")
+        print(path.read_text())
     if not result.succeeded:
         print(f"error: {result.error}", file=sys.stderr)
         return 1

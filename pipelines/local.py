@@ -6,6 +6,8 @@ from kfp_serve.components import (
     build_triton_repository,
     deploy_local,
     export_onnx,
+    export_torchscript,
+    profile_formats,
     train_digits_classifier,
     undeploy_local,
     validate_endpoint,
@@ -24,8 +26,9 @@ def train_to_serve_local(
     model_name: str = "digits",
     max_batch_size: int = 32,
     http_port: int = 0,
+    profile_seconds: float = 0.5,
 ):
-    """Trains the digits CNN, exports it to ONNX, serves it with local Triton, validates it live.
+    """Trains the digits CNN, exports and profiles it, serves ONNX with local Triton, validates it live.
 
     Everything runs on one machine; the server listens on 127.0.0.1 and is stopped at the end of
     the run, also when validation fails.
@@ -34,20 +37,27 @@ def train_to_serve_local(
         epochs: Training epochs.
         min_accuracy: Fail training below this held-out accuracy.
         opset: ONNX opset (18-20).
-        atol: Absolute tolerance of the ONNX export against the eager model.
-        rtol: Relative tolerance of the ONNX export against the eager model.
+        atol: Absolute tolerance of the exports against the eager model.
+        rtol: Relative tolerance of the exports against the eager model.
         endpoint_atol: Absolute tolerance of the live endpoint against the eager model.
         endpoint_rtol: Relative tolerance of the live endpoint against the eager model.
         model_name: Name the model is served under.
         max_batch_size: Triton max_batch_size (0 turns batching off).
         http_port: HTTP port of the local server on 127.0.0.1; 0 picks a free one.
+        profile_seconds: Measuring time per format and batch size in the format profile.
     """
     undeploy = undeploy_local(deployment=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_caching_options(False)
     with dsl.ExitHandler(undeploy):
         train = train_digits_classifier(epochs=epochs, min_accuracy=min_accuracy)
-        export = export_onnx(model=train.outputs["model"], opset=opset, atol=atol, rtol=rtol)
+        onnx = export_onnx(model=train.outputs["model"], opset=opset, atol=atol, rtol=rtol)
+        torchscript = export_torchscript(model=train.outputs["model"], atol=atol, rtol=rtol)
+        profile_formats(
+            model=train.outputs["model"], onnx_model=onnx.outputs["onnx_model"],
+            torchscript_model=torchscript.outputs["torchscript_model"],
+            batch_sizes=[1, 32], seconds_per_batch=profile_seconds,
+        ).set_caching_options(False)  # timings belong to this run's machine
         repository = build_triton_repository(
-            onnx_model=export.outputs["onnx_model"], model_name=model_name,
+            onnx_model=onnx.outputs["onnx_model"], model_name=model_name,
             max_batch_size=max_batch_size,
         )
         deploy = deploy_local(
@@ -55,6 +65,6 @@ def train_to_serve_local(
             deployment=dsl.PIPELINE_JOB_ID_PLACEHOLDER, http_port=http_port,
         ).set_caching_options(False)  # a cached deploy would start no server
         validate_endpoint(
-            endpoint=deploy.outputs["endpoint"], model=export.outputs["onnx_model"],
+            endpoint=deploy.outputs["endpoint"], model=onnx.outputs["onnx_model"],
             atol=endpoint_atol, rtol=endpoint_rtol,
         ).set_caching_options(False)

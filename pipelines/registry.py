@@ -15,12 +15,14 @@ class PipelineEntry:
     """Where a pipeline lives and which task output is its human-readable summary."""
 
     module: str
-    summary: tuple[str, str] | None = None  # (task folder, output name) of a Markdown artifact
+    # (task folder, output name) of the Markdown artifacts printed after a local run
+    summaries: tuple[tuple[str, str], ...] = ()
 
 
 PIPELINES: dict[str, PipelineEntry] = {
     "train_to_serve_local": PipelineEntry(
-        "kfp_serve.pipelines.local", summary=("validate-endpoint", "report")
+        "kfp_serve.pipelines.local",
+        summaries=(("profile-formats", "report"), ("validate-endpoint", "report")),
     ),
 }
 

@@ -16,7 +16,7 @@ class LocalRun:
     """Where a local run left its outputs."""
 
     run_dir: Path | None
-    summary_path: Path | None
+    summary_paths: list[Path]
     error: str = ""
 
     @property
@@ -51,11 +51,10 @@ def run_local(name: str, output_dir: str | Path, params: dict[str, Any]) -> Loca
         raise InfrastructureError(f"kfp.local could not run {name}: {err}") from err
     new_dirs = sorted(p for p in set(root.iterdir()) - before if p.is_dir())
     run_dir = new_dirs[-1] if new_dirs else None
-    summary = None
-    if run_dir is not None and entry.summary is not None:
-        candidate = run_dir.joinpath(*entry.summary)
-        summary = candidate if candidate.is_file() else None
-    return LocalRun(run_dir, summary, _strip_ansi(error))
+    summaries = []
+    if run_dir is not None:
+        summaries = [run_dir.joinpath(*s) for s in entry.summaries if run_dir.joinpath(*s).is_file()]
+    return LocalRun(run_dir, summaries, _strip_ansi(error))
 
 
 def _strip_ansi(text: str) -> str:

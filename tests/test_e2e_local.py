@@ -19,7 +19,8 @@ def _endpoint_metadata(run_dir):
 def test_local_pipeline_serves_and_validates(tmp_path):
     result = run_local("train_to_serve_local", tmp_path, {"model_name": "digits"})
     assert result.succeeded, result.error
-    summary = result.summary_path.read_text()
+    assert [p.parent.name for p in result.summary_paths] == ["profile-formats", "validate-endpoint"]
+    summary = result.summary_paths[-1].read_text()
     assert "# Endpoint validation: PASSED" in summary
     assert "| `logits` |" in summary and "| pass |" in summary
     metrics = json.loads((result.run_dir / "validate-endpoint" / "executor_output.json").read_text())

@@ -1,4 +1,6 @@
-"""KFP wrappers: export a model artifact to serving formats, verified."""
+"""KFP wrappers: export a model artifact to serving formats, verified, and profile them."""
+
+from typing import Dict, List, Optional
 
 from kfp import dsl
 from kfp.dsl import Input, Markdown, Metrics, Model, Output
@@ -13,38 +15,176 @@ def export_onnx(
     metrics: Output[Metrics],
     report: Output[Markdown],
     opset: int = 18,
+    exporter: str = "dynamo",
     atol: float = 1e-4,
     rtol: float = 1e-3,
 ):
-    """Exports a model artifact to ONNX (torch.onnx dynamo exporter) and verifies it.
+    """Exports a model artifact to ONNX and verifies it with onnxruntime.
 
-    The export is checked with onnx.checker, its inputs and outputs against the signature, and
-    its outputs (onnxruntime, CPU) against the eager reference on the golden set at two batch
-    sizes. The step fails, writing nothing, when any output is out of tolerance.
+    Checks the file with onnx.checker and its inputs/outputs against the signature, then runs
+    the golden set through onnxruntime (CPU) at two batch sizes and compares every output with
+    the eager model. Fails, writing nothing, when any output is out of tolerance or NaN/Inf.
+    Models over 2 GiB keep their weights in ``model.onnx.data`` beside the graph.
 
     Args:
         model: A TorchModel artifact (``model.pt2`` + ``signature.json`` + ``golden.npz``).
         opset: ONNX opset, 18-20.
+        exporter: ``dynamo`` (torch.export-based, the default) or ``legacy`` (TorchScript-based;
+            needs the artifact's ``model.ts``).
         atol: Absolute tolerance per value.
         rtol: Relative tolerance per value (``|a - r| <= atol + rtol * |r|``).
 
     Returns:
-        onnx_model: An OnnxModel artifact: ``model.onnx`` with the signature and golden set beside it.
-        metrics: Max absolute and relative error per output and batch size.
-        report: The verification table.
+        onnx_model: An OnnxModel artifact: ``model.onnx`` with the signature and golden set.
+        metrics: Max absolute and relative error per output and batch size, export seconds.
+        report: The verification tables.
     """
     from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components.export.component_io import write_export_outputs
     from kfp_serve.components.export.onnx_export import export_onnx as export
-    from kfp_serve.components.signature import ModelSignature
 
     expect(model, "TorchModel")
-    result = export(model.path, onnx_model.path, opset=opset, atol=atol, rtol=rtol)
-    for batch, comparisons in result.comparisons.items():
-        for c in comparisons:
-            metrics.log_metric(f"{c.name}_max_abs_error_batch{batch}", c.max_abs_error)
-            metrics.log_metric(f"{c.name}_max_rel_error_batch{batch}", c.max_rel_error)
+    result = export(model.path, onnx_model.path, opset=opset, atol=atol, rtol=rtol, exporter=exporter)
+    write_export_outputs(result, onnx_model, metrics, report)
+    mark(onnx_model, "OnnxModel", opset=opset, exporter=exporter)
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def export_torchscript(
+    model: Input[Model],
+    torchscript_model: Output[Model],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+    method: str = "trace",
+    freeze: bool = True,
+    optimize_for_inference: bool = False,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+):
+    """Exports a model artifact to TorchScript (``model.pt``) and verifies it.
+
+    ``trace`` traces the self-contained ``model.pt2`` on the golden inputs; ``script`` uses the
+    scripted ``model.ts`` saved at training time (scripting needs the Python class). The saved
+    file is reloaded and run on the golden set at two batch sizes, so a trace that fixed the
+    batch size fails here and not in production.
+
+    Args:
+        model: A TorchModel artifact.
+        method: ``trace`` or ``script``.
+        freeze: Inline weights and attributes (torch.jit.freeze).
+        optimize_for_inference: Also apply torch.jit.optimize_for_inference (CPU-specific).
+        atol: Absolute tolerance per value.
+        rtol: Relative tolerance per value.
+
+    Returns:
+        torchscript_model: A TorchScriptModel artifact: ``model.pt``, signature and golden set.
+        metrics: Max absolute and relative error per output and batch size, export seconds.
+        report: The verification tables.
+    """
+    from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components.export.component_io import write_export_outputs
+    from kfp_serve.components.export.torchscript_export import export_torchscript as export
+
+    expect(model, "TorchModel")
+    result = export(model.path, torchscript_model.path, method=method, freeze=freeze,
+                    optimize_for_inference=optimize_for_inference, atol=atol, rtol=rtol)
+    write_export_outputs(result, torchscript_model, metrics, report)
+    mark(torchscript_model, "TorchScriptModel", method=method)
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def export_tensorrt(
+    onnx_model: Input[Model],
+    tensorrt_model: Output[Model],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+    precision: str = "fp32",
+    min_batch: int = 1,
+    opt_batch: int = 8,
+    max_batch: int = 32,
+    dim_ranges: Optional[Dict[str, List[int]]] = None,
+    workspace_mib: int = 2048,
+    atol: float = 1e-3,
+    rtol: float = 1e-3,
+):
+    """Builds a TensorRT engine (``model.plan``) from a verified ONNX export and verifies it.
+
+    Needs the GPU image (``Dockerfile.gpu``) and an NVIDIA GPU for this step; elsewhere it fails
+    at once saying so. The optimization profile comes from the signature: the batch dim from
+    min/opt/max_batch, other dynamic dims from ``dim_ranges``. A timing cache is saved beside
+    the engine.
+
+    Args:
+        onnx_model: An OnnxModel artifact (from export_onnx).
+        precision: ``fp32`` or ``fp16``.
+        min_batch: Smallest batch the engine accepts.
+        opt_batch: Batch size TensorRT tunes for.
+        max_batch: Largest batch the engine accepts.
+        dim_ranges: ``[min, opt, max]`` per other dynamic dim, e.g. ``{"seq": [1, 128, 512]}``.
+        workspace_mib: Builder workspace limit in MiB.
+        atol: Absolute tolerance per value (fp16 needs a looser one).
+        rtol: Relative tolerance per value.
+
+    Returns:
+        tensorrt_model: A TensorRTModel artifact: ``model.plan``, ``timing.cache``, signature and
+            golden set.
+        metrics: Max absolute and relative error per output and batch size, build seconds.
+        report: The verification tables.
+    """
+    from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components.export.component_io import write_export_outputs
+    from kfp_serve.components.export.tensorrt_export import export_tensorrt as export
+
+    expect(onnx_model, "OnnxModel")
+    result = export(onnx_model.path, tensorrt_model.path, precision=precision, min_batch=min_batch,
+                    opt_batch=opt_batch, max_batch=max_batch, dim_ranges=dim_ranges,
+                    workspace_mib=workspace_mib, atol=atol, rtol=rtol)
+    write_export_outputs(result, tensorrt_model, metrics, report)
+    mark(tensorrt_model, "TensorRTModel", precision=precision, max_batch=max_batch)
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def profile_formats(
+    model: Input[Model],
+    onnx_model: Input[Model],
+    torchscript_model: Input[Model],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+    batch_sizes: List[int] = [1, 8, 32],  # noqa: B006 (KFP reads the default; never mutated)
+    seconds_per_batch: float = 2.0,
+    threads: int = 0,
+) -> str:
+    """Measures latency and throughput of eager PyTorch, TorchScript and ONNX Runtime.
+
+    Each runtime runs in its own process on the golden inputs (repeated to each batch size) for
+    a bounded time per batch size; p50/p95 latency and samples/s go to the metrics and a table.
+
+    Args:
+        model: The TorchModel artifact (the eager baseline).
+        onnx_model: Its OnnxModel export.
+        torchscript_model: Its TorchScriptModel export.
+        batch_sizes: Batch sizes to measure.
+        seconds_per_batch: Measuring time per format and batch size.
+        threads: Intra-op threads per runtime (0: the runtime's default).
+
+    Returns:
+        metrics: ``<format>_b<batch>_samples_per_s`` and ``_p50_ms`` for every measurement.
+        report: The table and the recommendation.
+        Output: The recommended format for serving (``onnx`` or ``torchscript``).
+    """
+    from kfp_serve.components.artifacts import expect
+    from kfp_serve.components.export.profile import profile_formats as profile
+
+    expect(model, "TorchModel")
+    expect(onnx_model, "OnnxModel")
+    expect(torchscript_model, "TorchScriptModel")
+    result = profile({"eager": model.path, "torchscript": torchscript_model.path,
+                      "onnx": onnx_model.path}, [int(b) for b in batch_sizes], seconds_per_batch,
+                     threads)
+    for m in result.measurements:
+        metrics.log_metric(f"{m.model_format}_b{m.batch_size}_samples_per_s", round(m.samples_per_s, 1))
+        metrics.log_metric(f"{m.model_format}_b{m.batch_size}_p50_ms", round(m.p50_ms, 4))
     with open(report.path, "w") as handle:
         handle.write(result.markdown())
-    mark(onnx_model, "OnnxModel", opset=opset,
-         signature=ModelSignature.load(onnx_model.path).to_dict())
     print(result.markdown())
+    return result.recommended

@@ -1,46 +1,34 @@
-"""Export a model artifact to ONNX with the dynamo exporter and verify it with onnxruntime."""
+"""Export a model artifact to ONNX and verify it with onnxruntime."""
 
 from __future__ import annotations
 
-import logging
-import shutil
-import tempfile
+import contextlib
+import io
+import re
+import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from kfp_serve.components.errors import UserError, VerificationError
+from kfp_serve.components.errors import UserError, first_line
+from kfp_serve.components.export.result import ExportResult
+from kfp_serve.components.export.staging import quiet_export, staged_directory
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature, dtype_from_onnx
-from kfp_serve.components.verify import (
-    OutputComparison,
-    compare_outputs,
-    markdown_table,
-    summarize_failures,
-)
+from kfp_serve.components.verify import verify_at_batches
 
 ONNX_FILE = "model.onnx"
+EXTERNAL_DATA_FILE = "model.onnx.data"
 SUPPORTED_OPSETS = range(18, 21)
-
-
-@dataclass(frozen=True)
-class OnnxExportResult:
-    """The exported file and how it compares with the eager reference at each batch size."""
-
-    path: Path
-    opset: int
-    comparisons: dict[int, list[OutputComparison]]
-
-    def markdown(self) -> str:
-        """The verification report: one table per verified batch size."""
-        lines = ["# ONNX export verification: PASSED", "",
-                 f"- file: `{self.path.name}` ({self.path.stat().st_size / 1e6:.2f} MB), opset"
-                 f" {self.opset}, onnxruntime CPU vs the eager PyTorch reference (fp32)", ""]
-        for batch, comparisons in self.comparisons.items():
-            lines += [f"## Batch size {batch}", "", markdown_table(comparisons), ""]
-        return "\n".join(lines)
+EXPORTERS = ("dynamo", "legacy")
+# protobuf refuses messages over 2 GiB: bigger models keep their weights beside the graph
+PROTOBUF_LIMIT_BYTES = 2 * 1024**3
+_MISSING_OP = re.compile(r"No ONNX function found for <OpOverload\(op='([^']+)', overload='([^']+)'\)>")
+_UNSUPPORTED_LEGACY = re.compile(
+    r"Exporting the operator '?([\w:.]+)'? to ONNX opset version \d+ is not supported"
+)
 
 
 def check_graph_against_signature(model_path: Path, signature: ModelSignature) -> None:
@@ -76,6 +64,20 @@ def check_graph_against_signature(model_path: Path, signature: ModelSignature) -
                     )
 
 
+def onnxruntime_session(model_path: Path, threads: int = 0):
+    """A CPU onnxruntime session (UserError when onnxruntime cannot load the file)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise UserError(f"onnxruntime cannot load {model_path.name}: {first_line(err)}") from err
+
+
 def run_onnxruntime(session, signature: ModelSignature,
                     inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run an onnxruntime session on named inputs; returns named outputs."""
@@ -83,116 +85,110 @@ def run_onnxruntime(session, signature: ModelSignature,
     return dict(zip(signature.output_names, outputs))
 
 
-def verification_batches(golden: GoldenSet) -> list[int]:
-    """The batch sizes verified: the whole golden set and a different, smaller one."""
-    full = golden.batch_size
-    return [full, 1] if full > 1 else [full]
+def _dynamic_axes(signature: ModelSignature) -> dict[str, dict[int, str]]:
+    return {
+        spec.name: {axis: dim for axis, dim in enumerate(spec.dims) if isinstance(dim, str)}
+        for spec in (*signature.inputs, *signature.outputs)
+    }
 
 
-def verify_onnx(model_path: Path, signature: ModelSignature, golden: GoldenSet,
-                atol: float, rtol: float) -> dict[int, list[OutputComparison]]:
-    """Compare onnxruntime's outputs with the golden references at two batch sizes.
+def _parameter_bytes(program: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in program.state_dict.values())
 
-    Raises:
-        VerificationError: naming every output out of tolerance, at every batch size.
-    """
-    import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise UserError(f"onnxruntime cannot load {model_path.name}: {err}") from err
-    comparisons: dict[int, list[OutputComparison]] = {}
-    problems = []
-    for batch in verification_batches(golden):
-        part = golden.slice(0, batch)
-        try:
-            actual = run_onnxruntime(session, signature, part.inputs)
-        except Exception as err:
-            raise VerificationError(
-                f"onnxruntime failed at batch size {batch}: {str(err).splitlines()[0]}"
-            ) from err
-        comparisons[batch] = compare_outputs(part.outputs, actual, atol, rtol)
-        failure = summarize_failures(comparisons[batch], f"batch {batch}")
-        if failure:
-            problems.append(failure)
-    if problems:
-        raise VerificationError("ONNX outputs disagree with the eager model: " + " | ".join(problems))
-    return comparisons
+def _export_dynamo(program: Any, path: Path, signature: ModelSignature, opset: int,
+                   external_data: bool) -> None:
+    import torch
+
+    torch.onnx.export(
+        program, (), str(path), dynamo=True, opset_version=opset,
+        input_names=signature.input_names, output_names=signature.output_names,
+        external_data=external_data, verbose=False,
+    )
+
+
+def _export_legacy(module: Any, path: Path, signature: ModelSignature, opset: int,
+                   golden: GoldenSet) -> None:
+    import torch
+
+    args = tuple(torch.from_numpy(golden.inputs[n]) for n in signature.input_names)
+    torch.onnx.export(
+        module, args, str(path), dynamo=False, opset_version=opset,
+        input_names=signature.input_names, output_names=signature.output_names,
+        dynamic_axes=_dynamic_axes(signature),
+    )
+
+
+def translate_export_error(err: BaseException) -> UserError:
+    """A one-line error from the exporter's multi-page report; names a missing op if any."""
+    text = str(err)
+    missing = sorted({f"{m.group(1)}.{m.group(2)}" for m in _MISSING_OP.finditer(text)})
+    missing += sorted({m.group(1) for m in _UNSUPPORTED_LEGACY.finditer(text)})
+    if missing:
+        return UserError(
+            f"the model uses operator(s) with no ONNX mapping: {', '.join(missing)}; replace"
+            " them, register an ONNX function for them, or serve the TorchScript export instead"
+        )
+    return UserError(f"torch.onnx.export failed: {first_line(err)}")
 
 
 def export_onnx(model_dir: str | Path, output_dir: str | Path, opset: int = 18,
-                atol: float = 1e-4, rtol: float = 1e-3) -> OnnxExportResult:
-    """Export ``model.pt2`` to ``output_dir/model.onnx``, check it and verify it.
+                atol: float = 1e-4, rtol: float = 1e-3, exporter: str = "dynamo") -> ExportResult:
+    """Export the model artifact at ``model_dir`` to ``output_dir/model.onnx`` and verify it.
 
-    ``output_dir`` receives ``model.onnx``, ``signature.json`` and ``golden.npz`` only after every
-    check passed; on failure nothing is left there.
+    The dynamo exporter works from the self-contained ``model.pt2``; the legacy TorchScript-based
+    exporter needs the artifact's TorchScript module (``save_torch_model(torchscript=...)``).
+    Models over 2 GiB keep their weights in ``model.onnx.data`` beside the graph.
+    ``output_dir`` receives ``model.onnx`` (+ data), ``signature.json`` and ``golden.npz`` only
+    after every check passed; on failure nothing is left there.
     """
-    import torch
-
-    from kfp_serve.components.model_artifact import load_torch_model
+    from kfp_serve.components.model_artifact import load_torch_model, load_torchscript
 
     if opset not in SUPPORTED_OPSETS:
         raise UserError(f"opset {opset} is not supported; use {SUPPORTED_OPSETS.start}"
                         f"-{SUPPORTED_OPSETS.stop - 1} (the dynamo exporter needs >= 18)")
+    if exporter not in EXPORTERS:
+        raise UserError(f"exporter {exporter!r} is not known; use one of {list(EXPORTERS)}")
     if atol < 0 or rtol < 0:
         raise UserError("atol and rtol must be >= 0")
+    started = time.perf_counter()
     program, signature, golden = load_torch_model(model_dir)
-    output = Path(output_dir)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".onnx-staging-", dir=output.parent))
-    staging.chmod(0o755)
-    try:
+    external = _parameter_bytes(program) >= PROTOBUF_LIMIT_BYTES
+    with staged_directory(output_dir) as staging:
         model_path = staging / ONNX_FILE
-        with warnings.catch_warnings(), _quiet_loggers():
-            warnings.simplefilter("ignore")
+        with quiet_export(), contextlib.redirect_stdout(io.StringIO()):
             try:
-                torch.onnx.export(
-                    program, (), str(model_path), dynamo=True, opset_version=opset,
-                    input_names=signature.input_names, output_names=signature.output_names,
-                    external_data=False, verbose=False,
-                )
-            except Exception as err:
-                raise UserError(f"torch.onnx.export failed: {_first_line(err)}") from err
+                if exporter == "dynamo":
+                    _export_dynamo(program, model_path, signature, opset, external)
+                else:
+                    _export_legacy(load_torchscript(model_dir), model_path, signature, opset, golden)
+            except UserError:
+                raise
+            except Exception as err:  # torch.onnx raises many types; translate at this boundary
+                raise translate_export_error(err) from err
         _check_model(model_path)
         check_graph_against_signature(model_path, signature)
-        comparisons = verify_onnx(model_path, signature, golden, atol, rtol)
+        session = onnxruntime_session(model_path)
+        comparisons = verify_at_batches(
+            lambda inputs: run_onnxruntime(session, signature, inputs), golden, atol, rtol,
+            "the ONNX export (onnxruntime)",
+        )
         signature.save(staging)
         golden.save(staging)
-        if output.exists():
-            shutil.rmtree(output) if output.is_dir() else output.unlink()
-        staging.rename(output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return OnnxExportResult(output / ONNX_FILE, opset, comparisons)
+    details = {"opset": str(opset), "exporter": exporter, "runtime": "onnxruntime (CPU)",
+               "weights": EXTERNAL_DATA_FILE if external else "inside model.onnx"}
+    return ExportResult("ONNX", Path(output_dir) / ONNX_FILE, comparisons, details,
+                        time.perf_counter() - started)
 
 
 def _check_model(model_path: Path) -> None:
     import onnx
 
     try:
-        onnx.checker.check_model(str(model_path), full_check=True)
+        # a path (not a loaded proto) lets the checker handle models with external data
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx.checker.check_model(str(model_path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
-        raise UserError(f"onnx.checker rejected the export: {_first_line(err)}") from err
+        raise UserError(f"onnx.checker rejected the export: {first_line(err)}") from err
 
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-class _quiet_loggers:
-    """Silence the exporter's INFO chatter (it logs every pass) while exporting."""
-
-    names = ("torch.onnx", "onnxscript", "torch._dynamo", "torch.export")
-
-    def __enter__(self):
-        self.saved = {n: logging.getLogger(n).level for n in self.names}
-        for name in self.names:
-            logging.getLogger(name).setLevel(logging.ERROR)
-
-    def __exit__(self, *exc):
-        for name, level in self.saved.items():
-            logging.getLogger(name).setLevel(level)

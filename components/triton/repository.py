@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,11 @@ def build_repository(model_dir: str | Path, model_format: str, repository_dir: s
     The config is checked against the model file before anything is written; the repository
     appears at ``repository_dir`` only once complete.
     """
-    from kfp_serve.components.export.onnx_export import check_graph_against_signature
+    from kfp_serve.components.export.onnx_export import (
+        EXTERNAL_DATA_FILE,
+        check_graph_against_signature,
+    )
+    from kfp_serve.components.export.staging import staged_directory
 
     if version < 1:
         raise UserError(f"version {version} must be >= 1 (Triton version folders are 1, 2, ...)")
@@ -50,19 +53,13 @@ def build_repository(model_dir: str | Path, model_format: str, repository_dir: s
         raise UserError(f"{model_file} is missing; pass the {model_format} export's artifact")
     if model_format == "onnx":
         check_graph_against_signature(model_file, signature)
-    target = Path(repository_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".triton-staging-", dir=target.parent))
-    staging.chmod(0o755)
-    try:
+    text = to_pbtxt(config)
+    with staged_directory(repository_dir) as staging:
         version_dir = staging / model_name / str(version)
         version_dir.mkdir(parents=True)
         shutil.copy2(model_file, version_dir / filename)
-        text = to_pbtxt(config)
+        external = source / EXTERNAL_DATA_FILE
+        if model_format == "onnx" and external.is_file():  # weights of models over 2 GiB
+            shutil.copy2(external, version_dir / EXTERNAL_DATA_FILE)
         (staging / model_name / CONFIG_FILE).write_text(text)
-        if target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return RepositoryResult(target, model_name, version, text)
+    return RepositoryResult(Path(repository_dir), model_name, version, text)

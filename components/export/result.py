@@ -1,0 +1,44 @@
+"""What every export returns: the file, how it was made, and how it compares with eager."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kfp_serve.components.verify import OutputComparison, markdown_table
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """An exported, verified model file."""
+
+    model_format: str
+    path: Path
+    comparisons: dict[int, list[OutputComparison]]
+    details: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        """Max absolute and relative error per output and batch size (for a KFP Metrics artifact)."""
+        values: dict[str, float] = {}
+        for batch, comparisons in self.comparisons.items():
+            for c in comparisons:
+                values[f"{c.name}_max_abs_error_batch{batch}"] = c.max_abs_error
+                values[f"{c.name}_max_rel_error_batch{batch}"] = c.max_rel_error
+        values["export_seconds"] = round(self.seconds, 3)
+        return values
+
+    def markdown(self) -> str:
+        """The verification report: one table per verified batch size."""
+        size = sum(p.stat().st_size for p in self.path.parent.iterdir() if p.is_file())
+        lines = [
+            f"# {self.model_format} export verification: PASSED",
+            "",
+            f"- file: `{self.path.name}` ({size / 1e6:.2f} MB with its siblings),"
+            f" exported and verified in {self.seconds:.1f} s",
+        ]
+        lines += [f"- {key}: {value}" for key, value in self.details.items()]
+        lines += ["- reference: the eager PyTorch model in fp32 (no autocast) on the golden set", ""]
+        for batch, comparisons in self.comparisons.items():
+            lines += [f"## Batch size {batch}", "", markdown_table(comparisons), ""]
+        return "\n".join(lines)
