@@ -15,6 +15,7 @@ Users' own training components call :func:`save_torch_model` to write one.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +61,10 @@ def _as_output_dict(result: Any, signature: ModelSignature) -> dict[str, np.ndar
     return {name: v.detach().cpu().numpy() for name, v in zip(signature.output_names, values)}
 
 
+def _on_accelerator(module: torch.nn.Module) -> bool:
+    return any(t.device.type != "cpu" for t in (*module.parameters(), *module.buffers()))
+
+
 def run_eager(module: torch.nn.Module, signature: ModelSignature,
               inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run the module in fp32 without autocast and return named numpy outputs."""
@@ -97,9 +102,17 @@ def save_torch_model(
 
     if torchscript is not None and torchscript not in TORCHSCRIPT_METHODS:
         raise UserError(f"torchscript={torchscript!r}; use one of {list(TORCHSCRIPT_METHODS)} or None")
-    module = module.eval()
+    # A copy on the CPU: the artifact must load anywhere, and references computed on a GPU
+    # (TF32 convolutions, fused kernels) would be off by ~1e-3 — the caller's module is untouched.
+    module = copy.deepcopy(module).cpu().float().eval() if _on_accelerator(module) else module.eval()
     golden = GoldenSet(inputs=dict(golden_inputs), outputs=run_eager(module, signature, golden_inputs))
     golden.check_against(signature)
+    for name, value in golden.outputs.items():
+        if not np.all(np.isfinite(value)):
+            raise UserError(
+                f"the eager model produced NaN/Inf in output {name!r} on the golden inputs;"
+                " fix the model or choose other sample inputs"
+            )
     if signature.batched and golden.batch_size < 2:
         raise UserError("golden inputs need a batch of at least 2 to keep the batch dim dynamic")
     args = tuple(torch.from_numpy(golden.inputs[n]) for n in signature.input_names)
@@ -117,7 +130,8 @@ def save_torch_model(
                             else torch.jit.trace(module, args, check_trace=False))
         except Exception as err:
             raise UserError(f"torch.jit.{torchscript} failed: {first_line(err)}") from err
-        torch.jit.save(scripted, str(out / TORCHSCRIPT_FILE))
+        with quiet_export():
+            torch.jit.save(scripted, str(out / TORCHSCRIPT_FILE))
     signature.save(out)
     golden.save(out)
     return golden
@@ -133,8 +147,10 @@ def load_torchscript(directory: str | Path) -> Any:
             f"{path} is missing; save the model with save_torch_model(..., torchscript='script')"
             " (scripting needs the Python class, so it happens where the model is trained)"
         )
+    from kfp_serve.components.export.staging import quiet_export
+
     try:
-        with torch.no_grad():
+        with torch.no_grad(), quiet_export():
             return torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as err:
         raise UserError(f"{path} is not a loadable TorchScript file ({first_line(err)})") from err

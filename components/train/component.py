@@ -15,6 +15,7 @@ def train_digits_classifier(
     seed: int = 0,
     min_accuracy: float = 0.95,
     golden_size: int = 16,
+    device: str = "cpu",
 ):
     """Trains a small CNN on scikit-learn's bundled digits images (8x8, 10 classes; no download).
 
@@ -28,6 +29,7 @@ def train_digits_classifier(
         seed: Seed for the data split, initialisation and shuffling (same seed, same model).
         min_accuracy: Fail the step when accuracy on the 360 held-out images is below this.
         golden_size: Held-out images kept as the golden set (2-360).
+        device: ``cpu`` or ``cuda`` for training; the saved artifact is always CPU/fp32.
 
     Returns:
         model: A TorchModel artifact (``model.pt2``, ``signature.json``, ``golden.npz``).
@@ -38,7 +40,7 @@ def train_digits_classifier(
     from kfp_serve.components.train.digits import train_digits
 
     result = train_digits(model.path, epochs=epochs, learning_rate=learning_rate, seed=seed,
-                          min_accuracy=min_accuracy, golden_size=golden_size)
+                          min_accuracy=min_accuracy, golden_size=golden_size, device=device)
     metrics.log_metric("test_accuracy", round(result.test_accuracy, 4))
     mark(model, "TorchModel", framework="pytorch", test_accuracy=round(result.test_accuracy, 4),
          signature=ModelSignature.load(model.path).to_dict())

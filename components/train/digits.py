@@ -66,6 +66,7 @@ def train_digits(
     seed: int = 0,
     min_accuracy: float = 0.95,
     golden_size: int = 16,
+    device: str = "cpu",
 ) -> TrainResult:
     """Train the CNN and write a model artifact (see :mod:`model_artifact`) to ``output_dir``.
 
@@ -76,26 +77,30 @@ def train_digits(
 
     from kfp_serve.components.model_artifact import save_torch_model
 
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"device {device!r} is not supported; use 'cpu' or 'cuda'")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device='cuda' but no CUDA GPU is visible; use device='cpu'")
     if epochs < 1 or batch_size < 1 or learning_rate <= 0:
         raise UserError("epochs and batch_size must be >= 1 and learning_rate > 0")
     if not 2 <= golden_size <= 360:
         raise UserError(f"golden_size={golden_size} must be between 2 and 360 (the test split)")
     torch.manual_seed(seed)
     x_train, y_train, x_test, y_test = load_digits_split(seed)
-    model = build_model()
+    model = build_model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     loss_fn = torch.nn.CrossEntropyLoss()
-    xs, ys = torch.from_numpy(x_train), torch.from_numpy(y_train)
+    xs, ys = torch.from_numpy(x_train).to(device), torch.from_numpy(y_train).to(device)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         model.train()
-        for idx in torch.randperm(len(xs), generator=generator).split(batch_size):
+        for idx in torch.randperm(len(xs), generator=generator).to(device).split(batch_size):
             optimizer.zero_grad()
             loss_fn(model(xs[idx]), ys[idx]).backward()
             optimizer.step()
     model.eval()
     with torch.no_grad():
-        predicted = model(torch.from_numpy(x_test)).argmax(dim=1).numpy()
+        predicted = model(torch.from_numpy(x_test).to(device)).argmax(dim=1).cpu().numpy()
     accuracy = float((predicted == y_test).mean())
     if accuracy < min_accuracy:
         raise UserError(

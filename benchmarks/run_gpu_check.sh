@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs on the lent GPU machine (device tool): the GPU check plus the core tests under that
+# machine's torch. No pip install there: core modules need no kfp, so a symlinked package
+# tree on PYTHONPATH is enough.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+mkdir -p /tmp/pkg/kfp_serve
+ln -sfn "$PWD/components" /tmp/pkg/kfp_serve/components
+ln -sfn "$PWD/pipelines" /tmp/pkg/kfp_serve/pipelines
+export PYTHONPATH=/tmp/pkg
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/nvidia-smi.txt"
+python3 -c "import torch, onnx, onnxruntime, onnxscript, sklearn, numpy; print('torch', torch.__version__, 'onnx', onnx.__version__, 'ort', onnxruntime.__version__, 'onnxscript', onnxscript.__version__, 'numpy', numpy.__version__)"
+timeout 300 python3 benchmarks/gpu_check.py --output "$OUT/gpu_check.md" 2>&1 | tee "$OUT/gpu_check.log" | tail -30
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_train_export.py tests/test_export_formats.py \
+  tests/test_tensorrt.py tests/test_verify.py tests/test_signature.py -rs 2>&1 | tee "$OUT/pytest.log" | tail -25
