@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/kfp-serve run train_to_serve_local --local --output local_outputs
+	$(BIN)/kfp-serve run train_to_serve_local --local --gcs-emulator --output local_outputs
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check .

@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="run with kfp.local's SubprocessRunner (the only runner so far)")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="artifact root (default: local_outputs)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--gcs-emulator", action="store_true",
+                   help="serve gs:// destinations from a local fake-gcs-server during the run")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("submit", help="submit a pipeline to Kubeflow Pipelines or Vertex AI")
@@ -103,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     pipeline = registry.load_pipeline(args.pipeline)
     params = parse_params(args.param, pipeline)
-    result = run_local(args.pipeline, args.output, params)
+    result = run_local(args.pipeline, args.output, params, gcs_emulator=args.gcs_emulator)
     print()
     if result.run_dir is not None:
         print(f"artifacts: {result.run_dir}")

@@ -8,6 +8,7 @@ from kfp_serve.components import (
     export_onnx,
     export_torchscript,
     profile_formats,
+    publish_model,
     train_digits_classifier,
     undeploy_local,
     validate_endpoint,
@@ -27,8 +28,9 @@ def train_to_serve_local(
     max_batch_size: int = 32,
     http_port: int = 0,
     profile_seconds: float = 0.5,
+    publish_destination: str = "gs://kfp-serve-local/models/digits",
 ):
-    """Trains the digits CNN, exports and profiles it, serves ONNX with local Triton, validates it live.
+    """Trains, exports and profiles the digits CNN; publishes, serves (local Triton) and validates it.
 
     Everything runs on one machine; the server listens on 127.0.0.1 and is stopped at the end of
     the run, also when validation fails.
@@ -45,6 +47,9 @@ def train_to_serve_local(
         max_batch_size: Triton max_batch_size (0 turns batching off).
         http_port: HTTP port of the local server on 127.0.0.1; 0 picks a free one.
         profile_seconds: Measuring time per format and batch size in the format profile.
+        publish_destination: Where the repository is published as a new version (gs://... or
+            a local folder); the server is deployed from the published copy. Locally,
+            `kfp-serve run --gcs-emulator` serves gs:// from fake-gcs-server.
     """
     undeploy = undeploy_local(deployment=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_caching_options(False)
     with dsl.ExitHandler(undeploy):
@@ -60,8 +65,11 @@ def train_to_serve_local(
             onnx_model=onnx.outputs["onnx_model"], model_name=model_name,
             max_batch_size=max_batch_size,
         )
+        published = publish_model(
+            source=repository.outputs["repository"], destination=publish_destination,
+        ).set_caching_options(False)  # each run publishes its own version
         deploy = deploy_local(
-            repository=repository.outputs["repository"],
+            repository=published.outputs["published"],
             deployment=dsl.PIPELINE_JOB_ID_PLACEHOLDER, http_port=http_port,
         ).set_caching_options(False)  # a cached deploy would start no server
         validate_endpoint(

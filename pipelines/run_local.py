@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kfp_serve.components.errors import InfrastructureError
+from kfp_serve.components.storage.emulator import EMULATOR_ENV, start_emulator
+from kfp_serve.components.storage.uris import is_gcs, parse_gcs_uri
 from kfp_serve.pipelines import registry
 
 
@@ -24,18 +27,46 @@ class LocalRun:
         return not self.error
 
 
-def run_local(name: str, output_dir: str | Path, params: dict[str, Any]) -> LocalRun:
+def gcs_buckets(pipeline: Any, params: dict[str, Any]) -> list[str]:
+    """Buckets named by gs:// values among the run's parameters and the pipeline's defaults."""
+    values = {name: spec.default for name, spec in (pipeline.component_spec.inputs or {}).items()}
+    values.update(params)
+    return sorted({parse_gcs_uri(v).bucket for v in values.values() if isinstance(v, str) and is_gcs(v)})
+
+
+def run_local(name: str, output_dir: str | Path, params: dict[str, Any],
+              gcs_emulator: bool = False) -> LocalRun:
     """Run pipeline ``name`` under ``kfp.local.SubprocessRunner`` with artifacts in output_dir.
 
+    With ``gcs_emulator`` a fake-gcs-server on 127.0.0.1 stands in for GCS during the run (its
+    objects stay under ``output_dir/gcs-emulator``), with the buckets the parameters name.
     A failed task does not raise: the returned LocalRun carries the error and the run folder,
     whose task folders hold the outputs written before the failure.
     """
-    from kfp import local
-
-    entry = registry.PIPELINES[name]
     pipeline = registry.load_pipeline(name)
     root = Path(output_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    if not gcs_emulator:
+        return _run(name, pipeline, root, params)
+    emulator = start_emulator(root / "gcs-emulator")
+    saved = os.environ.get(EMULATOR_ENV)
+    os.environ[EMULATOR_ENV] = emulator.url  # the task subprocesses inherit it
+    try:
+        for bucket in gcs_buckets(pipeline, params):
+            emulator.create_bucket(bucket)
+        return _run(name, pipeline, root, params)
+    finally:
+        emulator.stop()
+        if saved is None:
+            os.environ.pop(EMULATOR_ENV, None)
+        else:
+            os.environ[EMULATOR_ENV] = saved
+
+
+def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any]) -> LocalRun:
+    from kfp import local
+
+    entry = registry.PIPELINES[name]
     before = set(root.iterdir())
     # The components name the suite image; here this venv *is* that image's environment.
     warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom",

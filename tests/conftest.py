@@ -44,3 +44,24 @@ def digits_repository(digits_onnx, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("repo") / "repository"
     build_repository(digits_onnx, "onnx", path, "digits", TritonModelOptions())
     return path
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """fake-gcs-server (a real GCS JSON API server) on 127.0.0.1 for the session, stopped by PID.
+
+    Sets STORAGE_EMULATOR_HOST for this process and the subprocesses it starts.
+    """
+    import os
+
+    from kfp_serve.components.storage.emulator import EMULATOR_ENV, start_emulator
+
+    emulator = start_emulator(tmp_path_factory.mktemp("gcs"))
+    saved = os.environ.get(EMULATOR_ENV)
+    os.environ[EMULATOR_ENV] = emulator.url
+    yield emulator
+    emulator.stop()
+    if saved is None:
+        os.environ.pop(EMULATOR_ENV, None)
+    else:
+        os.environ[EMULATOR_ENV] = saved

