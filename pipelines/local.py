@@ -62,7 +62,7 @@ def train_to_serve_local(
             batch_sizes=[1, 32], seconds_per_batch=profile_seconds,
         ).set_caching_options(False)  # timings belong to this run's machine
         repository = build_triton_repository(
-            onnx_model=onnx.outputs["onnx_model"], model_name=model_name,
+            model=onnx.outputs["onnx_model"], model_name=model_name,
             max_batch_size=max_batch_size,
         )
         published = publish_model(

@@ -78,7 +78,7 @@ def test_compiled_components_compose_into_a_new_pipeline(tmp_path):
     def from_yaml(model_name: str = "digits"):
         train = loaded["train_digits_classifier"](epochs=3)
         export = loaded["export_onnx"](model=train.outputs["model"])
-        loaded["build_triton_repository"](onnx_model=export.outputs["onnx_model"], model_name=model_name)
+        loaded["build_triton_repository"](model=export.outputs["onnx_model"], model_name=model_name)
 
     out = tmp_path / "from_yaml.yaml"
     compiler.Compiler().compile(from_yaml, str(out))

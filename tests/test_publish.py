@@ -91,3 +91,29 @@ def test_a_killed_publish_is_invisible_and_a_rerun_succeeds(bucket, tmp_path):
     again = publish(source, f"gs://{bucket}/big", version=1)  # the partial v1 is cleared, then written
     assert again.version == 1
     assert len(list(client.list_blobs(bucket, prefix="big/v1/"))) == 25
+
+
+def test_parts_of_a_composite_upload():
+    from kfp_serve.components.storage.publish import split_parts
+
+    mib = 1024 * 1024
+    parts = split_parts(1024 * mib)
+    assert len(parts) == 32 and parts[0] == (0, 32 * mib) and parts[-1][0] + parts[-1][1] == 1024 * mib
+    assert split_parts(40 * mib) == [(0, 32 * mib), (32 * mib, 8 * mib)]
+    big = split_parts(10 * 1024 * mib)
+    assert len(big) <= 32 and sum(length for _, length in big) == 10 * 1024 * mib
+
+
+def test_a_large_file_is_composed_from_parallel_parts(bucket, tmp_path, monkeypatch):
+    from kfp_serve.components.storage import publish as publishing
+
+    monkeypatch.setattr(publishing, "COMPOSITE_MIN_BYTES", 1024 * 1024)
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "weights.bin").write_bytes(os.urandom(40 * 1024 * 1024 + 12345))
+    (source / "config.pbtxt").write_text("name: 'm'")
+    result = publish(source, f"gs://{bucket}/big", progress=True)
+    names = sorted(b.name for b in storage_client().list_blobs(bucket, prefix="big/v1/"))
+    assert names == ["big/v1/_kfp_serve_manifest.json", "big/v1/config.pbtxt", "big/v1/weights.bin"]
+    assert result.bytes == 40 * 1024 * 1024 + 12345 + 9
+    assert _tree(fetch_version(result.uri, tmp_path / "back")) == _tree(source)

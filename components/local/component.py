@@ -51,7 +51,8 @@ def deploy_local(
                           http_port=http_port, grpc_port=grpc_port, timeout_s=ready_timeout_s)
     mark(endpoint, "ServingEndpoint", url=record.url, grpc_url=record.grpc_url,
          model_name=record.model_name, protocol="v2", pid=record.pid,
-         deployment=record.deployment, log_path=record.log_path)
+         deployment=record.deployment, log_path=record.log_path,
+         tensor_names=repository.metadata.get("tensor_names", {}))
     with open(endpoint.path, "w") as handle:
         json.dump(endpoint.metadata, handle, indent=2)
     print(f"serving {record.model_name!r} at {record.url} (pid {record.pid})")

@@ -2,7 +2,8 @@
 
 The ``tritonserver`` binary and the Python backend come from PyPI's ``nvidia-pytriton`` wheel.
 The onnxruntime backend of the official images is replaced by a Python-based backend
-(``backends/onnxruntime/model.py``), so a production repository serves unchanged.
+(``backends/runtime_model.py``, also standing in for the pytorch backend), so a production
+repository serves unchanged.
 The server listens on 127.0.0.1 only and runs detached: it outlives the component that started
 it and is stopped by :func:`stop_server` (the ``undeploy_local`` component).
 """
@@ -29,7 +30,9 @@ from pathlib import Path
 from kfp_serve.components.errors import InfrastructureError, UserError
 
 STATE_DIR_ENV = "KFP_SERVE_STATE_DIR"
-BACKENDS_SOURCE = Path(__file__).parent / "backends"
+RUNTIME_MODEL = Path(__file__).parent / "backends" / "runtime_model.py"
+#: Triton backends served here by the Python-based stand-in (platform -> backend folder)
+STAND_IN_BACKENDS = {"onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch"}
 PYTHON_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 
 
@@ -97,17 +100,28 @@ def prepare_backends(destination: Path) -> Path:
             f"nvidia-pytriton has no Python backend stub for Python"
             f" {sys.version_info[0]}.{sys.version_info[1]}; use Python 3.10-3.13"
         )
-    backend_names = ["python", *(p.name for p in BACKENDS_SOURCE.iterdir() if p.is_dir())]
-    for name in backend_names:
+    for name in ("python", *STAND_IN_BACKENDS.values()):
         folder = destination / name
         folder.mkdir(parents=True, exist_ok=True)
         for filename in PYTHON_BACKEND_FILES:
             shutil.copy2(install / "backends" / "python" / filename, folder / filename)
         shutil.copy2(stub, folder / "triton_python_backend_stub")
-        model_py = BACKENDS_SOURCE / name / "model.py"
-        if model_py.is_file():
-            shutil.copy2(model_py, folder / "model.py")
+        if name != "python":
+            shutil.copy2(RUNTIME_MODEL, folder / "model.py")
     return destination
+
+
+def check_servable(repository: Path, model_name: str) -> None:
+    """The model's platform is one the local runtime serves (else a one-line error)."""
+    from kfp_serve.components.triton.config import parse_pbtxt
+
+    config = parse_pbtxt((repository / model_name / "config.pbtxt").read_text())
+    platform = config.platform or config.backend
+    if platform not in STAND_IN_BACKENDS and config.backend not in STAND_IN_BACKENDS.values():
+        raise UserError(
+            f"the local runtime serves {sorted(STAND_IN_BACKENDS)} models; {model_name!r} is"
+            f" {platform!r} — serve it with a Triton GPU image (KServe) instead"
+        )
 
 
 def server_environment() -> dict[str, str]:
@@ -179,6 +193,7 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
     repository = Path(repository).resolve()
     if not (repository / model_name / "config.pbtxt").is_file():
         raise UserError(f"{repository} has no {model_name}/config.pbtxt; pass a Triton repository")
+    check_servable(repository, model_name)
     backends = prepare_backends(workdir / "backends")
     log_path = workdir / "tritonserver.log"
     command = [

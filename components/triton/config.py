@@ -15,7 +15,11 @@ MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 PLATFORMS = {
     "onnx": ("onnxruntime_onnx", "onnxruntime", "model.onnx"),
     "torchscript": ("pytorch_libtorch", "pytorch", "model.pt"),
+    "tensorrt": ("tensorrt_plan", "tensorrt", "model.plan"),
 }
+#: artifact kind -> model format
+KIND_FORMATS = {"OnnxModel": "onnx", "TorchScriptModel": "torchscript", "TensorRTModel": "tensorrt"}
+_POLICY = re.compile(r"^(latest(:\d+)?|all|specific:\d+(,\d+)*)$")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,8 @@ class TritonModelOptions:
     instance_kind: str = "KIND_CPU"
     instance_count: int = 1
     parameters: dict[str, str] = field(default_factory=dict)
+    version_policy: str = "latest:1"
+    warmup: bool = False
 
 
 def validate_model_name(name: str) -> str:
@@ -40,12 +46,46 @@ def validate_model_name(name: str) -> str:
     return name
 
 
+def served_names(model_format: str, signature: ModelSignature) -> dict[str, str]:
+    """Signature name -> the tensor name the server uses.
+
+    Triton's pytorch_libtorch backend binds TorchScript tensors by position and requires the
+    ``<name>__<index>`` convention; every other platform keeps the signature's names.
+    """
+    if model_format != "torchscript":
+        return {t.name: t.name for t in (*signature.inputs, *signature.outputs)}
+    names = {t.name: f"{t.name}__{i}" for i, t in enumerate(signature.inputs)}
+    names.update({t.name: f"{t.name}__{i}" for i, t in enumerate(signature.outputs)})
+    return names
+
+
+def parse_version_policy(text: str) -> mc.ModelVersionPolicy:
+    """``latest`` / ``latest:N`` / ``all`` / ``specific:1,3`` -> ModelVersionPolicy."""
+    if not _POLICY.match(text):
+        raise UserError(f"version policy {text!r} is not valid; use latest, latest:N, all or"
+                        " specific:1,2")
+    if text.startswith("latest"):
+        count = int(text.partition(":")[2] or 1)
+        return mc.ModelVersionPolicy(latest=mc.ModelVersionPolicy.Latest(num_versions=count))
+    if text == "all":
+        return mc.ModelVersionPolicy(all=mc.ModelVersionPolicy.All())
+    versions = [int(v) for v in text.partition(":")[2].split(",")]
+    return mc.ModelVersionPolicy(specific=mc.ModelVersionPolicy.Specific(versions=versions))
+
+
+def warmup_file_name(tensor: str) -> str:
+    return f"{tensor}.bin"
+
+
 def build_config(name: str, model_format: str, signature: ModelSignature,
-                 options: TritonModelOptions) -> mc.ModelConfig:
+                 options: TritonModelOptions,
+                 warmup_shapes: dict[str, tuple[int, ...]] | None = None) -> mc.ModelConfig:
     """The ModelConfig message for one model.
 
     With ``max_batch_size > 0`` Triton adds the batch dimension itself, so the dims written here
     leave it out; a signature without a dynamic leading batch dim needs ``max_batch_size=0``.
+    With ``options.warmup`` Triton runs one golden sample (files under ``<model>/warmup/``,
+    shapes in ``warmup_shapes`` with a batch of 1) through each instance before it is ready.
     """
     validate_model_name(name)
     if model_format not in PLATFORMS:
@@ -75,16 +115,28 @@ def build_config(name: str, model_format: str, signature: ModelSignature,
         backend=backend,
         max_batch_size=options.max_batch_size,
         default_model_filename=filename,
+        version_policy=parse_version_policy(options.version_policy),
     )
     batched = options.max_batch_size > 0
+    names = served_names(model_format, signature)
     config.input.extend(
-        mc.ModelInput(name=t.name, data_type=_dtype(t), dims=_dims(t, batched))
+        mc.ModelInput(name=names[t.name], data_type=_dtype(t), dims=_dims(t, batched))
         for t in signature.inputs
     )
     config.output.extend(
-        mc.ModelOutput(name=t.name, data_type=_dtype(t), dims=_dims(t, batched))
+        mc.ModelOutput(name=names[t.name], data_type=_dtype(t), dims=_dims(t, batched))
         for t in signature.outputs
     )
+    if options.warmup:
+        if not warmup_shapes:
+            raise UserError("warmup needs the golden sample's shapes")
+        warmup = mc.ModelWarmup(name="golden_sample", batch_size=1, count=1)
+        for spec in signature.inputs:
+            dims = list(warmup_shapes[spec.name])
+            warmup.inputs[names[spec.name]].CopyFrom(mc.ModelWarmup.Input(
+                data_type=_dtype(spec), dims=dims[1:] if batched else dims,
+                input_data_file=warmup_file_name(names[spec.name])))
+        config.model_warmup.append(warmup)
     if batched:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_microseconds
         config.dynamic_batching.preferred_batch_size.extend(options.preferred_batch_sizes)
@@ -117,5 +169,6 @@ def _dtype(spec: TensorSpec) -> int:
 
 
 def _dims(spec: TensorSpec, batched: bool) -> list[int]:
+    """-1 for dynamic dims; without the batch dim when Triton batches."""
     dims = spec.shape_with_unknowns()
     return dims[1:] if batched else dims

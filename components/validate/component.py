@@ -26,8 +26,8 @@ def validate_endpoint(
 
     Args:
         endpoint: A ServingEndpoint artifact (metadata ``url`` and ``model_name``).
-        model: The OnnxModel or TorchModel artifact that was deployed, carrying ``signature.json`` and
-            ``golden.npz`` (for example the ONNX export).
+        model: The exported model artifact that was deployed (or its TorchModel), carrying
+            ``signature.json`` and ``golden.npz``.
         atol: Absolute tolerance per value.
         rtol: Relative tolerance per value.
         max_batch_size: Golden samples per request (0 sends them all in one request).
@@ -46,11 +46,12 @@ def validate_endpoint(
     from kfp_serve.components.validate.endpoint import validate_endpoint as validate
 
     expect(endpoint, "ServingEndpoint")
-    expect(model, "OnnxModel", "TorchModel")
+    expect(model, "OnnxModel", "TorchScriptModel", "TensorRTModel", "TorchModel")
     result = validate(
         endpoint.metadata["url"], endpoint.metadata["model_name"],
         ModelSignature.load(model.path), GoldenSet.load(model.path),
         atol=atol, rtol=rtol, max_batch_size=max_batch_size, ready_timeout_s=ready_timeout_s,
+        tensor_names=endpoint.metadata.get("tensor_names"),
     )
     for c in result.comparisons:
         metrics.log_metric(f"{c.name}_max_abs_error", c.max_abs_error)

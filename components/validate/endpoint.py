@@ -90,8 +90,14 @@ def wait_until_ready(client, model_name: str, timeout_s: float) -> None:
         time.sleep(0.5)
 
 
-def check_metadata(metadata: dict, signature: ModelSignature) -> list[str]:
-    """Compare the server's model metadata with the signature; returns the problems found."""
+def check_metadata(metadata: dict, signature: ModelSignature,
+                   tensor_names: dict[str, str] | None = None) -> list[str]:
+    """Compare the server's model metadata with the signature; returns the problems found.
+
+    ``tensor_names`` maps signature names to served names where they differ (TorchScript's
+    ``<name>__<index>`` convention).
+    """
+    served_name = (tensor_names or {}).get
     problems = []
     for kind, specs, served in (
         ("input", signature.inputs, metadata.get("inputs", [])),
@@ -99,9 +105,10 @@ def check_metadata(metadata: dict, signature: ModelSignature) -> list[str]:
     ):
         by_name = {t.get("name"): t for t in served}
         for spec in specs:
-            tensor = by_name.get(spec.name)
+            name = served_name(spec.name, spec.name)
+            tensor = by_name.get(name)
             if tensor is None:
-                problems.append(f"{kind} {spec.name!r} is not served (server has {sorted(by_name)})")
+                problems.append(f"{kind} {name!r} is not served (server has {sorted(by_name)})")
                 continue
             if tensor.get("datatype") != protocol_dtype(spec.dtype):
                 problems.append(f"{kind} {spec.name!r} is {tensor.get('datatype')},"
@@ -112,42 +119,46 @@ def check_metadata(metadata: dict, signature: ModelSignature) -> list[str]:
                 w != -1 and s not in (w, -1) for s, w in zip(shape, want)
             ):
                 problems.append(f"{kind} {spec.name!r} has shape {shape}, signature says {want}")
-        extra = sorted(set(by_name) - {s.name for s in specs})
+        extra = sorted(set(by_name) - {served_name(s.name, s.name) for s in specs})
         if extra:
             problems.append(f"server has {kind}s not in the signature: {extra}")
     return problems
 
 
-def infer(client, model_name: str, signature: ModelSignature,
-          inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One inference request with JSON tensors; returns named numpy outputs."""
+def infer(client, model_name: str, signature: ModelSignature, inputs: dict[str, np.ndarray],
+          tensor_names: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """One inference request with JSON tensors; returns outputs by signature name."""
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
+    served = {n: (tensor_names or {}).get(n, n) for n in (*signature.input_names,
+                                                         *signature.output_names)}
     request_inputs = []
     for spec in signature.inputs:
-        tensor = httpclient.InferInput(spec.name, list(inputs[spec.name].shape),
+        tensor = httpclient.InferInput(served[spec.name], list(inputs[spec.name].shape),
                                        protocol_dtype(spec.dtype))
         tensor.set_data_from_numpy(inputs[spec.name], binary_data=False)
         request_inputs.append(tensor)
-    outputs = [httpclient.InferRequestedOutput(n, binary_data=False) for n in signature.output_names]
+    outputs = [httpclient.InferRequestedOutput(served[n], binary_data=False)
+               for n in signature.output_names]
     try:
         result = client.infer(model_name, request_inputs, outputs=outputs)
     except InferenceServerException as err:
         raise InfrastructureError(f"inference request to {model_name!r} failed: {err}") from err
     response = result.get_response()
-    served = {o["name"]: o for o in response.get("outputs", [])}
+    returned = {o["name"]: o for o in response.get("outputs", [])}
     arrays = {}
     for name in signature.output_names:
-        if name in served:
-            dtype = dtype_from_protocol(served[name]["datatype"])
-            arrays[name] = np.asarray(result.as_numpy(name)).astype(dtype, copy=False)
+        if served[name] in returned:
+            dtype = dtype_from_protocol(returned[served[name]]["datatype"])
+            arrays[name] = np.asarray(result.as_numpy(served[name])).astype(dtype, copy=False)
     return arrays
 
 
 def validate_endpoint(url: str, model_name: str, signature: ModelSignature, golden: GoldenSet,
                       atol: float = 1e-4, rtol: float = 1e-3, max_batch_size: int = 0,
-                      ready_timeout_s: float = 120.0) -> ValidationResult:
+                      ready_timeout_s: float = 120.0,
+                      tensor_names: dict[str, str] | None = None) -> ValidationResult:
     """Wait for readiness, check metadata, send the whole golden set and compare the outputs.
 
     Args:
@@ -159,6 +170,7 @@ def validate_endpoint(url: str, model_name: str, signature: ModelSignature, gold
         rtol: Relative tolerance per value.
         max_batch_size: Largest batch per request (0: the whole golden set in one request).
         ready_timeout_s: How long to wait for server and model readiness.
+        tensor_names: Signature name -> served name, where they differ.
     """
     if atol < 0 or rtol < 0:
         raise UserError("atol and rtol must be >= 0")
@@ -166,14 +178,14 @@ def validate_endpoint(url: str, model_name: str, signature: ModelSignature, gold
     try:
         wait_until_ready(client, model_name, ready_timeout_s)
         metadata = client.get_model_metadata(model_name)
-        problems = check_metadata(metadata, signature)
+        problems = check_metadata(metadata, signature, tensor_names)
         step = golden.batch_size if max_batch_size <= 0 else max_batch_size
         collected: dict[str, list[np.ndarray]] = {n: [] for n in signature.output_names}
         latencies = []
         for start in range(0, golden.batch_size, step):
             part = golden.slice(start, start + step)
             began = time.perf_counter()
-            outputs = infer(client, model_name, signature, part.inputs)
+            outputs = infer(client, model_name, signature, part.inputs, tensor_names)
             latencies.append((time.perf_counter() - began) * 1000)
             for name, value in outputs.items():
                 collected[name].append(value)
