@@ -21,6 +21,8 @@ KINDS: dict[str, str] = {
     "TorchScriptModel": "a folder: model.pt (TorchScript), signature.json, golden.npz",
     "TensorRTModel": "a folder: model.plan, timing.cache, signature.json, golden.npz",
     "TritonRepository": "a Triton model repository: <model>/config.pbtxt, <model>/<version>/",
+    "TorchServeArchive": "config/config.properties + model-store/<name>.mar (KServe) and"
+                         " model.mar (Vertex AI)",
     "PublishedVersion": "a committed, immutable version in storage; the artifact URI is"
                         " gs://.../v<N> (or a local folder), metadata.content_kind says what it holds",
     "ServingEndpoint": "a JSON file; metadata url, model_name, protocol (and pid for local)",

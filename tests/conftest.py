@@ -36,6 +36,16 @@ def digits_onnx(digits_model, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def digits_torchscript(digits_model, tmp_path_factory) -> Path:
+    """The digits model traced to TorchScript and verified."""
+    from kfp_serve.components.export.torchscript_export import export_torchscript
+
+    path = tmp_path_factory.mktemp("ts") / "ts"
+    export_torchscript(digits_model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def digits_repository(digits_onnx, tmp_path_factory) -> Path:
     """A Triton repository holding the digits ONNX model as ``digits``."""
     from kfp_serve.components.triton.config import TritonModelOptions

@@ -6,15 +6,6 @@ from kfp_serve.components.errors import UserError
 from kfp_serve.components.export.profile import Measurement, profile_formats, recommend
 
 
-@pytest.fixture(scope="module")
-def digits_torchscript(digits_model, tmp_path_factory):
-    from kfp_serve.components.export.torchscript_export import export_torchscript
-
-    path = tmp_path_factory.mktemp("ts") / "ts"
-    export_torchscript(digits_model, path)
-    return path
-
-
 def test_profiles_every_format_in_its_own_process(digits_model, digits_onnx, digits_torchscript):
     result = profile_formats({"eager": digits_model, "torchscript": digits_torchscript,
                               "onnx": digits_onnx}, [1, 4], seconds_per_batch=0.2, threads=1)

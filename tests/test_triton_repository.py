@@ -22,15 +22,6 @@ from kfp_serve.components.triton.repository import (
 from kfp_serve.components.validate.endpoint import validate_endpoint
 
 
-@pytest.fixture(scope="module")
-def digits_torchscript(digits_model, tmp_path_factory):
-    from kfp_serve.components.export.torchscript_export import export_torchscript
-
-    path = tmp_path_factory.mktemp("ts") / "ts"
-    export_torchscript(digits_model, path)
-    return path
-
-
 def test_torchscript_tensors_follow_the_pytorch_backend_convention(digits_torchscript, tmp_path):
     result = build_repository(digits_torchscript, "torchscript", tmp_path / "repo", "digits_ts",
                               TritonModelOptions(max_batch_size=16))

@@ -1,0 +1,91 @@
+"""Run a real TorchServe (Java 17 + the torchserve package) on 127.0.0.1 for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def java_missing_reason() -> str:
+    from shutil import which
+
+    if which("java") is None:
+        return "TorchServe needs Java 17+ (`java` is not on PATH)"
+    if which("torchserve", path=str(Path(sys.executable).parent)) is None and which("torchserve") is None:
+        return "the torchserve package is not installed (dev extra)"
+    return ""
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+    except OSError:
+        return 0, ""
+
+
+@contextmanager
+def torchserve(archive_folder: Path, model_name: str, workdir: Path, timeout_s: float = 180):
+    """Serve ``archive_folder`` (config/ + model-store/) the way KServe's runtime does, on
+    127.0.0.1 with free ports; yields the inference base URL; stops the server by PID."""
+    from kfp_serve.components.torchserve.archive import ArchiveOptions, config_properties
+
+    ports = [_free_port() for _ in range(4)]
+    shipped = (archive_folder / "config" / "config.properties").read_text()
+    snapshot = json.loads(shipped.split("model_snapshot=", 1)[1].splitlines()[0])
+    model = snapshot["models"][model_name]["1.0"]
+    options = ArchiveOptions(batch_size=model["batchSize"], max_batch_delay_ms=model["maxBatchDelay"],
+                             workers=model["minWorkers"], install_requirements=False)
+    config = workdir / "config.properties"
+    config.write_text(config_properties(model_name, options, str(archive_folder / "model-store"),
+                                        *ports, address="127.0.0.1"))
+    bin_dir = Path(sys.executable).parent
+    # TMPDIR: torchserve keeps its "already running" PID file there; one per instance
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+               LOG_LOCATION=str(workdir / "logs"), METRICS_LOCATION=str(workdir / "logs"),
+               TMPDIR=str(workdir))
+    log = open(workdir / "torchserve.out", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [str(bin_dir / "torchserve"), "--start", "--foreground", "--ncs", "--disable-token-auth",
+         "--ts-config", str(config), "--model-store", str(archive_folder / "model-store")],
+        cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    inference, management = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status, body = _get(f"{management}/models/{model_name}")
+            if status == 200 and '"status": "READY"' in body.replace("'", '"'):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = (workdir / "torchserve.out").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"TorchServe did not get {model_name} ready: {tail}")
+            time.sleep(0.5)
+        yield inference
+    finally:
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):
+            try:
+                os.killpg(process.pid, sig)  # the launcher, Java and the Python workers
+                process.wait(timeout=wait)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
