@@ -17,7 +17,7 @@ COPY components ./components
 COPY pipelines ./pipelines
 RUN python3 -m venv /opt/kfp-serve \
  && /opt/kfp-serve/bin/pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
- && /opt/kfp-serve/bin/pip install ".[export,serve,local]" "torch==${TORCH_VERSION}" \
+ && /opt/kfp-serve/bin/pip install ".[export,serve,local,kserve]" "torch==${TORCH_VERSION}" \
  && /opt/kfp-serve/bin/pip install --no-deps nvidia-pytriton==0.7.0
 
 FROM ${BASE_IMAGE}

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
-	$(BIN)/python -m pip install --quiet -e ".[export,serve,local,vertex,dev]" torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -e ".[export,serve,local,kserve,vertex,dev]" torch==$(TORCH_VERSION)
 	# Only tritonserver and its libraries are used from nvidia-pytriton; its Python deps are not.
 	$(BIN)/python -m pip install --quiet --no-deps nvidia-pytriton==0.7.0
 	touch $(STAMP)

@@ -20,6 +20,10 @@ COMPONENT_MODULES: dict[str, str] = {
     "build_torchserve_archive": "torchserve.component",
     "publish_model": "storage.component",
     "deploy_local": "local.component",
+    "deploy_kserve": "kserve.component",
+    "promote_kserve": "kserve.component",
+    "rollback_kserve": "kserve.component",
+    "delete_kserve": "kserve.component",
     "undeploy_local": "local.component",
     "validate_endpoint": "validate.component",
 }

@@ -25,6 +25,8 @@ KINDS: dict[str, str] = {
                          " model.mar (Vertex AI)",
     "PublishedVersion": "a committed, immutable version in storage; the artifact URI is"
                         " gs://.../v<N> (or a local folder), metadata.content_kind says what it holds",
+    "KServeInferenceService": "metadata name, namespace, url, internal_url,"
+                              " latest_ready_revision, traffic; the artifact URI is the URL",
     "ServingEndpoint": "a JSON file; metadata url, model_name, protocol (and pid for local)",
 }
 

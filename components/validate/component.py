@@ -25,7 +25,8 @@ def validate_endpoint(
     model's reference within atol/rtol.
 
     Args:
-        endpoint: A ServingEndpoint artifact (metadata ``url`` and ``model_name``).
+        endpoint: A ServingEndpoint or KServeInferenceService artifact (metadata ``url``,
+            ``model_name``).
         model: The exported model artifact that was deployed (or its TorchModel), carrying
             ``signature.json`` and ``golden.npz``.
         atol: Absolute tolerance per value.
@@ -45,7 +46,7 @@ def validate_endpoint(
     from kfp_serve.components.signature import ModelSignature
     from kfp_serve.components.validate.endpoint import validate_endpoint as validate
 
-    expect(endpoint, "ServingEndpoint")
+    expect(endpoint, "ServingEndpoint", "KServeInferenceService")
     expect(model, "OnnxModel", "TorchScriptModel", "TensorRTModel", "TorchModel")
     result = validate(
         endpoint.metadata["url"], endpoint.metadata["model_name"],

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-# (method, path, query, json body) -> (status, json response)
-Handler = Callable[[str, str, dict, dict], tuple[int, dict]]
+# (method, path, query, json body) -> (status, json response or plain text)
+Handler = Callable[[str, str, dict, dict], tuple[int, "dict | str"]]
 
 
 class FakeServer:
@@ -28,14 +28,15 @@ class FakeServer:
                 query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
                 fake.requests.append((self.command, parsed.path, query, body))
                 status, payload = handler(self.command, parsed.path, query, body)
-                data = json.dumps(payload).encode()
+                text = isinstance(payload, str)  # e.g. pod logs
+                data = payload.encode() if text else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain" if text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PATCH = do_DELETE = _serve
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
             def log_message(self, *args):
                 pass

@@ -1,0 +1,205 @@
+"""KFP wrappers: deploy to KServe, promote or roll back a canary, delete."""
+
+from typing import Dict, List, NamedTuple, Optional
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Output
+
+from kfp_serve.components import images
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def deploy_kserve(
+    model: Input[Artifact],
+    inference_service: Output[Artifact],
+    report: Output[Markdown],
+    name: str,
+    namespace: str,
+    model_format: Optional[str] = None,
+    protocol_version: str = "v2",
+    runtime: Optional[str] = None,
+    service_account: Optional[str] = None,
+    cpu: str = "1",
+    memory: str = "2Gi",
+    gpus: int = 0,
+    node_selector: Optional[Dict[str, str]] = None,
+    tolerations: Optional[List[dict]] = None,
+    min_replicas: int = 1,
+    max_replicas: int = 0,
+    scale_metric: Optional[str] = None,
+    scale_target: int = 0,
+    container_concurrency: int = 0,
+    timeout_s: int = 0,
+    deployment_mode: str = "Serverless",
+    canary_traffic_percent: int = 100,
+    labels: Optional[Dict[str, str]] = None,
+    annotations: Optional[Dict[str, str]] = None,
+    override: Optional[dict] = None,
+    ready_timeout_s: float = 900.0,
+    keep_failed: bool = False,
+    api_host: Optional[str] = None,
+) -> NamedTuple("Outputs", [("url", str)]):
+    """Creates or updates a KServe InferenceService for a published model and waits until Ready.
+
+    Before anything changes: a SelfSubjectAccessReview for the RBAC it needs, the namespace, a
+    ServingRuntime/ClusterServingRuntime for the format and protocol, and a server-side dry run
+    with strict field validation. Then create, or replace at the current resourceVersion
+    (conflicts retried). It waits for Ready of the new generation, failing fast on a failed
+    model load, an image that cannot be pulled or an unschedulable pod; on failure the log shows
+    a diagnostics report (conditions, model status, pods, storage-initializer and
+    kserve-container log tails, Warning events) and an InferenceService this step created is
+    deleted unless keep_failed.
+
+    Args:
+        model: A PublishedVersion of a TritonRepository or TorchServeArchive (its URI is the
+            storageUri).
+        name: InferenceService name (DNS-1035 label).
+        namespace: Kubernetes namespace.
+        model_format: ``triton``, ``onnx``, ``pytorch`` or ``tensorrt``; empty: ``triton`` for
+            a Triton repository, ``pytorch`` for a TorchServe archive.
+        protocol_version: ``v1``, ``v2`` or ``grpc-v2``.
+        runtime: A ServingRuntime/ClusterServingRuntime name; empty lets KServe choose.
+        service_account: Service account of the predictor (for storage credentials).
+        cpu: CPU request and limit.
+        memory: Memory request and limit.
+        gpus: ``nvidia.com/gpu`` request and limit.
+        node_selector: Node labels the predictor must run on.
+        tolerations: Pod tolerations (e.g. for GPU taints).
+        min_replicas: Minimum replicas (0 allows scale to zero with Serverless).
+        max_replicas: Maximum replicas (0: KServe's default).
+        scale_metric: ``cpu``, ``memory``, ``concurrency`` or ``rps``.
+        scale_target: Autoscaling target for the metric (0: KServe's default).
+        container_concurrency: Max in-flight requests per replica (0: unlimited).
+        timeout_s: Request timeout in seconds (0: KServe's default).
+        deployment_mode: ``Serverless`` (Knative) or ``RawDeployment``.
+        canary_traffic_percent: Share of traffic for the new revision; 100 rolls out fully.
+        labels: Extra labels.
+        annotations: Extra annotations.
+        override: A partial manifest deep-merged into the generated one (lists replace).
+        ready_timeout_s: How long to wait for Ready (Triton images are large: keep it long).
+        keep_failed: Keep an InferenceService this step created when it fails.
+        api_host: Kubernetes API URL; empty uses the in-cluster service account.
+
+    Returns:
+        inference_service: A KServeInferenceService artifact: name, namespace, url,
+            internal_url, latest_ready_revision, traffic.
+        report: The deployment summary.
+        url: The URL clients call.
+    """
+    import json
+    from collections import namedtuple
+
+    from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components.kserve.cluster import DeployError, KServeCluster, api_client, deploy
+    from kfp_serve.components.kserve.manifest import InferenceServiceSpec, build_inference_service
+
+    expect(model, "PublishedVersion")
+    content = model.metadata.get("content_kind")
+    defaults = {"TritonRepository": "triton", "TorchServeArchive": "pytorch"}
+    fmt = model_format or defaults.get(content, "triton")
+    spec = InferenceServiceSpec(
+        name=name, namespace=namespace, storage_uri=model.metadata["uri"], model_format=fmt,
+        protocol_version=protocol_version, runtime=runtime, service_account=service_account,
+        cpu=cpu or None, memory=memory or None, gpus=gpus, node_selector=node_selector or {},
+        tolerations=tolerations or [], min_replicas=min_replicas,
+        max_replicas=max_replicas or None, scale_metric=scale_metric,
+        scale_target=scale_target or None, container_concurrency=container_concurrency or None,
+        timeout_s=timeout_s or None, deployment_mode=deployment_mode,
+        canary_traffic_percent=canary_traffic_percent, labels=labels or {},
+        annotations=annotations or {}, override=override or {},
+    )
+    manifest = build_inference_service(spec)
+    cluster = KServeCluster(api_client(api_host), namespace)
+    try:
+        result = deploy(cluster, manifest, timeout_s=ready_timeout_s, keep_failed=keep_failed)
+    except DeployError as err:
+        print(err.diagnostics)
+        raise err.cause from err
+    summary = (f"# InferenceService `{namespace}/{name}`: Ready\n\n- url: {result.url}\n"
+               f"- internal url: {result.internal_url}\n- revision: {result.latest_ready_revision}\n"
+               f"- traffic: {json.dumps(result.traffic)}\n- storageUri: {spec.storage_uri}\n")
+    with open(report.path, "w") as handle:
+        handle.write(summary)
+    mark(inference_service, "KServeInferenceService", name=name, namespace=namespace,
+         url=result.url, internal_url=result.internal_url,
+         latest_ready_revision=result.latest_ready_revision, traffic=result.traffic,
+         storage_uri=spec.storage_uri, model_name=model.metadata.get("model_name", name),
+         tensor_names=model.metadata.get("tensor_names", {}), protocol=protocol_version)
+    inference_service.uri = result.url or inference_service.uri
+    print(summary)
+    return namedtuple("Outputs", ["url"])(result.url)
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def promote_kserve(
+    inference_service: Input[Artifact],
+    ready_timeout_s: float = 600.0,
+    api_host: Optional[str] = None,
+) -> str:
+    """Promotes the canary: all traffic to the latest revision (canaryTrafficPercent removed).
+
+    Args:
+        inference_service: The KServeInferenceService artifact from deploy_kserve.
+        ready_timeout_s: How long to wait for Ready after the change.
+        api_host: Kubernetes API URL; empty uses the in-cluster service account.
+
+    Returns:
+        The revision that now takes all traffic.
+    """
+    from kfp_serve.components.artifacts import expect
+    from kfp_serve.components.kserve.cluster import KServeCluster, api_client
+
+    expect(inference_service, "KServeInferenceService")
+    name = inference_service.metadata["name"]
+    cluster = KServeCluster(api_client(api_host), inference_service.metadata["namespace"])
+    cluster.patch_predictor(name, {"canaryTrafficPercent": None})
+    result = cluster.wait_ready(name, ready_timeout_s)
+    print(f"promoted {name}: traffic {result.traffic}")
+    return result.latest_ready_revision
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def rollback_kserve(
+    inference_service: Input[Artifact],
+    ready_timeout_s: float = 600.0,
+    api_host: Optional[str] = None,
+) -> str:
+    """Rolls the canary back: 0 % to the latest revision, all traffic to the previous one.
+
+    Args:
+        inference_service: The KServeInferenceService artifact from deploy_kserve.
+        ready_timeout_s: How long to wait for Ready after the change.
+        api_host: Kubernetes API URL; empty uses the in-cluster service account.
+
+    Returns:
+        The URL, now serving the previous revision.
+    """
+    from kfp_serve.components.artifacts import expect
+    from kfp_serve.components.kserve.cluster import KServeCluster, api_client
+
+    expect(inference_service, "KServeInferenceService")
+    name = inference_service.metadata["name"]
+    cluster = KServeCluster(api_client(api_host), inference_service.metadata["namespace"])
+    cluster.patch_predictor(name, {"canaryTrafficPercent": 0})
+    result = cluster.wait_ready(name, ready_timeout_s)
+    print(f"rolled back {name}: traffic {result.traffic}")
+    return result.url
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def delete_kserve(name: str, namespace: str, api_host: Optional[str] = None) -> bool:
+    """Deletes an InferenceService (safe when it does not exist, e.g. in an exit handler).
+
+    Args:
+        name: InferenceService name.
+        namespace: Kubernetes namespace.
+        api_host: Kubernetes API URL; empty uses the in-cluster service account.
+
+    Returns:
+        True if it existed and was deleted.
+    """
+    from kfp_serve.components.kserve.cluster import KServeCluster, api_client
+
+    deleted = KServeCluster(api_client(api_host), namespace).delete(name)
+    print(f"deleted {namespace}/{name}" if deleted else f"{namespace}/{name} did not exist")
+    return deleted
