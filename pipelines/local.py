@@ -1,18 +1,15 @@
-"""The embedded default: train, export, serve and validate on one machine."""
+"""The embedded default: train, export, publish, serve and validate on one machine."""
 
 from kfp import dsl
 
 from kfp_serve.components import (
-    build_triton_repository,
     deploy_local,
-    export_onnx,
     export_torchscript,
     profile_formats,
-    publish_model,
-    train_digits_classifier,
     undeploy_local,
     validate_endpoint,
 )
+from kfp_serve.pipelines.shared import train_and_publish_triton
 
 
 @dsl.pipeline(name="train-to-serve-local")
@@ -53,26 +50,22 @@ def train_to_serve_local(
     """
     undeploy = undeploy_local(deployment=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_caching_options(False)
     with dsl.ExitHandler(undeploy):
-        train = train_digits_classifier(epochs=epochs, min_accuracy=min_accuracy)
-        onnx = export_onnx(model=train.outputs["model"], opset=opset, atol=atol, rtol=rtol)
-        torchscript = export_torchscript(model=train.outputs["model"], atol=atol, rtol=rtol)
+        package = train_and_publish_triton(
+            publish_destination=publish_destination, epochs=epochs, min_accuracy=min_accuracy,
+            opset=opset, atol=atol, rtol=rtol, model_name=model_name,
+            max_batch_size=max_batch_size,
+        )
+        torchscript = export_torchscript(model=package.outputs["model"], atol=atol, rtol=rtol)
         profile_formats(
-            model=train.outputs["model"], onnx_model=onnx.outputs["onnx_model"],
+            model=package.outputs["model"], onnx_model=package.outputs["onnx_model"],
             torchscript_model=torchscript.outputs["torchscript_model"],
             batch_sizes=[1, 32], seconds_per_batch=profile_seconds,
         ).set_caching_options(False)  # timings belong to this run's machine
-        repository = build_triton_repository(
-            model=onnx.outputs["onnx_model"], model_name=model_name,
-            max_batch_size=max_batch_size,
-        )
-        published = publish_model(
-            source=repository.outputs["repository"], destination=publish_destination,
-        ).set_caching_options(False)  # each run publishes its own version
         deploy = deploy_local(
-            repository=published.outputs["published"],
+            repository=package.outputs["published"],
             deployment=dsl.PIPELINE_JOB_ID_PLACEHOLDER, http_port=http_port,
         ).set_caching_options(False)  # a cached deploy would start no server
         validate_endpoint(
-            endpoint=deploy.outputs["endpoint"], model=onnx.outputs["onnx_model"],
+            endpoint=deploy.outputs["endpoint"], model=package.outputs["onnx_model"],
             atol=endpoint_atol, rtol=endpoint_rtol,
         ).set_caching_options(False)

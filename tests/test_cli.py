@@ -36,8 +36,8 @@ def test_list_prints_every_component_and_pipeline(capsys):
 def test_unknown_pipeline_is_a_one_line_error(capsys):
     assert main(["run", "train_to_serve_nowhere", "--local"]) == 2
     err = capsys.readouterr().err
-    assert err == ("error: unknown pipeline 'train_to_serve_nowhere'; known: train_to_serve_local"
-                   " (see `kfp-serve list`)\n")
+    assert err == ("error: unknown pipeline 'train_to_serve_nowhere'; known: train_to_serve_kserve,"
+                   " train_to_serve_local (see `kfp-serve list`)\n")
 
 
 @pytest.mark.parametrize(

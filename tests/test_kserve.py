@@ -130,6 +130,7 @@ def test_deploy_validate_canary_promote_rollback_delete(kube, published, digits_
     assert not canary.created
     assert [(t["revisionName"], t["percent"]) for t in canary.traffic] == [
         ("digits-predictor-00001", 80), ("digits-predictor-00002", 20)]
+    assert canary.canary_url and canary.canary_url != first.url
 
     cluster.patch_predictor("digits", {"canaryTrafficPercent": 0})  # roll back
     rolled = cluster.wait_ready("digits", 60, 0.2)

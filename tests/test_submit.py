@@ -57,13 +57,15 @@ def test_unreachable_host():
         submit_kfp("train_to_serve_local", f"http://127.0.0.1:{free_port()}", {})
 
 
-def _submit_vertex(api, deny=None, **kwargs):
+def _submit_vertex(api, root="gs://artifacts/root", **kwargs):
+    """Each test uses a bucket that does not exist yet: for an existing bucket aiplatform checks
+    ownership through Resource Manager, which cannot be reached from here (a 60 s retry)."""
     from google.auth.credentials import AnonymousCredentials
 
     from kfp_serve.pipelines.submit import submit_vertex
 
     with FakeServer(api) as server:
-        return submit_vertex("train_to_serve_local", "my-project", "europe-west4", "gs://artifacts/root",
+        return submit_vertex("train_to_serve_local", "my-project", "europe-west4", root,
                              {"epochs": 3}, service_account="runner@my-project.iam.gserviceaccount.com",
                              api_endpoint=server.url, credentials=AnonymousCredentials(), **kwargs)
 
@@ -94,4 +96,4 @@ def test_vertex_permission_denied_is_a_user_error(gcs):
 
     api = FakeVertexPipelines(deny=(403, "PERMISSION_DENIED", "aiplatform.pipelineJobs.create denied"))
     with pytest.raises(UserError, match="Vertex AI answered 403.*aiplatform.pipelineJobs.create denied"):
-        _submit_vertex(api)
+        _submit_vertex(api, root="gs://artifacts-denied/root")

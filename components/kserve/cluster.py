@@ -42,6 +42,7 @@ class Deployed:
     latest_ready_revision: str
     traffic: list[dict[str, Any]] = field(default_factory=list)
     created: bool = False
+    canary_url: str = ""  # the tagged URL of the latest revision, while traffic is split
 
 
 def api_client(host: str | None = None, token: str | None = None):
@@ -359,9 +360,12 @@ def _deployed(isvc: dict) -> Deployed:
     status = isvc.get("status", {})
     predictor = status.get("components", {}).get("predictor", {})
     url = status.get("url") or status.get("address", {}).get("url", "")
+    traffic = predictor.get("traffic", [])
+    canary_url = next((t.get("url", "") for t in traffic
+                       if t.get("latestRevision") and t.get("tag") and t.get("percent", 100) < 100), "")
     return Deployed(isvc["metadata"]["name"], isvc["metadata"]["namespace"], url,
                     status.get("address", {}).get("url", url),
-                    predictor.get("latestReadyRevision", ""), predictor.get("traffic", []))
+                    predictor.get("latestReadyRevision", ""), traffic, canary_url=canary_url)
 
 
 @contextmanager

@@ -82,7 +82,8 @@ def deploy_kserve(
 
     Returns:
         inference_service: A KServeInferenceService artifact: name, namespace, url,
-            internal_url, latest_ready_revision, traffic.
+            internal_url, latest_ready_revision, traffic, and canary_url (the latest revision's
+            tagged URL while traffic is split; validate_endpoint calls it).
         report: The deployment summary.
         url: The URL clients call.
     """
@@ -123,6 +124,7 @@ def deploy_kserve(
     mark(inference_service, "KServeInferenceService", name=name, namespace=namespace,
          url=result.url, internal_url=result.internal_url,
          latest_ready_revision=result.latest_ready_revision, traffic=result.traffic,
+         canary_url=result.canary_url,
          storage_uri=spec.storage_uri, model_name=model.metadata.get("model_name", name),
          tensor_names=model.metadata.get("tensor_names", {}), protocol=protocol_version)
     inference_service.uri = result.url or inference_service.uri

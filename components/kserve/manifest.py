@@ -11,6 +11,7 @@ from kfp_serve.components.errors import UserError
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 MODEL_FORMATS = ("triton", "onnx", "pytorch", "tensorrt")
 PROTOCOLS = ("v1", "v2", "grpc-v2")
 DEPLOYMENT_MODES = ("Serverless", "RawDeployment")
@@ -136,6 +137,9 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
     }
     predictor.update({k: v for k, v in optional.items() if v is not None})
     annotations = {DEPLOYMENT_MODE_ANNOTATION: spec.deployment_mode, **spec.annotations}
+    if spec.canary_traffic_percent not in (None, 100):
+        # tagged revisions get their own URL, so validation can call the canary itself
+        annotations.setdefault(TAG_ROUTING_ANNOTATION, "true")
     manifest = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "InferenceService",

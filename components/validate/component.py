@@ -48,8 +48,10 @@ def validate_endpoint(
 
     expect(endpoint, "ServingEndpoint", "KServeInferenceService")
     expect(model, "OnnxModel", "TorchScriptModel", "TensorRTModel", "TorchModel")
+    # while a canary takes part of the traffic, check the canary itself, not the traffic mix
+    url = endpoint.metadata.get("canary_url") or endpoint.metadata["url"]
     result = validate(
-        endpoint.metadata["url"], endpoint.metadata["model_name"],
+        url, endpoint.metadata["model_name"],
         ModelSignature.load(model.path), GoldenSet.load(model.path),
         atol=atol, rtol=rtol, max_batch_size=max_batch_size, ready_timeout_s=ready_timeout_s,
         tensor_names=endpoint.metadata.get("tensor_names"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import yaml
@@ -9,8 +10,11 @@ import yaml
 SHARED_KSERVE = Path(__file__).resolve().parents[3] / "shared" / "kserve"
 
 
+@functools.lru_cache(maxsize=2)
 def load_crd_schema(version: str = "v1beta1") -> dict:
-    crd = yaml.safe_load((SHARED_KSERVE / "serving.kserve.io_inferenceservices.yaml").read_text())
+    """The CRD's openAPIV3Schema (parsed once: the file is 2 MB of YAML)."""
+    text = (SHARED_KSERVE / "serving.kserve.io_inferenceservices.yaml").read_text()
+    crd = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
 
 

@@ -262,9 +262,11 @@ class FakeKServeController:
             traffic = [{"revisionName": latest_rev, "percent": 100, "latestRevision": True}]
             serving = latest
         else:
-            traffic = [{"revisionName": previous[0], "percent": 100 - canary, "tag": "prev", "latestRevision": False},
-                       {"revisionName": latest_rev, "percent": canary, "tag": "latest", "latestRevision": True}]
-            serving = latest if canary > 0 else previous[2]
+            traffic = [{"revisionName": previous[0], "percent": 100 - canary, "tag": "prev",
+                        "latestRevision": False, "url": previous[2].url},
+                       {"revisionName": latest_rev, "percent": canary, "tag": "latest",
+                        "latestRevision": True, "url": latest.url}]
+            serving = previous[2]  # the main URL splits traffic; most of it still goes here
         status = {
             "observedGeneration": generation,
             "url": serving.url,

@@ -1,0 +1,57 @@
+"""Steps every train-to-serve pipeline shares, as one nested pipeline."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Model
+
+from kfp_serve.components import (
+    build_triton_repository,
+    export_onnx,
+    publish_model,
+    train_digits_classifier,
+)
+
+
+class PackageOutputs(NamedTuple):
+    model: Model
+    onnx_model: Model
+    published: Artifact
+
+
+@dsl.pipeline(name="train-and-publish-triton")
+def train_and_publish_triton(
+    publish_destination: str,
+    epochs: int = 15,
+    min_accuracy: float = 0.95,
+    opset: int = 18,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    model_name: str = "digits",
+    max_batch_size: int = 32,
+) -> PackageOutputs:
+    """Trains the digits CNN, exports and verifies ONNX, builds a Triton repository, publishes it.
+
+    Args:
+        publish_destination: gs://BUCKET/PATH (or a folder) for the new repository version.
+        epochs: Training epochs.
+        min_accuracy: Fail training below this held-out accuracy.
+        opset: ONNX opset (18-20).
+        atol: Absolute tolerance of the export against the eager model.
+        rtol: Relative tolerance of the export against the eager model.
+        model_name: Name the model is served under.
+        max_batch_size: Triton max_batch_size.
+
+    Returns:
+        model: The trained TorchModel.
+        onnx_model: The verified ONNX export (with its signature and golden set).
+        published: The committed repository version (its URI is the storageUri).
+    """
+    train = train_digits_classifier(epochs=epochs, min_accuracy=min_accuracy)
+    onnx = export_onnx(model=train.outputs["model"], opset=opset, atol=atol, rtol=rtol)
+    repository = build_triton_repository(model=onnx.outputs["onnx_model"], model_name=model_name,
+                                         max_batch_size=max_batch_size)
+    published = publish_model(source=repository.outputs["repository"],
+                              destination=publish_destination).set_caching_options(False)
+    return PackageOutputs(model=train.outputs["model"], onnx_model=onnx.outputs["onnx_model"],
+                          published=published.outputs["published"])

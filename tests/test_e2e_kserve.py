@@ -1,0 +1,47 @@
+"""train_to_serve_kserve end to end under kfp.local: fake-gcs-server for storage, a fake
+Kubernetes API whose controller serves with local Triton, both canary outcomes."""
+
+import json
+
+import pytest
+from fakes.crd_schema import SHARED_KSERVE
+
+from kfp_serve.pipelines.run_local import run_local
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not SHARED_KSERVE.is_dir(),
+                                                  reason=f"KServe CRD data not found at {SHARED_KSERVE}")]
+
+
+def test_canary_is_promoted_when_valid_and_rolled_back_when_not(tmp_path):
+    from fakes.crd_schema import load_crd_schema
+    from fakes.http_fake import FakeServer
+    from fakes.kube_api import FakeKServeController, FakeKubeApi, runtimes_from_shared
+
+    api = FakeKubeApi(namespaces=("models",), runtimes=runtimes_from_shared(SHARED_KSERVE),
+                      crd_schema=load_crd_schema())
+    controller = FakeKServeController(api, tmp_path)
+    params = {"namespace": "models", "publish_destination": "gs://kserve-e2e/models/digits"}
+    try:
+        with FakeServer(api) as server:
+            params["api_host"] = server.url
+            first = run_local("train_to_serve_kserve", tmp_path / "runs", params, gcs_emulator=True)
+            assert first.succeeded, first.error
+            assert (first.run_dir / "promote-kserve").is_dir()
+            assert not (first.run_dir / "rollback-kserve").exists()
+            traffic = api.objects[("models", "digits")]["status"]["components"]["predictor"]["traffic"]
+            assert traffic == [{"revisionName": "digits-predictor-00001", "percent": 100, "latestRevision": True}]
+
+            impossible = dict(params, endpoint_atol=0.0, endpoint_rtol=0.0)
+            second = run_local("train_to_serve_kserve", tmp_path / "runs", impossible, gcs_emulator=True)
+            assert second.succeeded, second.error  # a rollback is a handled outcome
+            assert (second.run_dir / "rollback-kserve").is_dir()
+            assert not (second.run_dir / "promote-kserve").exists()
+            predictor = api.objects[("models", "digits")]["status"]["components"]["predictor"]
+            assert [(t["revisionName"], t["percent"]) for t in predictor["traffic"]] == [
+                ("digits-predictor-00001", 100), ("digits-predictor-00002", 0)]
+            published = json.loads((second.run_dir / "publish-model" / "executor_output.json").read_text())
+            assert published["artifacts"]["published"]["artifacts"][0]["uri"] == "gs://kserve-e2e/models/digits/v2"
+            report = next(p for p in second.summary_paths if p.parent.name == "validate-endpoint")
+            assert "Endpoint validation: FAILED" in report.read_text()
+    finally:
+        controller.stop()
