@@ -260,3 +260,28 @@ def test_component_failure_prints_diagnostics_and_raises_the_cause(kube, publish
                                   report=_artifact("Markdown", str(tmp_path / "r")), name="digits",
                                   namespace="models", api_host=url, ready_timeout_s=60)
     assert "# InferenceService `models/digits`: diagnostics" in capsys.readouterr().out
+
+
+def test_sigterm_stops_waiting_cleanly(kube, published):
+    """Pipeline cancellation sends SIGTERM: the wait ends at once with a one-line error."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, url = kube
+    manifest = build_inference_service(make_spec(storage_uri=published["v1"],
+                                                 annotations={"fake.kserve.io/behavior": "never-ready"}))
+    cluster_for(url).apply(manifest)
+    code = ("import sys\n"
+            "from kfp_serve.components.kserve.cluster import KServeCluster, api_client\n"
+            f"cluster = KServeCluster(api_client(host={url!r}), 'models')\n"
+            "try:\n    cluster.wait_ready('digits', 120, 0.2)\n"
+            "except Exception as err:\n    print(err)\n    sys.exit(3)\n")
+    waiter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    began = time.monotonic()
+    waiter.send_signal(signal.SIGTERM)
+    out, _ = waiter.communicate(timeout=20)
+    assert waiter.returncode == 3 and time.monotonic() - began < 5
+    assert out.startswith("cancelled while waiting for 'digits' (conditions: none yet)")
