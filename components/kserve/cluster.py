@@ -382,6 +382,18 @@ def _sigterm_flag():
         signal.signal(signal.SIGTERM, previous)
 
 
+def set_canary(service: dict, percent: int | None, timeout_s: float,
+               api_host: str | None = None) -> Deployed:
+    """Promote (``percent=None``: all traffic to the latest revision) or roll back (``0``) the
+    InferenceService described by ``service`` (``name``, ``namespace``), then wait for Ready."""
+    name = service["name"]
+    cluster = KServeCluster(api_client(api_host), service["namespace"])
+    cluster.patch_predictor(name, {"canaryTrafficPercent": percent})
+    result = cluster.wait_ready(name, timeout_s)
+    print(f"{'promoted' if percent is None else 'rolled back'} {name}: traffic {result.traffic}")
+    return result
+
+
 def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
            keep_failed: bool = False, poll_s: float = 2.0) -> Deployed:
     """Preflight, apply, wait for Ready. On failure raise DeployError with diagnostics, and

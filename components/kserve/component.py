@@ -149,15 +149,10 @@ def promote_kserve(
         The revision that now takes all traffic.
     """
     from kfp_serve.components.artifacts import expect
-    from kfp_serve.components.kserve.cluster import KServeCluster, api_client
+    from kfp_serve.components.kserve.cluster import set_canary
 
     expect(inference_service, "KServeInferenceService")
-    name = inference_service.metadata["name"]
-    cluster = KServeCluster(api_client(api_host), inference_service.metadata["namespace"])
-    cluster.patch_predictor(name, {"canaryTrafficPercent": None})
-    result = cluster.wait_ready(name, ready_timeout_s)
-    print(f"promoted {name}: traffic {result.traffic}")
-    return result.latest_ready_revision
+    return set_canary(inference_service.metadata, None, ready_timeout_s, api_host).latest_ready_revision
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
@@ -177,15 +172,10 @@ def rollback_kserve(
         The URL, now serving the previous revision.
     """
     from kfp_serve.components.artifacts import expect
-    from kfp_serve.components.kserve.cluster import KServeCluster, api_client
+    from kfp_serve.components.kserve.cluster import set_canary
 
     expect(inference_service, "KServeInferenceService")
-    name = inference_service.metadata["name"]
-    cluster = KServeCluster(api_client(api_host), inference_service.metadata["namespace"])
-    cluster.patch_predictor(name, {"canaryTrafficPercent": 0})
-    result = cluster.wait_ready(name, ready_timeout_s)
-    print(f"rolled back {name}: traffic {result.traffic}")
-    return result.url
+    return set_canary(inference_service.metadata, 0, ready_timeout_s, api_host).url
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
