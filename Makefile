@@ -33,10 +33,12 @@ lint: $(STAMP)
 
 compile: $(STAMP)
 	$(BIN)/kfp-serve compile
+	$(BIN)/kfp-serve docs
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check .
 	$(BIN)/kfp-serve compile --check
+	$(BIN)/kfp-serve docs --check
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	  exit $$rc

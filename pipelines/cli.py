@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 DEFAULT_COMPILED = "compiled"
 DEFAULT_OUTPUT = "local_outputs"
@@ -31,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="component image REGISTRY/PATH:TAG (default: $KFP_SERVE_IMAGE"
                    " or the tag of this version)")
     p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("docs", help="write docs/components.md (the component reference)")
+    p.add_argument("--output", default="docs/components.md")
+    p.add_argument("--check", action="store_true", help="exit 1 when the file is out of date")
+    p.set_defaults(func=cmd_docs)
 
     p = sub.add_parser("run", help="run a pipeline on this machine with kfp.local")
     p.add_argument("pipeline")
@@ -95,6 +101,21 @@ def cmd_compile(args: argparse.Namespace) -> int:
         return 1
     written = compiling.compile_all(args.output)
     print(f"wrote {len(written)} files under {args.output}/")
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from kfp_serve.pipelines import reference
+
+    if args.check:
+        current = Path(args.output).read_text() if Path(args.output).is_file() else ""
+        if current != reference.render():
+            print(f"{args.output} is out of date; run `kfp-serve docs` and commit it", file=sys.stderr)
+            return 1
+        print(f"{args.output} is up to date")
+        return 0
+    changed = reference.write(args.output)
+    print(f"{'wrote' if changed else 'unchanged:'} {args.output}")
     return 0
 
 

@@ -85,3 +85,12 @@ def test_compiled_components_compose_into_a_new_pipeline(tmp_path):
     spec = yaml.safe_load(out.read_text())
     assert set(spec["root"]["dag"]["tasks"]) == {"train-digits-classifier", "export-onnx",
                                                  "build-triton-repository"}
+
+
+def test_component_reference_matches_the_code():
+    from kfp_serve.pipelines import reference
+
+    text = reference.render()
+    assert (REPO_ROOT / "docs" / "components.md").read_text() == text, (
+        "docs/components.md is out of date; run `kfp-serve docs` and commit it")
+    assert "## `deploy_kserve`" in text and "| `canary_traffic_percent` | Integer | `100` |" in text
