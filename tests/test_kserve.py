@@ -236,8 +236,11 @@ def test_components_deploy_validate_and_roll_back(kube, published, digits_onnx, 
     onnx = _artifact("OnnxModel", str(digits_onnx))
     passed = validate_endpoint.python_func(
         endpoint=isvc, model=onnx, metrics=dsl.Metrics(name="metrics", uri=str(tmp_path / "m")),
-        report=dsl.Markdown(name="report", uri=str(tmp_path / "v.md")))
+        report=dsl.Markdown(name="report", uri=str(tmp_path / "v.md")),
+        html_report=dsl.HTML(name="html", uri=str(tmp_path / "v.html")),
+        load_seconds=0.3, concurrency=[1, 2], max_error_rate=0.0)
     assert passed is True
+    assert "<svg" in (tmp_path / "v.html").read_text()
     second = _artifact("PublishedVersion", published["v2"], uri=published["v2"],
                        content_kind="TritonRepository", model_name="digits")
     deploy_kserve.python_func(model=second, inference_service=isvc, report=report, name="digits",

@@ -88,3 +88,42 @@ def test_stop_is_idempotent_and_never_signals_a_stranger(digits_repository):
 def test_missing_config_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="has no digits/config.pbtxt"):
         triton_server.start_server(tmp_path, "digits", "none")
+
+
+def test_load_phase_and_slo_gates(server, digits_onnx):
+    from kfp_serve.components.validate.load import SloGates, latency_svg, run_load
+
+    signature, golden = ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx)
+    levels = run_load(server.url, "digits", signature, golden, [1, 4], 0.5)
+    assert [lv.concurrency for lv in levels] == [1, 4]
+    assert all(lv.requests > 5 and lv.errors == 0 and lv.throughput > 0 for lv in levels)
+    assert all(lv.p50_ms <= lv.p95_ms <= lv.p99_ms for lv in levels)
+    assert SloGates(max_p95_ms=10_000, min_throughput=1, max_error_rate=0).violations(levels) == []
+    problems = SloGates(max_p95_ms=0.001, min_throughput=1e9).violations(levels)
+    assert problems[0].startswith("p95 latency") and "exceeds 0.001 ms" in problems[0]
+    assert problems[-1].startswith("best throughput") and "is below 1e+09 req/s" in problems[-1]
+    assert latency_svg(levels).count('class="bar"') == 6
+
+
+def test_load_errors_are_measured_not_raised(server, digits_onnx):
+    from kfp_serve.components.validate.load import SloGates, run_load
+
+    signature, golden = ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx)
+    [level] = run_load(server.url, "no_such_model", signature, golden, [2], 0.3)
+    assert level.requests > 0 and level.error_rate == 1.0
+    assert SloGates(max_error_rate=0.01).violations([level]) == [
+        "error rate 100.0% at concurrency 2 exceeds 1.0%"]
+    with pytest.raises(UserError, match="must each be between 1 and 256"):
+        run_load(server.url, "digits", signature, golden, [0], 0.3)
+
+
+def test_html_report_renders_the_chart_and_tables(server, digits_onnx, tmp_path):
+    from kfp_serve.components.validate.load import run_load
+
+    signature, golden = ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx)
+    result = validate_endpoint(server.url, "digits", signature, golden)
+    result.load = run_load(server.url, "digits", signature, golden, [1, 2], 0.3)
+    page = result.html()
+    assert "<svg" in page and "Endpoint validation: <span class='PASSED'>PASSED" in page
+    assert page.count("<table>") == 2 and "<td>logits</td>" in page
+    assert "## Load" in result.markdown()

@@ -28,15 +28,19 @@ class ValidationResult:
     comparisons: list[OutputComparison]
     request_latencies_ms: list[float] = field(default_factory=list)
     samples: int = 0
+    load: list = field(default_factory=list)  # LoadLevel per concurrency, when measured
+    slo_problems: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return not self.metadata_problems and all(c.passed for c in self.comparisons)
+        return (not self.metadata_problems and not self.slo_problems
+                and all(c.passed for c in self.comparisons))
 
     def failure_line(self) -> str:
         """One line naming every problem ('' when passed)."""
         problems = list(self.metadata_problems)
         problems += [f"{c.name}: {c.problem}" for c in self.comparisons if not c.passed]
+        problems += self.slo_problems
         return "; ".join(problems)
 
     def markdown(self) -> str:
@@ -58,7 +62,43 @@ class ValidationResult:
         else:
             lines.append("- names, dtypes and shapes match the signature")
         lines += ["", "## Golden outputs", "", markdown_table(self.comparisons), ""]
+        if self.load:
+            from kfp_serve.components.validate.load import markdown_table as load_table
+
+            lines += ["## Load", "", load_table(self.load), ""]
+            lines += [f"- SLO: {p}" for p in self.slo_problems] or ["- all SLO gates met"]
+            lines.append("")
         return "\n".join(lines)
+
+    def html(self) -> str:
+        """A standalone HTML report: verdict, latency chart, comparison and load tables."""
+        import html as escape
+
+        from kfp_serve.components.validate.load import latency_svg
+        from kfp_serve.components.validate.load import markdown_table as load_table
+
+        def table(markdown: str) -> str:
+            rows = [r.strip("|").split("|") for r in markdown.splitlines() if not r.startswith("|---")]
+            head = "".join(f"<th>{escape.escape(c.strip())}</th>" for c in rows[0])
+            body = "".join("<tr>" + "".join(f"<td>{escape.escape(c.strip().strip('`'))}</td>" for c in r)
+                           + "</tr>" for r in rows[1:])
+            return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+        verdict = "PASSED" if self.passed else "FAILED"
+        problems = "".join(f"<li>{escape.escape(p)}</li>" for p in
+                           [*self.metadata_problems, *self.slo_problems]) or "<li>none</li>"
+        load = (f"<h2>Latency under load</h2>{latency_svg(self.load)}{table(load_table(self.load))}"
+                if self.load else "")
+        return (
+            "<!doctype html><html><head><meta charset='utf-8'><title>Endpoint validation</title>"
+            "<style>body{font-family:sans-serif;margin:24px}table{border-collapse:collapse;"
+            "margin:12px 0}td,th{border:1px solid #bbb;padding:4px 8px}"
+            ".PASSED{color:#1a7f37}.FAILED{color:#cf222e}</style></head><body>"
+            f"<h1>Endpoint validation: <span class='{verdict}'>{verdict}</span></h1>"
+            f"<p>{escape.escape(self.url)} — model <code>{escape.escape(self.model_name)}</code>,"
+            f" {self.samples} golden samples</p><h2>Problems</h2><ul>{problems}</ul>"
+            f"<h2>Golden outputs</h2>{table(markdown_table(self.comparisons))}{load}</body></html>"
+        )
 
 
 def _client(url: str):

@@ -1,0 +1,173 @@
+"""A bounded load phase against a live v2 endpoint: latency percentiles, throughput, errors.
+
+Each concurrency level runs that many client threads (one HTTP client each) for a fixed time,
+sending golden samples round-robin; loops are bounded in time and count.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from kfp_serve.components.errors import UserError
+from kfp_serve.components.golden import GoldenSet
+from kfp_serve.components.signature import ModelSignature
+
+MAX_REQUESTS_PER_LEVEL = 200_000
+
+
+@dataclass(frozen=True)
+class LoadLevel:
+    """What one concurrency level measured."""
+
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+
+    @property
+    def throughput(self) -> float:
+        return (self.requests - self.errors) / self.seconds if self.seconds else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 1.0
+
+
+@dataclass(frozen=True)
+class SloGates:
+    """Service-level objectives; None skips a gate."""
+
+    max_p95_ms: float | None = None
+    min_throughput: float | None = None
+    max_error_rate: float | None = None
+
+    def violations(self, levels: list[LoadLevel]) -> list[str]:
+        problems = []
+        for level in levels:
+            tag = f"at concurrency {level.concurrency}"
+            if self.max_p95_ms is not None and level.p95_ms > self.max_p95_ms:
+                problems.append(f"p95 latency {level.p95_ms:.2f} ms {tag} exceeds {self.max_p95_ms:g} ms")
+            if self.max_error_rate is not None and level.error_rate > self.max_error_rate:
+                problems.append(f"error rate {level.error_rate:.1%} {tag} exceeds {self.max_error_rate:.1%}")
+        if self.min_throughput is not None and levels:
+            best = max(levels, key=lambda lv: lv.throughput)
+            if best.throughput < self.min_throughput:
+                problems.append(f"best throughput {best.throughput:.1f} req/s (concurrency"
+                                f" {best.concurrency}) is below {self.min_throughput:g} req/s")
+        return problems
+
+
+def run_load(url: str, model_name: str, signature: ModelSignature, golden: GoldenSet,
+             concurrency: list[int], seconds: float,
+             tensor_names: dict[str, str] | None = None) -> list[LoadLevel]:
+    """Run each concurrency level for ``seconds``; single-sample requests from the golden set."""
+    from kfp_serve.components.validate.endpoint import _client, infer
+
+    if not concurrency or any(c < 1 or c > 256 for c in concurrency):
+        raise UserError(f"concurrency levels {concurrency} must each be between 1 and 256")
+    if seconds <= 0:
+        raise UserError("load seconds must be > 0")
+    samples = [golden.slice(i, i + 1).inputs for i in range(golden.batch_size)]
+
+    def send(client, i: int) -> None:
+        infer(client, model_name, signature, samples[i % len(samples)], tensor_names)
+
+    return [_Level(clients, seconds).run(lambda: _client(url), send) for clients in concurrency]
+
+
+class _Level:
+    """The shared state of one concurrency level's client threads."""
+
+    def __init__(self, clients: int, seconds: float):
+        self.clients = clients
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.latencies: list[float] = []
+        self.errors = 0
+        self.budget = MAX_REQUESTS_PER_LEVEL
+        self.deadline = 0.0
+
+    def _take(self) -> bool:
+        with self.lock:
+            if self.budget <= 0 or time.perf_counter() >= self.deadline:
+                return False
+            self.budget -= 1
+            return True
+
+    def _worker(self, offset: int, make_client, send) -> None:
+        client = make_client()
+        i = offset
+        try:
+            while self._take():
+                began = time.perf_counter()
+                try:
+                    send(client, i)
+                    elapsed = time.perf_counter() - began
+                    with self.lock:
+                        self.latencies.append(elapsed)
+                except Exception:  # counted, not raised: the error rate is the measurement
+                    with self.lock:
+                        self.errors += 1
+                i += 1
+        finally:
+            client.close()
+
+    def run(self, make_client, send) -> LoadLevel:
+        started = time.perf_counter()
+        self.deadline = started + self.seconds
+        threads = [threading.Thread(target=self._worker, args=(k, make_client, send), daemon=True)
+                   for k in range(self.clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=self.seconds + 60)
+        elapsed = time.perf_counter() - started
+        lat = np.asarray(self.latencies) * 1000 if self.latencies else np.asarray([float("nan")])
+        return LoadLevel(self.clients, len(self.latencies) + self.errors, self.errors, elapsed,
+                         float(np.percentile(lat, 50)), float(np.percentile(lat, 95)),
+                         float(np.percentile(lat, 99)))
+
+
+def markdown_table(levels: list[LoadLevel]) -> str:
+    lines = ["| concurrency | requests | errors | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {lv.concurrency} | {lv.requests} | {lv.errors} | {lv.throughput:,.1f} |"
+              f" {lv.p50_ms:.2f} | {lv.p95_ms:.2f} | {lv.p99_ms:.2f} |" for lv in levels]
+    return "\n".join(lines)
+
+
+def latency_svg(levels: list[LoadLevel], width: int = 560, height: int = 260) -> str:
+    """A grouped bar chart of p50/p95/p99 per concurrency level (inline SVG, no dependencies)."""
+    top = max([lv.p99_ms for lv in levels if np.isfinite(lv.p99_ms)] or [1.0]) * 1.15
+    left, bottom, plot_h = 60, height - 40, height - 70
+    group = (width - left - 20) / max(len(levels), 1)
+    bar = group / 4
+    colors = {"p50": "#4c78a8", "p95": "#f58518", "p99": "#e45756"}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+             ' role="img" aria-label="latency percentiles per concurrency">',
+             f'<line x1="{left}" y1="{bottom}" x2="{width - 10}" y2="{bottom}" stroke="#333"/>',
+             f'<line x1="{left}" y1="{bottom}" x2="{left}" y2="20" stroke="#333"/>',
+             '<text x="10" y="30" font-size="12">ms</text>',
+             f'<text x="{left - 8}" y="24" font-size="11" text-anchor="end">{top:.1f}</text>']
+    for g, level in enumerate(levels):
+        x0 = left + g * group + bar / 2
+        for k, (name, value) in enumerate((("p50", level.p50_ms), ("p95", level.p95_ms),
+                                           ("p99", level.p99_ms))):
+            h = 0 if not np.isfinite(value) else plot_h * value / top
+            parts.append(f'<rect class="bar" x="{x0 + k * bar:.1f}" y="{bottom - h:.1f}"'
+                         f' width="{bar * 0.9:.1f}" height="{h:.1f}" fill="{colors[name]}">'
+                         f'<title>{name} {value:.2f} ms</title></rect>')
+        parts.append(f'<text x="{x0 + 1.5 * bar:.1f}" y="{bottom + 16}" font-size="12"'
+                     f' text-anchor="middle">c={level.concurrency}</text>')
+    for k, (name, color) in enumerate(colors.items()):
+        parts.append(f'<rect x="{width - 180 + k * 55}" y="8" width="10" height="10" fill="{color}"/>'
+                     f'<text x="{width - 166 + k * 55}" y="17" font-size="11">{name}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
