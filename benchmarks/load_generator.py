@@ -1,0 +1,114 @@
+"""Benchmark: is validate_endpoint's load generator the bottleneck? And what does serving cost?
+
+    .venv/bin/python benchmarks/load_generator.py [--output benchmarks/results/load_generator.md]
+
+1. The same single-sample JSON inference request to a local Triton server (the digits model)
+   from run_load (the validator's load phase) and from wrk (Debian's, with a Lua body), at the
+   same concurrency, for the same time. Their request rates show whether our generator limits
+   what the validation measures.
+2. Serving overhead: samples/s through the local Triton runtime (JSON over HTTP, batch 32) vs
+   onnxruntime in-process on the same model and batch size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from kfp_serve.components.export.onnx_export import export_onnx, onnxruntime_session, run_onnxruntime
+from kfp_serve.components.golden import GoldenSet
+from kfp_serve.components.local.triton_server import start_server, stop_server
+from kfp_serve.components.signature import ModelSignature
+from kfp_serve.components.train.digits import train_digits
+from kfp_serve.components.triton.config import TritonModelOptions
+from kfp_serve.components.triton.repository import build_repository
+from kfp_serve.components.validate.endpoint import _client, infer
+from kfp_serve.components.validate.load import run_load
+
+
+def _wrk(url: str, body: dict, clients: int, seconds: int, work: Path) -> float:
+    script = work / "post.lua"
+    script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+                      f"wrk.body = {json.dumps(json.dumps(body))}\n")
+    done = subprocess.run(["wrk", "-t", str(min(clients, 2)), "-c", str(clients), "-d", f"{seconds}s",
+                           "-s", str(script), f"{url}/v2/models/digits/infer"],
+                          capture_output=True, text=True, check=True)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
+    if non2xx:
+        raise RuntimeError(f"wrk got {non2xx.group(1)} error responses: {done.stdout}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="benchmarks/results/load_generator.md")
+    parser.add_argument("--seconds", type=int, default=5)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk")
+    rows, serving = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        os.environ["KFP_SERVE_STATE_DIR"] = str(work / "state")
+        train_digits(work / "model")
+        export_onnx(work / "model", work / "onnx")
+        build_repository(work / "onnx", "onnx", work / "repo", "digits", TritonModelOptions())
+        signature, golden = ModelSignature.load(work / "onnx"), GoldenSet.load(work / "onnx")
+        record = start_server(work / "repo", "digits", "bench")
+        try:
+            sample = golden.inputs["image"][:1]
+            body = {"inputs": [{"name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                                "data": sample.reshape(-1).tolist()}]}
+            for clients in (1, 4, 16):
+                [level] = run_load(record.url, "digits", signature, golden, [clients], args.seconds)
+                wrk = _wrk(record.url, body, clients, args.seconds, work)
+                rows.append((clients, level.throughput, wrk, level.error_rate))
+                print(clients, level.throughput, wrk, flush=True)
+            batch = {"image": np.resize(golden.inputs["image"], (32, 1, 8, 8)).astype(np.float32)}
+            client = _client(record.url)
+            for _ in range(5):
+                infer(client, "digits", signature, batch)
+            began, n = time.perf_counter(), 0
+            while time.perf_counter() - began < args.seconds:
+                infer(client, "digits", signature, batch)
+                n += 1
+            serving.append(("local Triton, JSON over HTTP, 1 client", 32 * n / (time.perf_counter() - began)))
+            client.close()
+        finally:
+            stop_server(record)
+        session = onnxruntime_session(work / "onnx" / "model.onnx", threads=1)
+        began, n = time.perf_counter(), 0
+        while time.perf_counter() - began < args.seconds:
+            run_onnxruntime(session, signature, batch)
+            n += 1
+        serving.append(("onnxruntime in-process, 1 thread", 32 * n / (time.perf_counter() - began)))
+    lines = [
+        "# Load generator and serving overhead", "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores (client and server share them),"
+        f" Python {platform.python_version()}; {args.seconds} s per measurement; the digits model"
+        " on the local Triton runtime (1 model instance, onnxruntime 1 thread).", "",
+        "## Request rate: validate_endpoint's run_load vs wrk (same request, same concurrency)", "",
+        "| concurrency | run_load (req/s) | wrk (req/s) | run_load / wrk | run_load errors |",
+        "|---|---|---|---|---|",
+        *[f"| {c} | {ours:,.0f} | {ref:,.0f} | {ours / ref:.2f} | {err:.1%} |" for c, ours, ref, err in rows],
+        "", "## Serving overhead (batch 32)", "", "| path | samples/s |", "|---|---|",
+        *[f"| {name} | {rate:,.0f} |" for name, rate in serving], "",
+    ]
+    text = "\n".join(lines)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
