@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from results_io import write_results
 
 from kfp_serve.components.errors import KfpServeError
 from kfp_serve.components.export.example_models import (
@@ -94,10 +95,7 @@ def main() -> None:
     for title, result in profiles:
         lines += [f"## Throughput: {title}", "", result.table(), "",
                   f"Recommended for serving: **{result.recommended}**", ""]
-    text = "\n".join(lines)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(text)
-    print(text)
+    write_results(args.output, lines)
 
 
 if __name__ == "__main__":

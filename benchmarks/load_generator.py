@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_io import write_results
 
 from kfp_serve.components.export.onnx_export import export_onnx, onnxruntime_session, run_onnxruntime
 from kfp_serve.components.golden import GoldenSet
@@ -104,10 +105,7 @@ def main() -> None:
         "", "## Serving overhead (batch 32)", "", "| path | samples/s |", "|---|---|",
         *[f"| {name} | {rate:,.0f} |" for name, rate in serving], "",
     ]
-    text = "\n".join(lines)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(text)
-    print(text)
+    write_results(args.output, lines)
 
 
 if __name__ == "__main__":

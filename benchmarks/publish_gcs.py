@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from results_io import write_results
+
 from kfp_serve.components.storage.emulator import start_emulator
 from kfp_serve.components.storage.publish import publish
 
@@ -98,10 +100,7 @@ def main() -> None:
         "Runs (s): " + "; ".join(f"{label}: ours {[round(x, 2) for x in o]}, gcloud"
                                  f" {[round(x, 2) for x in t]}" for label, _, _, o, t in rows), "",
     ]
-    text = "\n".join(lines)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(text)
-    print(text)
+    write_results(args.output, lines)
 
 
 if __name__ == "__main__":
