@@ -51,11 +51,6 @@ def protocol_dtype(dtype: str) -> str:
     return _DTYPES[dtype][1]
 
 
-def onnx_elem_type(dtype: str) -> int:
-    """``float32`` -> ``1`` (``onnx.TensorProto.FLOAT``)."""
-    return _DTYPES[dtype][2]
-
-
 def dtype_from_protocol(datatype: str) -> str:
     """``FP32`` -> ``float32``; raises UserError for a type the suite does not handle."""
     for name, (_, proto, _) in _DTYPES.items():

@@ -136,11 +136,15 @@ def build_archive(model_dir: str | Path, model_format: str, output_dir: str | Pa
             export_path=str(store), force=True,
             requirements_file=str(requirements) if requirements else None,
         )
-        logging.getLogger().setLevel(logging.WARNING)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.WARNING)  # the archiver logs every file at INFO
         try:
             ModelArchiver.generate_model_archive(config)
         except ModelArchiverError as err:
             raise UserError(f"torch-model-archiver failed: {first_line(err)}") from err
+        finally:
+            root.setLevel(level)
         (staging / "config").mkdir()
         text = config_properties(model_name, options, "/mnt/models/model-store")
         (staging / "config" / "config.properties").write_text(text)

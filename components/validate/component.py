@@ -64,17 +64,17 @@ def validate_endpoint(
     expect(model, "OnnxModel", "TorchScriptModel", "TensorRTModel", "TorchModel")
     # while a canary takes part of the traffic, check the canary itself, not the traffic mix
     url = endpoint.metadata.get("canary_url") or endpoint.metadata["url"]
+    signature, golden = ModelSignature.load(model.path), GoldenSet.load(model.path)
     result = validate(
-        url, endpoint.metadata["model_name"],
-        ModelSignature.load(model.path), GoldenSet.load(model.path),
+        url, endpoint.metadata["model_name"], signature, golden,
         atol=atol, rtol=rtol, max_batch_size=max_batch_size, ready_timeout_s=ready_timeout_s,
         tensor_names=endpoint.metadata.get("tensor_names"),
     )
     if load_seconds > 0:
         from kfp_serve.components.validate.load import SloGates, run_load
 
-        result.load = run_load(url, endpoint.metadata["model_name"], ModelSignature.load(model.path),
-                               GoldenSet.load(model.path), [int(c) for c in concurrency],
+        result.load = run_load(url, endpoint.metadata["model_name"], signature, golden,
+                               [int(c) for c in concurrency],
                                load_seconds, endpoint.metadata.get("tensor_names"))
         result.slo_problems = SloGates(max_p95_latency_ms, min_throughput,
                                        max_error_rate).violations(result.load)

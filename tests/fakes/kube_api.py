@@ -16,7 +16,6 @@ local Triton runtime, and writes status (Ready, URL, revisions, traffic). The an
 from __future__ import annotations
 
 import copy
-import json
 import re
 import tempfile
 import threading
@@ -342,7 +341,3 @@ def runtimes_from_shared(shared: Path) -> list[dict]:
 
     return [yaml.safe_load((shared / f).read_text())
             for f in ("kserve-tritonserver.yaml", "kserve-torchserve.yaml")]
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=2)
