@@ -25,6 +25,10 @@ COMPONENT_MODULES: dict[str, str] = {
     "rollback_kserve": "kserve.component",
     "delete_kserve": "kserve.component",
     "undeploy_local": "local.component",
+    "deploy_vertex": "vertex.component",
+    "promote_vertex": "vertex.component",
+    "rollback_vertex": "vertex.component",
+    "undeploy_vertex": "vertex.component",
     "validate_endpoint": "validate.component",
 }
 

@@ -27,6 +27,10 @@ KINDS: dict[str, str] = {
                         " gs://.../v<N> (or a local folder), metadata.content_kind says what it holds",
     "KServeInferenceService": "metadata name, namespace, url, internal_url,"
                               " latest_ready_revision, traffic; the artifact URI is the URL",
+    "VertexModel": "google.VertexModel: metadata resourceName (projects/.../models/ID@VERSION);"
+                   " the artifact URI is its REST URL",
+    "VertexEndpoint": "google.VertexEndpoint: metadata resourceName, deployed_model_id, traffic,"
+                      " previous_traffic, protocol, predict_base",
     "ServingEndpoint": "a JSON file; metadata url, model_name, protocol (and pid for local)",
 }
 

@@ -24,7 +24,7 @@ def core_modules() -> list[str]:
     modules = []
     for path in sorted((REPO_ROOT / "components").rglob("*.py")):
         relative = path.relative_to(REPO_ROOT / "components")
-        if path.name == "component.py" or "backends" in relative.parts:
+        if path.name in ("component.py", "kfp_types.py") or "backends" in relative.parts:
             continue
         parts = ["kfp_serve", "components", *relative.with_suffix("").parts]
         if parts[-1] == "__init__":

@@ -6,13 +6,11 @@ translated here, at one boundary, into a one-line error that says whose problem 
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from kfp_serve.components.cancellation import sigterm_flag
 from kfp_serve.components.errors import InfrastructureError, KfpServeError, UserError, first_line
 from kfp_serve.components.kserve.manifest import GROUP, PLURAL, VERSION
 
@@ -241,7 +239,7 @@ class KServeCluster:
         SIGTERM (pipeline cancellation) stops the wait with an InfrastructureError.
         """
         deadline = time.monotonic() + timeout_s
-        with _sigterm_flag() as cancelled:
+        with sigterm_flag() as cancelled:
             while True:
                 isvc = self.get(name)
                 if isvc is None:
@@ -366,20 +364,6 @@ def _deployed(isvc: dict) -> Deployed:
     return Deployed(isvc["metadata"]["name"], isvc["metadata"]["namespace"], url,
                     status.get("address", {}).get("url", url),
                     predictor.get("latestReadyRevision", ""), traffic, canary_url=canary_url)
-
-
-@contextmanager
-def _sigterm_flag():
-    """An Event set by SIGTERM while waiting (main thread only; elsewhere never set)."""
-    event = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield event
-        return
-    previous = signal.signal(signal.SIGTERM, lambda *_: event.set())
-    try:
-        yield event
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def set_canary(service: dict, percent: int | None, timeout_s: float,

@@ -26,15 +26,18 @@ def validate_endpoint(
     max_error_rate: Optional[float] = None,
     fail_on_mismatch: bool = True,
 ) -> bool:
-    """Checks a live Open Inference Protocol v2 endpoint against the exported model.
+    """Checks a live endpoint against the exported model: numbers, metadata, latency under load.
 
-    Waits for server and model readiness, compares the served metadata (names, dtypes, shapes)
-    with the signature, sends the whole golden set and compares every output with the eager
-    model's reference within atol/rtol.
+    Open Inference Protocol v2 servers (local Triton, KServe; a KServe canary through its tagged
+    URL) and Vertex AI endpoints (rawPredict for Triton, predict for TorchServe; only answers
+    from the new deployed model count while traffic is split). Waits for readiness, compares
+    the served metadata (names, dtypes, shapes) with the signature, sends the whole golden set
+    and compares every output with the eager model's reference within atol/rtol, then runs a
+    bounded load phase per concurrency level and applies the SLO gates.
 
     Args:
-        endpoint: A ServingEndpoint or KServeInferenceService artifact (metadata ``url``,
-            ``model_name``).
+        endpoint: A ServingEndpoint, KServeInferenceService or google.VertexEndpoint artifact
+            from a deploy step.
         model: The exported model artifact that was deployed (or its TorchModel), carrying
             ``signature.json`` and ``golden.npz``.
         atol: Absolute tolerance per value.
@@ -58,30 +61,21 @@ def validate_endpoint(
     from kfp_serve.components.errors import VerificationError
     from kfp_serve.components.golden import GoldenSet
     from kfp_serve.components.signature import ModelSignature
-    from kfp_serve.components.validate.endpoint import validate_endpoint as validate
+    from kfp_serve.components.validate.load import SloGates
+    from kfp_serve.components.validate.targets import validate_target
 
-    expect(endpoint, "ServingEndpoint", "KServeInferenceService")
+    kind = expect(endpoint, "ServingEndpoint", "KServeInferenceService", "VertexEndpoint")
     expect(model, "OnnxModel", "TorchScriptModel", "TensorRTModel", "TorchModel")
-    # while a canary takes part of the traffic, check the canary itself, not the traffic mix
-    url = endpoint.metadata.get("canary_url") or endpoint.metadata["url"]
-    signature, golden = ModelSignature.load(model.path), GoldenSet.load(model.path)
-    result = validate(
-        url, endpoint.metadata["model_name"], signature, golden,
+    result = validate_target(
+        kind, dict(endpoint.metadata), ModelSignature.load(model.path), GoldenSet.load(model.path),
         atol=atol, rtol=rtol, max_batch_size=max_batch_size, ready_timeout_s=ready_timeout_s,
-        tensor_names=endpoint.metadata.get("tensor_names"),
+        load_seconds=load_seconds, concurrency=[int(c) for c in concurrency],
+        gates=SloGates(max_p95_latency_ms, min_throughput, max_error_rate),
     )
-    if load_seconds > 0:
-        from kfp_serve.components.validate.load import SloGates, run_load
-
-        result.load = run_load(url, endpoint.metadata["model_name"], signature, golden,
-                               [int(c) for c in concurrency],
-                               load_seconds, endpoint.metadata.get("tensor_names"))
-        result.slo_problems = SloGates(max_p95_latency_ms, min_throughput,
-                                       max_error_rate).violations(result.load)
-        for level in result.load:
-            metrics.log_metric(f"c{level.concurrency}_p95_ms", round(level.p95_ms, 3))
-            metrics.log_metric(f"c{level.concurrency}_throughput", round(level.throughput, 1))
-            metrics.log_metric(f"c{level.concurrency}_error_rate", round(level.error_rate, 4))
+    for level in result.load:
+        metrics.log_metric(f"c{level.concurrency}_p95_ms", round(level.p95_ms, 3))
+        metrics.log_metric(f"c{level.concurrency}_throughput", round(level.throughput, 1))
+        metrics.log_metric(f"c{level.concurrency}_error_rate", round(level.error_rate, 4))
     for c in result.comparisons:
         metrics.log_metric(f"{c.name}_max_abs_error", c.max_abs_error)
         metrics.log_metric(f"{c.name}_max_rel_error", c.max_rel_error)

@@ -30,6 +30,7 @@ class ValidationResult:
     samples: int = 0
     load: list = field(default_factory=list)  # LoadLevel per concurrency, when measured
     slo_problems: list[str] = field(default_factory=list)
+    metadata_note: str = ""  # how the metadata was checked, where not by the metadata API
 
     @property
     def passed(self) -> bool:
@@ -61,6 +62,8 @@ class ValidationResult:
             lines += [f"- {p}" for p in self.metadata_problems]
         else:
             lines.append("- names, dtypes and shapes match the signature")
+        if self.metadata_note:
+            lines.append(f"- {self.metadata_note}")
         lines += ["", "## Golden outputs", "", markdown_table(self.comparisons), ""]
         if self.load:
             from kfp_serve.components.validate.load import markdown_table as load_table

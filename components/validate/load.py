@@ -69,14 +69,18 @@ class SloGates:
         return problems
 
 
-def run_load(url: str, model_name: str, signature: ModelSignature, golden: GoldenSet,
-             concurrency: list[int], seconds: float,
-             tensor_names: dict[str, str] | None = None) -> list[LoadLevel]:
-    """Run each concurrency level for ``seconds``; single-sample requests from the golden set."""
+def check_levels(concurrency: list[int], seconds: float) -> None:
     if not concurrency or any(c < 1 or c > 256 for c in concurrency):
         raise UserError(f"concurrency levels {concurrency} must each be between 1 and 256")
     if seconds <= 0:
         raise UserError("load seconds must be > 0")
+
+
+def run_load(url: str, model_name: str, signature: ModelSignature, golden: GoldenSet,
+             concurrency: list[int], seconds: float,
+             tensor_names: dict[str, str] | None = None) -> list[LoadLevel]:
+    """Run each concurrency level for ``seconds``; single-sample requests from the golden set."""
+    check_levels(concurrency, seconds)
     parsed = urlparse(url if "://" in url else f"http://{url}")
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise UserError(f"endpoint URL {url!r} is not valid; use http://HOST:PORT")
@@ -84,17 +88,23 @@ def run_load(url: str, model_name: str, signature: ModelSignature, golden: Golde
     bodies = [request_body(signature, golden.slice(i, i + 1).inputs, tensor_names)
               for i in range(golden.batch_size)]
     connection = HTTPSConnection if parsed.scheme == "https" else HTTPConnection
+    return run_requests(lambda: connection(parsed.netloc, timeout=60), path, bodies,
+                        {"Content-Type": "application/json"}, concurrency, seconds)
+
+
+def run_requests(make_connection, path: str, bodies: list[bytes], headers: dict[str, str],
+                 concurrency: list[int], seconds: float) -> list[LoadLevel]:
+    """POST ``bodies`` round-robin to ``path`` at each concurrency level for ``seconds``."""
+    check_levels(concurrency, seconds)
 
     def send(conn, i: int) -> None:
-        conn.request("POST", path, body=bodies[i % len(bodies)],
-                     headers={"Content-Type": "application/json"})
+        conn.request("POST", path, body=bodies[i % len(bodies)], headers=headers)
         response = conn.getresponse()
         response.read()
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}")
 
-    return [_Level(clients, seconds).run(lambda: connection(parsed.netloc, timeout=60), send)
-            for clients in concurrency]
+    return [_Level(clients, seconds).run(make_connection, send) for clients in concurrency]
 
 
 def request_body(signature: ModelSignature, inputs: dict[str, np.ndarray],

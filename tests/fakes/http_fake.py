@@ -8,8 +8,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-# (method, path, query, json body) -> (status, json response or plain text)
-Handler = Callable[[str, str, dict, dict], tuple[int, "dict | str"]]
+# (method, path, query, json body) -> (status, json response or plain text[, extra headers])
+Handler = Callable[[str, str, dict, dict], tuple]
 
 
 class FakeServer:
@@ -27,12 +27,14 @@ class FakeServer:
                 body = json.loads(raw) if raw else {}
                 query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
                 fake.requests.append((self.command, parsed.path, query, body))
-                status, payload = handler(self.command, parsed.path, query, body)
+                status, payload, *extra = handler(self.command, parsed.path, query, body)
                 text = isinstance(payload, str)  # e.g. pod logs
                 data = payload.encode() if text else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain" if text else "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for key, value in (extra[0] if extra else {}).items():
+                    self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
 

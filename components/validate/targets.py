@@ -1,0 +1,48 @@
+"""One entry point for every kind of endpoint artifact: golden-set check, load phase, SLO gates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kfp_serve.components.golden import GoldenSet
+from kfp_serve.components.signature import ModelSignature
+from kfp_serve.components.validate.endpoint import ValidationResult
+from kfp_serve.components.validate.load import SloGates, run_load, run_requests
+
+
+def validate_target(kind: str, metadata: dict[str, Any], signature: ModelSignature,
+                    golden: GoldenSet, atol: float, rtol: float, max_batch_size: int,
+                    ready_timeout_s: float, load_seconds: float, concurrency: list[int],
+                    gates: SloGates) -> ValidationResult:
+    """Validate the endpoint an artifact of ``kind`` describes (its ``metadata``).
+
+    ``ServingEndpoint`` / ``KServeInferenceService``: an Open Inference Protocol v2 server (a
+    KServe canary is called through its tagged URL, so the canary itself is checked).
+    ``VertexEndpoint``: the deployed model under test, through rawPredict or predict.
+    """
+    tensor_names = metadata.get("tensor_names") or None
+    if kind == "VertexEndpoint":
+        from kfp_serve.components.validate.vertex import VertexTarget, access_token, validate_vertex
+
+        target = VertexTarget(metadata["predict_base"], metadata["deployed_model_id"],
+                              metadata["protocol"], metadata["model_name"],
+                              access_token(metadata["predict_base"]))
+        result = validate_vertex(target, signature, golden, atol, rtol, max_batch_size,
+                                 ready_timeout_s, tensor_names)
+        if load_seconds > 0:
+            result.load = run_requests(target.connection, target.path,
+                                       target.bodies(signature, golden, 1, tensor_names),
+                                       target.headers(), concurrency, load_seconds)
+    else:
+        from kfp_serve.components.validate.endpoint import validate_endpoint
+
+        # while a canary takes part of the traffic, check the canary itself, not the traffic mix
+        url = metadata.get("canary_url") or metadata["url"]
+        result = validate_endpoint(url, metadata["model_name"], signature, golden, atol, rtol,
+                                   max_batch_size, ready_timeout_s, tensor_names)
+        if load_seconds > 0:
+            result.load = run_load(url, metadata["model_name"], signature, golden, concurrency,
+                                   load_seconds, tensor_names)
+    if result.load:
+        result.slo_problems = gates.violations(result.load)
+    return result

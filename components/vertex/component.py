@@ -1,0 +1,217 @@
+"""KFP wrappers: deploy to a Vertex AI endpoint, promote or roll back, undeploy."""
+
+from typing import Dict, List, NamedTuple, Optional
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Markdown, Output
+
+from kfp_serve.components import images
+from kfp_serve.components.vertex.kfp_types import VertexEndpoint, VertexModel
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def deploy_vertex(
+    model: Input[Artifact],
+    vertex_model: Output[VertexModel],
+    vertex_endpoint: Output[VertexEndpoint],
+    report: Output[Markdown],
+    project: str,
+    location: str,
+    display_name: str,
+    endpoint: Optional[str] = None,
+    serving_image: Optional[str] = None,
+    machine_type: str = "n1-standard-4",
+    accelerator_type: Optional[str] = None,
+    accelerator_count: int = 0,
+    min_replicas: int = 1,
+    max_replicas: int = 1,
+    cpu_utilization_target: int = 0,
+    accelerator_utilization_target: int = 0,
+    traffic_percentage: int = 100,
+    labels: Optional[Dict[str, str]] = None,
+    env: Optional[Dict[str, str]] = None,
+    version_aliases: Optional[List[str]] = None,
+    service_account: Optional[str] = None,
+    operation_timeout_s: float = 1800.0,
+    api_endpoint: Optional[str] = None,
+) -> NamedTuple("Outputs", [("deployed_model_id", str), ("endpoint_resource_name", str)]):
+    """Uploads a published model as a new Vertex AI model version and deploys it to an endpoint.
+
+    The model version goes under the model of the same display name (a new model the first
+    time), so each run adds a version instead of a new model. The endpoint is found by display
+    name (created when missing) or given as an id/resource name. The traffic split is computed
+    from the endpoint's live state: the new deployed model gets traffic_percentage and the ones
+    serving now share the rest in their current proportions. Long-running operations are waited
+    for with a timeout; one that ends with an error fails the step with that error; SIGTERM
+    cancels the running operation. A retried step resumes: it reuses the model version and
+    deployed model an earlier attempt made and waits for an operation still running on the
+    endpoint, instead of starting duplicates.
+
+    Args:
+        model: A PublishedVersion on gs:// of a TritonRepository (served by Triton through
+            rawPredict) or a TorchServeArchive (served by Vertex AI's PyTorch container).
+        project: Google Cloud project id.
+        location: Vertex AI region, e.g. ``us-central1``.
+        display_name: Model display name (versions accumulate under it).
+        endpoint: Endpoint display name, numeric id or resource name; empty: display_name.
+        serving_image: Serving container image in Artifact Registry; required for Triton (copy
+            ``nvcr.io/nvidia/tritonserver:<tag>-py3`` there); empty for TorchServe picks
+            Vertex AI's prebuilt PyTorch image (CPU or GPU).
+        machine_type: Machine type of each replica, e.g. ``n1-standard-4``, ``g2-standard-8``.
+        accelerator_type: e.g. ``NVIDIA_TESLA_T4`` or ``NVIDIA_L4``; empty for CPU.
+        accelerator_count: Accelerators per replica (must suit the machine type).
+        min_replicas: Minimum replicas (at least 1: Vertex AI does not scale to zero).
+        max_replicas: Maximum replicas (autoscaling between the two).
+        cpu_utilization_target: Autoscaling target CPU utilization in percent (0: Vertex AI's 60).
+        accelerator_utilization_target: Autoscaling target accelerator duty cycle in percent.
+        traffic_percentage: Share of the endpoint's traffic for the new model (0-100).
+        labels: Labels on the model and a created endpoint.
+        env: Environment variables of the serving container.
+        version_aliases: Aliases for the new version (e.g. ``candidate``).
+        service_account: Service account the deployed model runs as.
+        operation_timeout_s: How long to wait for each long-running operation.
+        api_endpoint: Vertex AI API host; empty: ``{location}-aiplatform.googleapis.com``.
+
+    Returns:
+        vertex_model: google.VertexModel (metadata.resourceName ``.../models/ID@VERSION``).
+        vertex_endpoint: google.VertexEndpoint (metadata.resourceName, deployed_model_id,
+            traffic, previous_traffic; validate_endpoint calls it).
+        report: The deployment summary.
+        deployed_model_id: Id of the new deployed model on the endpoint.
+        endpoint_resource_name: ``projects/.../locations/.../endpoints/ID``.
+    """
+    from collections import namedtuple
+
+    from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components.vertex.client import deploy, predict_base
+    from kfp_serve.components.vertex.spec import VertexDeploySpec
+
+    expect(model, "PublishedVersion")
+    spec = VertexDeploySpec(
+        project=project, location=location, display_name=display_name,
+        artifact_uri=model.metadata.get("uri", model.uri),
+        content_kind=model.metadata.get("content_kind", ""),
+        model_name=model.metadata.get("model_name", display_name),
+        serving_image=serving_image or "", endpoint=endpoint or "", machine_type=machine_type,
+        accelerator_type=accelerator_type or "", accelerator_count=accelerator_count,
+        min_replicas=min_replicas, max_replicas=max_replicas,
+        cpu_utilization_target=cpu_utilization_target,
+        accelerator_utilization_target=accelerator_utilization_target,
+        traffic_percentage=traffic_percentage, labels=labels or {}, env=env or {},
+        version_aliases=version_aliases or [], service_account=service_account or "",
+    )
+    result = deploy(spec, api_endpoint or "", operation_timeout_s)
+    version_name = f"{result.model}@{result.model_version_id}"
+    rest = predict_base(location, "", api_endpoint or "").rsplit("/v1/", 1)[0]
+    vertex_model.uri = f"{rest}/v1/{version_name}"
+    mark(vertex_model, "VertexModel", resourceName=version_name,
+         model_version_id=result.model_version_id, artifact_uri=spec.artifact_uri)
+    vertex_endpoint.uri = f"{rest}/v1/{result.endpoint}"
+    mark(vertex_endpoint, "VertexEndpoint", resourceName=result.endpoint,
+         deployed_model_id=result.deployed_model_id, traffic=result.traffic,
+         previous_traffic=result.previous_traffic, protocol=result.protocol,
+         predict_base=predict_base(location, result.endpoint, api_endpoint or ""),
+         project=project, location=location, api_endpoint=api_endpoint or "",
+         model_name=spec.model_name, tensor_names=model.metadata.get("tensor_names", {}))
+    summary = (f"# Vertex AI deployment\n\n- model version: `{version_name}`\n"
+               f"- endpoint: `{result.endpoint}`\n- deployed model id: `{result.deployed_model_id}`\n"
+               f"- traffic: {result.traffic} (before: {result.previous_traffic or 'none'})\n"
+               f"- machine: {spec.machine_type}"
+               f"{f' + {spec.accelerator_count} x {spec.accelerator_type}' if spec.accelerator_type else ''},"
+               f" replicas {spec.min_replicas}-{spec.max_replicas}\n- protocol: {result.protocol}\n"
+               + (f"- resumed: reused {', '.join(result.reused)}\n" if result.reused else ""))
+    with open(report.path, "w") as handle:
+        handle.write(summary)
+    print(summary)
+    return namedtuple("Outputs", ["deployed_model_id", "endpoint_resource_name"])(
+        result.deployed_model_id, result.endpoint)
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def promote_vertex(
+    vertex_endpoint: Input[VertexEndpoint],
+    undeploy_previous: bool = True,
+    operation_timeout_s: float = 1800.0,
+) -> str:
+    """Promotes the new deployed model: 100 % of the endpoint's traffic goes to it.
+
+    Args:
+        vertex_endpoint: The google.VertexEndpoint from deploy_vertex.
+        undeploy_previous: Undeploy the models it replaces (they stop costing node hours).
+        operation_timeout_s: How long to wait for each undeploy operation.
+
+    Returns:
+        The endpoint's traffic split after the change, as JSON.
+    """
+    import json
+
+    from kfp_serve.components.artifacts import expect
+    from kfp_serve.components.vertex.client import promote
+
+    expect(vertex_endpoint, "VertexEndpoint")
+    meta = vertex_endpoint.metadata
+    split = promote(meta["project"], meta["location"], meta["resourceName"], meta["deployed_model_id"],
+                    undeploy_previous, meta.get("api_endpoint", ""), operation_timeout_s)
+    print(f"promoted deployed model {meta['deployed_model_id']}: traffic {split}")
+    return json.dumps(split)
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def rollback_vertex(
+    vertex_endpoint: Input[VertexEndpoint],
+    undeploy_canary: bool = True,
+    operation_timeout_s: float = 1800.0,
+) -> str:
+    """Rolls back: the traffic split from before the deploy is restored.
+
+    Args:
+        vertex_endpoint: The google.VertexEndpoint from deploy_vertex.
+        undeploy_canary: Undeploy the new deployed model (its node hours stop).
+        operation_timeout_s: How long to wait for the undeploy operation.
+
+    Returns:
+        The endpoint's traffic split after the change, as JSON.
+    """
+    import json
+
+    from kfp_serve.components.artifacts import expect
+    from kfp_serve.components.vertex.client import rollback
+
+    expect(vertex_endpoint, "VertexEndpoint")
+    meta = vertex_endpoint.metadata
+    split = rollback(meta["project"], meta["location"], meta["resourceName"], meta["deployed_model_id"],
+                     meta.get("previous_traffic", {}), undeploy_canary, meta.get("api_endpoint", ""),
+                     operation_timeout_s)
+    print(f"rolled back deployed model {meta['deployed_model_id']}: traffic {split}")
+    return json.dumps(split)
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def undeploy_vertex(
+    project: str,
+    location: str,
+    endpoint: str,
+    deployed_model_id: str,
+    operation_timeout_s: float = 1800.0,
+    api_endpoint: Optional[str] = None,
+) -> bool:
+    """Undeploys one deployed model (safe when it is gone, e.g. in an exit handler).
+
+    Args:
+        project: Google Cloud project id.
+        location: Vertex AI region.
+        endpoint: Endpoint id or resource name.
+        deployed_model_id: The deployed model to remove; the others keep their shares.
+        operation_timeout_s: How long to wait for the undeploy operation.
+        api_endpoint: Vertex AI API host; empty: ``{location}-aiplatform.googleapis.com``.
+
+    Returns:
+        True if it was deployed and is now undeployed.
+    """
+    from kfp_serve.components.vertex.client import VertexClient
+
+    client = VertexClient(project, location, api_endpoint or "")
+    done = client.undeploy(endpoint, deployed_model_id, operation_timeout_s)
+    print(f"undeployed {deployed_model_id}" if done else f"{deployed_model_id} was not deployed")
+    return done
+

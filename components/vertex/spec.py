@@ -1,0 +1,305 @@
+"""Pure, typed descriptions of a Vertex AI deployment, checked before any API call.
+
+Everything here is plain Python: the allowed regions and machine/accelerator combinations, the
+serving container for a Triton repository or a TorchServe archive, the idempotency key that lets
+a retried step find what an earlier attempt made, and the traffic split computed from the
+endpoint's live state (users give a percentage, never deployed-model ids).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+from kfp_serve.components.errors import UserError
+from kfp_serve.components.storage.uris import parse_gcs_uri
+
+#: Vertex AI online-prediction regions.
+REGIONS = (
+    "africa-south1", "asia-east1", "asia-east2", "asia-northeast1", "asia-northeast2",
+    "asia-northeast3", "asia-south1", "asia-southeast1", "asia-southeast2",
+    "australia-southeast1", "australia-southeast2", "europe-central2", "europe-north1",
+    "europe-southwest1", "europe-west1", "europe-west2", "europe-west3", "europe-west4",
+    "europe-west6", "europe-west8", "europe-west9", "me-central1", "me-central2", "me-west1",
+    "northamerica-northeast1", "northamerica-northeast2", "southamerica-east1",
+    "southamerica-west1", "us-central1", "us-east1", "us-east4", "us-east5", "us-south1",
+    "us-west1", "us-west2", "us-west3", "us-west4",
+)
+
+_N1 = re.compile(r"^n1-(standard|highmem|highcpu)-(2|4|8|16|32|64|96)$")
+_CPU_FAMILIES = re.compile(r"^(n1|n2|n2d|e2|c2|c2d|c3|m1)-[a-z]+-\d+$")
+_A2 = re.compile(r"^a2-highgpu-(1|2|4|8)g$|^a2-megagpu-(16)g$")
+_A2_ULTRA = re.compile(r"^a2-ultragpu-(1|2|4|8)g$")
+_G2_GPUS = {"g2-standard-4": 1, "g2-standard-8": 1, "g2-standard-12": 1, "g2-standard-16": 1,
+            "g2-standard-32": 1, "g2-standard-24": 2, "g2-standard-48": 4, "g2-standard-96": 8}
+
+#: accelerator -> (which machine types take it, allowed counts per machine type)
+ACCELERATORS = ("NVIDIA_TESLA_T4", "NVIDIA_TESLA_V100", "NVIDIA_TESLA_P4", "NVIDIA_TESLA_P100",
+                "NVIDIA_TESLA_A100", "NVIDIA_A100_80GB", "NVIDIA_L4", "NVIDIA_H100_80GB")
+
+#: prebuilt Vertex AI serving images for TorchServe archives (model.mar at the artifact URI)
+PYTORCH_CPU_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/pytorch-cpu.2-4:latest"
+PYTORCH_GPU_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/pytorch-gpu.2-4:latest"
+_REGISTRY = re.compile(r"^([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io|docker\.io)/")
+
+LABEL_KEY = "kfp-serve-key"
+
+
+def check_region(location: str) -> str:
+    if location not in REGIONS:
+        close = difflib.get_close_matches(location or "", REGIONS, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else " (e.g. us-central1)"
+        raise UserError(f"location {location!r} is not a Vertex AI prediction region{hint}")
+    return location
+
+
+def check_project(project: str) -> str:
+    if not re.match(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", project or ""):
+        raise UserError(f"project {project!r} is not a Google Cloud project id (6-30 lowercase"
+                        " letters, digits and '-', starting with a letter)")
+    return project
+
+
+def allowed_accelerator_counts(machine_type: str, accelerator: str) -> tuple[int, ...]:
+    """The accelerator counts Vertex AI allows on ``machine_type``; () when none."""
+    if accelerator in ("NVIDIA_TESLA_T4", "NVIDIA_TESLA_P4", "NVIDIA_TESLA_P100"):
+        return (1, 2, 4) if _N1.match(machine_type) else ()
+    if accelerator == "NVIDIA_TESLA_V100":
+        return (1, 2, 4, 8) if _N1.match(machine_type) else ()
+    if accelerator == "NVIDIA_TESLA_A100":
+        match = _A2.match(machine_type)
+        return (int(match.group(1) or match.group(2)),) if match else ()
+    if accelerator == "NVIDIA_A100_80GB":
+        match = _A2_ULTRA.match(machine_type)
+        return (int(match.group(1)),) if match else ()
+    if accelerator == "NVIDIA_L4":
+        return (_G2_GPUS[machine_type],) if machine_type in _G2_GPUS else ()
+    if accelerator == "NVIDIA_H100_80GB":
+        return (8,) if machine_type == "a3-highgpu-8g" else ()
+    return ()
+
+
+def check_machine(machine_type: str, accelerator_type: str, accelerator_count: int) -> None:
+    """Reject machine/accelerator combinations Vertex AI would refuse minutes later."""
+    if not accelerator_type:
+        if accelerator_count:
+            raise UserError(f"accelerator_count={accelerator_count} needs an accelerator_type"
+                            f" (one of {', '.join(ACCELERATORS)})")
+        if not (_CPU_FAMILIES.match(machine_type) or machine_type in _G2_GPUS
+                or machine_type.startswith(("a2-", "a3-"))):
+            raise UserError(f"machine type {machine_type!r} is not a Vertex AI prediction machine"
+                            " type (e.g. n1-standard-4)")
+        if machine_type.startswith(("a2-", "a3-", "g2-")):
+            raise UserError(f"machine type {machine_type!r} comes with GPUs: set accelerator_type"
+                            " and accelerator_count")
+        return
+    if accelerator_type not in ACCELERATORS:
+        raise UserError(f"accelerator {accelerator_type!r} is not one Vertex AI serves on; use one"
+                        f" of {', '.join(ACCELERATORS)}")
+    counts = allowed_accelerator_counts(machine_type, accelerator_type)
+    if not counts:
+        raise UserError(f"machine type {machine_type!r} cannot take {accelerator_type} on Vertex AI"
+                        f" ({_which_machines(accelerator_type)})")
+    if accelerator_count not in counts:
+        raise UserError(f"{machine_type} takes {' or '.join(map(str, counts))} x {accelerator_type},"
+                        f" not {accelerator_count}")
+
+
+def _which_machines(accelerator: str) -> str:
+    return {"NVIDIA_TESLA_A100": "use a2-highgpu-<N>g", "NVIDIA_A100_80GB": "use a2-ultragpu-<N>g",
+            "NVIDIA_L4": "use g2-standard-<N>", "NVIDIA_H100_80GB": "use a3-highgpu-8g"}.get(
+        accelerator, "use an n1-standard/highmem/highcpu machine type")
+
+
+def check_traffic(percent: int) -> int:
+    if not 0 <= percent <= 100:
+        raise UserError(f"traffic_percentage {percent} must be between 0 and 100")
+    return percent
+
+
+def check_image(image: str) -> str:
+    if not _REGISTRY.match(image):
+        raise UserError(f"serving image {image!r}: Vertex AI pulls serving images only from"
+                        " Artifact Registry (REGION-docker.pkg.dev), Container Registry (gcr.io) or"
+                        " Docker Hub (docker.io); copy it there and pass that name")
+    return image
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """``Model.containerSpec``: how Vertex AI runs and calls the serving container."""
+
+    image_uri: str
+    args: list[str]
+    env: dict[str, str]
+    port: int
+    predict_route: str
+    health_route: str
+
+    def to_api(self) -> dict:
+        return {"imageUri": self.image_uri, "args": list(self.args),
+                "env": [{"name": k, "value": v} for k, v in sorted(self.env.items())],
+                "ports": [{"containerPort": self.port}], "predictRoute": self.predict_route,
+                "healthRoute": self.health_route}
+
+
+def container_for(content_kind: str, model_name: str, image: str, gpu: bool,
+                  env: dict[str, str] | None = None) -> tuple[ContainerSpec, str]:
+    """The serving container for a published artifact, and the protocol that reaches it:
+    ``vertex-raw`` (Open Inference Protocol bodies through rawPredict, for Triton) or
+    ``vertex-predict`` (``{"instances": [...]}`` through predict, for TorchServe)."""
+    env = dict(env or {})
+    if content_kind == "TritonRepository":
+        if not image:
+            raise UserError("a Triton repository needs serving_image: a tritonserver image in"
+                            " Artifact Registry (copy nvcr.io/nvidia/tritonserver:<tag>-py3 there)")
+        args = ["tritonserver", "--model-repository=$(AIP_STORAGE_URI)",
+                f"--vertex-ai-default-model={model_name}", "--exit-timeout-secs=30"]
+        return ContainerSpec(check_image(image), args, env, 8000,
+                             f"/v2/models/{model_name}/infer", "/v2/health/ready"), "vertex-raw"
+    if content_kind == "TorchServeArchive":
+        default = PYTORCH_GPU_IMAGE if gpu else PYTORCH_CPU_IMAGE
+        return ContainerSpec(check_image(image or default), [], env, 7080,
+                             "/predictions/model", "/ping"), "vertex-predict"
+    raise UserError(f"Vertex AI serves a published TritonRepository or TorchServeArchive, not"
+                    f" {content_kind or 'an unknown artifact'}; publish one with publish_model")
+
+
+def artifact_dir(uri: str, content_kind: str) -> str:
+    """Vertex AI's ``artifactUri``: a gs:// folder (TorchServe's model.mar lies at its top)."""
+    if not uri.startswith("gs://"):
+        raise UserError(f"artifact URI {uri!r} is not on GCS: Vertex AI reads models only from"
+                        " gs://; publish with destination gs://BUCKET/PATH")
+    parse_gcs_uri(uri)
+    return uri.rstrip("/")
+
+
+def idempotency_key(*parts: str) -> str:
+    """A label value naming what one deploy asked for: a retry finds what the first attempt made."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:40]
+
+
+@dataclass(frozen=True)
+class VertexDeploySpec:
+    """One deploy_vertex call, checked."""
+
+    project: str
+    location: str
+    display_name: str
+    artifact_uri: str
+    content_kind: str
+    model_name: str
+    serving_image: str = ""
+    endpoint: str = ""  # display name, id or resource name; empty: the model's display name
+    machine_type: str = "n1-standard-4"
+    accelerator_type: str = ""
+    accelerator_count: int = 0
+    min_replicas: int = 1
+    max_replicas: int = 1
+    cpu_utilization_target: int = 0
+    accelerator_utilization_target: int = 0
+    traffic_percentage: int = 100
+    labels: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    version_aliases: list[str] = field(default_factory=list)
+    service_account: str = ""
+
+    def check(self) -> VertexDeploySpec:
+        check_project(self.project)
+        check_region(self.location)
+        artifact_dir(self.artifact_uri, self.content_kind)
+        check_machine(self.machine_type, self.accelerator_type, self.accelerator_count)
+        check_traffic(self.traffic_percentage)
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            raise UserError(f"replicas: need 1 <= min_replicas ({self.min_replicas}) <= max_replicas"
+                            f" ({self.max_replicas}); Vertex AI endpoints do not scale to zero")
+        for target in (self.cpu_utilization_target, self.accelerator_utilization_target):
+            if not 0 <= target <= 100:
+                raise UserError(f"autoscaling target {target} must be a percentage between 1 and 100")
+        if self.accelerator_utilization_target and not self.accelerator_type:
+            raise UserError("accelerator_utilization_target needs an accelerator_type")
+        if not re.match(r"^.{1,128}$", self.display_name):
+            raise UserError(f"display name {self.display_name!r} must be 1-128 characters")
+        for alias in self.version_aliases:
+            if not re.match(r"^[a-z][a-z0-9-]{0,126}[a-z0-9]$", alias) or alias == "default":
+                raise UserError(f"version alias {alias!r}: use lowercase letters, digits and '-',"
+                                " starting with a letter ('default' is reserved)")
+        for key, value in self.labels.items():
+            if not re.match(r"^[a-z][a-z0-9_-]{0,62}$", key) or not re.match(r"^[a-z0-9_-]{0,63}$", value):
+                raise UserError(f"label {key}={value!r}: keys and values take lowercase letters,"
+                                " digits, '_' and '-' (keys start with a letter, 63 at most)")
+        container_for(self.content_kind, self.model_name, self.serving_image, bool(self.accelerator_type))
+        return self
+
+    @property
+    def model_id(self) -> str:
+        """The model's id, derived from the display name: every run of a pipeline adds a
+        version to the same model, and a retried upload cannot create a second model."""
+        slug = re.sub(r"[^a-z0-9]+", "-", self.display_name.lower()).strip("-")[:40] or "model"
+        digest = idempotency_key(self.project, self.location, self.display_name)[:8]
+        return f"{'m-' if not slug[0].isalpha() else ''}{slug}-{digest}"
+
+    @property
+    def key(self) -> str:
+        return idempotency_key(self.project, self.location, self.display_name, self.artifact_uri,
+                               self.serving_image)
+
+    def container(self) -> tuple[ContainerSpec, str]:
+        return container_for(self.content_kind, self.model_name, self.serving_image,
+                             bool(self.accelerator_type), self.env)
+
+    def model_body(self) -> dict:
+        """The ``Model`` resource for ``models:upload``."""
+        container, _ = self.container()
+        return {"displayName": self.display_name, "artifactUri": artifact_dir(self.artifact_uri,
+                                                                             self.content_kind),
+                "containerSpec": container.to_api(),
+                "labels": {**self.labels, LABEL_KEY: self.key, "managed-by": "kfp-serve"},
+                "versionAliases": list(self.version_aliases)}
+
+    def deployed_model_body(self, model_version_name: str) -> dict:
+        """The ``DeployedModel`` for ``deployModel``."""
+        spec: dict = {"machineSpec": {"machineType": self.machine_type},
+                      "minReplicaCount": self.min_replicas, "maxReplicaCount": self.max_replicas}
+        if self.accelerator_type:
+            spec["machineSpec"].update(acceleratorType=self.accelerator_type,
+                                       acceleratorCount=self.accelerator_count)
+        metrics = []
+        if self.cpu_utilization_target:
+            metrics.append({"metricName": "aiplatform.googleapis.com/prediction/online/cpu/utilization",
+                            "target": self.cpu_utilization_target})
+        if self.accelerator_utilization_target:
+            metrics.append({"metricName": "aiplatform.googleapis.com/prediction/online/"
+                                          "accelerator/duty_cycle",
+                            "target": self.accelerator_utilization_target})
+        if metrics:
+            spec["autoscalingMetricSpecs"] = metrics
+        body = {"model": model_version_name, "displayName": self.display_name[:128],
+                "dedicatedResources": spec}
+        if self.service_account:
+            body["serviceAccount"] = self.service_account
+        return body
+
+
+def traffic_split(current: dict[str, int], new_id: str, percent: int) -> dict[str, int]:
+    """The endpoint's split after giving ``percent`` to ``new_id``.
+
+    The rest is shared by the models that serve now, in proportion to their current shares
+    (largest remainder, so it sums to exactly 100). With nothing else serving, the new model
+    takes everything whatever ``percent`` says.
+    """
+    check_traffic(percent)
+    others = {k: v for k, v in current.items() if k != new_id and v > 0}
+    if not others:
+        return {new_id: 100}
+    rest = 100 - percent
+    total = sum(others.values())
+    exact = {k: rest * v / total for k, v in others.items()}
+    split = {k: int(v) for k, v in exact.items()}
+    leftover = rest - sum(split.values())
+    for k in sorted(exact, key=lambda k: (split[k] - exact[k], k))[:leftover]:
+        split[k] += 1
+    split[new_id] = percent
+    return {k: v for k, v in split.items() if v > 0} or {new_id: 100}

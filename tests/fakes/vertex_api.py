@@ -1,0 +1,355 @@
+"""A behavioural fake of Vertex AI's REST API (v1): models, endpoints, operations, prediction.
+
+It speaks the real JSON shapes, so google-cloud-aiplatform's GAPIC clients (REST transport,
+``api_endpoint`` on 127.0.0.1) run unchanged against it. Long-running operations finish in the
+background; deploying a model fetches its artifact from (fake) GCS and serves it for real with
+local Triton (a Triton repository) or TorchServe (a .mar); predict/rawPredict forward to it and
+pick a deployed model by the endpoint's traffic split, answering with the id of the one that
+served. Failure injection: ``faults[method] = "quota" | "permission" | "hang"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import random
+import re
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+_P = r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+ROUTES = [
+    ("POST", re.compile(rf"^{_P}/models:upload$"), "upload"),
+    ("GET", re.compile(rf"^{_P}/models/(?P<id>[^/:@]+)(@(?P<version>[^/:]+))?:listVersions$"), "list_versions"),
+    ("GET", re.compile(rf"^{_P}/models/(?P<id>[^/:@]+)(@(?P<version>[^/:]+))?$"), "get_model"),
+    ("POST", re.compile(rf"^{_P}/endpoints$"), "create_endpoint"),
+    ("GET", re.compile(rf"^{_P}/endpoints$"), "list_endpoints"),
+    ("GET", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+)$"), "get_endpoint"),
+    ("PATCH", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+)$"), "update_endpoint"),
+    ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+):deployModel$"), "deployModel"),
+    ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+):undeployModel$"), "undeployModel"),
+    ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+):predict$"), "predict"),
+    ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+):rawPredict$"), "rawPredict"),
+    ("GET", re.compile(r"^(?P<name>.+/operations/[^/:]+)$"), "get_operation"),
+    ("POST", re.compile(r"^(?P<name>.+/operations/[^/:]+):cancel$"), "cancel_operation"),
+    ("GET", re.compile(r"^(?P<name>.+)/operations$"), "list_operations"),
+]
+_T = "type.googleapis.com/google.cloud.aiplatform.v1."
+USER_AGENTS: list[str] = []
+
+
+def _error(code: int, status: str, message: str) -> tuple[int, dict]:
+    return code, {"error": {"code": code, "status": status, "message": message}}
+
+
+def _matches(resource: dict, expression: str) -> bool:
+    """The subset of AIP-160 filters the suite sends: ``a="x" AND labels.k="v"``."""
+    for term in filter(None, (t.strip() for t in expression.split(" AND "))):
+        key, _, value = term.partition("=")
+        value = value.strip().strip('"')
+        if key.startswith("labels."):
+            if resource.get("labels", {}).get(key[len("labels."):]) != value:
+                return False
+        elif key == "display_name" and resource.get("displayName") != value:
+            return False
+    return True
+
+
+class FakeVertexApi:
+    def __init__(self, workdir: Path, op_seconds: float = 0.2):
+        self.workdir = workdir
+        self.op_seconds = op_seconds
+        self.models: dict[str, list[dict]] = {}  # model id -> versions
+        self.endpoints: dict[str, dict] = {}
+        self.operations: dict[str, dict] = {}
+        self.runtimes: dict[str, tuple[str, str, contextlib.ExitStack]] = {}  # deployed id -> (url, kind)
+        self.faults: dict[str, str] = {}
+        self.calls: list[str] = []
+        self.lock = threading.RLock()
+        self._ids = 1000
+
+    def _id(self) -> str:
+        with self.lock:
+            self._ids += 1
+            return str(self._ids)
+
+    # -- routing ------------------------------------------------------------------------
+    def __call__(self, method, path, query, body):
+        path = re.sub(r"^/(v1|ui)/", "", urllib.parse.unquote(path))
+        for verb, pattern, name in ROUTES:
+            match = pattern.match(path)
+            if verb == method and match:
+                self.calls.append(name)
+                fault = self.faults.get(name)
+                if fault == "permission":
+                    return _error(403, "PERMISSION_DENIED", f"Permission 'aiplatform.{name}' denied on"
+                                  f" resource '//aiplatform.googleapis.com/{path}' (or it may not exist).")
+                return getattr(self, f"_{name}")(match.groupdict(), query, body)
+        return _error(404, "NOT_FOUND", f"no route {method} {path}")
+
+    # -- operations ---------------------------------------------------------------------
+    def _operation(self, resource: str, kind: str, work) -> tuple[int, dict]:
+        """Start ``work()`` (returns the response dict) in the background as an operation."""
+        name = f"{resource}/operations/{self._id()}"
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        op = {"name": name, "done": False, "metadata": {
+            "@type": f"{_T}{kind}OperationMetadata",
+            "genericMetadata": {"createTime": now, "updateTime": now}}}
+        with self.lock:
+            self.operations[name] = op
+        fault = self.faults.get(kind[0].lower() + kind[1:])
+
+        def run():
+            time.sleep(self.op_seconds)
+            if fault == "hang":
+                return
+            if fault == "quota":
+                result = {"error": {"code": 8, "message": "The following quota metrics exceed quota"
+                                    " limits: aiplatform.googleapis.com/custom_model_serving_cpus"}}
+            else:
+                try:
+                    result = {"response": work()}
+                except Exception as err:  # the model failed to start: the real API says 13/INTERNAL
+                    result = {"error": {"code": 13, "message": f"Model server never became ready: {err}"}}
+            with self.lock:
+                if not op["done"]:
+                    op.update(result, done=True)
+
+        threading.Thread(target=run, daemon=True).start()
+        return 200, copy.deepcopy(op)
+
+    def _get_operation(self, m, query, body):
+        with self.lock:
+            op = self.operations.get(m["name"])
+            return (200, copy.deepcopy(op)) if op else _error(404, "NOT_FOUND", m["name"])
+
+    def _cancel_operation(self, m, query, body):
+        with self.lock:
+            op = self.operations.get(m["name"])
+            if op is None:
+                return _error(404, "NOT_FOUND", m["name"])
+            if not op["done"]:
+                op.update(done=True, error={"code": 1, "message": "Operation was cancelled."})
+        return 200, {}
+
+    def _list_operations(self, m, query, body):
+        prefix = m["name"] + "/operations/"
+        with self.lock:
+            ops = [copy.deepcopy(op) for n, op in self.operations.items() if n.startswith(prefix)]
+        return 200, {"operations": ops}
+
+    # -- models -------------------------------------------------------------------------
+    def _upload(self, m, query, body):
+        model = copy.deepcopy(body.get("model", {}))
+        if not model.get("artifactUri", "").startswith("gs://"):
+            return _error(400, "INVALID_ARGUMENT", "artifact_uri must be a gs:// URI")
+        parent = f"projects/{m['project']}/locations/{m['location']}"
+        parent_model = body.get("parentModel", "")
+        with self.lock:
+            if parent_model:
+                model_id = parent_model.rsplit("/", 1)[-1]
+                if model_id not in self.models:
+                    return _error(404, "NOT_FOUND", f"parent model {parent_model} not found")
+            else:
+                model_id = body.get("modelId") or self._id()
+                if model_id in self.models:
+                    return _error(409, "ALREADY_EXISTS", f"Model {parent}/models/{model_id} already exists")
+                self.models[model_id] = []
+        name = f"{parent}/models/{model_id}"
+
+        def work():
+            with self.lock:
+                versions = self.models[model_id]
+                version = str(len(versions) + 1)
+                aliases = list(model.get("versionAliases", []))
+                for other in versions:
+                    other["versionAliases"] = [a for a in other.get("versionAliases", [])
+                                               if a not in aliases and a != "default"]
+                versions.append(dict(model, name=name, versionId=version,
+                                     versionAliases=["default", *aliases]))
+            return {"@type": f"{_T}UploadModelResponse", "model": name, "modelVersionId": version}
+
+        return self._operation(name, "UploadModel", work)
+
+    def _default(self, model_id):
+        versions = self.models[model_id]
+        return next((v for v in versions if "default" in v.get("versionAliases", [])), versions[-1])
+
+    def _list_versions(self, m, query, body):
+        with self.lock:
+            if not self.models.get(m["id"]):
+                return _error(404, "NOT_FOUND", f"model {m['id']} not found")
+            versions = copy.deepcopy(self.models[m["id"]])
+        return 200, {"models": [v for v in versions if _matches(v, query.get("filter", ""))]}
+
+    def _get_model(self, m, query, body):
+        with self.lock:
+            versions = self.models.get(m["id"])
+            if not versions:
+                return _error(404, "NOT_FOUND", f"model {m['id']} not found")
+            want = m.get("version")
+            found = self._default(m["id"]) if not want else next(
+                (v for v in versions if v["versionId"] == want or want in v.get("versionAliases", [])), None)
+            return (200, copy.deepcopy(found)) if found else _error(404, "NOT_FOUND", f"version {want}")
+
+    # -- endpoints ----------------------------------------------------------------------
+    def _create_endpoint(self, m, query, body):
+        endpoint_id = query.get("endpointId") or self._id()
+        name = f"projects/{m['project']}/locations/{m['location']}/endpoints/{endpoint_id}"
+
+        def work():
+            endpoint = dict(body, name=name, deployedModels=[], trafficSplit={})
+            with self.lock:
+                self.endpoints[endpoint_id] = endpoint
+                return dict(copy.deepcopy(endpoint), **{"@type": f"{_T}Endpoint"})
+
+        return self._operation(name, "CreateEndpoint", work)
+
+    def _list_endpoints(self, m, query, body):
+        with self.lock:
+            found = [copy.deepcopy(e) for e in self.endpoints.values()]
+        return 200, {"endpoints": [e for e in found if _matches(e, query.get("filter", ""))]}
+
+    def _get_endpoint(self, m, query, body):
+        with self.lock:
+            endpoint = self.endpoints.get(m["id"])
+            return (200, copy.deepcopy(endpoint)) if endpoint else _error(404, "NOT_FOUND", m["id"])
+
+    def _update_endpoint(self, m, query, body):
+        with self.lock:
+            endpoint = self.endpoints.get(m["id"])
+            if endpoint is None:
+                return _error(404, "NOT_FOUND", m["id"])
+            if "trafficSplit" in query.get("updateMask", ""):
+                split = body.get("trafficSplit", {})
+                ids = {d["id"] for d in endpoint["deployedModels"]}
+                if (split and sum(split.values()) != 100) or set(split) - ids:
+                    return _error(400, "INVALID_ARGUMENT", f"invalid traffic split {split}")
+                endpoint["trafficSplit"] = split
+            return 200, copy.deepcopy(endpoint)
+
+    def _deployModel(self, m, query, body):
+        with self.lock:
+            endpoint = self.endpoints.get(m["id"])
+        if endpoint is None:
+            return _error(404, "NOT_FOUND", m["id"])
+        split = body.get("trafficSplit", {})
+        if split and sum(split.values()) != 100:
+            return _error(400, "INVALID_ARGUMENT", f"traffic split {split} does not sum to 100")
+        deployed = copy.deepcopy(body["deployedModel"])
+
+        def work():
+            model_name, _, version = deployed["model"].partition("@")
+            with self.lock:
+                versions = self.models[model_name.rsplit("/", 1)[-1]]
+                model = next(v for v in versions if v["versionId"] == version)
+            deployed_id = self._id()
+            self._start_runtime(deployed_id, model)
+            deployed.update(id=deployed_id, modelVersionId=version,
+                            createTime=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            with self.lock:
+                endpoint["deployedModels"].append(deployed)
+                if split:
+                    endpoint["trafficSplit"] = {(deployed_id if k == "0" else k): v
+                                                for k, v in split.items() if v}
+            return {"@type": f"{_T}DeployModelResponse", "deployedModel": deployed}
+
+        return self._operation(endpoint["name"], "DeployModel", work)
+
+    def _undeployModel(self, m, query, body):
+        with self.lock:
+            endpoint = self.endpoints.get(m["id"])
+        if endpoint is None:
+            return _error(404, "NOT_FOUND", m["id"])
+        deployed_id = body.get("deployedModelId")
+        split = body.get("trafficSplit") or {}
+        remaining = {k: v for k, v in endpoint["trafficSplit"].items() if k != deployed_id}
+        if not split and remaining and sum(remaining.values()) != 100:
+            return _error(400, "FAILED_PRECONDITION", "the remaining traffic split must sum to 100")
+
+        def work():
+            with self.lock:
+                endpoint["deployedModels"] = [d for d in endpoint["deployedModels"] if d["id"] != deployed_id]
+                endpoint["trafficSplit"] = split or remaining
+            self._stop_runtime(deployed_id)
+            return {"@type": f"{_T}UndeployModelResponse"}
+
+        return self._operation(endpoint["name"], "UndeployModel", work)
+
+    # -- serving ------------------------------------------------------------------------
+    def _start_runtime(self, deployed_id: str, model: dict) -> None:
+        from kfp_serve.components.storage.fetch import fetch_version
+
+        target = Path(tempfile.mkdtemp(dir=self.workdir, prefix=f"deployed-{deployed_id}-"))
+        folder = fetch_version(model["artifactUri"], target / "model")
+        stack = contextlib.ExitStack()
+        if (folder / "model.mar").is_file():
+            from torchserve_runner import torchserve
+
+            mar = next((folder / "model-store").glob("*.mar"))
+            url = stack.enter_context(torchserve(folder, mar.stem, target))
+            kind = f"torchserve:{mar.stem}"
+        else:
+            from kfp_serve.components.local.triton_server import start_server, stop_server
+
+            args = model["containerSpec"].get("args", [])
+            name = next(a.split("=", 1)[1] for a in args if a.startswith("--vertex-ai-default-model="))
+            record = start_server(folder, name, f"vertex-{deployed_id}", timeout_s=60)
+            stack.callback(stop_server, record)
+            url, kind = record.url, f"triton:{name}"
+        with self.lock:
+            self.runtimes[deployed_id] = (url, kind, stack)
+
+    def _stop_runtime(self, deployed_id: str) -> None:
+        with self.lock:
+            runtime = self.runtimes.pop(deployed_id, None)
+        if runtime:
+            runtime[2].close()
+
+    def stop(self) -> None:
+        for deployed_id in list(self.runtimes):
+            self._stop_runtime(deployed_id)
+
+    def _pick(self, endpoint_id: str) -> str | None:
+        with self.lock:
+            split = dict(self.endpoints.get(endpoint_id, {}).get("trafficSplit", {}))
+        if not split:
+            return None
+        ids, weights = zip(*split.items())
+        return random.choices(ids, weights=weights)[0]
+
+    def _forward(self, m, body, raw: bool):
+        deployed_id = self._pick(m["id"])
+        if deployed_id is None or deployed_id not in self.runtimes:
+            return _error(400, "FAILED_PRECONDITION", "the endpoint has no deployed model that takes traffic")
+        url, kind = self.runtimes[deployed_id][:2]
+        runtime, _, name = kind.partition(":")
+        route = f"/v2/models/{name}/infer" if runtime == "triton" else f"/predictions/{name}"
+        request = urllib.request.Request(url + route, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status, payload = response.status, json.loads(response.read())
+        except urllib.error.HTTPError as err:
+            status, payload = err.code, json.loads(err.read() or b"{}")
+        headers = {"X-Vertex-AI-Endpoint-Id": m["id"], "X-Vertex-AI-Deployed-Model-Id": deployed_id}
+        if raw or status != 200:
+            return status, payload, headers
+        return 200, {"predictions": payload.get("predictions", payload), "deployedModelId": deployed_id}, headers
+
+    def _predict(self, m, query, body):
+        return self._forward(m, body, raw=False)
+
+    def _rawPredict(self, m, query, body):
+        # google.api.HttpBody as JSON: {"contentType": ..., "data": base64}; a plain JSON body
+        # (curl with the OIP payload) passes straight through, as on the real service
+        if set(body) >= {"data"} and "inputs" not in body:
+            import base64
+
+            body = json.loads(base64.b64decode(body["data"]))
+        return self._forward(m, body, raw=True)

@@ -1,0 +1,216 @@
+"""deploy/promote/rollback/undeploy on Vertex AI, and validation through predict/rawPredict,
+against a behavioural fake of the Vertex AI REST API that serves for real (local Triton,
+TorchServe) from fake-gcs-server."""
+
+import os
+import signal
+import threading
+import uuid
+
+import pytest
+from fakes.http_fake import FakeServer
+from fakes.vertex_api import FakeVertexApi
+
+from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.golden import GoldenSet
+from kfp_serve.components.signature import ModelSignature
+from kfp_serve.components.storage.publish import publish
+from kfp_serve.components.validate.vertex import VertexTarget, validate_vertex
+from kfp_serve.components.vertex import client as vertex
+from kfp_serve.components.vertex.spec import (
+    VertexDeploySpec,
+    check_machine,
+    check_region,
+    traffic_split,
+)
+
+IMAGE = "us-central1-docker.pkg.dev/my-project/serving/tritonserver:24.09-py3"
+
+
+def _spec(uri, **overrides) -> VertexDeploySpec:
+    fields = dict(project="my-project", location="us-central1", display_name="digits",
+                  artifact_uri=uri, content_kind="TritonRepository", model_name="digits",
+                  serving_image=IMAGE, endpoint="digits-endpoint")
+    fields.update(overrides)
+    return VertexDeploySpec(**fields)
+
+
+# -- bad input, each a one-line error before any call ------------------------------------
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"location": "us-central"}, "location 'us-central' is not a Vertex AI prediction region (did you mean us-central1?)"),
+    ({"machine_type": "n1-standard-4", "accelerator_type": "NVIDIA_L4", "accelerator_count": 1},
+     "machine type 'n1-standard-4' cannot take NVIDIA_L4 on Vertex AI (use g2-standard-<N>)"),
+    ({"machine_type": "a2-highgpu-2g", "accelerator_type": "NVIDIA_TESLA_A100", "accelerator_count": 1},
+     "a2-highgpu-2g takes 2 x NVIDIA_TESLA_A100, not 1"),
+    ({"machine_type": "g2-standard-8"}, "machine type 'g2-standard-8' comes with GPUs"),
+    ({"accelerator_count": 2}, "accelerator_count=2 needs an accelerator_type"),
+    ({"traffic_percentage": 101}, "traffic_percentage 101 must be between 0 and 100"),
+    ({"traffic_percentage": -5}, "traffic_percentage -5 must be between 0 and 100"),
+    ({"artifact_uri": "s3://models/digits/v1"}, "artifact URI 's3://models/digits/v1' is not on GCS"),
+    ({"artifact_uri": "/tmp/digits/v1"}, "artifact URI '/tmp/digits/v1' is not on GCS"),
+    ({"min_replicas": 0}, "Vertex AI endpoints do not scale to zero"),
+    ({"serving_image": "nvcr.io/nvidia/tritonserver:24.09-py3"}, "Vertex AI pulls serving images only from"),
+    ({"serving_image": ""}, "a Triton repository needs serving_image"),
+    ({"project": "My Project"}, "is not a Google Cloud project id"),
+    ({"content_kind": "OnnxModel"}, "Vertex AI serves a published TritonRepository or TorchServeArchive"),
+])
+def test_bad_input_is_one_line_before_any_call(overrides, message):
+    with pytest.raises(UserError) as info:
+        _spec("gs://models-bucket/digits/v1", **overrides).check()
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_machine_and_accelerator_combinations_vertex_allows():
+    check_machine("n1-standard-8", "NVIDIA_TESLA_T4", 2)
+    check_machine("g2-standard-24", "NVIDIA_L4", 2)
+    check_machine("a2-highgpu-4g", "NVIDIA_TESLA_A100", 4)
+    check_machine("a3-highgpu-8g", "NVIDIA_H100_80GB", 8)
+    check_machine("e2-standard-4", "", 0)
+    assert check_region("europe-west4") == "europe-west4"
+
+
+def test_traffic_split_is_computed_from_the_live_split():
+    assert traffic_split({}, "0", 20) == {"0": 100}  # nothing else serves
+    assert traffic_split({"a": 100}, "0", 20) == {"a": 80, "0": 20}
+    assert traffic_split({"a": 50, "b": 50}, "0", 33) == {"a": 34, "b": 33, "0": 33}
+    assert traffic_split({"a": 70, "b": 30}, "0", 100) == {"0": 100}
+    assert traffic_split({"a": 100}, "0", 0) == {"a": 100}
+    for current in ({"a": 1, "b": 2, "c": 97}, {"a": 33, "b": 33, "c": 34}):
+        for percent in range(0, 101, 7):
+            assert sum(traffic_split(current, "0", percent).values()) == 100
+
+
+# -- against the fake Vertex AI API ------------------------------------------------------
+@pytest.fixture
+def fake_vertex(tmp_path):
+    api = FakeVertexApi(tmp_path)
+    with FakeServer(api) as server:
+        api.url = server.url
+        yield api
+    api.stop()
+
+
+@pytest.fixture
+def published_repository(gcs, digits_repository):
+    bucket = f"vertex-{uuid.uuid4().hex[:8]}"
+    gcs.create_bucket(bucket)
+    return publish(digits_repository, f"gs://{bucket}/digits").uri
+
+
+def _target(api, result, model_name="digits"):
+    base = vertex.predict_base("us-central1", result.endpoint, api.url)
+    return VertexTarget(base, result.deployed_model_id, result.protocol, model_name)
+
+
+def test_deploy_canary_validate_promote_and_rollback_on_triton(fake_vertex, published_repository,
+                                                               digits_onnx, digits_repository):
+    signature, golden = ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx)
+    first = vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=120, poll_s=0.2)
+    assert first.traffic == {first.deployed_model_id: 100} and first.previous_traffic == {}
+    assert first.protocol == "vertex-raw"
+    result = validate_vertex(_target(fake_vertex, first), signature, golden, max_batch_size=16)
+    assert result.passed, result.failure_line()
+    assert result.samples == golden.batch_size
+
+    # a new version of the same model, as a 30 % canary: the split comes from the live state
+    second_uri = publish(digits_repository, published_repository.rsplit("/", 1)[0]).uri
+    assert second_uri.endswith("/v2")
+    second = vertex.deploy(_spec(second_uri, traffic_percentage=30), fake_vertex.url, 120, 0.2)
+    assert second.model == first.model and second.model_version_id == "2"  # a version, not a model
+    assert second.traffic == {first.deployed_model_id: 70, second.deployed_model_id: 30}
+    canary = validate_vertex(_target(fake_vertex, second), signature, golden, max_batch_size=8)
+    assert canary.passed, canary.failure_line()
+
+    split = vertex.rollback("my-project", "us-central1", second.endpoint, second.deployed_model_id,
+                            second.previous_traffic, True, fake_vertex.url, 60, 0.2)
+    assert split == {first.deployed_model_id: 100}
+    assert [d["id"] for d in fake_vertex.endpoints[second.endpoint.rsplit("/", 1)[-1]]["deployedModels"]] \
+        == [first.deployed_model_id]
+
+    third = vertex.deploy(_spec(second_uri, traffic_percentage=10), fake_vertex.url, 120, 0.2)
+    assert third.traffic == {first.deployed_model_id: 90, third.deployed_model_id: 10}
+    split = vertex.promote("my-project", "us-central1", third.endpoint, third.deployed_model_id, True,
+                           fake_vertex.url, 60, 0.2)
+    assert split == {third.deployed_model_id: 100}
+    endpoint = fake_vertex.endpoints[third.endpoint.rsplit("/", 1)[-1]]
+    assert [d["id"] for d in endpoint["deployedModels"]] == [third.deployed_model_id]
+    assert fake_vertex.calls.count("upload") == 2  # the third deploy reused version 2
+
+
+def test_a_retry_resumes_instead_of_duplicating(fake_vertex, published_repository):
+    fake_vertex.op_seconds = 2.5
+    with pytest.raises(InfrastructureError, match=r"not done after 1s \(still running; created"):
+        vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=1, poll_s=0.2)
+    # the step is retried while the first attempt's operation is still running
+    fake_vertex.op_seconds = 0.1
+    result = vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=120, poll_s=0.2)
+    assert fake_vertex.calls.count("upload") == 1
+    assert fake_vertex.calls.count("create_endpoint") == 1
+    assert fake_vertex.calls.count("deployModel") <= 1
+    endpoint = fake_vertex.endpoints[result.endpoint.rsplit("/", 1)[-1]]
+    assert len(endpoint["deployedModels"]) == 1
+    assert any(r.startswith(("operation", "deployed model", "model version")) for r in result.reused)
+    again = vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=120, poll_s=0.2)
+    assert again.deployed_model_id == result.deployed_model_id
+    assert fake_vertex.calls.count("deployModel") <= 1
+
+
+def test_an_operation_that_ends_with_a_quota_error_fails_with_it(fake_vertex, published_repository):
+    fake_vertex.faults["deployModel"] = "quota"
+    with pytest.raises(UserError) as info:
+        vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=60, poll_s=0.2)
+    message = str(info.value)
+    assert "deploying the model failed" in message and "quota exhausted" in message
+    assert "custom_model_serving_cpus" in message and "request more quota" in message
+
+
+def test_permission_denied_names_the_role(fake_vertex, published_repository):
+    fake_vertex.faults["upload"] = "permission"
+    with pytest.raises(UserError) as info:
+        vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=60, poll_s=0.2)
+    assert "uploading the model: Vertex AI answered 403 Permission 'aiplatform.upload' denied" in str(info.value)
+    assert "roles/aiplatform.user" in str(info.value)
+
+
+def test_an_operation_that_never_finishes_times_out_with_its_status(fake_vertex, published_repository):
+    fake_vertex.faults["deployModel"] = "hang"
+    with pytest.raises(InfrastructureError) as info:
+        vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=1.5, poll_s=0.2)
+    assert "deploying the model: operation projects/my-project/locations/us-central1/endpoints/" in str(info.value)
+    assert "not done after 2s (still running; created" in str(info.value)
+
+
+def test_sigterm_cancels_the_running_operation(fake_vertex, published_repository):
+    fake_vertex.faults["deployModel"] = "hang"
+    timer = threading.Timer(1.0, os.kill, args=(os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        with pytest.raises(InfrastructureError, match="cancelled \\(SIGTERM\\)"):
+            vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=60, poll_s=0.2)
+    finally:
+        timer.cancel()
+    deploys = [op for name, op in fake_vertex.operations.items() if "DeployModel" in op["metadata"]["@type"]]
+    assert deploys and all(op["error"]["code"] == 1 for op in deploys)  # CANCELLED
+    assert fake_vertex.calls.count("cancel_operation") == 1
+
+
+@pytest.mark.skipif(bool(__import__("torchserve_runner").java_missing_reason()),
+                    reason=__import__("torchserve_runner").java_missing_reason() or "ok")
+def test_torchserve_archive_is_served_and_validated_through_predict(fake_vertex, gcs, digits_onnx, tmp_path):
+    from kfp_serve.components.torchserve.archive import ArchiveOptions, build_archive
+
+    build_archive(digits_onnx, "onnx", tmp_path / "ts", "digits",
+                  ArchiveOptions(batch_size=4, max_batch_delay_ms=20, install_requirements=False))
+    bucket = f"vertex-{uuid.uuid4().hex[:8]}"
+    gcs.create_bucket(bucket)
+    uri = publish(tmp_path / "ts", f"gs://{bucket}/digits-mar").uri
+    result = vertex.deploy(_spec(uri, content_kind="TorchServeArchive", serving_image=""),
+                           fake_vertex.url, timeout_s=240, poll_s=0.5)
+    assert result.protocol == "vertex-predict"
+    uploaded = fake_vertex.models[result.model.rsplit("/", 1)[-1]][0]
+    assert uploaded["containerSpec"]["imageUri"].startswith("us-docker.pkg.dev/vertex-ai/prediction/pytorch-cpu")
+    assert uploaded["containerSpec"]["predictRoute"] == "/predictions/model"
+    checked = validate_vertex(_target(fake_vertex, result), ModelSignature.load(digits_onnx),
+                              GoldenSet.load(digits_onnx), max_batch_size=8)
+    assert checked.passed, checked.failure_line()
