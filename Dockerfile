@@ -10,12 +10,16 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE} AS build
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_FIND_LINKS=/src/build-extras
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY build-extras ./build-extras
 COPY components ./components
 COPY pipelines ./pipelines
-RUN python3 -m venv /opt/kfp-serve \
+RUN python3 -c "import sys, venv, ensurepip" \
+ || { echo "BASE_IMAGE has no usable python3 with venv/ensurepip (e.g. use python:3.11-slim, or install python3-venv)" >&2; exit 1; } \
+ && if [ -f build-extras/extra-ca.crt ]; then export PIP_CERT=/src/build-extras/extra-ca.crt; fi \
+ && python3 -m venv /opt/kfp-serve \
  && /opt/kfp-serve/bin/pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
  && /opt/kfp-serve/bin/pip install ".[export,serve,local,kserve]" "torch==${TORCH_VERSION}" \
  && /opt/kfp-serve/bin/pip install --no-deps nvidia-pytriton==0.7.0

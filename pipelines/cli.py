@@ -46,7 +46,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--gcs-emulator", action="store_true",
                    help="serve gs:// destinations from a local fake-gcs-server during the run")
+    p.add_argument("--containers", action="store_true",
+                   help="run every task in the suite's image (kfp.local.DockerRunner; podman's"
+                   " Docker API when no Docker engine runs); build it first with `kfp-serve image build`")
+    p.add_argument("--image", help="with --containers: the image to run (default: $KFP_SERVE_IMAGE"
+                   " or the tag of this version)")
+    p.add_argument("--memory", default="", help="with --containers: memory limit per task, e.g. 4g")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("image", help="build the component image with podman (no Docker engine)")
+    p.add_argument("action", choices=["base", "build"],
+                   help="base: make a Debian base image with debootstrap; build: build Dockerfile on it")
+    p.add_argument("--tag", help="image tag (default: the tag the compiled components name)")
+    p.add_argument("--base-image", default="localhost/kfp-serve-base:bookworm",
+                   help="BASE_IMAGE of the Dockerfile (must be in local storage)")
+    p.add_argument("--dockerfile", default="Dockerfile")
+    p.set_defaults(func=cmd_image)
 
     p = sub.add_parser("submit", help="submit a pipeline to Kubeflow Pipelines or Vertex AI")
     p.add_argument("pipeline")
@@ -124,9 +139,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kfp_serve.pipelines.params import parse_params
     from kfp_serve.pipelines.run_local import run_local
 
+    if args.image:
+        if not args.containers:
+            from kfp_serve.components.errors import UserError
+
+            raise UserError("--image goes with --containers")
+        os.environ["KFP_SERVE_IMAGE"] = args.image  # read when the components are defined
     pipeline = registry.load_pipeline(args.pipeline)
     params = parse_params(args.param, pipeline)
-    result = run_local(args.pipeline, args.output, params, gcs_emulator=args.gcs_emulator)
+    result = run_local(args.pipeline, args.output, params, gcs_emulator=args.gcs_emulator,
+                       containers=args.containers, memory=args.memory)
     print()
     if result.run_dir is not None:
         print(f"artifacts: {result.run_dir}")
@@ -136,6 +158,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not result.succeeded:
         print(f"error: {result.error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from kfp_serve.pipelines import image
+
+    if args.action == "base":
+        tag = image.make_base_image(args.tag or args.base_image)
+        print(f"base image: {tag}")
+        return 0
+    from kfp_serve.components import images
+
+    built = image.build_image(args.tag or images.SUITE_IMAGE, args.base_image, Path.cwd(),
+                              args.dockerfile)
+    print(f"image: {built.tag}\nsize: {built.size_bytes / 2**30:.2f} GiB\nuser: {built.user}\n"
+          f"built in {built.seconds:.0f} s")
     return 0
 
 

@@ -4,7 +4,6 @@ from kfp import dsl
 
 from kfp_serve.components import (
     deploy_local,
-    export_torchscript,
     profile_formats,
     undeploy_local,
     validate_endpoint,
@@ -55,10 +54,9 @@ def train_to_serve_local(
             opset=opset, atol=atol, rtol=rtol, model_name=model_name,
             max_batch_size=max_batch_size,
         )
-        torchscript = export_torchscript(model=package.outputs["model"], atol=atol, rtol=rtol)
         profile_formats(
             model=package.outputs["model"], onnx_model=package.outputs["onnx_model"],
-            torchscript_model=torchscript.outputs["torchscript_model"],
+            torchscript_model=package.outputs["torchscript_model"],
             batch_sizes=[1, 32], seconds_per_batch=profile_seconds,
         ).set_caching_options(False)  # timings belong to this run's machine
         deploy = deploy_local(

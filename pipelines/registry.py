@@ -28,6 +28,10 @@ PIPELINES: dict[str, PipelineEntry] = {
         "kfp_serve.pipelines.kserve",
         summaries=(("deploy-kserve", "report"), ("validate-endpoint", "report")),
     ),
+    "train_to_serve_vertex": PipelineEntry(
+        "kfp_serve.pipelines.vertex",
+        summaries=(("deploy-vertex", "report"), ("validate-endpoint", "report")),
+    ),
 }
 
 

@@ -35,8 +35,11 @@ def gcs_buckets(pipeline: Any, params: dict[str, Any]) -> list[str]:
 
 
 def run_local(name: str, output_dir: str | Path, params: dict[str, Any],
-              gcs_emulator: bool = False) -> LocalRun:
+              gcs_emulator: bool = False, containers: bool = False, memory: str = "") -> LocalRun:
     """Run pipeline ``name`` under ``kfp.local.SubprocessRunner`` with artifacts in output_dir.
+
+    With ``containers`` every task runs in the suite's image under ``kfp.local.DockerRunner``
+    (through podman's Docker API where no Docker engine runs), limited to ``memory`` if given.
 
     With ``gcs_emulator`` a fake-gcs-server on 127.0.0.1 stands in for GCS during the run (its
     objects stay under ``output_dir/gcs-emulator``), with the buckets the parameters name.
@@ -47,14 +50,14 @@ def run_local(name: str, output_dir: str | Path, params: dict[str, Any],
     root = Path(output_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     if not gcs_emulator:
-        return _run(name, pipeline, root, params)
+        return _run(name, pipeline, root, params, containers, memory)
     emulator = start_emulator(root / "gcs-emulator")
     saved = os.environ.get(EMULATOR_ENV)
     os.environ[EMULATOR_ENV] = emulator.url  # the task subprocesses inherit it
     try:
         for bucket in gcs_buckets(pipeline, params):
             emulator.create_bucket(bucket)
-        return _run(name, pipeline, root, params)
+        return _run(name, pipeline, root, params, containers, memory)
     finally:
         emulator.stop()
         if saved is None:
@@ -63,23 +66,46 @@ def run_local(name: str, output_dir: str | Path, params: dict[str, Any],
             os.environ[EMULATOR_ENV] = saved
 
 
-def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any]) -> LocalRun:
+def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], containers: bool = False,
+         memory: str = "") -> LocalRun:
+    from contextlib import ExitStack
+
     from kfp import local
 
     entry = registry.PIPELINES[name]
     before = set(root.iterdir())
-    # The components name the suite image; here this venv *is* that image's environment.
-    warnings.filterwarnings("ignore", message="You may be attemping to run a task that uses custom",
-                            category=RuntimeWarning)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
-               raise_on_error=True)
     error = ""
-    try:
-        pipeline(**params)
-    except RuntimeError as err:  # kfp.local reports a failed task as RuntimeError
-        error = str(err).strip().splitlines()[0] if str(err).strip() else "a task failed"
-    except Exception as err:
-        raise InfrastructureError(f"kfp.local could not run {name}: {err}") from err
+    with ExitStack() as stack:
+        if containers:
+            from kfp_serve.pipelines.containers import (
+                docker_api,
+                install_exit_code_fix,
+                remove_held,
+                runner_args,
+            )
+
+            if "DOCKER_HOST" not in os.environ:  # docker-py reads it; ours for this run only
+                os.environ["DOCKER_HOST"] = stack.enter_context(docker_api())
+                stack.callback(os.environ.pop, "DOCKER_HOST", None)
+            install_exit_code_fix()
+            stack.callback(remove_held)
+            args = runner_args(memory)
+            args["environment"]["KFP_SERVE_STATE_DIR"] = str(root / ".kfp-serve-state")
+            if os.environ.get(EMULATOR_ENV):
+                args["environment"][EMULATOR_ENV] = os.environ[EMULATOR_ENV]
+            runner = local.DockerRunner(**args)
+        else:
+            # The components name the suite image; here this venv *is* that image's environment.
+            warnings.filterwarnings("ignore", category=RuntimeWarning,
+                                    message="You may be attemping to run a task that uses custom")
+            runner = local.SubprocessRunner(use_venv=False)
+        local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
+        try:
+            pipeline(**params)
+        except RuntimeError as err:  # kfp.local reports a failed task as RuntimeError
+            error = str(err).strip().splitlines()[0] if str(err).strip() else "a task failed"
+        except Exception as err:
+            raise InfrastructureError(f"kfp.local could not run {name}: {err}") from err
     new_dirs = sorted(p for p in set(root.iterdir()) - before if p.is_dir())
     run_dir = new_dirs[-1] if new_dirs else None
     summaries = []

@@ -8,6 +8,7 @@ from kfp.dsl import Artifact, Model
 from kfp_serve.components import (
     build_triton_repository,
     export_onnx,
+    export_torchscript,
     publish_model,
     train_digits_classifier,
 )
@@ -16,6 +17,7 @@ from kfp_serve.components import (
 class PackageOutputs(NamedTuple):
     model: Model
     onnx_model: Model
+    torchscript_model: Model
     published: Artifact
 
 
@@ -30,7 +32,7 @@ def train_and_publish_triton(
     model_name: str = "digits",
     max_batch_size: int = 32,
 ) -> PackageOutputs:
-    """Trains the digits CNN, exports and verifies ONNX, builds a Triton repository, publishes it.
+    """Trains the digits CNN, exports and verifies ONNX and TorchScript, publishes a Triton repository.
 
     Args:
         publish_destination: gs://BUCKET/PATH (or a folder) for the new repository version.
@@ -45,13 +47,16 @@ def train_and_publish_triton(
     Returns:
         model: The trained TorchModel.
         onnx_model: The verified ONNX export (with its signature and golden set).
+        torchscript_model: The verified TorchScript export.
         published: The committed repository version (its URI is the storageUri).
     """
     train = train_digits_classifier(epochs=epochs, min_accuracy=min_accuracy)
     onnx = export_onnx(model=train.outputs["model"], opset=opset, atol=atol, rtol=rtol)
+    torchscript = export_torchscript(model=train.outputs["model"], atol=atol, rtol=rtol)
     repository = build_triton_repository(model=onnx.outputs["onnx_model"], model_name=model_name,
                                          max_batch_size=max_batch_size)
     published = publish_model(source=repository.outputs["repository"],
                               destination=publish_destination).set_caching_options(False)
     return PackageOutputs(model=train.outputs["model"], onnx_model=onnx.outputs["onnx_model"],
+                          torchscript_model=torchscript.outputs["torchscript_model"],
                           published=published.outputs["published"])

@@ -30,14 +30,14 @@ def test_list_prints_every_component_and_pipeline(capsys):
     out = capsys.readouterr().out
     for name in registry.component_names() + registry.pipeline_names():
         assert name in out
-    assert "Checks a live Open Inference Protocol v2 endpoint" in out
+    assert "Checks a live endpoint against the exported model" in out
 
 
 def test_unknown_pipeline_is_a_one_line_error(capsys):
     assert main(["run", "train_to_serve_nowhere", "--local"]) == 2
     err = capsys.readouterr().err
     assert err == ("error: unknown pipeline 'train_to_serve_nowhere'; known: train_to_serve_kserve,"
-                   " train_to_serve_local (see `kfp-serve list`)\n")
+                   " train_to_serve_local, train_to_serve_vertex (see `kfp-serve list`)\n")
 
 
 @pytest.mark.parametrize(

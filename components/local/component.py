@@ -37,7 +37,7 @@ def deploy_local(
     import json
 
     from kfp_serve.components.artifacts import expect, mark
-    from kfp_serve.components.local.triton_server import start_server
+    from kfp_serve.components.local.triton_server import hold_while_serving, start_server
 
     kind = expect(repository, "TritonRepository", "PublishedVersion")
     if kind == "PublishedVersion" and repository.metadata.get("content_kind") != "TritonRepository":
@@ -56,6 +56,7 @@ def deploy_local(
     with open(endpoint.path, "w") as handle:
         json.dump(endpoint.metadata, handle, indent=2)
     print(f"serving {record.model_name!r} at {record.url} (pid {record.pid})")
+    hold_while_serving(record)  # in a container: keep it (and so the server) alive
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)

@@ -330,3 +330,27 @@ def stop_server(record: LocalDeployment, timeout_s: float = 45.0) -> bool:
 def _reap(pid: int) -> None:
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+HOLD_ENV = "KFP_SERVE_HOLD_SERVER"
+
+
+def hold_while_serving(record: LocalDeployment) -> None:
+    """With ``$KFP_SERVE_HOLD_SERVER=1`` (set by ``kfp-serve run --containers``), keep this
+    process alive until the server exits, in a non-daemon thread.
+
+    A container ends when its main process does, and takes the server with it; the step's
+    outputs are written when the component returns, and the runner sees a container still
+    running after that as one that holds a server, stopped later by undeploy_local's PID.
+    """
+    import os
+    import threading
+
+    if os.environ.get(HOLD_ENV) != "1":
+        return
+
+    def wait() -> None:
+        while _process_alive(record.pid):
+            time.sleep(0.5)
+
+    threading.Thread(target=wait, name="hold-server", daemon=False).start()

@@ -27,7 +27,8 @@ from kfp_serve.components.validate.load import request_body
 from kfp_serve.components.verify import compare_outputs
 
 PROTOCOLS = ("vertex-raw", "vertex-predict")
-MAX_TRIES_PER_REQUEST = 40  # enough for a 10 % canary to answer with near certainty
+MISS_PROBABILITY = 1e-9  # tries per request are sized so the model under test answers
+MAX_TRIES_PER_REQUEST = 5000
 
 
 @dataclass(frozen=True)
@@ -140,8 +141,13 @@ def parse_raw(signature: ModelSignature, payload: dict, tensor_names: dict[str, 
 class _Caller:
     """Sends bodies until the deployed model under test answers each one."""
 
-    def __init__(self, target: VertexTarget):
+    def __init__(self, target: VertexTarget, share: int):
+        import math
+
         self.target = target
+        # a model with share s of the traffic misses n tries with probability (1 - s)^n
+        self.tries = 1 if share >= 100 else min(MAX_TRIES_PER_REQUEST, math.ceil(
+            math.log(MISS_PROBABILITY) / math.log(1 - max(share, 1) / 100)))
         self.conn = target.connection()
         self.served_by: dict[str, int] = {}
 
@@ -155,7 +161,7 @@ class _Caller:
         return response.status, data, served
 
     def call(self, body: bytes) -> tuple[dict, float]:
-        for _ in range(MAX_TRIES_PER_REQUEST):
+        for _ in range(self.tries):
             began = time.perf_counter()
             try:
                 status, data, served = self.send(body)
@@ -172,15 +178,16 @@ class _Caller:
                 return json.loads(data), elapsed
         raise InfrastructureError(
             f"deployed model {self.target.deployed_model_id} answered none of"
-            f" {MAX_TRIES_PER_REQUEST} requests (answers by deployed model: {self.served_by});"
+            f" {self.tries} requests (answers by deployed model: {self.served_by});"
             " give it traffic (traffic_percentage > 0) to validate it through the endpoint")
 
     def close(self) -> None:
         self.conn.close()
 
 
-def wait_until_serving(target: VertexTarget, timeout_s: float) -> None:
-    """The endpoint lists the deployed model and gives it traffic (a GET of the endpoint)."""
+def wait_until_serving(target: VertexTarget, timeout_s: float) -> int:
+    """Wait until the endpoint lists the deployed model and gives it traffic (a GET of the
+    endpoint); returns its traffic share in percent."""
     deadline = time.monotonic() + timeout_s
     status = "no answer"
     while True:
@@ -194,7 +201,7 @@ def wait_until_serving(target: VertexTarget, timeout_s: float) -> None:
                 ids = [d.get("id") for d in endpoint.get("deployedModels", [])]
                 share = endpoint.get("trafficSplit", {}).get(target.deployed_model_id, 0)
                 if target.deployed_model_id in ids and share > 0:
-                    return
+                    return int(share)
                 status = f"deployed models {ids}, traffic split {endpoint.get('trafficSplit', {})}"
             else:
                 status = f"HTTP {response.status}: {body.decode(errors='replace')[:200]}"
@@ -215,9 +222,9 @@ def validate_vertex(target: VertexTarget, signature: ModelSignature, golden: Gol
     """Send the whole golden set to the deployed model under test and compare every output."""
     if atol < 0 or rtol < 0:
         raise UserError("atol and rtol must be >= 0")
-    wait_until_serving(target, ready_timeout_s)
+    share = wait_until_serving(target, ready_timeout_s)
     step = golden.batch_size if max_batch_size <= 0 else max_batch_size
-    caller = _Caller(target)
+    caller = _Caller(target, share)
     problems: set[str] = set()
     collected: dict[str, list[np.ndarray]] = {n: [] for n in signature.output_names}
     latencies = []

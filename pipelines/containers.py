@@ -1,0 +1,178 @@
+"""Run pipelines under kfp.local.DockerRunner in the suite's image, through podman's
+Docker-compatible API where no Docker engine runs.
+
+KFP 2.17.3's DockerRunner starts containers with ``auto_remove=True``; podman removes them
+before KFP reads the exit code, so a failing component is reported as SUCCESS (KFP assumes 0
+when the container is gone) or the run dies with a 500 "no such container".
+``run_container`` replaces KFP's ``run_docker_container``: no auto-remove, logs streamed, the
+real exit code waited for (and an OOM kill named), then the container removed. It also never
+pulls: an image missing from local storage is a one-line error, not a hang on a registry that
+cannot be reached.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from kfp_serve.components.errors import InfrastructureError, UserError
+
+OOM_EXIT = 137
+
+
+class ContainerFailure(RuntimeError):
+    """A component container that failed; the message says why in one line."""
+
+
+HELD: list[Any] = []  # containers that hold a local server after their step finished
+
+
+def _output_file(command: list[str]) -> Path | None:
+    """The executor output path in a component's ``--executor_input`` argument."""
+    import json
+
+    for i, arg in enumerate(command[:-1]):
+        if arg == "--executor_input":
+            try:
+                return Path(json.loads(command[i + 1])["outputs"]["outputFile"])
+            except (ValueError, KeyError, TypeError):
+                return None
+    return None
+
+
+def run_container(client: Any, image: str, command: list[str], volumes: dict[str, Any],
+                  **run_args: Any) -> int:
+    """kfp.local's container step, done so the exit code is the container's own."""
+    import threading
+
+    import docker
+
+    if ":" not in image.rsplit("/", 1)[-1]:
+        image = f"{image}:latest"
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        print(f"image {image!r} is not in local storage; build it with `kfp-serve image build"
+              f" --tag {image}` (nothing is pulled from a registry)", flush=True)
+        return 125
+    output = _output_file(command)
+    container = client.containers.create(image=image, command=command, volumes=volumes,
+                                         detach=True, **run_args)
+    held = False
+    try:
+        container.start()
+
+        def stream() -> None:
+            with suppress(docker.errors.APIError):
+                for chunk in container.logs(stream=True, follow=True):
+                    print(chunk.decode(errors="replace"), end="", flush=True)
+
+        logs = threading.Thread(target=stream, daemon=True)
+        logs.start()
+        written_at = None
+        while True:
+            container.reload()
+            if container.status in ("exited", "dead", "stopped"):
+                break
+            if output is not None and output.exists():
+                written_at = written_at or time.monotonic()
+                if time.monotonic() - written_at > 3:  # done, and still running: it holds a server
+                    held = True
+                    HELD.append(container)
+                    return 0
+            time.sleep(0.2)
+        logs.join(timeout=10)
+        code = int(container.wait().get("StatusCode", 1))
+        state = container.attrs.get("State", {})
+        if state.get("OOMKilled") or (code == OOM_EXIT and run_args.get("mem_limit")):
+            print(f"\nthe container ran out of its memory limit ({run_args.get('mem_limit')}):"
+                  " raise it with --memory", flush=True)
+        return code
+    finally:
+        if not held:
+            with suppress(docker.errors.APIError):
+                container.remove(force=True)
+
+
+def remove_held() -> None:
+    """Remove the containers that held servers (their servers were stopped by PID)."""
+    import docker
+
+    while HELD:
+        with suppress(docker.errors.APIError):
+            HELD.pop().remove(force=True)
+
+
+def install_exit_code_fix() -> None:
+    """Point kfp.local's DockerRunner at ``run_container``."""
+    from kfp.local import docker_task_handler
+
+    docker_task_handler.run_docker_container = run_container
+
+
+def _socket_ready(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(path))
+            return True
+        except OSError:
+            return False
+
+
+@contextmanager
+def docker_api(timeout_s: float = 30.0) -> Iterator[str]:
+    """A Docker API for docker-py: $DOCKER_HOST when set, else ``podman system service`` on a
+    private socket for the duration (stopped by PID)."""
+    if os.environ.get("DOCKER_HOST"):
+        yield os.environ["DOCKER_HOST"]
+        return
+    from kfp_serve.pipelines.image import podman_env, podman_missing_reason
+
+    reason = podman_missing_reason()
+    if reason:
+        raise UserError(f"--containers needs a Docker API: no $DOCKER_HOST and {reason}")
+    folder = Path(tempfile.mkdtemp(prefix="kfp-serve-podman-"))
+    sock = folder / "podman.sock"
+    log = open(folder / "service.log", "wb")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
+                               env=podman_env(), stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _socket_ready(sock):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = (folder / "service.log").read_text(errors="replace").strip()[-300:]
+                raise InfrastructureError(f"podman system service did not start: {tail}")
+            time.sleep(0.2)
+        yield f"unix://{sock}"
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=15)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def runner_args(memory: str = "") -> dict[str, Any]:
+    """How component containers run locally: the host network and PID namespace (the local
+    Triton a deploy step starts is reached and stopped by later steps), the invoking user (so
+    outputs in the pipeline root stay writable), a shared state folder."""
+    args: dict[str, Any] = {"network_mode": "host", "pid_mode": "host",
+                            "user": f"{os.getuid()}:{os.getgid()}",
+                            "environment": {"HOME": "/tmp", "KFP_SERVE_STATE_DIR": "/tmp/kfp-serve",
+                                            "KFP_SERVE_HOLD_SERVER": "1"}}
+    if memory:
+        args["mem_limit"] = memory
+    return args
