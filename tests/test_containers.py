@@ -6,6 +6,7 @@ podman cannot run containers here.
 """
 
 import io
+import json
 import subprocess
 from contextlib import redirect_stdout
 
@@ -61,8 +62,8 @@ def test_train_to_serve_local_runs_inside_the_image(suite_image, tmp_path):
     assert result.succeeded, result.error
     report = next(p for p in result.summary_paths if p.parent.name == "validate-endpoint")
     assert "Endpoint validation: PASSED" in report.read_text()
-    assert "stopped" in (result.run_dir / "undeploy-local" / "Output").read_text() or \
-        (result.run_dir / "undeploy-local" / "Output").read_text().strip() == "true"
+    undeploy = json.loads((result.run_dir / "undeploy-local" / "executor_output.json").read_text())
+    assert undeploy["parameterValues"]["Output"] is True  # the server was stopped by PID
 
 
 def test_a_failing_component_fails_the_run(suite_image, tmp_path):
