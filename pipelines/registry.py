@@ -28,6 +28,14 @@ PIPELINES: dict[str, PipelineEntry] = {
         "kfp_serve.pipelines.kserve",
         summaries=(("deploy-kserve", "report"), ("validate-endpoint", "report")),
     ),
+    "deploy_existing_model": PipelineEntry(
+        "kfp_serve.pipelines.existing",
+        summaries=(("validate-endpoint", "report"),),
+    ),
+    "train_to_serve_torchserve": PipelineEntry(
+        "kfp_serve.pipelines.torchserve",
+        summaries=(("deploy-kserve", "report"), ("validate-endpoint", "report")),
+    ),
     "train_to_serve_vertex": PipelineEntry(
         "kfp_serve.pipelines.vertex",
         summaries=(("deploy-vertex", "report"), ("validate-endpoint", "report")),

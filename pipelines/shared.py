@@ -14,6 +14,41 @@ from kfp_serve.components import (
 )
 
 
+class ExportOutputs(NamedTuple):
+    model: Model
+    onnx_model: Model
+    torchscript_model: Model
+
+
+@dsl.pipeline(name="train-and-export")
+def train_and_export(
+    epochs: int = 15,
+    min_accuracy: float = 0.95,
+    opset: int = 18,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+) -> ExportOutputs:
+    """Trains the digits CNN and exports it to ONNX and TorchScript, each verified against it.
+
+    Args:
+        epochs: Training epochs.
+        min_accuracy: Fail training below this held-out accuracy.
+        opset: ONNX opset (18-20).
+        atol: Absolute tolerance of the exports against the eager model.
+        rtol: Relative tolerance of the exports against the eager model.
+
+    Returns:
+        model: The trained TorchModel.
+        onnx_model: The verified ONNX export (with its signature and golden set).
+        torchscript_model: The verified TorchScript export.
+    """
+    train = train_digits_classifier(epochs=epochs, min_accuracy=min_accuracy)
+    onnx = export_onnx(model=train.outputs["model"], opset=opset, atol=atol, rtol=rtol)
+    torchscript = export_torchscript(model=train.outputs["model"], atol=atol, rtol=rtol)
+    return ExportOutputs(model=train.outputs["model"], onnx_model=onnx.outputs["onnx_model"],
+                         torchscript_model=torchscript.outputs["torchscript_model"])
+
+
 class PackageOutputs(NamedTuple):
     model: Model
     onnx_model: Model
@@ -50,13 +85,12 @@ def train_and_publish_triton(
         torchscript_model: The verified TorchScript export.
         published: The committed repository version (its URI is the storageUri).
     """
-    train = train_digits_classifier(epochs=epochs, min_accuracy=min_accuracy)
-    onnx = export_onnx(model=train.outputs["model"], opset=opset, atol=atol, rtol=rtol)
-    torchscript = export_torchscript(model=train.outputs["model"], atol=atol, rtol=rtol)
-    repository = build_triton_repository(model=onnx.outputs["onnx_model"], model_name=model_name,
+    exported = train_and_export(epochs=epochs, min_accuracy=min_accuracy, opset=opset, atol=atol,
+                                rtol=rtol)
+    repository = build_triton_repository(model=exported.outputs["onnx_model"], model_name=model_name,
                                          max_batch_size=max_batch_size)
     published = publish_model(source=repository.outputs["repository"],
                               destination=publish_destination).set_caching_options(False)
-    return PackageOutputs(model=train.outputs["model"], onnx_model=onnx.outputs["onnx_model"],
-                          torchscript_model=torchscript.outputs["torchscript_model"],
+    return PackageOutputs(model=exported.outputs["model"], onnx_model=exported.outputs["onnx_model"],
+                          torchscript_model=exported.outputs["torchscript_model"],
                           published=published.outputs["published"])

@@ -46,7 +46,7 @@ def torchserve(archive_folder: Path, model_name: str, workdir: Path, timeout_s: 
     127.0.0.1 with free ports; yields the inference base URL; stops the server by PID."""
     from kfp_serve.components.torchserve.archive import ArchiveOptions, config_properties
 
-    ports = [_free_port() for _ in range(4)]
+    ports = [_free_port() for _ in range(5)]
     shipped = (archive_folder / "config" / "config.properties").read_text()
     snapshot = json.loads(shipped.split("model_snapshot=", 1)[1].splitlines()[0])
     model = snapshot["models"][model_name]["1.0"]

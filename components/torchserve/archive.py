@@ -52,7 +52,7 @@ class ArchiveResult:
 def config_properties(model_name: str, options: ArchiveOptions, model_store: str,
                       inference_port: int = 8085, management_port: int = 8081,
                       metrics_port: int = 8082, grpc_port: int = 7070,
-                      address: str = "0.0.0.0") -> str:
+                      grpc_management_port: int = 7071, address: str = "0.0.0.0") -> str:
     """``config.properties`` with a model snapshot that loads ``<model_name>.mar`` at start."""
     snapshot = {"name": "startup.cfg", "modelCount": 1, "models": {model_name: {"1.0": {
         "defaultVersion": True, "marName": f"{model_name}.mar",
@@ -64,6 +64,7 @@ def config_properties(model_name: str, options: ArchiveOptions, model_store: str
         f"management_address=http://{address}:{management_port}",
         f"metrics_address=http://{address}:{metrics_port}",
         f"grpc_inference_port={grpc_port}",
+        f"grpc_management_port={grpc_management_port}",
         "enable_metrics_api=true",
         "metrics_mode=prometheus",
         "number_of_netty_threads=4",

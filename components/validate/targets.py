@@ -18,6 +18,7 @@ def validate_target(kind: str, metadata: dict[str, Any], signature: ModelSignatu
 
     ``ServingEndpoint`` / ``KServeInferenceService``: an Open Inference Protocol v2 server (a
     KServe canary is called through its tagged URL, so the canary itself is checked).
+    ``protocol: v1`` in the metadata: KServe v1 (e.g. KServe's TorchServe runtime).
     ``VertexEndpoint``: the deployed model under test, through rawPredict or predict.
     """
     tensor_names = metadata.get("tensor_names") or None
@@ -33,6 +34,15 @@ def validate_target(kind: str, metadata: dict[str, Any], signature: ModelSignatu
             result.load = run_requests(target.connection, target.path,
                                        target.bodies(signature, golden, 1, tensor_names),
                                        target.headers(), concurrency, load_seconds)
+    elif metadata.get("protocol") == "v1":
+        from kfp_serve.components.validate.kserve_v1 import run_load_v1, validate_v1
+
+        url = metadata.get("canary_url") or metadata["url"]
+        result = validate_v1(url, metadata["model_name"], signature, golden, atol, rtol,
+                             max_batch_size, ready_timeout_s)
+        if load_seconds > 0:
+            result.load = run_load_v1(url, metadata["model_name"], signature, golden, concurrency,
+                                      load_seconds)
     else:
         from kfp_serve.components.validate.endpoint import validate_endpoint
 

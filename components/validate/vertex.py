@@ -23,6 +23,7 @@ from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature, dtype_from_protocol, protocol_dtype
 from kfp_serve.components.validate.endpoint import ValidationResult
+from kfp_serve.components.validate.envelopes import instances, parse_predict, shape_problems
 from kfp_serve.components.validate.load import request_body
 from kfp_serve.components.verify import compare_outputs
 
@@ -93,25 +94,6 @@ def access_token(base: str) -> str:
     except Exception as err:  # DefaultCredentialsError, RefreshError
         raise UserError(f"no Google Cloud credentials to call {base} ({err})") from err
     return credentials.token
-
-
-def instances(signature: ModelSignature, inputs: dict[str, np.ndarray]) -> list:
-    """Vertex AI/KServe v1 instances: one value per row, or a dict per row for several inputs."""
-    names = signature.input_names
-    rows = len(inputs[names[0]])
-    if len(names) == 1:
-        return inputs[names[0]].tolist()
-    return [{n: inputs[n][i].tolist() for n in names} for i in range(rows)]
-
-
-def parse_predict(signature: ModelSignature, payload: dict) -> dict[str, np.ndarray]:
-    predictions = payload.get("predictions")
-    if not isinstance(predictions, list):
-        raise InfrastructureError(f"predict answered without a predictions list: {str(payload)[:200]}")
-    specs = signature.outputs
-    if len(specs) == 1:
-        return {specs[0].name: np.asarray(predictions, dtype=specs[0].dtype)}
-    return {s.name: np.asarray([row[s.name] for row in predictions], dtype=s.dtype) for s in specs}
 
 
 def parse_raw(signature: ModelSignature, payload: dict, tensor_names: dict[str, str] | None,
@@ -236,6 +218,7 @@ def validate_vertex(target: VertexTarget, signature: ModelSignature, golden: Gol
                 outputs = parse_raw(signature, payload, tensor_names, problems)
             else:
                 outputs = parse_predict(signature, payload)
+                problems |= shape_problems(signature, outputs)
             for name, value in outputs.items():
                 collected[name].append(value)
     finally:

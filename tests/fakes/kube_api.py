@@ -234,9 +234,14 @@ class FakeKServeController:
             return
         models = [p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file()]
         try:
-            record = start_server(repository, models[0], f"{namespace}-{name}-{generation}-{uuid.uuid4().hex[:6]}",
-                                  timeout_s=60)
-        except KfpServeError as err:
+            if (repository / "model-store").is_dir():  # a TorchServe archive: KServe's torchserve runtime
+                from fakes.kserve_torchserve import TorchServeBehindKServe
+
+                record = TorchServeBehindKServe(repository, target)
+            else:
+                record = start_server(repository, models[0], f"{namespace}-{name}-{generation}-{uuid.uuid4().hex[:6]}",
+                                      timeout_s=60)
+        except (KfpServeError, RuntimeError) as err:
             self._failed(key, obj, pod, "kserve-container", str(err))
             return
         with self.lock:
@@ -305,7 +310,7 @@ class FakeKServeController:
         with self.lock:
             revisions = self.servers.pop(key, [])
         for _, _, record in revisions:
-            stop_server(record)
+            record.stop() if hasattr(record, "stop") else stop_server(record)
 
     def stop(self):
         for key in list(self.servers):
