@@ -17,7 +17,8 @@ def _endpoint_metadata(run_dir):
 
 
 def test_local_pipeline_serves_and_validates(tmp_path):
-    result = run_local("train_to_serve_local", tmp_path, {"model_name": "digits"}, gcs_emulator=True)
+    result = run_local("train_to_serve_local", tmp_path, {"model_name": "digits", "validation_transport": "grpc"},
+                       gcs_emulator=True)
     assert result.succeeded, result.error
     published = json.loads((result.run_dir / "publish-model" / "executor_output.json").read_text())
     published = published["artifacts"]["published"]["artifacts"][0]

@@ -31,6 +31,14 @@ def test_served_model_matches_the_golden_set(server, digits_onnx):
     assert "Endpoint validation: PASSED" in result.markdown()
 
 
+def test_the_golden_set_also_passes_over_grpc(server, digits_onnx):
+    result = validate_endpoint(server.grpc_url, "digits", ModelSignature.load(digits_onnx),
+                               GoldenSet.load(digits_onnx), max_batch_size=8, grpc=True)
+    assert result.passed, result.failure_line()
+    assert result.metadata_problems == [] and len(result.request_latencies_ms) == 2
+    assert result.comparisons[0].max_abs_error < 1e-4
+
+
 def test_wrong_references_fail_validation(server, digits_onnx):
     golden = GoldenSet.load(digits_onnx)
     golden.outputs["logits"] = golden.outputs["logits"] + np.float32(0.5)

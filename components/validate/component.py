@@ -25,6 +25,7 @@ def validate_endpoint(
     min_throughput: Optional[float] = None,
     max_error_rate: Optional[float] = None,
     fail_on_mismatch: bool = True,
+    transport: str = "rest",
 ) -> bool:
     """Checks a live endpoint against the exported model: numbers, metadata, latency under load.
 
@@ -50,6 +51,8 @@ def validate_endpoint(
         min_throughput: SLO gate: best requests/s over the levels (empty: no gate).
         max_error_rate: SLO gate: failed share of requests at every level (empty: no gate).
         fail_on_mismatch: Fail the step when validation fails; otherwise only return False.
+        transport: ``rest``, or ``grpc`` to send the golden set through tritonclient's gRPC
+            client (Open Inference Protocol v2 servers; the load phase stays on REST).
 
     Returns:
         metrics: Max errors per output, request latency, load results and the verdict.
@@ -70,7 +73,7 @@ def validate_endpoint(
         kind, dict(endpoint.metadata), ModelSignature.load(model.path), GoldenSet.load(model.path),
         atol=atol, rtol=rtol, max_batch_size=max_batch_size, ready_timeout_s=ready_timeout_s,
         load_seconds=load_seconds, concurrency=[int(c) for c in concurrency],
-        gates=SloGates(max_p95_latency_ms, min_throughput, max_error_rate),
+        gates=SloGates(max_p95_latency_ms, min_throughput, max_error_rate), transport=transport,
     )
     for level in result.load:
         metrics.log_metric(f"c{level.concurrency}_p95_ms", round(level.p95_ms, 3))

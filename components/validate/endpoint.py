@@ -104,7 +104,16 @@ class ValidationResult:
         )
 
 
-def _client(url: str):
+def _client(url: str, grpc: bool = False):
+    """tritonclient's HTTP client, or its gRPC client (``grpc``: ``url`` is HOST:PORT or
+    grpc://HOST:PORT)."""
+    if grpc:
+        import tritonclient.grpc as grpcclient
+
+        target = url.split("://", 1)[-1].rstrip("/")
+        if not target or "/" in target:
+            raise UserError(f"gRPC endpoint {url!r} is not valid; use HOST:PORT")
+        return grpcclient.InferenceServerClient(target, ssl=url.startswith("grpcs://"))
     import tritonclient.http as httpclient
 
     parsed = urlparse(url if "://" in url else f"http://{url}")
@@ -170,25 +179,30 @@ def check_metadata(metadata: dict, signature: ModelSignature,
 
 def infer(client, model_name: str, signature: ModelSignature, inputs: dict[str, np.ndarray],
           tensor_names: dict[str, str] | None = None) -> dict[str, np.ndarray]:
-    """One inference request with JSON tensors; returns outputs by signature name."""
+    """One inference request (JSON tensors over HTTP, protobuf over gRPC); returns outputs by
+    signature name."""
+    import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
+
+    grpc = isinstance(client, grpcclient.InferenceServerClient)
+    module = grpcclient if grpc else httpclient
+    extra = {} if grpc else {"binary_data": False}
 
     served = {n: (tensor_names or {}).get(n, n) for n in (*signature.input_names,
                                                          *signature.output_names)}
     request_inputs = []
     for spec in signature.inputs:
-        tensor = httpclient.InferInput(served[spec.name], list(inputs[spec.name].shape),
-                                       protocol_dtype(spec.dtype))
-        tensor.set_data_from_numpy(inputs[spec.name], binary_data=False)
+        tensor = module.InferInput(served[spec.name], list(inputs[spec.name].shape),
+                                   protocol_dtype(spec.dtype))
+        tensor.set_data_from_numpy(inputs[spec.name], **extra)
         request_inputs.append(tensor)
-    outputs = [httpclient.InferRequestedOutput(served[n], binary_data=False)
-               for n in signature.output_names]
+    outputs = [module.InferRequestedOutput(served[n], **extra) for n in signature.output_names]
     try:
         result = client.infer(model_name, request_inputs, outputs=outputs)
     except InferenceServerException as err:
         raise InfrastructureError(f"inference request to {model_name!r} failed: {err}") from err
-    response = result.get_response()
+    response = result.get_response(as_json=True) if grpc else result.get_response()
     returned = {o["name"]: o for o in response.get("outputs", [])}
     arrays = {}
     for name in signature.output_names:
@@ -201,7 +215,8 @@ def infer(client, model_name: str, signature: ModelSignature, inputs: dict[str, 
 def validate_endpoint(url: str, model_name: str, signature: ModelSignature, golden: GoldenSet,
                       atol: float = 1e-4, rtol: float = 1e-3, max_batch_size: int = 0,
                       ready_timeout_s: float = 120.0,
-                      tensor_names: dict[str, str] | None = None) -> ValidationResult:
+                      tensor_names: dict[str, str] | None = None,
+                      grpc: bool = False) -> ValidationResult:
     """Wait for readiness, check metadata, send the whole golden set and compare the outputs.
 
     Args:
@@ -214,13 +229,15 @@ def validate_endpoint(url: str, model_name: str, signature: ModelSignature, gold
         max_batch_size: Largest batch per request (0: the whole golden set in one request).
         ready_timeout_s: How long to wait for server and model readiness.
         tensor_names: Signature name -> served name, where they differ.
+        grpc: Use the gRPC protocol (``url`` is HOST:PORT).
     """
     if atol < 0 or rtol < 0:
         raise UserError("atol and rtol must be >= 0")
-    client = _client(url)
+    client = _client(url, grpc)
     try:
         wait_until_ready(client, model_name, ready_timeout_s)
-        metadata = client.get_model_metadata(model_name)
+        metadata = (client.get_model_metadata(model_name, as_json=True) if grpc
+                    else client.get_model_metadata(model_name))
         problems = check_metadata(metadata, signature, tensor_names)
         step = golden.batch_size if max_batch_size <= 0 else max_batch_size
         collected: dict[str, list[np.ndarray]] = {n: [] for n in signature.output_names}

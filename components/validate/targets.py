@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kfp_serve.components.errors import UserError
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.validate.endpoint import ValidationResult
@@ -13,15 +14,23 @@ from kfp_serve.components.validate.load import SloGates, run_load, run_requests
 def validate_target(kind: str, metadata: dict[str, Any], signature: ModelSignature,
                     golden: GoldenSet, atol: float, rtol: float, max_batch_size: int,
                     ready_timeout_s: float, load_seconds: float, concurrency: list[int],
-                    gates: SloGates) -> ValidationResult:
+                    gates: SloGates, transport: str = "rest") -> ValidationResult:
     """Validate the endpoint an artifact of ``kind`` describes (its ``metadata``).
 
     ``ServingEndpoint`` / ``KServeInferenceService``: an Open Inference Protocol v2 server (a
-    KServe canary is called through its tagged URL, so the canary itself is checked).
+    KServe canary is called through its tagged URL, so the canary itself is checked); with
+    ``transport="grpc"`` (or a ``grpc-v2`` InferenceService) the golden set goes over gRPC and
+    the load phase stays on REST.
     ``protocol: v1`` in the metadata: KServe v1 (e.g. KServe's TorchServe runtime).
     ``VertexEndpoint``: the deployed model under test, through rawPredict or predict.
     """
     tensor_names = metadata.get("tensor_names") or None
+    if transport not in ("rest", "grpc"):
+        raise UserError(f"transport {transport!r} is not rest or grpc")
+    grpc = transport == "grpc" or metadata.get("protocol") == "grpc-v2"
+    if grpc and (kind == "VertexEndpoint" or metadata.get("protocol") == "v1"):
+        raise UserError("gRPC validation needs an Open Inference Protocol v2 server; this endpoint"
+                        " is called over REST (transport=rest)")
     if kind == "VertexEndpoint":
         from kfp_serve.components.validate.vertex import VertexTarget, access_token, validate_vertex
 
@@ -48,8 +57,9 @@ def validate_target(kind: str, metadata: dict[str, Any], signature: ModelSignatu
 
         # while a canary takes part of the traffic, check the canary itself, not the traffic mix
         url = metadata.get("canary_url") or metadata["url"]
-        result = validate_endpoint(url, metadata["model_name"], signature, golden, atol, rtol,
-                                   max_batch_size, ready_timeout_s, tensor_names)
+        target = (metadata.get("grpc_url") or url) if grpc else url
+        result = validate_endpoint(target, metadata["model_name"], signature, golden, atol, rtol,
+                                   max_batch_size, ready_timeout_s, tensor_names, grpc=grpc)
         if load_seconds > 0:
             result.load = run_load(url, metadata["model_name"], signature, golden, concurrency,
                                    load_seconds, tensor_names)
