@@ -111,3 +111,34 @@ def test_real_torchserve_answers_the_golden_set(digits_onnx, digits_torchscript,
                                 {"instances": golden.inputs["image"][i:i + 1].tolist()}), range(8)))
         for i, answer in enumerate(answers):
             np.testing.assert_allclose(answer["predictions"][0], golden.outputs["logits"][i], atol=1e-4)
+
+
+@pytest.mark.skipif(bool(java_missing_reason()), reason=java_missing_reason() or "ready")
+def test_validator_speaks_kserve_v1_and_v2_to_torchserve(digits_torchscript, tmp_path):
+    """validate_endpoint through KServe's TorchServe routes, in both envelopes: v1 (instances,
+    no metadata API) and v2 (the wrapper publishes no tensor metadata)."""
+    from fakes.kserve_torchserve import TorchServeBehindKServe
+
+    from kfp_serve.components.validate.load import SloGates
+    from kfp_serve.components.validate.targets import validate_target
+
+    build_archive(digits_torchscript, "torchscript", tmp_path / "ts", "digits",
+                  ArchiveOptions(batch_size=4, max_batch_delay_ms=20, install_requirements=False))
+    signature, golden = ModelSignature.load(digits_torchscript), GoldenSet.load(digits_torchscript)
+    work = tmp_path / "work"
+    work.mkdir()
+    served = TorchServeBehindKServe(tmp_path / "ts", work)
+    try:
+        for protocol in ("v1", "v2"):
+            meta = {"url": served.url, "model_name": "digits", "protocol": protocol}
+            result = validate_target("KServeInferenceService", meta, signature, golden, 1e-4, 1e-3, 8,
+                                     60, 0.5, [1, 4], SloGates(max_error_rate=0.0))
+            assert result.passed, (protocol, result.failure_line())
+            assert result.samples == golden.batch_size and result.load[1].requests > 0
+            assert "checked on every response" in result.markdown()
+        wrong = {"url": served.url, "model_name": "digits", "protocol": "v1"}
+        with pytest.raises(UserError, match="gRPC validation needs an Open Inference Protocol v2 server"):
+            validate_target("KServeInferenceService", wrong, signature, golden, 1e-4, 1e-3, 8, 60, 0,
+                            [1], SloGates(), transport="grpc")
+    finally:
+        served.stop()

@@ -16,6 +16,7 @@ _V1_PREDICT = re.compile(r"^/v1/models/(?P<name>[^/:]+):predict$")
 _V1_MODEL = re.compile(r"^/v1/models/(?P<name>[^/:]+)$")
 _V2_INFER = re.compile(r"^/v2/models/(?P<name>[^/]+)/infer$")
 _V2_READY = re.compile(r"^/v2/models/(?P<name>[^/]+)/ready$")
+_V2_MODEL = re.compile(r"^/v2/models/(?P<name>[^/]+)$")
 
 
 class TorchServeBehindKServe:
@@ -50,6 +51,9 @@ class TorchServeBehindKServe:
             if match and method == "GET":
                 known = match["name"] == self.model
                 return (200, {"name": self.model, "ready": True}) if known else (404, {"error": "model not found"})
+        match = _V2_MODEL.match(path)
+        if match and method == "GET":  # KServe's wrapper publishes no tensor metadata
+            return 200, {"name": match["name"], "versions": [], "platform": "", "inputs": [], "outputs": []}
         if path == "/v2/health/ready" and method == "GET":
             return 200, {"ready": True}
         return 404, {"error": f"no route {method} {path}"}
