@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/load_generator.py [--output benchmarks/results/load_generator.md]
 
+Needs Debian's wrk and nginx (apt-get install wrk nginx-light).
+
+0. The generator's maximum rate: the same request against a trivial endpoint (nginx answering
+   a fixed JSON body) from run_load and from wrk, at the same concurrency.
 1. The same single-sample JSON inference request to a local Triton server (the digits model)
    from run_load (the validator's load phase) and from wrk (Debian's, with a Lua body), at the
    same concurrency, for the same time. Their request rates show whether our generator limits
@@ -37,6 +41,35 @@ from kfp_serve.components.validate.endpoint import _client, infer
 from kfp_serve.components.validate.load import run_load
 
 
+class _Nginx:
+    """nginx on a free 127.0.0.1 port answering every request with a fixed JSON body."""
+
+    def __init__(self, work: Path):
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        root = work / "nginx"
+        root.mkdir()
+        temps = "".join(f"{kind}_temp_path {root}/{kind};\n"
+                        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (root / "nginx.conf").write_text(
+            f"worker_processes 1;\npid {root}/nginx.pid;\nerror_log {root}/error.log;\n"
+            "events { worker_connections 1024; }\n"
+            f"http {{\naccess_log off;\n{temps}keepalive_requests 1000000;\n"
+            f"server {{ listen 127.0.0.1:{self.port};\n location / {{ default_type application/json;"
+            " return 200 '{\"model_name\":\"digits\",\"outputs\":[]}'; } }\n}\n")
+        self.process = subprocess.Popen(["nginx", "-p", str(root), "-c", str(root / "nginx.conf"),
+                                         "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        time.sleep(0.5)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
 def _wrk(url: str, body: dict, clients: int, seconds: int, work: Path) -> float:
     script = work / "post.lua"
     script.write_text('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -50,14 +83,19 @@ def _wrk(url: str, body: dict, clients: int, seconds: int, work: Path) -> float:
     return float(re.search(r"Requests/sec:\s+([\d.]+)", done.stdout).group(1))
 
 
+def _row(clients: int, ours: float, ref: float, errors: float) -> str:
+    return f"| {clients} | {ours:,.0f} | {ref:,.0f} | {ours / ref:.2f} | {errors:.1%} |"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="benchmarks/results/load_generator.md")
     parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: apt-get install wrk")
-    rows, serving = [], []
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed: apt-get install wrk nginx-light")
+    rows, serving, trivial = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["KFP_SERVE_STATE_DIR"] = str(work / "state")
@@ -65,11 +103,20 @@ def main() -> None:
         export_onnx(work / "model", work / "onnx")
         build_repository(work / "onnx", "onnx", work / "repo", "digits", TritonModelOptions())
         signature, golden = ModelSignature.load(work / "onnx"), GoldenSet.load(work / "onnx")
+        sample = golden.inputs["image"][:1]
+        body = {"inputs": [{"name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32",
+                            "data": sample.reshape(-1).tolist()}]}
+        nginx = _Nginx(work)
+        try:
+            for clients in (1, 4, 16):
+                [level] = run_load(nginx.url, "digits", signature, golden, [clients], args.seconds)
+                wrk = _wrk(nginx.url, body, clients, args.seconds, work)
+                trivial.append((clients, level.throughput, wrk, level.error_rate))
+                print("trivial", clients, level.throughput, wrk, flush=True)
+        finally:
+            nginx.stop()
         record = start_server(work / "repo", "digits", "bench")
         try:
-            sample = golden.inputs["image"][:1]
-            body = {"inputs": [{"name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32",
-                                "data": sample.reshape(-1).tolist()}]}
             for clients in (1, 4, 16):
                 [level] = run_load(record.url, "digits", signature, golden, [clients], args.seconds)
                 wrk = _wrk(record.url, body, clients, args.seconds, work)
@@ -97,11 +144,21 @@ def main() -> None:
         "# Load generator and serving overhead", "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores (client and server share them),"
         f" Python {platform.python_version()}; {args.seconds} s per measurement; the digits model"
-        " on the local Triton runtime (1 model instance, onnxruntime 1 thread).", "",
+        " on the local Triton runtime (1 model instance, onnxruntime 1 thread). run_load spreads"
+        " its clients over one worker process per core.", "",
+        "## Maximum rate: a trivial endpoint (nginx, fixed JSON answer), run_load vs wrk", "",
+        "| concurrency | run_load (req/s) | wrk (req/s) | run_load / wrk | run_load errors |",
+        "|---|---|---|---|---|",
+        *[_row(*t) for t in trivial],
+        "", f"run_load's best rate on the trivial endpoint is"
+        f" {max(t[1] for t in trivial) / max(r[2] for r in rows):.1f}x the best rate wrk reaches on"
+        " the model endpoint below, where run_load measures"
+        f" {min(r[1] / r[2] for r in rows):.2f}-{max(r[1] / r[2] for r in rows):.2f} of wrk's rate"
+        " although it shares the cores with the server.", "",
         "## Request rate: validate_endpoint's run_load vs wrk (same request, same concurrency)", "",
         "| concurrency | run_load (req/s) | wrk (req/s) | run_load / wrk | run_load errors |",
         "|---|---|---|---|---|",
-        *[f"| {c} | {ours:,.0f} | {ref:,.0f} | {ours / ref:.2f} | {err:.1%} |" for c, ours, ref, err in rows],
+        *[_row(*r) for r in rows],
         "", "## Serving overhead (batch 32)", "", "| path | samples/s |", "|---|---|",
         *[f"| {name} | {rate:,.0f} |" for name, rate in serving], "",
     ]

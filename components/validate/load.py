@@ -1,7 +1,9 @@
 """A bounded load phase against a live v2 endpoint: latency percentiles, throughput, errors.
 
-Each concurrency level runs that many client threads (one keep-alive HTTP connection each) for
-a fixed time, sending golden samples round-robin; loops are bounded in time and count. Request
+Each concurrency level runs that many clients (one keep-alive HTTP connection each) for a fixed
+time, sending golden samples round-robin; loops are bounded in time and count. The clients are
+spread over one worker process per core (threads within each), so the GIL does not cap the
+rate. Request
 bodies are encoded once, up front, and responses are only status-checked (the golden phase
 already checked the numbers), so the generator spends its time on the wire, not in Python.
 """
@@ -94,8 +96,27 @@ def run_load(url: str, model_name: str, signature: ModelSignature, golden: Golde
 
 def run_requests(make_connection, path: str, bodies: list[bytes], headers: dict[str, str],
                  concurrency: list[int], seconds: float) -> list[LoadLevel]:
-    """POST ``bodies`` round-robin to ``path`` at each concurrency level for ``seconds``."""
+    """POST ``bodies`` round-robin to ``path`` at each concurrency level for ``seconds``.
+
+    Over plain HTTP the requests are encoded once, whole, and sent on raw keep-alive sockets
+    (http.client spends more time building and parsing headers than a fast server spends
+    answering); over HTTPS http.client does the work.
+    """
     check_levels(concurrency, seconds)
+    probe = make_connection()
+    if type(probe) is HTTPConnection:
+        host, port = probe.host, probe.port
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        encoded = [f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(b)}\r\n"
+                   f"{extra}\r\n".encode() + b for b in bodies]
+
+        def exchange(conn, i: int) -> None:
+            status = conn.exchange(encoded[i % len(encoded)])
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}")
+
+        return [_Level(clients, seconds).run(lambda: _RawHttp(host, port), exchange)
+                for clients in concurrency]
 
     def send(conn, i: int) -> None:
         conn.request("POST", path, body=bodies[i % len(bodies)], headers=headers)
@@ -105,6 +126,62 @@ def run_requests(make_connection, path: str, bodies: list[bytes], headers: dict[
             raise RuntimeError(f"HTTP {response.status}")
 
     return [_Level(clients, seconds).run(make_connection, send) for clients in concurrency]
+
+
+class _RawHttp:
+    """One keep-alive HTTP/1.1 connection: sends pre-encoded requests, reads each response's
+    status line, headers and body (Content-Length or chunked) and keeps only the status."""
+
+    def __init__(self, host: str, port: int, timeout: float = 60.0):
+        self.address, self.timeout = (host, port), timeout
+        self._connect()
+
+    def _connect(self) -> None:
+        import socket
+
+        self.sock = socket.create_connection(self.address, timeout=self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+        self.open = True
+
+    def exchange(self, request: bytes) -> int:
+        if not self.open:  # the server ended the last exchange by closing (HTTP/1.0 servers)
+            self.close()
+            self._connect()
+        self.sock.sendall(request)
+        status_line = self.file.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        status = int(status_line.split(None, 2)[1])
+        length, chunked, close = 0, False, status_line.startswith(b"HTTP/1.0")
+        while True:
+            line = self.file.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = b"close" in value.lower() or (close and b"keep-alive" not in value.lower())
+        if chunked:
+            while True:
+                size = int(self.file.readline().split(b";")[0], 16)
+                self.file.read(size + 2)
+                if size == 0:
+                    break
+        elif length:
+            self.file.read(length)
+        elif close:
+            self.file.read()  # the body runs to the end of the connection
+        self.open = not close
+        return status
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
 
 
 def request_body(signature: ModelSignature, inputs: dict[str, np.ndarray],
@@ -160,20 +237,64 @@ class _Level:
         finally:
             client.close()
 
-    def run(self, make_client, send) -> LoadLevel:
-        started = time.perf_counter()
-        self.deadline = started + self.seconds
-        threads = [threading.Thread(target=self._worker, args=(k, make_client, send), daemon=True)
+    def run_threads(self, make_client, send, first: int = 0) -> None:
+        """Run this level's clients as threads of this process until the deadline."""
+        self.deadline = time.perf_counter() + self.seconds
+        threads = [threading.Thread(target=self._worker, args=(first + k, make_client, send), daemon=True)
                    for k in range(self.clients)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout=self.seconds + 60)
+
+    def run(self, make_client, send) -> LoadLevel:
+        """Run the level: its clients spread over worker processes (one per core, so Python's
+        GIL does not cap the request rate), threads within each."""
+        started = time.perf_counter()
+        processes = min(self.clients, _cores())
+        if processes <= 1:
+            self.run_threads(make_client, send)
+        else:
+            self._run_processes(processes, make_client, send)
         elapsed = time.perf_counter() - started
         lat = np.asarray(self.latencies) * 1000 if self.latencies else np.asarray([float("nan")])
         return LoadLevel(self.clients, len(self.latencies) + self.errors, self.errors, elapsed,
                          float(np.percentile(lat, 50)), float(np.percentile(lat, 95)),
                          float(np.percentile(lat, 99)))
+
+    def _run_processes(self, processes: int, make_client, send) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork")  # the request closures are inherited
+        queue = context.Queue()
+        shares = [self.clients // processes + (k < self.clients % processes) for k in range(processes)]
+        budget = self.budget // processes
+
+        def child(clients: int, first: int) -> None:
+            level = _Level(clients, self.seconds)
+            level.budget = budget
+            level.run_threads(make_client, send, first)
+            queue.put((level.latencies, level.errors))
+
+        workers = [context.Process(target=child, args=(n, sum(shares[:k])), daemon=True)
+                   for k, n in enumerate(shares)]
+        for worker in workers:
+            worker.start()
+        for _ in workers:
+            latencies, errors = queue.get(timeout=self.seconds + 120)
+            self.latencies.extend(latencies)
+            self.errors += errors
+        for worker in workers:
+            worker.join(timeout=30)
+
+
+def _cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def markdown_table(levels: list[LoadLevel]) -> str:
