@@ -139,11 +139,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kfp_serve.pipelines.params import parse_params
     from kfp_serve.pipelines.run_local import run_local
 
-    if args.image:
-        if not args.containers:
-            from kfp_serve.components.errors import UserError
+    if (args.image or args.memory) and not args.containers:
+        from kfp_serve.components.errors import UserError
 
-            raise UserError("--image goes with --containers")
+        raise UserError("--image and --memory go with --containers")
+    if args.image:
         os.environ["KFP_SERVE_IMAGE"] = args.image  # read when the components are defined
     pipeline = registry.load_pipeline(args.pipeline)
     params = parse_params(args.param, pipeline)

@@ -36,8 +36,9 @@ def test_list_prints_every_component_and_pipeline(capsys):
 def test_unknown_pipeline_is_a_one_line_error(capsys):
     assert main(["run", "train_to_serve_nowhere", "--local"]) == 2
     err = capsys.readouterr().err
-    assert err == ("error: unknown pipeline 'train_to_serve_nowhere'; known: train_to_serve_kserve,"
-                   " train_to_serve_local, train_to_serve_vertex (see `kfp-serve list`)\n")
+    assert err == ("error: unknown pipeline 'train_to_serve_nowhere'; known: deploy_existing_model,"
+                   " train_to_serve_kserve,"
+                   " train_to_serve_local, train_to_serve_torchserve, train_to_serve_vertex (see `kfp-serve list`)\n")
 
 
 @pytest.mark.parametrize(
@@ -77,3 +78,8 @@ def test_vertex_submit_needs_a_gcs_pipeline_root(capsys):
 def test_submit_host_needs_a_scheme(capsys):
     assert main(["submit", "train_to_serve_local", "--host", "localhost:8080"]) == 2
     assert "needs a scheme" in capsys.readouterr().err
+
+
+def test_container_options_without_containers_are_a_one_line_error(capsys):
+    assert main(["run", "train_to_serve_local", "--local", "--memory", "4g"]) == 2
+    assert capsys.readouterr().err == "error: --image and --memory go with --containers\n"
