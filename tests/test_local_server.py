@@ -39,6 +39,19 @@ def test_the_golden_set_also_passes_over_grpc(server, digits_onnx):
     assert result.comparisons[0].max_abs_error < 1e-4
 
 
+def test_the_load_phase_runs_over_grpc_too(server, digits_onnx):
+    from kfp_serve.components.validate.load import SloGates
+    from kfp_serve.components.validate.targets import validate_target
+
+    meta = {"url": server.url, "grpc_url": server.grpc_url, "model_name": "digits", "protocol": "v2"}
+    result = validate_target("ServingEndpoint", meta, ModelSignature.load(digits_onnx),
+                             GoldenSet.load(digits_onnx), 1e-4, 1e-3, 8, 30, 0.5, [1, 4],
+                             SloGates(max_error_rate=0.0), transport="grpc")
+    assert result.passed, result.failure_line()
+    assert [lv.concurrency for lv in result.load] == [1, 4]
+    assert all(lv.requests > 10 and lv.errors == 0 for lv in result.load)
+
+
 def test_wrong_references_fail_validation(server, digits_onnx):
     golden = GoldenSet.load(digits_onnx)
     golden.outputs["logits"] = golden.outputs["logits"] + np.float32(0.5)

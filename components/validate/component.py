@@ -51,8 +51,8 @@ def validate_endpoint(
         min_throughput: SLO gate: best requests/s over the levels (empty: no gate).
         max_error_rate: SLO gate: failed share of requests at every level (empty: no gate).
         fail_on_mismatch: Fail the step when validation fails; otherwise only return False.
-        transport: ``rest``, or ``grpc`` to send the golden set through tritonclient's gRPC
-            client (Open Inference Protocol v2 servers; the load phase stays on REST).
+        transport: ``rest``, or ``grpc`` to send the golden set and the load through
+            tritonclient's gRPC client (Open Inference Protocol v2 servers).
 
     Returns:
         metrics: Max errors per output, request latency, load results and the verdict.

@@ -184,6 +184,36 @@ class _RawHttp:
         self.sock.close()
 
 
+def run_load_grpc(grpc_url: str, model_name: str, signature: ModelSignature, golden: GoldenSet,
+                  concurrency: list[int], seconds: float,
+                  tensor_names: dict[str, str] | None = None) -> list[LoadLevel]:
+    """The load phase over gRPC (tritonclient, protobuf tensors), one client per thread."""
+    import tritonclient.grpc as grpcclient
+
+    from kfp_serve.components.signature import protocol_dtype
+
+    check_levels(concurrency, seconds)
+    target = grpc_url.split("://", 1)[-1].rstrip("/")
+    served = {n: (tensor_names or {}).get(n, n) for n in (*signature.input_names, *signature.output_names)}
+    requests = []
+    for i in range(golden.batch_size):
+        sample = golden.slice(i, i + 1).inputs
+        inputs = []
+        for spec in signature.inputs:
+            tensor = grpcclient.InferInput(served[spec.name], list(sample[spec.name].shape),
+                                           protocol_dtype(spec.dtype))
+            tensor.set_data_from_numpy(sample[spec.name])
+            inputs.append(tensor)
+        requests.append(inputs)
+    outputs = [grpcclient.InferRequestedOutput(served[n]) for n in signature.output_names]
+
+    def send(client, i: int) -> None:
+        client.infer(model_name, requests[i % len(requests)], outputs=outputs, client_timeout=60)
+
+    return [_Level(clients, seconds, fork=False).run(
+        lambda: grpcclient.InferenceServerClient(target), send) for clients in concurrency]
+
+
 def request_body(signature: ModelSignature, inputs: dict[str, np.ndarray],
                  tensor_names: dict[str, str] | None = None) -> bytes:
     """An Open Inference Protocol v2 JSON request for named inputs."""
@@ -201,9 +231,10 @@ def request_body(signature: ModelSignature, inputs: dict[str, np.ndarray],
 class _Level:
     """The shared state of one concurrency level's client threads."""
 
-    def __init__(self, clients: int, seconds: float):
+    def __init__(self, clients: int, seconds: float, fork: bool = True):
         self.clients = clients
         self.seconds = seconds
+        self.fork = fork  # gRPC clients do not survive fork(): they stay in threads
         self.lock = threading.Lock()
         self.latencies: list[float] = []
         self.errors = 0
@@ -251,7 +282,7 @@ class _Level:
         """Run the level: its clients spread over worker processes (one per core, so Python's
         GIL does not cap the request rate), threads within each."""
         started = time.perf_counter()
-        processes = min(self.clients, _cores())
+        processes = min(self.clients, _cores()) if self.fork else 1
         if processes <= 1:
             self.run_threads(make_client, send)
         else:

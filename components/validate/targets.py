@@ -19,8 +19,8 @@ def validate_target(kind: str, metadata: dict[str, Any], signature: ModelSignatu
 
     ``ServingEndpoint`` / ``KServeInferenceService``: an Open Inference Protocol v2 server (a
     KServe canary is called through its tagged URL, so the canary itself is checked); with
-    ``transport="grpc"`` (or a ``grpc-v2`` InferenceService) the golden set goes over gRPC and
-    the load phase stays on REST.
+    ``transport="grpc"`` (or a ``grpc-v2`` InferenceService) the golden set and the load phase
+    go over gRPC.
     ``protocol: v1`` in the metadata: KServe v1 (e.g. KServe's TorchServe runtime).
     ``VertexEndpoint``: the deployed model under test, through rawPredict or predict.
     """
@@ -60,7 +60,12 @@ def validate_target(kind: str, metadata: dict[str, Any], signature: ModelSignatu
         target = (metadata.get("grpc_url") or url) if grpc else url
         result = validate_endpoint(target, metadata["model_name"], signature, golden, atol, rtol,
                                    max_batch_size, ready_timeout_s, tensor_names, grpc=grpc)
-        if load_seconds > 0:
+        if load_seconds > 0 and grpc:
+            from kfp_serve.components.validate.load import run_load_grpc
+
+            result.load = run_load_grpc(target, metadata["model_name"], signature, golden,
+                                        concurrency, load_seconds, tensor_names)
+        elif load_seconds > 0:
             result.load = run_load(url, metadata["model_name"], signature, golden, concurrency,
                                    load_seconds, tensor_names)
     if result.load:
