@@ -104,7 +104,7 @@ class VertexClient:
 
         try:
             return fn(*args, **kwargs)
-        except (gexc.GoogleAPICallError, OSError, ValueError) as err:
+        except (gexc.GoogleAPICallError, OSError) as err:
             raise translate(err, what) from err
         except Exception as err:
             if type(err).__module__.startswith(("requests", "urllib3", "google.auth")):
