@@ -28,10 +28,6 @@ from kfp_serve.components.errors import InfrastructureError, UserError
 OOM_EXIT = 137
 
 
-class ContainerFailure(RuntimeError):
-    """A component container that failed; the message says why in one line."""
-
-
 HELD: list[Any] = []  # containers that hold a local server after their step finished
 
 
@@ -165,14 +161,17 @@ def docker_api(timeout_s: float = 30.0) -> Iterator[str]:
         log.close()
 
 
-def runner_args(memory: str = "") -> dict[str, Any]:
+def runner_args(state_dir: str, memory: str = "") -> dict[str, Any]:
     """How component containers run locally: the host network and PID namespace (the local
     Triton a deploy step starts is reached and stopped by later steps), the invoking user (so
-    outputs in the pipeline root stay writable), a shared state folder."""
+    outputs in the pipeline root stay writable), ``state_dir`` (inside the mounted pipeline
+    root) where deployments are recorded for the steps that follow."""
+    from kfp_serve.components.local.triton_server import HOLD_ENV
+
     args: dict[str, Any] = {"network_mode": "host", "pid_mode": "host",
                             "user": f"{os.getuid()}:{os.getgid()}",
-                            "environment": {"HOME": "/tmp", "KFP_SERVE_STATE_DIR": "/tmp/kfp-serve",
-                                            "KFP_SERVE_HOLD_SERVER": "1"}}
+                            "environment": {"HOME": "/tmp", "KFP_SERVE_STATE_DIR": state_dir,
+                                            HOLD_ENV: "1"}}
     if memory:
         args["mem_limit"] = memory
     return args

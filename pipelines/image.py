@@ -9,6 +9,7 @@ them, which podman's defaults try to do).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import resource
@@ -26,6 +27,7 @@ BASE_PACKAGES = ("python3", "python3-venv", "libpython3.11", "ca-certificates")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 
+@functools.cache
 def containers_conf() -> Path:
     """A containers.conf for this machine, written once per process."""
     path = Path(tempfile.gettempdir()) / f"kfp-serve-containers-{os.getuid()}.conf"

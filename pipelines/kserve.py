@@ -4,8 +4,8 @@ from typing import Optional
 
 from kfp import dsl
 
-from kfp_serve.components import deploy_kserve, promote_kserve, rollback_kserve, validate_endpoint
-from kfp_serve.pipelines.shared import train_and_publish_triton
+from kfp_serve.components import deploy_kserve
+from kfp_serve.pipelines.shared import train_and_publish_triton, validate_kserve_canary
 
 
 @dsl.pipeline(name="train-to-serve-kserve")
@@ -44,13 +44,4 @@ def train_to_serve_kserve(
         canary_traffic_percent=canary_traffic_percent, deployment_mode=deployment_mode,
         ready_timeout_s=ready_timeout_s, api_host=api_host,
     ).set_caching_options(False)
-    validate = validate_endpoint(
-        endpoint=deploy.outputs["inference_service"], model=package.outputs["onnx_model"],
-        atol=endpoint_atol, rtol=endpoint_rtol, fail_on_mismatch=False,
-    ).set_caching_options(False)
-    with dsl.If(validate.outputs["Output"] == True):  # noqa: E712 (a KFP condition, not Python)
-        promote_kserve(inference_service=deploy.outputs["inference_service"],
-                       api_host=api_host).set_caching_options(False)
-    with dsl.Else():
-        rollback_kserve(inference_service=deploy.outputs["inference_service"],
-                        api_host=api_host).set_caching_options(False)
+    validate_kserve_canary(deploy, package.outputs["onnx_model"], endpoint_atol, endpoint_rtol, api_host)

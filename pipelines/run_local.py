@@ -89,8 +89,7 @@ def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], container
                 stack.callback(os.environ.pop, "DOCKER_HOST", None)
             install_exit_code_fix()
             stack.callback(remove_held)
-            args = runner_args(memory)
-            args["environment"]["KFP_SERVE_STATE_DIR"] = str(root / ".kfp-serve-state")
+            args = runner_args(str(root / ".kfp-serve-state"), memory)
             if os.environ.get(EMULATOR_ENV):
                 args["environment"][EMULATOR_ENV] = os.environ[EMULATOR_ENV]
             runner = local.DockerRunner(**args)

@@ -1,4 +1,4 @@
-"""Steps every train-to-serve pipeline shares, as one nested pipeline."""
+"""Steps the train-to-serve pipelines share: nested pipelines, and the canary decision."""
 
 from typing import NamedTuple
 
@@ -9,8 +9,11 @@ from kfp_serve.components import (
     build_triton_repository,
     export_onnx,
     export_torchscript,
+    promote_kserve,
     publish_model,
+    rollback_kserve,
     train_digits_classifier,
+    validate_endpoint,
 )
 
 
@@ -94,3 +97,19 @@ def train_and_publish_triton(
     return PackageOutputs(model=exported.outputs["model"], onnx_model=exported.outputs["onnx_model"],
                           torchscript_model=exported.outputs["torchscript_model"],
                           published=published.outputs["published"])
+
+
+def validate_kserve_canary(deploy, model, atol, rtol, api_host) -> None:
+    """Inside a pipeline: validate the canary deploy_kserve made, then promote it when it passed
+    and roll it back when not (tasks added to the calling pipeline, not a nested one: dsl.If on
+    a nested pipeline's output would need the verdict passed out and back in)."""
+    validate = validate_endpoint(
+        endpoint=deploy.outputs["inference_service"], model=model, atol=atol, rtol=rtol,
+        fail_on_mismatch=False,
+    ).set_caching_options(False)
+    with dsl.If(validate.outputs["Output"] == True):  # noqa: E712 (a KFP condition, not Python)
+        promote_kserve(inference_service=deploy.outputs["inference_service"],
+                       api_host=api_host).set_caching_options(False)
+    with dsl.Else():
+        rollback_kserve(inference_service=deploy.outputs["inference_service"],
+                        api_host=api_host).set_caching_options(False)

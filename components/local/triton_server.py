@@ -343,7 +343,6 @@ def hold_while_serving(record: LocalDeployment) -> None:
     outputs are written when the component returns, and the runner sees a container still
     running after that as one that holds a server, stopped later by undeploy_local's PID.
     """
-    import os
     import threading
 
     if os.environ.get(HOLD_ENV) != "1":

@@ -15,6 +15,7 @@ import numpy as np
 from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature, dtype_from_protocol, protocol_dtype
+from kfp_serve.components.validate.polling import poll
 from kfp_serve.components.verify import OutputComparison, compare_outputs, markdown_table
 
 
@@ -126,20 +127,16 @@ def _client(url: str, grpc: bool = False):
 
 def wait_until_ready(client, model_name: str, timeout_s: float) -> None:
     """Poll server and model readiness; the timeout error says which was not ready."""
-    deadline = time.monotonic() + timeout_s
-    status = "no answer"
-    while True:
+    def check() -> tuple[bool | None, str]:
         try:
             server_ready = client.is_server_ready()
             model_ready = server_ready and client.is_model_ready(model_name)
-            if model_ready:
-                return
-            status = f"server ready={server_ready}, model {model_name!r} ready={model_ready}"
         except Exception as err:  # connection refused/reset while the server starts
-            status = f"unreachable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
-        if time.monotonic() >= deadline:
-            raise InfrastructureError(f"endpoint not ready after {timeout_s:.0f}s: {status}")
-        time.sleep(0.5)
+            return None, f"unreachable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        return (True if model_ready else None,
+                f"server ready={server_ready}, model {model_name!r} ready={model_ready}")
+
+    poll(check, timeout_s, "endpoint not ready")
 
 
 def check_metadata(metadata: dict, signature: ModelSignature,

@@ -20,6 +20,7 @@ from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.validate.endpoint import ValidationResult
 from kfp_serve.components.validate.envelopes import instances, parse_predict, shape_problems
 from kfp_serve.components.validate.load import LoadLevel, run_requests
+from kfp_serve.components.validate.polling import poll
 from kfp_serve.components.verify import compare_outputs
 
 
@@ -38,25 +39,22 @@ def _bodies(signature: ModelSignature, golden: GoldenSet, step: int) -> list[byt
 
 def wait_until_ready(url: str, model_name: str, timeout_s: float) -> None:
     connect, prefix = _connection(url)
-    deadline = time.monotonic() + timeout_s
-    status = "no answer"
-    while True:
+
+    def check() -> tuple[bool | None, str]:
         conn = connect()
         try:
             conn.request("GET", f"{prefix}/v1/models/{model_name}")
             response = conn.getresponse()
             body = response.read()
             if response.status == 200 and json.loads(body or b"{}").get("ready") in (True, "True"):
-                return
-            status = f"HTTP {response.status}: {body.decode(errors='replace')[:200]}"
+                return True, "ready"
+            return None, f"HTTP {response.status}: {body.decode(errors='replace')[:200]}"
         except (OSError, ValueError) as err:
-            status = f"unreachable ({type(err).__name__}: {err})"
+            return None, f"unreachable ({type(err).__name__}: {err})"
         finally:
             conn.close()
-        if time.monotonic() >= deadline:
-            raise InfrastructureError(f"model {model_name!r} not ready at {url} after"
-                                      f" {timeout_s:.0f}s: {status}")
-        time.sleep(0.5)
+
+    poll(check, timeout_s, f"model {model_name!r} not ready at {url}")
 
 
 def validate_v1(url: str, model_name: str, signature: ModelSignature, golden: GoldenSet,

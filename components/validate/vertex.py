@@ -25,6 +25,7 @@ from kfp_serve.components.signature import ModelSignature, dtype_from_protocol, 
 from kfp_serve.components.validate.endpoint import ValidationResult
 from kfp_serve.components.validate.envelopes import instances, parse_predict, shape_problems
 from kfp_serve.components.validate.load import request_body
+from kfp_serve.components.validate.polling import poll
 from kfp_serve.components.verify import compare_outputs
 
 PROTOCOLS = ("vertex-raw", "vertex-predict")
@@ -112,11 +113,8 @@ def parse_raw(signature: ModelSignature, payload: dict, tensor_names: dict[str, 
             problems.add(f"output {spec.name!r} is {tensor.get('datatype')}, signature says"
                          f" {protocol_dtype(spec.dtype)}")
         dtype = dtype_from_protocol(tensor.get("datatype", protocol_dtype(spec.dtype)))
-        array = np.asarray(tensor.get("data", []), dtype=dtype).reshape(tensor.get("shape", [-1]))
-        want = spec.shape_with_unknowns()
-        if len(array.shape) != len(want) or any(w not in (-1, s) for s, w in zip(array.shape, want)):
-            problems.add(f"output {spec.name!r} has shape {list(array.shape)}, signature says {want}")
-        arrays[spec.name] = array
+        arrays[spec.name] = np.asarray(tensor.get("data", []), dtype=dtype).reshape(tensor.get("shape", [-1]))
+    problems |= shape_problems(signature, arrays)
     return arrays
 
 
@@ -136,11 +134,8 @@ class _Caller:
     def send(self, body: bytes) -> tuple[int, bytes, str]:
         self.conn.request("POST", self.target.path, body=body, headers=self.target.headers())
         response = self.conn.getresponse()
-        data = response.read()
-        served = response.getheader("X-Vertex-AI-Deployed-Model-Id") or ""
-        if not served and response.status == 200 and self.target.protocol == "vertex-predict":
-            served = json.loads(data).get("deployedModelId", "")
-        return response.status, data, served
+        return (response.status, response.read(),
+                response.getheader("X-Vertex-AI-Deployed-Model-Id") or "")
 
     def call(self, body: bytes) -> tuple[dict, float]:
         for _ in range(self.tries):
@@ -155,9 +150,11 @@ class _Caller:
                 detail = data.decode(errors="replace")[:300]
                 kind = UserError if status in (400, 403, 404) else InfrastructureError
                 raise kind(f"{self.target.path} answered {status}: {detail}")
+            payload = json.loads(data)
+            served = served or payload.get("deployedModelId", "")  # predict says it in the body
             self.served_by[served] = self.served_by.get(served, 0) + 1
             if not served or served == self.target.deployed_model_id:
-                return json.loads(data), elapsed
+                return payload, elapsed
         raise InfrastructureError(
             f"deployed model {self.target.deployed_model_id} answered none of"
             f" {self.tries} requests (answers by deployed model: {self.served_by});"
@@ -170,31 +167,28 @@ class _Caller:
 def wait_until_serving(target: VertexTarget, timeout_s: float) -> int:
     """Wait until the endpoint lists the deployed model and gives it traffic (a GET of the
     endpoint); returns its traffic share in percent."""
-    deadline = time.monotonic() + timeout_s
-    status = "no answer"
-    while True:
+
+    def check() -> tuple[int | None, str]:
         conn = target.connection()
         try:
             conn.request("GET", urlparse(target.base).path, headers=target.headers())
             response = conn.getresponse()
             body = response.read()
-            if response.status == 200:
-                endpoint = json.loads(body)
-                ids = [d.get("id") for d in endpoint.get("deployedModels", [])]
-                share = endpoint.get("trafficSplit", {}).get(target.deployed_model_id, 0)
-                if target.deployed_model_id in ids and share > 0:
-                    return int(share)
-                status = f"deployed models {ids}, traffic split {endpoint.get('trafficSplit', {})}"
-            else:
-                status = f"HTTP {response.status}: {body.decode(errors='replace')[:200]}"
+            if response.status != 200:
+                return None, f"HTTP {response.status}: {body.decode(errors='replace')[:200]}"
+            endpoint = json.loads(body)
+            ids = [d.get("id") for d in endpoint.get("deployedModels", [])]
+            share = endpoint.get("trafficSplit", {}).get(target.deployed_model_id, 0)
+            if target.deployed_model_id in ids and share > 0:
+                return int(share), "serving"
+            return None, f"deployed models {ids}, traffic split {endpoint.get('trafficSplit', {})}"
         except OSError as err:
-            status = f"unreachable ({err})"
+            return None, f"unreachable ({err})"
         finally:
             conn.close()
-        if time.monotonic() >= deadline:
-            raise InfrastructureError(f"deployed model {target.deployed_model_id} is not serving on"
-                                      f" {target.base} after {timeout_s:.0f}s: {status}")
-        time.sleep(1.0)
+
+    return poll(check, timeout_s, f"deployed model {target.deployed_model_id} is not serving on"
+                f" {target.base}", interval_s=1.0)
 
 
 def validate_vertex(target: VertexTarget, signature: ModelSignature, golden: GoldenSet,

@@ -381,12 +381,13 @@ def rollback(project: str, location: str, endpoint: str, deployed_model_id: str,
     if asked. With nothing serving before, the canary keeps the endpoint (nothing to roll
     back to) unless it is undeployed."""
     client = VertexClient(project, location, api_endpoint, poll_s=poll_s)
-    live = {m.id for m in client.get_endpoint(endpoint).deployed_models}
+    current = client.get_endpoint(endpoint)
+    live = {m.id for m in current.deployed_models}
     before = _rescale({k: int(v) for k, v in previous_traffic.items() if k in live and int(v) > 0})
     if before:
         split = client.set_traffic(endpoint, before)
     else:
-        split = dict(client.get_endpoint(endpoint).traffic_split)
+        split = dict(current.traffic_split)
         print("nothing served before this deploy: no traffic to give back")
     if undeploy_canary:
         client.undeploy(endpoint, deployed_model_id, timeout_s)

@@ -35,7 +35,7 @@ _A2_ULTRA = re.compile(r"^a2-ultragpu-(1|2|4|8)g$")
 _G2_GPUS = {"g2-standard-4": 1, "g2-standard-8": 1, "g2-standard-12": 1, "g2-standard-16": 1,
             "g2-standard-32": 1, "g2-standard-24": 2, "g2-standard-48": 4, "g2-standard-96": 8}
 
-#: accelerator -> (which machine types take it, allowed counts per machine type)
+#: the accelerators Vertex AI serves on (allowed_accelerator_counts says on which machines)
 ACCELERATORS = ("NVIDIA_TESLA_T4", "NVIDIA_TESLA_V100", "NVIDIA_TESLA_P4", "NVIDIA_TESLA_P100",
                 "NVIDIA_TESLA_A100", "NVIDIA_A100_80GB", "NVIDIA_L4", "NVIDIA_H100_80GB")
 

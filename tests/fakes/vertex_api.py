@@ -40,7 +40,6 @@ ROUTES = [
     ("GET", re.compile(r"^(?P<name>.+)/operations$"), "list_operations"),
 ]
 _T = "type.googleapis.com/google.cloud.aiplatform.v1."
-USER_AGENTS: list[str] = []
 
 
 def _error(code: int, status: str, message: str) -> tuple[int, dict]:
