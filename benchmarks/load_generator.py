@@ -37,8 +37,7 @@ from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.train.digits import train_digits
 from kfp_serve.components.triton.config import TritonModelOptions
 from kfp_serve.components.triton.repository import build_repository
-from kfp_serve.components.validate.endpoint import _client, infer
-from kfp_serve.components.validate.load import run_load
+from kfp_serve.components.validate.targets import OipRestTarget
 
 
 class _Nginx:
@@ -109,7 +108,7 @@ def main() -> None:
         nginx = _Nginx(work)
         try:
             for clients in (1, 4, 16):
-                [level] = run_load(nginx.url, "digits", signature, golden, [clients], args.seconds)
+                [level] = OipRestTarget(nginx.url, "digits", signature).load(golden, [clients], args.seconds)
                 wrk = _wrk(nginx.url, body, clients, args.seconds, work)
                 trivial.append((clients, level.throughput, wrk, level.error_rate))
                 print("trivial", clients, level.throughput, wrk, flush=True)
@@ -118,17 +117,17 @@ def main() -> None:
         record = start_server(work / "repo", "digits", "bench")
         try:
             for clients in (1, 4, 16):
-                [level] = run_load(record.url, "digits", signature, golden, [clients], args.seconds)
+                [level] = OipRestTarget(record.url, "digits", signature).load(golden, [clients], args.seconds)
                 wrk = _wrk(record.url, body, clients, args.seconds, work)
                 rows.append((clients, level.throughput, wrk, level.error_rate))
                 print(clients, level.throughput, wrk, flush=True)
             batch = {"image": np.resize(golden.inputs["image"], (32, 1, 8, 8)).astype(np.float32)}
-            client = _client(record.url)
+            client = OipRestTarget(record.url, "digits", signature)
             for _ in range(5):
-                infer(client, "digits", signature, batch)
+                client.infer(batch)
             began, n = time.perf_counter(), 0
             while time.perf_counter() - began < args.seconds:
-                infer(client, "digits", signature, batch)
+                client.infer(batch)
                 n += 1
             serving.append(("local Triton, JSON over HTTP, 1 client", 32 * n / (time.perf_counter() - began)))
             client.close()

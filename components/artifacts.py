@@ -54,3 +54,18 @@ def expect(artifact: Any, *kinds: str) -> str:
             f" {wanted} ({KINDS[kinds[0]]})"
         )
     return kind
+
+
+def expect_published(artifact: Any, *content_kinds: str) -> str:
+    """Raise UserError unless the input is a PublishedVersion holding one of ``content_kinds``
+    (e.g. ``TritonRepository``); returns the content kind."""
+    expect(artifact, "PublishedVersion")
+    content = artifact.metadata.get("content_kind", "")
+    if content not in content_kinds:
+        wanted = " or ".join(content_kinds)
+        raise UserError(
+            f"{artifact.metadata.get('uri') or getattr(artifact, 'uri', '')} holds"
+            f" {'a ' + content if content else 'nothing this step knows'}; this step needs a"
+            f" published {wanted}: publish one with publish_model"
+        )
+    return content

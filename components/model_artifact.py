@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kfp_serve.components.errors import UserError, first_line
+from kfp_serve.components.formats import SCRIPTED_SOURCE_FILE, TORCH_PROGRAM_FILE
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature
 
 if TYPE_CHECKING:
     import torch
 
-MODEL_FILE = "model.pt2"
-TORCHSCRIPT_FILE = "model.ts"
 TORCHSCRIPT_METHODS = ("script", "trace")
 
 
@@ -44,7 +43,9 @@ def _dynamic_shapes(signature: ModelSignature) -> tuple[dict[int, Any], ...]:
     )
 
 
-def _as_output_dict(result: Any, signature: ModelSignature) -> dict[str, np.ndarray]:
+def outputs_by_name(result: Any, signature: ModelSignature) -> dict[str, np.ndarray]:
+    """A model's return value (a tensor, a tuple in signature order, or a dict) as named numpy
+    arrays; UserError when it does not match the signature's outputs."""
     import torch
 
     if isinstance(result, torch.Tensor):
@@ -72,7 +73,7 @@ def run_eager(module: torch.nn.Module, signature: ModelSignature,
 
     args = tuple(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in signature.input_names)
     with torch.no_grad(), torch.autocast("cpu", enabled=False):
-        return _as_output_dict(module(*args), signature)
+        return outputs_by_name(module(*args), signature)
 
 
 def save_torch_model(
@@ -98,7 +99,7 @@ def save_torch_model(
     """
     import torch
 
-    from kfp_serve.components.export.staging import quiet_export
+    from kfp_serve.components.staging import quiet_export
 
     if torchscript is not None and torchscript not in TORCHSCRIPT_METHODS:
         raise UserError(f"torchscript={torchscript!r}; use one of {list(TORCHSCRIPT_METHODS)} or None")
@@ -122,7 +123,7 @@ def save_torch_model(
         raise UserError(f"torch.export could not capture the model: {first_line(err)}") from err
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(out / MODEL_FILE))
+    torch.export.save(program, str(out / TORCH_PROGRAM_FILE))
     if torchscript is not None:
         try:
             with quiet_export(), torch.no_grad():
@@ -131,7 +132,7 @@ def save_torch_model(
         except Exception as err:
             raise UserError(f"torch.jit.{torchscript} failed: {first_line(err)}") from err
         with quiet_export():
-            torch.jit.save(scripted, str(out / TORCHSCRIPT_FILE))
+            torch.jit.save(scripted, str(out / SCRIPTED_SOURCE_FILE))
     signature.save(out)
     golden.save(out)
     return golden
@@ -141,13 +142,13 @@ def load_torchscript(directory: str | Path) -> Any:
     """The artifact's ``model.ts`` (UserError when it was not saved or does not load)."""
     import torch
 
-    path = Path(directory) / TORCHSCRIPT_FILE
+    path = Path(directory) / SCRIPTED_SOURCE_FILE
     if not path.is_file():
         raise UserError(
             f"{path} is missing; save the model with save_torch_model(..., torchscript='script')"
             " (scripting needs the Python class, so it happens where the model is trained)"
         )
-    from kfp_serve.components.export.staging import quiet_export
+    from kfp_serve.components.staging import quiet_export
 
     try:
         with torch.no_grad(), quiet_export():
@@ -160,7 +161,7 @@ def load_torch_model(directory: str | Path) -> tuple[Any, ModelSignature, Golden
     """Load ``(ExportedProgram, signature, golden set)`` from a model artifact directory."""
     import torch
 
-    path = Path(directory) / MODEL_FILE
+    path = Path(directory) / TORCH_PROGRAM_FILE
     if not path.is_file():
         raise UserError(
             f"{path} is missing; the model artifact must hold a torch.export program"
@@ -188,7 +189,7 @@ def _check_outputs_match_signature(program: Any, signature: ModelSignature,
     args = tuple(torch.from_numpy(golden.inputs[n][:1]) for n in signature.input_names)
     try:
         with torch.no_grad():
-            outputs = _as_output_dict(program.module()(*args), signature)
+            outputs = outputs_by_name(program.module()(*args), signature)
     except UserError:
         raise
     except Exception as err:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.polling import poll
 
 OOM_EXIT = 137
 
@@ -144,12 +145,17 @@ def docker_api(timeout_s: float = 30.0) -> Iterator[str]:
                                env=podman_env(), stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout_s
-        while not _socket_ready(sock):
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = (folder / "service.log").read_text(errors="replace").strip()[-300:]
-                raise InfrastructureError(f"podman system service did not start: {tail}")
-            time.sleep(0.2)
+        def log() -> str:
+            return (folder / "service.log").read_text(errors="replace").strip()[-300:]
+
+        def check() -> tuple[bool | None, str]:
+            if process.poll() is not None:
+                raise InfrastructureError(f"podman system service exited with {process.returncode}:"
+                                          f" {log()}")
+            return (True if _socket_ready(sock) else None), f"no socket at {sock}"
+
+        poll(check, timeout_s, "podman system service did not start", interval_s=0.2,
+             detail=lambda: f"log: {log()}")
         yield f"unix://{sock}"
     finally:
         try:

@@ -1,6 +1,7 @@
 """Steps the train-to-serve pipelines share: nested pipelines, and the canary decision."""
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Artifact, Model
@@ -99,17 +100,27 @@ def train_and_publish_triton(
                           published=published.outputs["published"])
 
 
-def validate_kserve_canary(deploy, model, atol, rtol, api_host) -> None:
-    """Inside a pipeline: validate the canary deploy_kserve made, then promote it when it passed
-    and roll it back when not (tasks added to the calling pipeline, not a nested one: dsl.If on
-    a nested pipeline's output would need the verdict passed out and back in)."""
-    validate = validate_endpoint(
-        endpoint=deploy.outputs["inference_service"], model=model, atol=atol, rtol=rtol,
-        fail_on_mismatch=False,
-    ).set_caching_options(False)
+def validate_then_promote_or_roll_back(endpoint, model, atol, rtol,
+                                       promote: Callable[[], Any],
+                                       roll_back: Callable[[], Any]) -> None:
+    """Inside a pipeline: validate what a deploy step made (``endpoint``), then run ``promote``
+    when it passed and ``roll_back`` when not; each makes its task (uncached). The tasks join
+    the calling pipeline, not a nested one: dsl.If on a nested pipeline's output would need the
+    verdict passed out and back in."""
+    validate = validate_endpoint(endpoint=endpoint, model=model, atol=atol, rtol=rtol,
+                                 fail_on_mismatch=False).set_caching_options(False)
     with dsl.If(validate.outputs["Output"] == True):  # noqa: E712 (a KFP condition, not Python)
-        promote_kserve(inference_service=deploy.outputs["inference_service"],
-                       api_host=api_host).set_caching_options(False)
+        promote().set_caching_options(False)
     with dsl.Else():
-        rollback_kserve(inference_service=deploy.outputs["inference_service"],
-                        api_host=api_host).set_caching_options(False)
+        roll_back().set_caching_options(False)
+
+
+def validate_kserve_canary(deploy, model, atol, rtol, api_host) -> None:
+    """The KServe canary decision: validate the canary deploy_kserve made, then promote_kserve
+    or rollback_kserve (the KServe and TorchServe pipelines share it)."""
+    service = deploy.outputs["inference_service"]
+    validate_then_promote_or_roll_back(
+        service, model, atol, rtol,
+        promote=lambda: promote_kserve(inference_service=service, api_host=api_host),
+        roll_back=lambda: rollback_kserve(inference_service=service, api_host=api_host),
+    )

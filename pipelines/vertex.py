@@ -3,8 +3,8 @@ promote it or roll it back."""
 
 from kfp import dsl
 
-from kfp_serve.components import deploy_vertex, promote_vertex, rollback_vertex, validate_endpoint
-from kfp_serve.pipelines.shared import train_and_publish_triton
+from kfp_serve.components import deploy_vertex, promote_vertex, rollback_vertex
+from kfp_serve.pipelines.shared import train_and_publish_triton, validate_then_promote_or_roll_back
 
 
 @dsl.pipeline(name="train-to-serve-vertex")
@@ -60,13 +60,11 @@ def train_to_serve_vertex(
         traffic_percentage=traffic_percentage, operation_timeout_s=operation_timeout_s,
         api_endpoint=api_endpoint,
     ).set_caching_options(False)
-    validate = validate_endpoint(
-        endpoint=deploy.outputs["vertex_endpoint"], model=package.outputs["onnx_model"],
-        atol=endpoint_atol, rtol=endpoint_rtol, fail_on_mismatch=False,
-    ).set_caching_options(False)
-    with dsl.If(validate.outputs["Output"] == True):  # noqa: E712 (a KFP condition, not Python)
-        promote_vertex(vertex_endpoint=deploy.outputs["vertex_endpoint"],
-                       operation_timeout_s=operation_timeout_s).set_caching_options(False)
-    with dsl.Else():
-        rollback_vertex(vertex_endpoint=deploy.outputs["vertex_endpoint"],
-                        operation_timeout_s=operation_timeout_s).set_caching_options(False)
+    endpoint_artifact = deploy.outputs["vertex_endpoint"]
+    validate_then_promote_or_roll_back(
+        endpoint_artifact, package.outputs["onnx_model"], endpoint_atol, endpoint_rtol,
+        promote=lambda: promote_vertex(vertex_endpoint=endpoint_artifact,
+                                       operation_timeout_s=operation_timeout_s),
+        roll_back=lambda: rollback_vertex(vertex_endpoint=endpoint_artifact,
+                                          operation_timeout_s=operation_timeout_s),
+    )

@@ -113,7 +113,8 @@ def test_deploy_validate_canary_promote_rollback_delete(kube, published, digits_
     from kfp_serve.components.golden import GoldenSet
     from kfp_serve.components.kserve.cluster import deploy
     from kfp_serve.components.signature import ModelSignature
-    from kfp_serve.components.validate.endpoint import validate_endpoint
+    from kfp_serve.components.validate.targets import OipRestTarget
+    from kfp_serve.components.validate.validation import validate
 
     _, url = kube
     cluster = cluster_for(url)
@@ -121,7 +122,8 @@ def test_deploy_validate_canary_promote_rollback_delete(kube, published, digits_
                    timeout_s=120, poll_s=0.2)
     assert first.created and first.url.startswith("http://127.0.0.1:")
     assert first.latest_ready_revision == "digits-predictor-00001"
-    result = validate_endpoint(first.url, "digits", ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx))
+    result = validate(OipRestTarget(first.url, "digits", ModelSignature.load(digits_onnx)),
+                      GoldenSet.load(digits_onnx))
     assert result.passed, result.failure_line()
 
     canary = deploy(cluster, build_inference_service(make_spec(storage_uri=published["v2"],

@@ -11,7 +11,8 @@ from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.local import triton_server
 from kfp_serve.components.signature import ModelSignature, TensorSpec
-from kfp_serve.components.validate.endpoint import validate_endpoint
+from kfp_serve.components.validate.targets import OipGrpcTarget, OipRestTarget
+from kfp_serve.components.validate.validation import validate
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,8 @@ def server(digits_repository, tmp_path_factory):
 
 
 def test_served_model_matches_the_golden_set(server, digits_onnx):
-    result = validate_endpoint(server.url, "digits", ModelSignature.load(digits_onnx),
-                               GoldenSet.load(digits_onnx), max_batch_size=5)
+    result = validate(OipRestTarget(server.url, "digits", ModelSignature.load(digits_onnx)),
+                      GoldenSet.load(digits_onnx), max_batch_size=5)
     assert result.passed, result.failure_line()
     assert len(result.request_latencies_ms) == 4  # 16 samples in requests of <= 5
     assert result.comparisons[0].max_abs_error < 1e-4
@@ -32,8 +33,8 @@ def test_served_model_matches_the_golden_set(server, digits_onnx):
 
 
 def test_the_golden_set_also_passes_over_grpc(server, digits_onnx):
-    result = validate_endpoint(server.grpc_url, "digits", ModelSignature.load(digits_onnx),
-                               GoldenSet.load(digits_onnx), max_batch_size=8, grpc=True)
+    result = validate(OipGrpcTarget(server.grpc_url, "digits", ModelSignature.load(digits_onnx)),
+                      GoldenSet.load(digits_onnx), max_batch_size=8)
     assert result.passed, result.failure_line()
     assert result.metadata_problems == [] and len(result.request_latencies_ms) == 2
     assert result.comparisons[0].max_abs_error < 1e-4
@@ -41,7 +42,7 @@ def test_the_golden_set_also_passes_over_grpc(server, digits_onnx):
 
 def test_the_load_phase_runs_over_grpc_too(server, digits_onnx):
     from kfp_serve.components.validate.load import SloGates
-    from kfp_serve.components.validate.targets import validate_target
+    from kfp_serve.components.validate.validation import validate_target
 
     meta = {"url": server.url, "grpc_url": server.grpc_url, "model_name": "digits", "protocol": "v2"}
     result = validate_target("ServingEndpoint", meta, ModelSignature.load(digits_onnx),
@@ -55,7 +56,7 @@ def test_the_load_phase_runs_over_grpc_too(server, digits_onnx):
 def test_wrong_references_fail_validation(server, digits_onnx):
     golden = GoldenSet.load(digits_onnx)
     golden.outputs["logits"] = golden.outputs["logits"] + np.float32(0.5)
-    result = validate_endpoint(server.url, "digits", ModelSignature.load(digits_onnx), golden)
+    result = validate(OipRestTarget(server.url, "digits", ModelSignature.load(digits_onnx)), golden)
     assert not result.passed
     assert result.failure_line().startswith("logits: 160/160 values exceed")
 
@@ -65,11 +66,7 @@ def test_metadata_mismatch_is_reported(server, digits_onnx):
         inputs=(TensorSpec("image", "float16", ("batch", 1, 8, 8)),),
         outputs=(TensorSpec("probs", "float32", ("batch", 10)),),
     )
-    from kfp_serve.components.validate.endpoint import _client, check_metadata
-
-    client = _client(server.url)
-    problems = check_metadata(client.get_model_metadata("digits"), signature)
-    client.close()
+    problems = OipRestTarget(server.url, "digits", signature).metadata_problems()
     assert "input 'image' is FP32, signature says FP16" in problems
     assert any(p.startswith("output 'probs' is not served") for p in problems)
     assert "server has outputs not in the signature: ['logits']" in problems
@@ -112,10 +109,10 @@ def test_missing_config_is_a_user_error(tmp_path):
 
 
 def test_load_phase_and_slo_gates(server, digits_onnx):
-    from kfp_serve.components.validate.load import SloGates, latency_svg, run_load
+    from kfp_serve.components.validate.load import SloGates, latency_svg
 
     signature, golden = ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx)
-    levels = run_load(server.url, "digits", signature, golden, [1, 4], 0.5)
+    levels = OipRestTarget(server.url, "digits", signature).load(golden, [1, 4], 0.5)
     assert [lv.concurrency for lv in levels] == [1, 4]
     assert all(lv.requests > 5 and lv.errors == 0 and lv.throughput > 0 for lv in levels)
     assert all(lv.p50_ms <= lv.p95_ms <= lv.p99_ms for lv in levels)
@@ -127,23 +124,21 @@ def test_load_phase_and_slo_gates(server, digits_onnx):
 
 
 def test_load_errors_are_measured_not_raised(server, digits_onnx):
-    from kfp_serve.components.validate.load import SloGates, run_load
+    from kfp_serve.components.validate.load import SloGates
 
     signature, golden = ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx)
-    [level] = run_load(server.url, "no_such_model", signature, golden, [2], 0.3)
+    [level] = OipRestTarget(server.url, "no_such_model", signature).load(golden, [2], 0.3)
     assert level.requests > 0 and level.error_rate == 1.0
     assert SloGates(max_error_rate=0.01).violations([level]) == [
         "error rate 100.0% at concurrency 2 exceeds 1.0%"]
     with pytest.raises(UserError, match="must each be between 1 and 256"):
-        run_load(server.url, "digits", signature, golden, [0], 0.3)
+        OipRestTarget(server.url, "digits", signature).load(golden, [0], 0.3)
 
 
 def test_html_report_renders_the_chart_and_tables(server, digits_onnx, tmp_path):
-    from kfp_serve.components.validate.load import run_load
-
     signature, golden = ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx)
-    result = validate_endpoint(server.url, "digits", signature, golden)
-    result.load = run_load(server.url, "digits", signature, golden, [1, 2], 0.3)
+    result = validate(OipRestTarget(server.url, "digits", signature), golden, load_seconds=0.3,
+                      concurrency=[1, 2])
     page = result.html()
     assert "<svg" in page and "Endpoint validation: <span class='PASSED'>PASSED" in page
     assert page.count("<table>") == 2 and "<td>logits</td>" in page

@@ -7,8 +7,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from kfp_serve.components.validate.endpoint import ValidationResult
 from kfp_serve.components.validate.load import LoadLevel
+from kfp_serve.components.validate.result import ValidationResult
 from kfp_serve.components.verify import compare_outputs
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

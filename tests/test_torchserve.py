@@ -120,7 +120,7 @@ def test_validator_speaks_kserve_v1_and_v2_to_torchserve(digits_torchscript, tmp
     from fakes.kserve_torchserve import TorchServeBehindKServe
 
     from kfp_serve.components.validate.load import SloGates
-    from kfp_serve.components.validate.targets import validate_target
+    from kfp_serve.components.validate.validation import validate_target
 
     build_archive(digits_torchscript, "torchscript", tmp_path / "ts", "digits",
                   ArchiveOptions(batch_size=4, max_batch_delay_ms=20, install_requirements=False))

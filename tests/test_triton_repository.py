@@ -19,7 +19,8 @@ from kfp_serve.components.triton.repository import (
     build_multi_model_repository,
     build_repository,
 )
-from kfp_serve.components.validate.endpoint import validate_endpoint
+from kfp_serve.components.validate.targets import OipRestTarget
+from kfp_serve.components.validate.validation import validate
 
 
 def test_torchscript_tensors_follow_the_pytorch_backend_convention(digits_torchscript, tmp_path):
@@ -47,9 +48,10 @@ def test_one_server_serves_onnx_and_torchscript_with_warmup(digits_onnx, digits_
     signature, golden = ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx)
     record = triton_server.start_server(tmp_path / "repo", "digits_onnx", "two-models")
     try:
-        onnx = validate_endpoint(record.url, "digits_onnx", signature, golden, max_batch_size=5)
-        ts = validate_endpoint(record.url, "digits_ts", signature, golden, max_batch_size=5,
-                               tensor_names={"image": "image__0", "logits": "logits__0"})
+        onnx = validate(OipRestTarget(record.url, "digits_onnx", signature), golden, max_batch_size=5)
+        ts = validate(OipRestTarget(record.url, "digits_ts", signature,
+                                    {"image": "image__0", "logits": "logits__0"}),
+                      golden, max_batch_size=5)
     finally:
         triton_server.stop_server(record)
     assert onnx.passed, onnx.failure_line()

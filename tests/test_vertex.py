@@ -15,7 +15,8 @@ from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.storage.publish import publish
-from kfp_serve.components.validate.vertex import VertexTarget, validate_vertex
+from kfp_serve.components.validate.validation import validate
+from kfp_serve.components.validate.vertex import VertexTarget
 from kfp_serve.components.vertex import client as vertex
 from kfp_serve.components.vertex.spec import (
     VertexDeploySpec,
@@ -98,9 +99,9 @@ def published_repository(gcs, digits_repository):
     return publish(digits_repository, f"gs://{bucket}/digits").uri
 
 
-def _target(api, result, model_name="digits"):
-    base = vertex.predict_base("us-central1", result.endpoint, api.url)
-    return VertexTarget(base, result.deployed_model_id, result.protocol, model_name)
+def _target(api, result, signature, model_name="digits"):
+    base = vertex.rest_url("us-central1", result.endpoint, api.url)
+    return VertexTarget(base, result.deployed_model_id, result.protocol, model_name, signature)
 
 
 def test_deploy_canary_validate_promote_and_rollback_on_triton(fake_vertex, published_repository,
@@ -109,7 +110,7 @@ def test_deploy_canary_validate_promote_and_rollback_on_triton(fake_vertex, publ
     first = vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=120, poll_s=0.2)
     assert first.traffic == {first.deployed_model_id: 100} and first.previous_traffic == {}
     assert first.protocol == "vertex-raw"
-    result = validate_vertex(_target(fake_vertex, first), signature, golden, max_batch_size=16)
+    result = validate(_target(fake_vertex, first, signature), golden, max_batch_size=16)
     assert result.passed, result.failure_line()
     assert result.samples == golden.batch_size
 
@@ -119,7 +120,7 @@ def test_deploy_canary_validate_promote_and_rollback_on_triton(fake_vertex, publ
     second = vertex.deploy(_spec(second_uri, traffic_percentage=30), fake_vertex.url, 120, 0.2)
     assert second.model == first.model and second.model_version_id == "2"  # a version, not a model
     assert second.traffic == {first.deployed_model_id: 70, second.deployed_model_id: 30}
-    canary = validate_vertex(_target(fake_vertex, second), signature, golden, max_batch_size=8)
+    canary = validate(_target(fake_vertex, second, signature), golden, max_batch_size=8)
     assert canary.passed, canary.failure_line()
 
     split = vertex.rollback("my-project", "us-central1", second.endpoint, second.deployed_model_id,
@@ -211,6 +212,6 @@ def test_torchserve_archive_is_served_and_validated_through_predict(fake_vertex,
     uploaded = fake_vertex.models[result.model.rsplit("/", 1)[-1]][0]
     assert uploaded["containerSpec"]["imageUri"].startswith("us-docker.pkg.dev/vertex-ai/prediction/pytorch-cpu")
     assert uploaded["containerSpec"]["predictRoute"] == "/predictions/model"
-    checked = validate_vertex(_target(fake_vertex, result), ModelSignature.load(digits_onnx),
-                              GoldenSet.load(digits_onnx), max_batch_size=8)
+    checked = validate(_target(fake_vertex, result, ModelSignature.load(digits_onnx)),
+                       GoldenSet.load(digits_onnx), max_batch_size=8)
     assert checked.passed, checked.failure_line()

@@ -14,13 +14,13 @@ import numpy as np
 
 from kfp_serve.components.errors import UserError, first_line
 from kfp_serve.components.export.result import ExportResult
-from kfp_serve.components.export.staging import quiet_export, staged_directory
+from kfp_serve.components.formats import FORMATS, ONNX_EXTERNAL_DATA_FILE
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature, dtype_from_onnx
+from kfp_serve.components.staging import quiet_export, staged_directory
 from kfp_serve.components.verify import verify_at_batches
 
-ONNX_FILE = "model.onnx"
-EXTERNAL_DATA_FILE = "model.onnx.data"
+ONNX_FILE = FORMATS["onnx"].file
 SUPPORTED_OPSETS = range(18, 21)
 EXPORTERS = ("dynamo", "legacy")
 # protobuf refuses messages over 2 GiB: bigger models keep their weights beside the graph
@@ -176,7 +176,7 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path, opset: int = 18,
         signature.save(staging)
         golden.save(staging)
     details = {"opset": str(opset), "exporter": exporter, "runtime": "onnxruntime (CPU)",
-               "weights": EXTERNAL_DATA_FILE if external else "inside model.onnx"}
+               "weights": ONNX_EXTERNAL_DATA_FILE if external else "inside model.onnx"}
     return ExportResult("ONNX", Path(output_dir) / ONNX_FILE, comparisons, details,
                         time.perf_counter() - started)
 

@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.formats import FORMATS, TORCH_PROGRAM_FILE
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature
 
 #: format -> (file inside its artifact folder, can a serving step take it)
-FORMATS: dict[str, tuple[str, bool]] = {
-    "eager": ("model.pt2", False),
-    "torchscript": ("model.pt", True),
-    "onnx": ("model.onnx", True),
+PROFILED: dict[str, tuple[str, bool]] = {
+    "eager": (TORCH_PROGRAM_FILE, False),
+    "torchscript": (FORMATS["torchscript"].file, True),
+    "onnx": (FORMATS["onnx"].file, True),
 }
 
 
@@ -92,7 +93,7 @@ def _runner(model_format: str, path: Path, signature: ModelSignature, threads: i
 
         module = torch.export.load(str(path)).module()
         return lambda inputs: run_eager(module, signature, inputs)
-    raise UserError(f"format {model_format!r} cannot be profiled; use one of {sorted(FORMATS)}")
+    raise UserError(f"format {model_format!r} cannot be profiled; use one of {sorted(PROFILED)}")
 
 
 def measure(model_format: str, folder: Path, batch_sizes: list[int], seconds: float,
@@ -100,7 +101,7 @@ def measure(model_format: str, folder: Path, batch_sizes: list[int], seconds: fl
     """Time one format in this process (the worker's body)."""
     signature = ModelSignature.load(folder)
     golden = GoldenSet.load(folder)
-    run = _runner(model_format, folder / FORMATS[model_format][0], signature, threads)
+    run = _runner(model_format, folder / PROFILED[model_format][0], signature, threads)
     results = []
     for batch in batch_sizes:
         inputs = batch_inputs(golden, batch)
@@ -123,9 +124,9 @@ def profile_formats(folders: dict[str, str | Path], batch_sizes: list[int],
                     seconds_per_batch: float = 2.0, threads: int = 0,
                     timeout_s: float = 600.0) -> ProfileResult:
     """Profile each ``format -> artifact folder`` in its own process and recommend one."""
-    unknown = sorted(set(folders) - set(FORMATS))
+    unknown = sorted(set(folders) - set(PROFILED))
     if unknown:
-        raise UserError(f"cannot profile {unknown}; known formats: {sorted(FORMATS)}")
+        raise UserError(f"cannot profile {unknown}; known formats: {sorted(PROFILED)}")
     if not batch_sizes or any(b < 1 for b in batch_sizes):
         raise UserError(f"batch sizes {batch_sizes} must be a non-empty list of integers >= 1")
     if seconds_per_batch <= 0:
@@ -155,7 +156,7 @@ def profile_formats(folders: dict[str, str | Path], batch_sizes: list[int],
 
 def recommend(measurements: list[Measurement]) -> str:
     """The servable format with the highest throughput at the largest profiled batch size."""
-    servable = [m for m in measurements if FORMATS[m.model_format][1]]
+    servable = [m for m in measurements if PROFILED[m.model_format][1]]
     if not servable:
         raise UserError("no servable format was profiled; include onnx or torchscript")
     largest = max(m.batch_size for m in servable)
@@ -165,13 +166,13 @@ def recommend(measurements: list[Measurement]) -> str:
 
 def _main() -> None:
     parser = argparse.ArgumentParser(description="profile one exported format (worker process)")
-    parser.add_argument("--format", required=True, choices=sorted(FORMATS))
+    parser.add_argument("--format", required=True, choices=sorted(PROFILED))
     parser.add_argument("--folder", required=True, type=Path)
     parser.add_argument("--batch-sizes", required=True)
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=0)
     args = parser.parse_args()
-    from kfp_serve.components.export.staging import quiet_export
+    from kfp_serve.components.staging import quiet_export
 
     with quiet_export():
         results = measure(args.format, args.folder, [int(b) for b in args.batch_sizes.split(",")],

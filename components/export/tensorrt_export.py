@@ -15,12 +15,14 @@ import numpy as np
 
 from kfp_serve.components.errors import InfrastructureError, UserError, first_line
 from kfp_serve.components.export.result import ExportResult
-from kfp_serve.components.export.staging import staged_directory
+from kfp_serve.components.formats import FORMATS
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import BATCH, ModelSignature
+from kfp_serve.components.staging import staged_directory
 from kfp_serve.components.verify import verify_at_batches
 
-ENGINE_FILE = "model.plan"  # the file name Triton's tensorrt_plan backend loads
+ENGINE_FILE = FORMATS["tensorrt"].file  # what Triton's tensorrt_plan backend loads
+ONNX_FILE = FORMATS["onnx"].file
 TIMING_CACHE_FILE = "timing.cache"
 PRECISIONS = ("fp32", "fp16")
 
@@ -150,7 +152,6 @@ def export_tensorrt(onnx_dir: str | Path, output_dir: str | Path, precision: str
 
     Writes ``timing.cache`` beside the engine so a later build on the same GPU is faster.
     """
-    from kfp_serve.components.export.onnx_export import ONNX_FILE
 
     if precision == "int8":
         raise UserError("int8 needs calibration data and is not supported yet; use fp16 or fp32")

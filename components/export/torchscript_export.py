@@ -10,11 +10,12 @@ import numpy as np
 
 from kfp_serve.components.errors import UserError, VerificationError, first_line
 from kfp_serve.components.export.result import ExportResult
-from kfp_serve.components.export.staging import quiet_export, staged_directory
+from kfp_serve.components.formats import FORMATS
 from kfp_serve.components.signature import ModelSignature
+from kfp_serve.components.staging import quiet_export, staged_directory
 from kfp_serve.components.verify import verify_at_batches
 
-TORCHSCRIPT_FILE = "model.pt"  # the file name Triton's pytorch_libtorch backend loads
+TORCHSCRIPT_FILE = FORMATS["torchscript"].file  # what Triton's pytorch_libtorch backend loads
 METHODS = ("trace", "script")
 
 
@@ -23,11 +24,11 @@ def run_torchscript(module: Any, signature: ModelSignature,
     """Run a TorchScript module positionally on named inputs; returns named outputs."""
     import torch
 
-    from kfp_serve.components.model_artifact import _as_output_dict
+    from kfp_serve.components.model_artifact import outputs_by_name
 
     args = tuple(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in signature.input_names)
     with torch.no_grad():
-        return _as_output_dict(module(*args), signature)
+        return outputs_by_name(module(*args), signature)
 
 
 def _trace(program: Any, signature: ModelSignature, golden) -> Any:

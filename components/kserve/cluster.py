@@ -6,13 +6,14 @@ translated here, at one boundary, into a one-line error that says whose problem 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from kfp_serve.components.cancellation import sigterm_flag
 from kfp_serve.components.errors import InfrastructureError, KfpServeError, UserError, first_line
-from kfp_serve.components.kserve.manifest import GROUP, PLURAL, VERSION
+from kfp_serve.components.kserve.manifest import GROUP, PLURAL, VERSION, InferenceServiceSpec
 
 RUNTIME_VERSION = "v1alpha1"
 INFRA_WAITING_REASONS = ("ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError")
@@ -30,7 +31,7 @@ class DeployError(KfpServeError):
 
 
 @dataclass
-class Deployed:
+class KServeDeployment:
     """The ready InferenceService, as the outputs report it."""
 
     name: str
@@ -41,6 +42,23 @@ class Deployed:
     traffic: list[dict[str, Any]] = field(default_factory=list)
     created: bool = False
     canary_url: str = ""  # the tagged URL of the latest revision, while traffic is split
+
+    def summary(self, storage_uri: str) -> str:
+        """The deployment summary (Markdown) the step's report shows."""
+        return (f"# InferenceService `{self.namespace}/{self.name}`: Ready\n\n- url: {self.url}\n"
+                f"- internal url: {self.internal_url}\n- revision: {self.latest_ready_revision}\n"
+                f"- traffic: {json.dumps(self.traffic)}\n- storageUri: {storage_uri}\n")
+
+    def artifact_metadata(self, spec: InferenceServiceSpec, published: dict[str, Any]) -> dict[str, Any]:
+        """The KServeInferenceService artifact's metadata: what validation, promote and rollback
+        read (``published`` is the PublishedVersion's metadata: model name, tensor names)."""
+        return {"name": self.name, "namespace": self.namespace, "url": self.url,
+                "internal_url": self.internal_url,
+                "latest_ready_revision": self.latest_ready_revision, "traffic": self.traffic,
+                "canary_url": self.canary_url, "storage_uri": spec.storage_uri,
+                "model_name": published.get("model_name", self.name),
+                "tensor_names": published.get("tensor_names", {}),
+                "protocol": spec.protocol_version}
 
 
 def api_client(host: str | None = None, token: str | None = None):
@@ -233,7 +251,7 @@ class KServeCluster:
             raise translate(err, f"deleting InferenceService {name!r}") from err
 
     # -- waiting ------------------------------------------------------------------------
-    def wait_ready(self, name: str, timeout_s: float, poll_s: float = 2.0) -> Deployed:
+    def wait_ready(self, name: str, timeout_s: float, poll_s: float = 2.0) -> KServeDeployment:
         """Poll until Ready for the current generation; fail fast on terminal failures.
 
         SIGTERM (pipeline cancellation) stops the wait with an InfrastructureError.
@@ -354,22 +372,31 @@ def _terminal_failure(status: dict) -> str:
     return ""
 
 
-def _deployed(isvc: dict) -> Deployed:
+def _deployed(isvc: dict) -> KServeDeployment:
     status = isvc.get("status", {})
     predictor = status.get("components", {}).get("predictor", {})
     url = status.get("url") or status.get("address", {}).get("url", "")
     traffic = predictor.get("traffic", [])
     canary_url = next((t.get("url", "") for t in traffic
                        if t.get("latestRevision") and t.get("tag") and t.get("percent", 100) < 100), "")
-    return Deployed(isvc["metadata"]["name"], isvc["metadata"]["namespace"], url,
+    return KServeDeployment(isvc["metadata"]["name"], isvc["metadata"]["namespace"], url,
                     status.get("address", {}).get("url", url),
                     predictor.get("latestReadyRevision", ""), traffic, canary_url=canary_url)
 
 
-def set_canary(service: dict, percent: int | None, timeout_s: float,
-               api_host: str | None = None) -> Deployed:
-    """Promote (``percent=None``: all traffic to the latest revision) or roll back (``0``) the
-    InferenceService described by ``service`` (``name``, ``namespace``), then wait for Ready."""
+def promote(service: dict, timeout_s: float, api_host: str | None = None) -> KServeDeployment:
+    """All traffic to the latest revision of the InferenceService described by ``service`` (a
+    KServeInferenceService artifact's metadata), then wait for Ready."""
+    return _set_canary(service, None, timeout_s, api_host)
+
+
+def rollback(service: dict, timeout_s: float, api_host: str | None = None) -> KServeDeployment:
+    """0 % to the latest revision, all traffic back to the previous one, then wait for Ready."""
+    return _set_canary(service, 0, timeout_s, api_host)
+
+
+def _set_canary(service: dict, percent: int | None, timeout_s: float,
+                api_host: str | None = None) -> KServeDeployment:
     name = service["name"]
     cluster = KServeCluster(api_client(api_host), service["namespace"])
     cluster.patch_predictor(name, {"canaryTrafficPercent": percent})
@@ -379,7 +406,7 @@ def set_canary(service: dict, percent: int | None, timeout_s: float,
 
 
 def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
-           keep_failed: bool = False, poll_s: float = 2.0) -> Deployed:
+           keep_failed: bool = False, poll_s: float = 2.0) -> KServeDeployment:
     """Preflight, apply, wait for Ready. On failure raise DeployError with diagnostics, and
     delete an InferenceService this call created unless ``keep_failed``."""
     name = manifest["metadata"]["name"]

@@ -87,19 +87,20 @@ def deploy_kserve(
         report: The deployment summary.
         url: The URL clients call.
     """
-    import json
     from collections import namedtuple
 
-    from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components.artifacts import expect_published, mark
     from kfp_serve.components.kserve.cluster import DeployError, KServeCluster, api_client, deploy
-    from kfp_serve.components.kserve.manifest import InferenceServiceSpec, build_inference_service
+    from kfp_serve.components.kserve.manifest import (
+        DEFAULT_MODEL_FORMATS,
+        InferenceServiceSpec,
+        build_inference_service,
+    )
 
-    expect(model, "PublishedVersion")
-    content = model.metadata.get("content_kind")
-    defaults = {"TritonRepository": "triton", "TorchServeArchive": "pytorch"}
-    fmt = model_format or defaults.get(content, "triton")
+    content = expect_published(model, *DEFAULT_MODEL_FORMATS)
     spec = InferenceServiceSpec(
-        name=name, namespace=namespace, storage_uri=model.metadata["uri"], model_format=fmt,
+        name=name, namespace=namespace, storage_uri=model.metadata["uri"],
+        model_format=model_format or DEFAULT_MODEL_FORMATS[content],
         protocol_version=protocol_version, runtime=runtime, service_account=service_account,
         cpu=cpu or None, memory=memory or None, gpus=gpus, node_selector=node_selector or {},
         tolerations=tolerations or [], min_replicas=min_replicas,
@@ -109,24 +110,17 @@ def deploy_kserve(
         canary_traffic_percent=canary_traffic_percent, labels=labels or {},
         annotations=annotations or {}, override=override or {},
     )
-    manifest = build_inference_service(spec)
     cluster = KServeCluster(api_client(api_host), namespace)
     try:
-        result = deploy(cluster, manifest, timeout_s=ready_timeout_s, keep_failed=keep_failed)
+        result = deploy(cluster, build_inference_service(spec), timeout_s=ready_timeout_s,
+                        keep_failed=keep_failed)
     except DeployError as err:
         print(err.diagnostics)
         raise err.cause from err
-    summary = (f"# InferenceService `{namespace}/{name}`: Ready\n\n- url: {result.url}\n"
-               f"- internal url: {result.internal_url}\n- revision: {result.latest_ready_revision}\n"
-               f"- traffic: {json.dumps(result.traffic)}\n- storageUri: {spec.storage_uri}\n")
+    summary = result.summary(spec.storage_uri)
     with open(report.path, "w") as handle:
         handle.write(summary)
-    mark(inference_service, "KServeInferenceService", name=name, namespace=namespace,
-         url=result.url, internal_url=result.internal_url,
-         latest_ready_revision=result.latest_ready_revision, traffic=result.traffic,
-         canary_url=result.canary_url,
-         storage_uri=spec.storage_uri, model_name=model.metadata.get("model_name", name),
-         tensor_names=model.metadata.get("tensor_names", {}), protocol=protocol_version)
+    mark(inference_service, "KServeInferenceService", **result.artifact_metadata(spec, model.metadata))
     inference_service.uri = result.url or inference_service.uri
     print(summary)
     return namedtuple("Outputs", ["url"])(result.url)
@@ -149,10 +143,10 @@ def promote_kserve(
         The revision that now takes all traffic.
     """
     from kfp_serve.components.artifacts import expect
-    from kfp_serve.components.kserve.cluster import set_canary
+    from kfp_serve.components.kserve.cluster import promote
 
     expect(inference_service, "KServeInferenceService")
-    return set_canary(inference_service.metadata, None, ready_timeout_s, api_host).latest_ready_revision
+    return promote(inference_service.metadata, ready_timeout_s, api_host).latest_ready_revision
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
@@ -172,10 +166,10 @@ def rollback_kserve(
         The URL, now serving the previous revision.
     """
     from kfp_serve.components.artifacts import expect
-    from kfp_serve.components.kserve.cluster import set_canary
+    from kfp_serve.components.kserve.cluster import rollback
 
     expect(inference_service, "KServeInferenceService")
-    return set_canary(inference_service.metadata, 0, ready_timeout_s, api_host).url
+    return rollback(inference_service.metadata, ready_timeout_s, api_host).url
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)

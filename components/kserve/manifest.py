@@ -13,6 +13,8 @@ GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 MODEL_FORMATS = ("triton", "onnx", "pytorch", "tensorrt")
+#: the modelFormat a published artifact is served with when none is asked for
+DEFAULT_MODEL_FORMATS = {"TritonRepository": "triton", "TorchServeArchive": "pytorch"}
 PROTOCOLS = ("v1", "v2", "grpc-v2")
 DEPLOYMENT_MODES = ("Serverless", "RawDeployment")
 SCALE_METRICS = ("cpu", "memory", "concurrency", "rps")

@@ -36,15 +36,12 @@ def deploy_local(
     """
     import json
 
-    from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components.artifacts import expect, expect_published, mark
     from kfp_serve.components.local.triton_server import hold_while_serving, start_server
 
     kind = expect(repository, "TritonRepository", "PublishedVersion")
-    if kind == "PublishedVersion" and repository.metadata.get("content_kind") != "TritonRepository":
-        from kfp_serve.components.errors import UserError
-
-        raise UserError(f"{repository.uri} holds a {repository.metadata.get('content_kind')!r},"
-                        " not a TritonRepository")
+    if kind == "PublishedVersion":
+        expect_published(repository, "TritonRepository")
     # Ports are plain ints (0 = any free port): kfp.local 2.17.3 crashes on Optional[int] = None.
     record = start_server(repository.metadata["uri"] if kind == "PublishedVersion" else repository.path,
                           repository.metadata["model_name"], deployment,

@@ -220,7 +220,7 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
     )
     record.save(root)
     try:
-        wait_until_ready(record, timeout_s, process)
+        wait_for_model(record, timeout_s, process)
     except BaseException:
         stop_server(record)
         raise
@@ -237,13 +237,14 @@ def _get_status(url: str) -> int | None:
         return None
 
 
-def wait_until_ready(record: LocalDeployment, timeout_s: float,
-                     process: subprocess.Popen | None = None) -> None:
+def wait_for_model(record: LocalDeployment, timeout_s: float,
+                   process: subprocess.Popen | None = None) -> None:
     """Poll server and model readiness; raise with the server's state and log tail on failure."""
-    deadline = time.monotonic() + timeout_s
+    from kfp_serve.components.polling import poll
+
     model_url = f"{record.url}/v2/models/{record.model_name}/ready"
-    last = "no answer yet"
-    while time.monotonic() < deadline:
+
+    def check() -> tuple[bool | None, str]:
         if process is not None and process.poll() is not None:
             raise InfrastructureError(
                 f"tritonserver exited with code {process.returncode} before the model was ready;"
@@ -251,14 +252,10 @@ def wait_until_ready(record: LocalDeployment, timeout_s: float,
             )
         server = _get_status(f"{record.url}/v2/health/live")
         model = _get_status(model_url) if server == 200 else None
-        if model == 200:
-            return
-        last = f"server live={server}, model ready={model}"
-        time.sleep(0.25)
-    raise InfrastructureError(
-        f"model {record.model_name!r} not ready after {timeout_s:.0f}s ({last});"
-        f" log tail: {log_tail(record.log_path)}"
-    )
+        return (True if model == 200 else None), f"server live={server}, model ready={model}"
+
+    poll(check, timeout_s, f"model {record.model_name!r} not ready", interval_s=0.25,
+         detail=lambda: f"log tail: {log_tail(record.log_path)}")
 
 
 _GLOG_ERROR = re.compile(r'^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "?(?P<message>.*?)"?$')

@@ -11,12 +11,12 @@ import os
 import signal
 import socket
 import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.errors import InfrastructureError, UserError, first_line
+from kfp_serve.components.polling import poll
 
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 
@@ -81,16 +81,19 @@ def start_emulator(root: str | Path, timeout_s: float = 15.0) -> GcsEmulator:
     )
     log.close()
     emulator = GcsEmulator(url, process.pid, root, process)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def check() -> tuple[GcsEmulator | None, str]:
         if process.poll() is not None:
             tail = (root / "fake-gcs-server.log").read_text(errors="replace").strip()[-300:]
             raise InfrastructureError(f"fake-gcs-server exited with {process.returncode}: {tail}")
         try:
             with urllib.request.urlopen(f"{url}/storage/v1/b", timeout=1) as response:
-                if response.status == 200:
-                    return emulator
-        except OSError:
-            time.sleep(0.1)
-    emulator.stop()
-    raise InfrastructureError(f"fake-gcs-server did not answer on {url} within {timeout_s:.0f}s")
+                return (emulator if response.status == 200 else None), f"HTTP {response.status}"
+        except OSError as err:
+            return None, f"no answer ({first_line(err)})"
+
+    try:
+        return poll(check, timeout_s, f"fake-gcs-server did not answer on {url}", interval_s=0.1)
+    except BaseException:
+        emulator.stop()
+        raise

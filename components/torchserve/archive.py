@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kfp_serve.components.errors import UserError, first_line
+from kfp_serve.components.formats import FORMATS
 from kfp_serve.components.signature import SIGNATURE_FILE, ModelSignature
 
 DEFAULT_HANDLER = Path(__file__).parent / "handler.py"
-MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
+MODEL_FILES = {f.name: f.file for f in FORMATS.values() if f.torchserve}
 ENVELOPES = ("", "kserve", "kservev2")
 
 
@@ -104,7 +105,7 @@ def build_archive(model_dir: str | Path, model_format: str, output_dir: str | Pa
     from model_archiver import ModelArchiver, ModelArchiverConfig
     from model_archiver.model_archiver_error import ModelArchiverError
 
-    from kfp_serve.components.export.staging import staged_directory
+    from kfp_serve.components.staging import staged_directory
     from kfp_serve.components.triton.config import validate_model_name
 
     validate_model_name(model_name)

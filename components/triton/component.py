@@ -45,11 +45,12 @@ def build_triton_repository(
             tensor names and the signature.
     """
     from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components.formats import EXPORTED_KINDS, format_of_kind
     from kfp_serve.components.signature import ModelSignature
-    from kfp_serve.components.triton.config import KIND_FORMATS, TritonModelOptions
+    from kfp_serve.components.triton.config import TritonModelOptions
     from kfp_serve.components.triton.repository import build_repository
 
-    kind = expect(model, "OnnxModel", "TorchScriptModel", "TensorRTModel")
+    model_format = format_of_kind(expect(model, *EXPORTED_KINDS)).name
     options = TritonModelOptions(
         max_batch_size=max_batch_size,
         preferred_batch_sizes=tuple(int(s) for s in preferred_batch_sizes or ()),
@@ -59,8 +60,8 @@ def build_triton_repository(
         version_policy=version_policy,
         warmup=warmup,
     )
-    result = build_repository(model.path, KIND_FORMATS[kind], repository.path, model_name, options)
+    result = build_repository(model.path, model_format, repository.path, model_name, options)
     mark(repository, "TritonRepository", model_name=result.model_name, version=result.version,
-         model_format=KIND_FORMATS[kind], max_batch_size=max_batch_size,
+         model_format=model_format, max_batch_size=max_batch_size,
          tensor_names=result.tensor_names, signature=ModelSignature.load(model.path).to_dict())
     print(result.config_text)

@@ -8,17 +8,11 @@ from dataclasses import dataclass, field
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from kfp_serve.components import formats
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.signature import ModelSignature, TensorSpec, triton_config_dtype
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-PLATFORMS = {
-    "onnx": ("onnxruntime_onnx", "onnxruntime", "model.onnx"),
-    "torchscript": ("pytorch_libtorch", "pytorch", "model.pt"),
-    "tensorrt": ("tensorrt_plan", "tensorrt", "model.plan"),
-}
-#: artifact kind -> model format
-KIND_FORMATS = {"OnnxModel": "onnx", "TorchScriptModel": "torchscript", "TensorRTModel": "tensorrt"}
 _POLICY = re.compile(r"^(latest(:\d+)?|all|specific:\d+(,\d+)*)$")
 
 
@@ -88,8 +82,7 @@ def build_config(name: str, model_format: str, signature: ModelSignature,
     shapes in ``warmup_shapes`` with a batch of 1) through each instance before it is ready.
     """
     validate_model_name(name)
-    if model_format not in PLATFORMS:
-        raise UserError(f"model format {model_format!r} is not supported; use {sorted(PLATFORMS)}")
+    served = formats.model_format(model_format)
     if options.max_batch_size < 0:
         raise UserError("max_batch_size must be >= 0 (0 turns batching off)")
     if options.max_batch_size > 0 and not signature.batched:
@@ -108,13 +101,12 @@ def build_config(name: str, model_format: str, signature: ModelSignature,
         )
     if options.instance_count < 1:
         raise UserError("instance_count must be >= 1")
-    platform, backend, filename = PLATFORMS[model_format]
     config = mc.ModelConfig(
         name=name,
-        platform=platform,
-        backend=backend,
+        platform=served.triton_platform,
+        backend=served.triton_backend,
         max_batch_size=options.max_batch_size,
-        default_model_filename=filename,
+        default_model_filename=served.file,
         version_policy=parse_version_policy(options.version_policy),
     )
     batched = options.max_batch_size > 0

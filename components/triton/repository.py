@@ -6,11 +6,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from kfp_serve.components import formats
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.triton.config import (
-    PLATFORMS,
     TritonModelOptions,
     build_config,
     served_names,
@@ -46,8 +46,7 @@ class RepositoryResult:
 
 def check_model_file(model_dir: Path, model_format: str, signature: ModelSignature) -> None:
     """The file exists and agrees with the signature (ONNX graph I/O; TorchScript outputs)."""
-    filename = PLATFORMS[model_format][2]
-    path = model_dir / filename
+    path = model_dir / formats.model_format(model_format).file
     if not path.is_file():
         raise UserError(f"{path} is missing; pass the {model_format} export's artifact")
     if model_format == "onnx":
@@ -62,8 +61,8 @@ def _check_torchscript(path: Path, signature: ModelSignature, golden: GoldenSet)
     import torch
 
     from kfp_serve.components.errors import first_line
-    from kfp_serve.components.export.staging import quiet_export
     from kfp_serve.components.export.torchscript_export import run_torchscript
+    from kfp_serve.components.staging import quiet_export
 
     try:
         with quiet_export():
@@ -96,8 +95,7 @@ def build_multi_model_repository(entries: list[ModelEntry],
     against the model file before anything is written; the repository appears at
     ``repository_dir`` only once complete.
     """
-    from kfp_serve.components.export.onnx_export import EXTERNAL_DATA_FILE
-    from kfp_serve.components.export.staging import staged_directory
+    from kfp_serve.components.staging import staged_directory
 
     if not entries:
         raise UserError("a repository needs at least one model")
@@ -108,8 +106,7 @@ def build_multi_model_repository(entries: list[ModelEntry],
     for entry in entries:
         if entry.version < 1:
             raise UserError(f"version {entry.version} must be >= 1 (Triton version folders are 1, 2, ...)")
-        if entry.model_format not in PLATFORMS:
-            raise UserError(f"model format {entry.model_format!r} is not supported; use {sorted(PLATFORMS)}")
+        formats.model_format(entry.model_format)
         signature = ModelSignature.load(entry.model_dir)
         golden = GoldenSet.load(entry.model_dir)
         sample = golden.slice(0, 1)
@@ -122,11 +119,11 @@ def build_multi_model_repository(entries: list[ModelEntry],
             model_root = staging / entry.name
             version_dir = model_root / str(entry.version)
             version_dir.mkdir(parents=True)
-            filename = PLATFORMS[entry.model_format][2]
+            filename = formats.model_format(entry.model_format).file
             shutil.copy2(entry.model_dir / filename, version_dir / filename)
-            external = entry.model_dir / EXTERNAL_DATA_FILE
+            external = entry.model_dir / formats.ONNX_EXTERNAL_DATA_FILE
             if entry.model_format == "onnx" and external.is_file():  # weights of models > 2 GiB
-                shutil.copy2(external, version_dir / EXTERNAL_DATA_FILE)
+                shutil.copy2(external, version_dir / formats.ONNX_EXTERNAL_DATA_FILE)
             if entry.options.warmup:
                 (model_root / "warmup").mkdir()
                 for name, value in sample.inputs.items():

@@ -65,7 +65,7 @@ def validate_endpoint(
     from kfp_serve.components.golden import GoldenSet
     from kfp_serve.components.signature import ModelSignature
     from kfp_serve.components.validate.load import SloGates
-    from kfp_serve.components.validate.targets import validate_target
+    from kfp_serve.components.validate.validation import validate_target
 
     kind = expect(endpoint, "ServingEndpoint", "KServeInferenceService", "VertexEndpoint")
     expect(model, "OnnxModel", "TorchScriptModel", "TensorRTModel", "TorchModel")
@@ -75,17 +75,8 @@ def validate_endpoint(
         load_seconds=load_seconds, concurrency=[int(c) for c in concurrency],
         gates=SloGates(max_p95_latency_ms, min_throughput, max_error_rate), transport=transport,
     )
-    for level in result.load:
-        metrics.log_metric(f"c{level.concurrency}_p95_ms", round(level.p95_ms, 3))
-        metrics.log_metric(f"c{level.concurrency}_throughput", round(level.throughput, 1))
-        metrics.log_metric(f"c{level.concurrency}_error_rate", round(level.error_rate, 4))
-    for c in result.comparisons:
-        metrics.log_metric(f"{c.name}_max_abs_error", c.max_abs_error)
-        metrics.log_metric(f"{c.name}_max_rel_error", c.max_rel_error)
-    if result.request_latencies_ms:
-        latencies = sorted(result.request_latencies_ms)
-        metrics.log_metric("median_request_latency_ms", round(latencies[len(latencies) // 2], 3))
-    metrics.log_metric("passed", 1 if result.passed else 0)
+    for name, value in result.metrics().items():
+        metrics.log_metric(name, value)
     with open(report.path, "w") as handle:
         handle.write(result.markdown())
     with open(html_report.path, "w") as handle:

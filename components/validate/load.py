@@ -1,21 +1,19 @@
-"""A bounded load phase against a live v2 endpoint: latency percentiles, throughput, errors.
+"""A bounded load phase against a live endpoint: latency percentiles, throughput, errors.
 
-Each concurrency level runs that many clients (one keep-alive HTTP connection each) for a fixed
-time, sending golden samples round-robin; loops are bounded in time and count. The clients are
-spread over one worker process per core (threads within each), so the GIL does not cap the
-rate. Request
-bodies are encoded once, up front, and responses are only status-checked (the golden phase
-already checked the numbers), so the generator spends its time on the wire, not in Python.
+Each concurrency level runs that many clients (one keep-alive HTTP connection, or one gRPC
+client, each) for a fixed time, sending golden samples round-robin; loops are bounded in time
+and count. HTTP clients are spread over one worker process per core (threads within each), so
+the GIL does not cap the rate. Request bodies are encoded once, up front, and responses are only
+status-checked (the golden phase already checked the numbers), so the generator spends its time
+on the wire, not in Python. Targets (:mod:`kfp_serve.components.validate.targets`) call it.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
-from http.client import HTTPConnection, HTTPSConnection
-from urllib.parse import urlparse
+from http.client import HTTPConnection
 
 import numpy as np
 
@@ -76,22 +74,6 @@ def check_levels(concurrency: list[int], seconds: float) -> None:
         raise UserError(f"concurrency levels {concurrency} must each be between 1 and 256")
     if seconds <= 0:
         raise UserError("load seconds must be > 0")
-
-
-def run_load(url: str, model_name: str, signature: ModelSignature, golden: GoldenSet,
-             concurrency: list[int], seconds: float,
-             tensor_names: dict[str, str] | None = None) -> list[LoadLevel]:
-    """Run each concurrency level for ``seconds``; single-sample requests from the golden set."""
-    check_levels(concurrency, seconds)
-    parsed = urlparse(url if "://" in url else f"http://{url}")
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise UserError(f"endpoint URL {url!r} is not valid; use http://HOST:PORT")
-    path = f"{parsed.path.rstrip('/')}/v2/models/{model_name}/infer"
-    bodies = [request_body(signature, golden.slice(i, i + 1).inputs, tensor_names)
-              for i in range(golden.batch_size)]
-    connection = HTTPSConnection if parsed.scheme == "https" else HTTPConnection
-    return run_requests(lambda: connection(parsed.netloc, timeout=60), path, bodies,
-                        {"Content-Type": "application/json"}, concurrency, seconds)
 
 
 def run_requests(make_connection, path: str, bodies: list[bytes], headers: dict[str, str],
@@ -212,20 +194,6 @@ def run_load_grpc(grpc_url: str, model_name: str, signature: ModelSignature, gol
 
     return [_Level(clients, seconds, fork=False).run(
         lambda: grpcclient.InferenceServerClient(target), send) for clients in concurrency]
-
-
-def request_body(signature: ModelSignature, inputs: dict[str, np.ndarray],
-                 tensor_names: dict[str, str] | None = None) -> bytes:
-    """An Open Inference Protocol v2 JSON request for named inputs."""
-    from kfp_serve.components.signature import protocol_dtype
-
-    served = (tensor_names or {}).get
-    return json.dumps({
-        "inputs": [{"name": served(s.name, s.name), "shape": list(inputs[s.name].shape),
-                    "datatype": protocol_dtype(s.dtype), "data": inputs[s.name].reshape(-1).tolist()}
-                   for s in signature.inputs],
-        "outputs": [{"name": served(n, n)} for n in signature.output_names],
-    }).encode()
 
 
 class _Level:

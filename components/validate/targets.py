@@ -1,73 +1,255 @@
-"""One entry point for every kind of endpoint artifact: golden-set check, load phase, SLO gates."""
+"""The endpoints the validator calls, one small object per protocol behind one interface.
+
+Every target waits for readiness, reports what the server's metadata says (or None where the
+protocol has no metadata API), runs one inference on named inputs and drives a load phase. The
+golden loop and the verdict (:mod:`kfp_serve.components.validate.validation`) are written once,
+against :class:`Target`.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Protocol
 
-from kfp_serve.components.errors import UserError
+import numpy as np
+
+from kfp_serve.components.errors import InfrastructureError, UserError, first_line
 from kfp_serve.components.golden import GoldenSet
-from kfp_serve.components.signature import ModelSignature
-from kfp_serve.components.validate.endpoint import ValidationResult
-from kfp_serve.components.validate.load import SloGates, run_load, run_requests
+from kfp_serve.components.polling import poll
+from kfp_serve.components.signature import ModelSignature, protocol_dtype
+from kfp_serve.components.validate.http import HttpEndpoint, answer_error
+from kfp_serve.components.validate.load import LoadLevel, run_load_grpc, run_requests
+from kfp_serve.components.validate.tensors import (
+    Codec,
+    Instances,
+    OipJson,
+    check_metadata,
+    served_names,
+)
 
 
-def validate_target(kind: str, metadata: dict[str, Any], signature: ModelSignature,
-                    golden: GoldenSet, atol: float, rtol: float, max_batch_size: int,
-                    ready_timeout_s: float, load_seconds: float, concurrency: list[int],
-                    gates: SloGates, transport: str = "rest") -> ValidationResult:
-    """Validate the endpoint an artifact of ``kind`` describes (its ``metadata``).
+class Target(Protocol):
+    """One endpoint under test."""
+
+    signature: ModelSignature
+    model_name: str
+    description: str  # where, as the report names it
+    #: how names/dtypes/shapes were checked where the server publishes no metadata
+    response_check_note: str
+
+    def wait_ready(self, timeout_s: float) -> None: ...
+
+    def metadata_problems(self) -> list[str] | None:
+        """Problems in the served metadata; None where the server publishes none."""
+        ...
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Outputs by signature name, and the problems seen in the response."""
+        ...
+
+    def load(self, golden: GoldenSet, concurrency: list[int], seconds: float) -> list[LoadLevel]: ...
+
+    def close(self) -> None: ...
+
+
+class HttpTarget:
+    """A target reached by JSON over HTTP: requests encoded by a codec, posted to one path. The
+    load phase sends the same encoded single-sample requests."""
+
+    response_check_note = "names, dtypes and shapes were checked on every response"
+
+    def __init__(self, url: str, model_name: str, signature: ModelSignature, codec: Codec):
+        self.endpoint = HttpEndpoint.parse(url)
+        self.model_name, self.signature, self.codec = model_name, signature, codec
+        self.description = self.endpoint.url
+        self._connection = None
+
+    infer_path = ""
+
+    def headers(self) -> dict[str, str]:
+        return {"Content-Type": "application/json"}
+
+    def post(self, body: bytes) -> dict[str, Any]:
+        """POST one request on a kept-alive connection; the parsed answer."""
+        if self._connection is None:
+            self._connection = self.endpoint.connection()
+        status, data, _ = self.endpoint.call(self._connection, "POST", self.infer_path, body,
+                                             self.headers())
+        if status != 200:
+            raise answer_error(status, data, f"{self.infer_path} on {self.endpoint.netloc}")
+        return json.loads(data)
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+        return self.codec.decode(self.post(self.codec.encode(inputs)))
+
+    def load(self, golden: GoldenSet, concurrency: list[int], seconds: float) -> list[LoadLevel]:
+        bodies = [self.codec.encode(golden.slice(i, i + 1).inputs) for i in range(golden.batch_size)]
+        return run_requests(self.endpoint.connection, self.infer_path, bodies, self.headers(),
+                            concurrency, seconds)
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class OipRestTarget(HttpTarget):
+    """An Open Inference Protocol v2 server over REST: Triton, KServe v2 runtimes."""
+
+    response_check_note = ("the server publishes no tensor metadata: names, dtypes and shapes"
+                           " were checked on every response")
+
+    def __init__(self, url: str, model_name: str, signature: ModelSignature,
+                 tensor_names: dict[str, str] | None = None):
+        super().__init__(url, model_name, signature, OipJson(signature, tensor_names))
+        self.tensor_names = tensor_names
+        self.model_path = f"{self.endpoint.prefix}/v2/models/{model_name}"
+        self.infer_path = f"{self.model_path}/infer"
+
+    def wait_ready(self, timeout_s: float) -> None:
+        def check() -> tuple[bool | None, str]:
+            try:
+                server, _ = self.endpoint.get_json(f"{self.endpoint.prefix}/v2/health/ready")
+                model = self.endpoint.get_json(f"{self.model_path}/ready")[0] if server == 200 else None
+            except InfrastructureError as err:  # refused/reset while the server starts
+                return None, f"unreachable ({err})"
+            return (True if model == 200 else None), (f"server ready={server == 200},"
+                                                      f" model {self.model_name!r} ready={model == 200}")
+
+        poll(check, timeout_s, "endpoint not ready")
+
+    def metadata_problems(self) -> list[str] | None:
+        status, metadata = self.endpoint.get_json(self.model_path)
+        if status != 200 or not isinstance(metadata, dict):
+            raise answer_error(status, str(metadata).encode(), f"metadata of {self.model_name!r}")
+        # KServe's TorchServe wrapper and some custom servers publish no tensor metadata
+        if not (metadata.get("inputs") or metadata.get("outputs")):
+            return None
+        return check_metadata(metadata, self.signature, self.tensor_names)
+
+
+class KServeV1Target(HttpTarget):
+    """KServe v1 (KServe's TorchServe runtime, sklearn/xgboost servers): ``GET
+    /v1/models/<name>`` for readiness, ``:predict`` with instances; no metadata API."""
+
+    response_check_note = "KServe v1 has no metadata API: output shapes were checked on every response"
+
+    def __init__(self, url: str, model_name: str, signature: ModelSignature):
+        super().__init__(url, model_name, signature, Instances(signature))
+        self.model_path = f"{self.endpoint.prefix}/v1/models/{model_name}"
+        self.infer_path = f"{self.model_path}:predict"
+
+    def wait_ready(self, timeout_s: float) -> None:
+        def check() -> tuple[bool | None, str]:
+            try:
+                status, body = self.endpoint.get_json(self.model_path)
+            except InfrastructureError as err:
+                return None, f"unreachable ({err})"
+            ready = status == 200 and isinstance(body, dict) and body.get("ready") in (True, "True")
+            return (True if ready else None), f"HTTP {status}: {str(body)[:200]}"
+
+        poll(check, timeout_s, f"model {self.model_name!r} not ready at {self.endpoint.url}")
+
+    def metadata_problems(self) -> list[str] | None:
+        return None
+
+
+class OipGrpcTarget:
+    """An Open Inference Protocol v2 server over gRPC (tritonclient, protobuf tensors)."""
+
+    response_check_note = OipRestTarget.response_check_note
+
+    def __init__(self, url: str, model_name: str, signature: ModelSignature,
+                 tensor_names: dict[str, str] | None = None):
+        import tritonclient.grpc as grpcclient
+
+        target = url.split("://", 1)[-1].rstrip("/")
+        if not target or "/" in target:
+            raise UserError(f"gRPC endpoint {url!r} is not valid; use HOST:PORT")
+        self.address, self.model_name, self.signature = target, model_name, signature
+        self.tensor_names = tensor_names
+        self.served = served_names(signature, tensor_names)
+        self.codec = OipJson(signature, tensor_names)
+        self.description = url
+        self.client = grpcclient.InferenceServerClient(target, ssl=url.startswith("grpcs://"))
+
+    def wait_ready(self, timeout_s: float) -> None:
+        def check() -> tuple[bool | None, str]:
+            try:
+                server = self.client.is_server_ready()
+                model = server and self.client.is_model_ready(self.model_name)
+            except Exception as err:  # unavailable while the server starts
+                return None, f"unreachable ({type(err).__name__}: {first_line(err)})"
+            return (True if model else None), (f"server ready={server},"
+                                               f" model {self.model_name!r} ready={model}")
+
+        poll(check, timeout_s, "endpoint not ready")
+
+    def metadata_problems(self) -> list[str] | None:
+        metadata = self.client.get_model_metadata(self.model_name, as_json=True)
+        if not (metadata.get("inputs") or metadata.get("outputs")):
+            return None
+        return check_metadata(metadata, self.signature, self.tensor_names)
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        request = []
+        for spec in self.signature.inputs:
+            tensor = grpcclient.InferInput(self.served[spec.name], list(inputs[spec.name].shape),
+                                           protocol_dtype(spec.dtype))
+            tensor.set_data_from_numpy(inputs[spec.name])
+            request.append(tensor)
+        outputs = [grpcclient.InferRequestedOutput(self.served[n]) for n in self.signature.output_names]
+        try:
+            result = self.client.infer(self.model_name, request, outputs=outputs)
+        except InferenceServerException as err:
+            raise InfrastructureError(f"inference request to {self.model_name!r} failed: {err}") from err
+        # decoded as the JSON codec decodes (its "data" may be an array): one check of names,
+        # datatypes and shapes for every protocol
+        response = result.get_response(as_json=True)
+        payload = {"outputs": [{**o, "data": result.as_numpy(o["name"])}
+                               for o in response.get("outputs", [])]}
+        return self.codec.decode(payload)
+
+    def load(self, golden: GoldenSet, concurrency: list[int], seconds: float) -> list[LoadLevel]:
+        return run_load_grpc(self.address, self.model_name, self.signature, golden, concurrency,
+                             seconds, self.tensor_names)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def target_for(kind: str, metadata: dict[str, Any], signature: ModelSignature,
+               transport: str = "rest") -> Target:
+    """The target an endpoint artifact of ``kind`` describes (its ``metadata``).
 
     ``ServingEndpoint`` / ``KServeInferenceService``: an Open Inference Protocol v2 server (a
     KServe canary is called through its tagged URL, so the canary itself is checked); with
-    ``transport="grpc"`` (or a ``grpc-v2`` InferenceService) the golden set and the load phase
-    go over gRPC.
-    ``protocol: v1`` in the metadata: KServe v1 (e.g. KServe's TorchServe runtime).
-    ``VertexEndpoint``: the deployed model under test, through rawPredict or predict.
+    ``transport="grpc"`` (or a ``grpc-v2`` InferenceService) over gRPC. ``protocol: v1`` in the
+    metadata: KServe v1. ``VertexEndpoint``: the deployed model under test, through rawPredict
+    or predict.
     """
-    tensor_names = metadata.get("tensor_names") or None
     if transport not in ("rest", "grpc"):
         raise UserError(f"transport {transport!r} is not rest or grpc")
-    grpc = transport == "grpc" or metadata.get("protocol") == "grpc-v2"
-    if grpc and (kind == "VertexEndpoint" or metadata.get("protocol") == "v1"):
+    protocol = metadata.get("protocol")
+    grpc = transport == "grpc" or protocol == "grpc-v2"
+    if grpc and (kind == "VertexEndpoint" or protocol == "v1"):
         raise UserError("gRPC validation needs an Open Inference Protocol v2 server; this endpoint"
                         " is called over REST (transport=rest)")
+    tensor_names = metadata.get("tensor_names") or None
     if kind == "VertexEndpoint":
-        from kfp_serve.components.validate.vertex import VertexTarget, access_token, validate_vertex
+        from kfp_serve.components.validate.vertex import VertexTarget, access_token
 
-        target = VertexTarget(metadata["predict_base"], metadata["deployed_model_id"],
-                              metadata["protocol"], metadata["model_name"],
-                              access_token(metadata["predict_base"]))
-        result = validate_vertex(target, signature, golden, atol, rtol, max_batch_size,
-                                 ready_timeout_s, tensor_names)
-        if load_seconds > 0:
-            result.load = run_requests(target.connection, target.path,
-                                       target.bodies(signature, golden, 1, tensor_names),
-                                       target.headers(), concurrency, load_seconds)
-    elif metadata.get("protocol") == "v1":
-        from kfp_serve.components.validate.kserve_v1 import run_load_v1, validate_v1
-
-        url = metadata.get("canary_url") or metadata["url"]
-        result = validate_v1(url, metadata["model_name"], signature, golden, atol, rtol,
-                             max_batch_size, ready_timeout_s)
-        if load_seconds > 0:
-            result.load = run_load_v1(url, metadata["model_name"], signature, golden, concurrency,
-                                      load_seconds)
-    else:
-        from kfp_serve.components.validate.endpoint import validate_endpoint
-
-        # while a canary takes part of the traffic, check the canary itself, not the traffic mix
-        url = metadata.get("canary_url") or metadata["url"]
-        target = (metadata.get("grpc_url") or url) if grpc else url
-        result = validate_endpoint(target, metadata["model_name"], signature, golden, atol, rtol,
-                                   max_batch_size, ready_timeout_s, tensor_names, grpc=grpc)
-        if load_seconds > 0 and grpc:
-            from kfp_serve.components.validate.load import run_load_grpc
-
-            result.load = run_load_grpc(target, metadata["model_name"], signature, golden,
-                                        concurrency, load_seconds, tensor_names)
-        elif load_seconds > 0:
-            result.load = run_load(url, metadata["model_name"], signature, golden, concurrency,
-                                   load_seconds, tensor_names)
-    if result.load:
-        result.slo_problems = gates.violations(result.load)
-    return result
+        return VertexTarget(metadata["predict_base"], metadata["deployed_model_id"], protocol,
+                            metadata["model_name"], signature, tensor_names,
+                            access_token(metadata["predict_base"]))
+    # while a canary takes part of the traffic, check the canary itself, not the traffic mix
+    url = metadata.get("canary_url") or metadata["url"]
+    if protocol == "v1":
+        return KServeV1Target(url, metadata["model_name"], signature)
+    if grpc:
+        return OipGrpcTarget(metadata.get("grpc_url") or url, metadata["model_name"], signature,
+                             tensor_names)
+    return OipRestTarget(url, metadata["model_name"], signature, tensor_names)

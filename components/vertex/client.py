@@ -60,7 +60,7 @@ def operation_error(name: str, code: int, message: str, what: str) -> KfpServeEr
 
 
 @dataclass
-class Deployment:
+class VertexDeployment:
     """What deploy_vertex outputs."""
 
     model: str  # projects/P/locations/L/models/ID
@@ -71,6 +71,40 @@ class Deployment:
     previous_traffic: dict[str, int] = field(default_factory=dict)
     protocol: str = "vertex-raw"
     reused: list[str] = field(default_factory=list)  # what an earlier attempt had already made
+
+    @property
+    def version_name(self) -> str:
+        """``projects/.../models/ID@VERSION``."""
+        return f"{self.model}@{self.model_version_id}"
+
+    def summary(self, spec: VertexDeploySpec) -> str:
+        """The deployment summary (Markdown) the step's report shows."""
+        machine = spec.machine_type + (f" + {spec.accelerator_count} x {spec.accelerator_type}"
+                                       if spec.accelerator_type else "")
+        lines = ["# Vertex AI deployment\n", f"- model version: `{self.version_name}`",
+                 f"- endpoint: `{self.endpoint}`", f"- deployed model id: `{self.deployed_model_id}`",
+                 f"- traffic: {self.traffic} (before: {self.previous_traffic or 'none'})",
+                 f"- machine: {machine}, replicas {spec.min_replicas}-{spec.max_replicas}",
+                 f"- protocol: {self.protocol}"]
+        if self.reused:
+            lines.append(f"- resumed: reused {', '.join(self.reused)}")
+        return "\n".join(lines) + "\n"
+
+    def model_metadata(self, spec: VertexDeploySpec) -> dict[str, Any]:
+        """The google.VertexModel artifact's metadata."""
+        return {"resourceName": self.version_name, "model_version_id": self.model_version_id,
+                "artifact_uri": spec.artifact_uri}
+
+    def endpoint_metadata(self, spec: VertexDeploySpec, api_endpoint: str,
+                          tensor_names: dict[str, str]) -> dict[str, Any]:
+        """The google.VertexEndpoint artifact's metadata: what validation, promote and rollback
+        read."""
+        return {"resourceName": self.endpoint, "deployed_model_id": self.deployed_model_id,
+                "traffic": self.traffic, "previous_traffic": self.previous_traffic,
+                "protocol": self.protocol,
+                "predict_base": rest_url(spec.location, self.endpoint, api_endpoint),
+                "project": spec.project, "location": spec.location, "api_endpoint": api_endpoint,
+                "model_name": spec.model_name, "tensor_names": tensor_names}
 
 
 class VertexClient:
@@ -243,7 +277,7 @@ class VertexClient:
         created = self.types.Endpoint.deserialize(response.value)
         return self.get_endpoint(created.name), True
 
-    def deploy(self, spec: VertexDeploySpec, model: Any, endpoint: Any, timeout_s: float) -> Deployment:
+    def deploy(self, spec: VertexDeploySpec, model: Any, endpoint: Any, timeout_s: float) -> VertexDeployment:
         """Deploy ``model`` (a version) to ``endpoint`` with the asked-for traffic share.
 
         A retry resumes: an operation still running on the endpoint is waited for, and a
@@ -259,7 +293,7 @@ class VertexClient:
         mine = _deployed_model_of(endpoint, version_name)
         if mine is not None:
             reused.append(f"deployed model {mine}")
-            return Deployment(version_name.split("@")[0], model.version_id, endpoint.name, mine,
+            return VertexDeployment(version_name.split("@")[0], model.version_id, endpoint.name, mine,
                               dict(endpoint.traffic_split), previous, protocol, reused)
         split = traffic_split(previous, "0", spec.traffic_percentage)
         deployed = self.types.DeployedModel.from_json(_json(spec.deployed_model_body(version_name)))
@@ -268,7 +302,7 @@ class VertexClient:
         response = self.wait(self.endpoints, started.operation.name, "deploying the model", timeout_s)
         deployed_id = self.types.DeployModelResponse.deserialize(response.value).deployed_model.id
         endpoint = self.get_endpoint(endpoint.name)
-        return Deployment(version_name.split("@")[0], model.version_id, endpoint.name, deployed_id,
+        return VertexDeployment(version_name.split("@")[0], model.version_id, endpoint.name, deployed_id,
                           dict(endpoint.traffic_split), previous, protocol, reused)
 
     def set_traffic(self, endpoint: str, split: dict[str, int]) -> dict[str, int]:
@@ -340,14 +374,15 @@ def _json(body: dict) -> str:
     return json.dumps(body)
 
 
-def predict_base(location: str, endpoint: str, api_endpoint: str = "") -> str:
-    """``https://REGION-aiplatform.googleapis.com/v1/<endpoint>`` (or the emulator's)."""
+def rest_url(location: str, resource: str, api_endpoint: str = "") -> str:
+    """``https://REGION-aiplatform.googleapis.com/v1/<resource>`` (or the emulator's): the REST
+    URL of a model version or endpoint, and the base of an endpoint's predict calls."""
     host = api_endpoint_for(location, api_endpoint)
-    return f"{host if '://' in host else 'https://' + host}/v1/{endpoint}"
+    return f"{host if '://' in host else 'https://' + host}/v1/{resource}"
 
 
 def deploy(spec: VertexDeploySpec, api_endpoint: str = "", timeout_s: float = 1800.0,
-           poll_s: float = 5.0) -> Deployment:
+           poll_s: float = 5.0) -> VertexDeployment:
     """Check the spec, upload (or reuse) the model version, get or create the endpoint, deploy
     with the asked-for traffic share."""
     spec.check()
@@ -372,6 +407,22 @@ def promote(project: str, location: str, endpoint: str, deployed_model_id: str,
                 client.undeploy(endpoint, other, timeout_s)
                 print(f"undeployed the previous deployed model {other}")
     return split
+
+
+def promote_deployed(endpoint: dict[str, Any], undeploy_previous: bool,
+                     timeout_s: float = 1800.0) -> dict[str, int]:
+    """:func:`promote` the deployed model a VertexEndpoint artifact's metadata names."""
+    return promote(endpoint["project"], endpoint["location"], endpoint["resourceName"],
+                   endpoint["deployed_model_id"], undeploy_previous,
+                   endpoint.get("api_endpoint", ""), timeout_s)
+
+
+def rollback_deployed(endpoint: dict[str, Any], undeploy_canary: bool,
+                      timeout_s: float = 1800.0) -> dict[str, int]:
+    """:func:`rollback` the deployed model a VertexEndpoint artifact's metadata names."""
+    return rollback(endpoint["project"], endpoint["location"], endpoint["resourceName"],
+                    endpoint["deployed_model_id"], endpoint.get("previous_traffic", {}),
+                    undeploy_canary, endpoint.get("api_endpoint", ""), timeout_s)
 
 
 def rollback(project: str, location: str, endpoint: str, deployed_model_id: str,

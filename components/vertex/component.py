@@ -82,15 +82,14 @@ def deploy_vertex(
     """
     from collections import namedtuple
 
-    from kfp_serve.components.artifacts import expect, mark
-    from kfp_serve.components.vertex.client import deploy, predict_base
+    from kfp_serve.components.artifacts import expect_published, mark
+    from kfp_serve.components.vertex.client import deploy, rest_url
     from kfp_serve.components.vertex.spec import VertexDeploySpec
 
-    expect(model, "PublishedVersion")
+    content = expect_published(model, "TritonRepository", "TorchServeArchive")
     spec = VertexDeploySpec(
         project=project, location=location, display_name=display_name,
-        artifact_uri=model.metadata.get("uri", model.uri),
-        content_kind=model.metadata.get("content_kind", ""),
+        artifact_uri=model.metadata["uri"], content_kind=content,
         model_name=model.metadata.get("model_name", display_name),
         serving_image=serving_image or "", endpoint=endpoint or "", machine_type=machine_type,
         accelerator_type=accelerator_type or "", accelerator_count=accelerator_count,
@@ -101,25 +100,12 @@ def deploy_vertex(
         version_aliases=version_aliases or [], service_account=service_account or "",
     )
     result = deploy(spec, api_endpoint or "", operation_timeout_s)
-    version_name = f"{result.model}@{result.model_version_id}"
-    rest = predict_base(location, "", api_endpoint or "").rsplit("/v1/", 1)[0]
-    vertex_model.uri = f"{rest}/v1/{version_name}"
-    mark(vertex_model, "VertexModel", resourceName=version_name,
-         model_version_id=result.model_version_id, artifact_uri=spec.artifact_uri)
-    vertex_endpoint.uri = f"{rest}/v1/{result.endpoint}"
-    mark(vertex_endpoint, "VertexEndpoint", resourceName=result.endpoint,
-         deployed_model_id=result.deployed_model_id, traffic=result.traffic,
-         previous_traffic=result.previous_traffic, protocol=result.protocol,
-         predict_base=predict_base(location, result.endpoint, api_endpoint or ""),
-         project=project, location=location, api_endpoint=api_endpoint or "",
-         model_name=spec.model_name, tensor_names=model.metadata.get("tensor_names", {}))
-    summary = (f"# Vertex AI deployment\n\n- model version: `{version_name}`\n"
-               f"- endpoint: `{result.endpoint}`\n- deployed model id: `{result.deployed_model_id}`\n"
-               f"- traffic: {result.traffic} (before: {result.previous_traffic or 'none'})\n"
-               f"- machine: {spec.machine_type}"
-               f"{f' + {spec.accelerator_count} x {spec.accelerator_type}' if spec.accelerator_type else ''},"
-               f" replicas {spec.min_replicas}-{spec.max_replicas}\n- protocol: {result.protocol}\n"
-               + (f"- resumed: reused {', '.join(result.reused)}\n" if result.reused else ""))
+    vertex_model.uri = rest_url(location, result.version_name, api_endpoint or "")
+    mark(vertex_model, "VertexModel", **result.model_metadata(spec))
+    vertex_endpoint.uri = rest_url(location, result.endpoint, api_endpoint or "")
+    mark(vertex_endpoint, "VertexEndpoint", **result.endpoint_metadata(
+        spec, api_endpoint or "", model.metadata.get("tensor_names", {})))
+    summary = result.summary(spec)
     with open(report.path, "w") as handle:
         handle.write(summary)
     print(summary)
@@ -146,13 +132,11 @@ def promote_vertex(
     import json
 
     from kfp_serve.components.artifacts import expect
-    from kfp_serve.components.vertex.client import promote
+    from kfp_serve.components.vertex.client import promote_deployed
 
     expect(vertex_endpoint, "VertexEndpoint")
-    meta = vertex_endpoint.metadata
-    split = promote(meta["project"], meta["location"], meta["resourceName"], meta["deployed_model_id"],
-                    undeploy_previous, meta.get("api_endpoint", ""), operation_timeout_s)
-    print(f"promoted deployed model {meta['deployed_model_id']}: traffic {split}")
+    split = promote_deployed(vertex_endpoint.metadata, undeploy_previous, operation_timeout_s)
+    print(f"promoted deployed model {vertex_endpoint.metadata['deployed_model_id']}: traffic {split}")
     return json.dumps(split)
 
 
@@ -175,14 +159,11 @@ def rollback_vertex(
     import json
 
     from kfp_serve.components.artifacts import expect
-    from kfp_serve.components.vertex.client import rollback
+    from kfp_serve.components.vertex.client import rollback_deployed
 
     expect(vertex_endpoint, "VertexEndpoint")
-    meta = vertex_endpoint.metadata
-    split = rollback(meta["project"], meta["location"], meta["resourceName"], meta["deployed_model_id"],
-                     meta.get("previous_traffic", {}), undeploy_canary, meta.get("api_endpoint", ""),
-                     operation_timeout_s)
-    print(f"rolled back deployed model {meta['deployed_model_id']}: traffic {split}")
+    split = rollback_deployed(vertex_endpoint.metadata, undeploy_canary, operation_timeout_s)
+    print(f"rolled back deployed model {vertex_endpoint.metadata['deployed_model_id']}: traffic {split}")
     return json.dumps(split)
 
 

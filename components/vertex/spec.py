@@ -167,7 +167,7 @@ def container_for(content_kind: str, model_name: str, image: str, gpu: bool,
                     f" {content_kind or 'an unknown artifact'}; publish one with publish_model")
 
 
-def artifact_dir(uri: str, content_kind: str) -> str:
+def artifact_dir(uri: str) -> str:
     """Vertex AI's ``artifactUri``: a gs:// folder (TorchServe's model.mar lies at its top)."""
     if not uri.startswith("gs://"):
         raise UserError(f"artifact URI {uri!r} is not on GCS: Vertex AI reads models only from"
@@ -209,7 +209,7 @@ class VertexDeploySpec:
     def check(self) -> VertexDeploySpec:
         check_project(self.project)
         check_region(self.location)
-        artifact_dir(self.artifact_uri, self.content_kind)
+        artifact_dir(self.artifact_uri)
         check_machine(self.machine_type, self.accelerator_type, self.accelerator_count)
         check_traffic(self.traffic_percentage)
         if not 1 <= self.min_replicas <= self.max_replicas:
@@ -217,7 +217,8 @@ class VertexDeploySpec:
                             f" ({self.max_replicas}); Vertex AI endpoints do not scale to zero")
         for target in (self.cpu_utilization_target, self.accelerator_utilization_target):
             if not 0 <= target <= 100:
-                raise UserError(f"autoscaling target {target} must be a percentage between 1 and 100")
+                raise UserError(f"autoscaling target {target} must be a percentage from 1 to 100, or 0 for"
+                                " Vertex AI's default")
         if self.accelerator_utilization_target and not self.accelerator_type:
             raise UserError("accelerator_utilization_target needs an accelerator_type")
         if not re.match(r"^.{1,128}$", self.display_name):
@@ -253,8 +254,7 @@ class VertexDeploySpec:
     def model_body(self) -> dict:
         """The ``Model`` resource for ``models:upload``."""
         container, _ = self.container()
-        return {"displayName": self.display_name, "artifactUri": artifact_dir(self.artifact_uri,
-                                                                             self.content_kind),
+        return {"displayName": self.display_name, "artifactUri": artifact_dir(self.artifact_uri),
                 "containerSpec": container.to_api(),
                 "labels": {**self.labels, LABEL_KEY: self.key, "managed-by": "kfp-serve"},
                 "versionAliases": list(self.version_aliases)}

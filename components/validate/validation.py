@@ -1,0 +1,83 @@
+"""Validate a live endpoint: the one golden loop, the one load phase, the SLO gates.
+
+Works with every protocol through :class:`~kfp_serve.components.validate.targets.Target`:
+readiness, the served metadata (where the protocol has a metadata API; otherwise every response
+is checked), the whole golden set compared with the eager model's outputs, then a bounded load
+phase per concurrency level.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from kfp_serve.components.errors import UserError
+from kfp_serve.components.golden import GoldenSet
+from kfp_serve.components.signature import ModelSignature
+from kfp_serve.components.validate.load import SloGates
+from kfp_serve.components.validate.result import ValidationResult
+from kfp_serve.components.validate.targets import Target, target_for
+from kfp_serve.components.verify import compare_outputs
+
+
+def validate(target: Target, golden: GoldenSet, atol: float = 1e-4, rtol: float = 1e-3,
+             max_batch_size: int = 0, ready_timeout_s: float = 120.0, load_seconds: float = 0.0,
+             concurrency: list[int] | None = None,
+             gates: SloGates | None = None) -> ValidationResult:
+    """Wait for readiness, check metadata, send the whole golden set, compare every output, then
+    (``load_seconds > 0``) run the load phase and apply the SLO gates.
+
+    Args:
+        target: The endpoint under test.
+        golden: Golden inputs and reference outputs.
+        atol: Absolute tolerance per value.
+        rtol: Relative tolerance per value.
+        max_batch_size: Largest batch per request (0: the whole golden set in one request).
+        ready_timeout_s: How long to wait for readiness.
+        load_seconds: Seconds per concurrency level of the load phase (0 skips it).
+        concurrency: Concurrent clients per level of the load phase.
+        gates: SLO gates on the load phase.
+    """
+    if atol < 0 or rtol < 0:
+        raise UserError("atol and rtol must be >= 0")
+    signature = target.signature
+    step = golden.batch_size if max_batch_size <= 0 else max_batch_size
+    collected: dict[str, list[np.ndarray]] = {n: [] for n in signature.output_names}
+    latencies: list[float] = []
+    seen: set[str] = set()
+    try:
+        target.wait_ready(ready_timeout_s)
+        published = target.metadata_problems()
+        for start in range(0, golden.batch_size, step):
+            began = time.perf_counter()
+            outputs, problems = target.infer(golden.slice(start, start + step).inputs)
+            latencies.append((time.perf_counter() - began) * 1000)
+            seen.update(problems)
+            for name, value in outputs.items():
+                collected[name].append(value)
+    finally:
+        target.close()
+    actual = {n: np.concatenate(v) for n, v in collected.items() if v}
+    result = ValidationResult(target.description, target.model_name,
+                              sorted(set(published or ()) | seen),
+                              compare_outputs(golden.outputs, actual, atol, rtol), latencies,
+                              golden.batch_size)
+    if published is None:
+        result.metadata_note = target.response_check_note
+    if load_seconds > 0:
+        result.load = target.load(golden, list(concurrency or [1]), load_seconds)
+        result.slo_problems = (gates or SloGates()).violations(result.load)
+    return result
+
+
+def validate_target(kind: str, metadata: dict[str, Any], signature: ModelSignature,
+                    golden: GoldenSet, atol: float, rtol: float, max_batch_size: int,
+                    ready_timeout_s: float, load_seconds: float, concurrency: list[int],
+                    gates: SloGates, transport: str = "rest") -> ValidationResult:
+    """Validate the endpoint an artifact of ``kind`` describes (its ``metadata``); see
+    :func:`~kfp_serve.components.validate.targets.target_for` for the kinds and protocols."""
+    target = target_for(kind, metadata, signature, transport)
+    return validate(target, golden, atol, rtol, max_batch_size, ready_timeout_s, load_seconds,
+                    concurrency, gates)
