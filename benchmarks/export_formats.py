@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +22,6 @@ import torch
 from results_io import write_results
 
 from kfp_serve.components.errors import KfpServeError
-from kfp_serve.components.export.example_models import (
-    build_text_encoder,
-    text_encoder_inputs,
-    text_encoder_signature,
-)
 from kfp_serve.components.export.onnx_export import export_onnx
 from kfp_serve.components.export.profile import profile_formats
 from kfp_serve.components.export.torchscript_export import export_torchscript
@@ -48,6 +44,9 @@ def _timed(label, fn, rows):
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from model_zoo import build_text_encoder, text_encoder_inputs, text_encoder_signature
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="benchmarks/results/export_formats.md")
     parser.add_argument("--seconds", type=float, default=2.0, help="profiling time per batch size")

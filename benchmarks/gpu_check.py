@@ -1,4 +1,4 @@
-"""GPU check, run on a lent GPU machine (the device tool), not in CI.
+"""GPU check, run on a GPU machine (benchmarks/run_gpu_check.sh), not in CI.
 
     python3 benchmarks/gpu_check.py --output $OUT/gpu_check.md
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,11 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kfp_serve.components.export.example_models import (
-    build_text_encoder,
-    text_encoder_inputs,
-    text_encoder_signature,
-)
 from kfp_serve.components.export.onnx_export import export_onnx
 from kfp_serve.components.export.torchscript_export import export_torchscript
 from kfp_serve.components.golden import GoldenSet
@@ -40,6 +36,9 @@ def _max_err(results) -> float:
 
 
 def main() -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from model_zoo import build_text_encoder, text_encoder_inputs, text_encoder_signature
+
     parser = argparse.ArgumentParser()
     parser.add_argument("--output", required=True)
     args = parser.parse_args()

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs on the lent GPU machine (device tool): the GPU check plus the core tests under that
-# machine's torch. No pip install there: core modules need no kfp, so a symlinked package
-# tree on PYTHONPATH is enough.
+# Runs on a GPU machine with CUDA torch, onnx, onnxruntime, onnxscript and scikit-learn: the GPU
+# check plus the core tests under that machine's torch. No pip install: core modules need no
+# kfp, so a symlinked package tree on PYTHONPATH is enough. Results go to $OUT (default ./gpu-out).
 set -uo pipefail
 export PYTHONUNBUFFERED=1
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
 mkdir -p /tmp/pkg/kfp_serve
 ln -sfn "$PWD/components" /tmp/pkg/kfp_serve/components
 ln -sfn "$PWD/pipelines" /tmp/pkg/kfp_serve/pipelines

@@ -40,8 +40,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a pipeline on this machine with kfp.local")
     p.add_argument("pipeline")
-    p.add_argument("--local", action="store_true", required=True,
-                   help="run with kfp.local's SubprocessRunner (the only runner so far)")
+    p.add_argument("--local", action="store_true",
+                   help="run on this machine (what `run` always does; kept so scripts that pass"
+                   " it work): every task a subprocess of this environment (kfp.local's"
+                   " SubprocessRunner), or a container with --containers")
     p.add_argument("--output", default=DEFAULT_OUTPUT, help="artifact root (default: local_outputs)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--gcs-emulator", action="store_true",
@@ -120,16 +122,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_docs(args: argparse.Namespace) -> int:
-    from kfp_serve.pipelines import reference
+    from kfp_serve.pipelines import component_docs
 
     if args.check:
         current = Path(args.output).read_text() if Path(args.output).is_file() else ""
-        if current != reference.render():
+        if current != component_docs.render():
             print(f"{args.output} is out of date; run `kfp-serve docs` and commit it", file=sys.stderr)
             return 1
         print(f"{args.output} is up to date")
         return 0
-    changed = reference.write(args.output)
+    changed = component_docs.write(args.output)
     print(f"{'wrote' if changed else 'unchanged:'} {args.output}")
     return 0
 
@@ -162,15 +164,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from kfp_serve.pipelines import image
+    from kfp_serve.pipelines import image_build
 
     if args.action == "base":
-        tag = image.make_base_image(args.tag or args.base_image)
+        tag = image_build.make_base_image(args.tag or args.base_image)
         print(f"base image: {tag}")
         return 0
     from kfp_serve.components import images
 
-    built = image.build_image(args.tag or images.SUITE_IMAGE, args.base_image, Path.cwd(),
+    built = image_build.build_image(args.tag or images.SUITE_IMAGE, args.base_image, Path.cwd(),
                               args.dockerfile)
     print(f"image: {built.tag}\nsize: {built.size_bytes / 2**30:.2f} GiB\nuser: {built.user}\n"
           f"built in {built.seconds:.0f} s")

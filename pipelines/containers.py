@@ -133,7 +133,7 @@ def docker_api(timeout_s: float = 30.0) -> Iterator[str]:
     if os.environ.get("DOCKER_HOST"):
         yield os.environ["DOCKER_HOST"]
         return
-    from kfp_serve.pipelines.image import podman_env, podman_missing_reason
+    from kfp_serve.pipelines.image_build import podman_env, podman_missing_reason
 
     reason = podman_missing_reason()
     if reason:

@@ -21,23 +21,23 @@ class PipelineEntry:
 
 PIPELINES: dict[str, PipelineEntry] = {
     "train_to_serve_local": PipelineEntry(
-        "kfp_serve.pipelines.local",
+        "kfp_serve.pipelines.definitions.local",
         summaries=(("profile-formats", "report"), ("validate-endpoint", "report")),
     ),
     "train_to_serve_kserve": PipelineEntry(
-        "kfp_serve.pipelines.kserve",
+        "kfp_serve.pipelines.definitions.kserve",
         summaries=(("deploy-kserve", "report"), ("validate-endpoint", "report")),
     ),
     "deploy_existing_model": PipelineEntry(
-        "kfp_serve.pipelines.existing",
+        "kfp_serve.pipelines.definitions.existing",
         summaries=(("validate-endpoint", "report"),),
     ),
     "train_to_serve_torchserve": PipelineEntry(
-        "kfp_serve.pipelines.torchserve",
+        "kfp_serve.pipelines.definitions.torchserve",
         summaries=(("deploy-kserve", "report"), ("validate-endpoint", "report")),
     ),
     "train_to_serve_vertex": PipelineEntry(
-        "kfp_serve.pipelines.vertex",
+        "kfp_serve.pipelines.definitions.vertex",
         summaries=(("deploy-vertex", "report"), ("validate-endpoint", "report")),
     ),
 }

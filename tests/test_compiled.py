@@ -43,7 +43,8 @@ def test_check_lists_stale_missing_and_extra(tmp_path, capsys):
     assert f"missing: {tmp_path}/components/export_onnx.yaml" in err
     assert f"extra: {tmp_path}/pipelines/old_pipeline.yaml" in err
     assert f"run `kfp-serve compile --output {tmp_path}`" in err
-    assert "-          defaultValue: 60.0" in err or "60.0" in err
+    # the diff of the stale file shows the changed default, both sides
+    assert "-          defaultValue: 60.0" in err and "+          defaultValue: 120.0" in err
 
 
 def _images(path: Path) -> set[str]:
@@ -90,9 +91,22 @@ def test_compiled_components_compose_into_a_new_pipeline(tmp_path):
 
 
 def test_component_reference_matches_the_code():
-    from kfp_serve.pipelines import reference
+    from kfp_serve.pipelines import component_docs
 
-    text = reference.render()
+    text = component_docs.render()
     assert (REPO_ROOT / "docs" / "components.md").read_text() == text, (
         "docs/components.md is out of date; run `kfp-serve docs` and commit it")
     assert "## `deploy_kserve`" in text and "| `canary_traffic_percent` | Integer | `100` |" in text
+
+
+def test_every_input_and_output_is_documented():
+    """The Kubeflow UI shows these descriptions: a parameter or output without one is a blank."""
+    from kfp_serve.pipelines import registry
+
+    missing = []
+    for name in registry.component_names():
+        spec = registry.load_component(name).component_spec
+        for kind, items in (("input", spec.inputs), ("output", spec.outputs)):
+            missing += [f"{name}: {kind} {key}" for key, value in (items or {}).items()
+                        if not (value.description or "").strip()]
+    assert missing == []

@@ -14,7 +14,7 @@ import pytest
 
 from kfp_serve.components import images
 from kfp_serve.components.errors import UserError
-from kfp_serve.pipelines import image
+from kfp_serve.pipelines import image_build as image
 
 REASON = image.podman_missing_reason()
 pytestmark = [pytest.mark.containers, pytest.mark.skipif(bool(REASON), reason=REASON or "ok")]

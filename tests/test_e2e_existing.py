@@ -10,11 +10,12 @@ pytestmark = pytest.mark.e2e
 
 
 def test_a_model_trained_elsewhere_is_imported_served_and_validated(tmp_path):
-    from kfp_serve.components.export.example_models import (
+    from model_zoo import (
         build_text_encoder,
         text_encoder_inputs,
         text_encoder_signature,
     )
+
     from kfp_serve.components.model_artifact import save_torch_model
 
     saved = tmp_path / "my-encoder"

@@ -3,7 +3,7 @@ API whose controller runs a real TorchServe behind KServe's v1 routes, both cana
 
 import pytest
 from fakes.crd_schema import SHARED_KSERVE
-from torchserve_runner import java_missing_reason
+from fakes.torchserve_runner import java_missing_reason
 
 from kfp_serve.pipelines.run_local import run_local
 

@@ -6,13 +6,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
-from kfp_serve.components.errors import UserError, VerificationError
-from kfp_serve.components.export.example_models import (
+from model_zoo import (
     build_text_encoder,
     text_encoder_inputs,
     text_encoder_signature,
 )
+
+from kfp_serve.components.errors import UserError, VerificationError
 from kfp_serve.components.export.onnx_export import export_onnx, onnxruntime_session
 from kfp_serve.components.export.torchscript_export import export_torchscript
 from kfp_serve.components.model_artifact import save_torch_model

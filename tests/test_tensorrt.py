@@ -3,9 +3,9 @@
 import importlib.util
 
 import pytest
+from model_zoo import text_encoder_signature
 
 from kfp_serve.components.errors import InfrastructureError, UserError
-from kfp_serve.components.export.example_models import text_encoder_signature
 from kfp_serve.components.export.tensorrt_export import export_tensorrt, optimization_profile
 from kfp_serve.components.train.digits import SIGNATURE as DIGITS
 

@@ -7,7 +7,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from torchserve_runner import java_missing_reason, torchserve
+from fakes.torchserve_runner import java_missing_reason, torchserve
 
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.golden import GoldenSet

@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 from fakes.http_fake import FakeServer
+from fakes.torchserve_runner import java_missing_reason
 from fakes.vertex_api import FakeVertexApi
 
 from kfp_serve.components.errors import InfrastructureError, UserError
@@ -196,8 +197,7 @@ def test_sigterm_cancels_the_running_operation(fake_vertex, published_repository
     assert fake_vertex.calls.count("cancel_operation") == 1
 
 
-@pytest.mark.skipif(bool(__import__("torchserve_runner").java_missing_reason()),
-                    reason=__import__("torchserve_runner").java_missing_reason() or "ok")
+@pytest.mark.skipif(bool(java_missing_reason()), reason=java_missing_reason() or "ok")
 def test_torchserve_archive_is_served_and_validated_through_predict(fake_vertex, gcs, digits_onnx, tmp_path):
     from kfp_serve.components.torchserve.archive import ArchiveOptions, build_archive
 

@@ -140,7 +140,7 @@ def promote_kserve(
         api_host: Kubernetes API URL; empty uses the in-cluster service account.
 
     Returns:
-        The revision that now takes all traffic.
+        Output: The revision that now takes all traffic.
     """
     from kfp_serve.components.artifacts import expect
     from kfp_serve.components.kserve.cluster import promote
@@ -163,7 +163,7 @@ def rollback_kserve(
         api_host: Kubernetes API URL; empty uses the in-cluster service account.
 
     Returns:
-        The URL, now serving the previous revision.
+        Output: The URL, now serving the previous revision.
     """
     from kfp_serve.components.artifacts import expect
     from kfp_serve.components.kserve.cluster import rollback
@@ -182,7 +182,7 @@ def delete_kserve(name: str, namespace: str, api_host: Optional[str] = None) -> 
         api_host: Kubernetes API URL; empty uses the in-cluster service account.
 
     Returns:
-        True if it existed and was deleted.
+        Output: True if it existed and was deleted.
     """
     from kfp_serve.components.kserve.cluster import KServeCluster, api_client
 

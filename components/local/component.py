@@ -66,7 +66,7 @@ def undeploy_local(deployment: str) -> bool:
         deployment: The name given to ``deploy_local``.
 
     Returns:
-        True if a running server was stopped.
+        Output: True if a running server was stopped.
     """
     from kfp_serve.components.local.triton_server import load_deployment, stop_server
 

@@ -133,7 +133,7 @@ def server_environment() -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     python_path = [p for p in sys.path if p and Path(p).is_dir()]
     env["PYTHONPATH"] = os.pathsep.join(python_path)
-    env.setdefault("KFP_SERVE_ORT_THREADS", "1")
+    env.setdefault("KFP_SERVE_BACKEND_THREADS", "1")
     return env
 
 

@@ -127,7 +127,7 @@ def promote_vertex(
         operation_timeout_s: How long to wait for each undeploy operation.
 
     Returns:
-        The endpoint's traffic split after the change, as JSON.
+        Output: The endpoint's traffic split after the change, as JSON.
     """
     import json
 
@@ -154,7 +154,7 @@ def rollback_vertex(
         operation_timeout_s: How long to wait for the undeploy operation.
 
     Returns:
-        The endpoint's traffic split after the change, as JSON.
+        Output: The endpoint's traffic split after the change, as JSON.
     """
     import json
 
@@ -187,7 +187,7 @@ def undeploy_vertex(
         api_endpoint: Vertex AI API host; empty: ``{location}-aiplatform.googleapis.com``.
 
     Returns:
-        True if it was deployed and is now undeployed.
+        Output: True if it was deployed and is now undeployed.
     """
     from kfp_serve.components.vertex.client import VertexClient
 

@@ -23,7 +23,7 @@ class TorchServeBehindKServe:
     """Started from a fetched storageUri folder (config/ + model-store/<name>.mar)."""
 
     def __init__(self, folder: Path, workdir: Path):
-        from torchserve_runner import torchserve
+        from fakes.torchserve_runner import torchserve
 
         self.model = next((folder / "model-store").glob("*.mar")).stem
         self.stack = contextlib.ExitStack()

@@ -288,7 +288,7 @@ class FakeVertexApi:
         folder = fetch_version(model["artifactUri"], target / "model")
         stack = contextlib.ExitStack()
         if (folder / "model.mar").is_file():
-            from torchserve_runner import torchserve
+            from fakes.torchserve_runner import torchserve
 
             mar = next((folder / "model-store").glob("*.mar"))
             url = stack.enter_context(torchserve(folder, mar.stem, target))

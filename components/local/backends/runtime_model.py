@@ -6,6 +6,10 @@ The same file is laid out as ``<backend-directory>/onnxruntime/model.py`` and
 repository serves here. Tensors are bound by name for ONNX and by position for TorchScript (the
 pytorch backend's ``<name>__<index>`` convention). Requests the dynamic batcher hands over
 together run as ONE model call and are split back per request.
+
+``$KFP_SERVE_BACKEND_THREADS`` (set by the local runtime, 1 by default) is each model
+instance's intra-op thread count, for onnxruntime and torch alike. This file runs inside
+Triton's Python stub, not the suite's package, so it names its model files itself.
 """
 
 import json
@@ -20,7 +24,7 @@ class _Onnx:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        threads = int(os.environ.get("KFP_SERVE_ORT_THREADS", "0"))
+        threads = int(os.environ.get("KFP_SERVE_BACKEND_THREADS", "0"))
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
@@ -34,7 +38,7 @@ class _TorchScript:
     def __init__(self, path, inputs, outputs):
         import torch
 
-        threads = int(os.environ.get("KFP_SERVE_ORT_THREADS", "0"))
+        threads = int(os.environ.get("KFP_SERVE_BACKEND_THREADS", "0"))
         if threads:
             torch.set_num_threads(threads)
         self.torch = torch

@@ -4,7 +4,10 @@ promote it or roll it back."""
 from kfp import dsl
 
 from kfp_serve.components import deploy_vertex, promote_vertex, rollback_vertex
-from kfp_serve.pipelines.shared import train_and_publish_triton, validate_then_promote_or_roll_back
+from kfp_serve.pipelines.definitions.shared import (
+    train_and_publish_triton,
+    validate_then_promote_or_roll_back,
+)
 
 
 @dsl.pipeline(name="train-to-serve-vertex")

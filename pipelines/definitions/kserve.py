@@ -5,7 +5,7 @@ from typing import Optional
 from kfp import dsl
 
 from kfp_serve.components import deploy_kserve
-from kfp_serve.pipelines.shared import train_and_publish_triton, validate_kserve_canary
+from kfp_serve.pipelines.definitions.shared import train_and_publish_triton, validate_kserve_canary
 
 
 @dsl.pipeline(name="train-to-serve-kserve")

@@ -5,7 +5,7 @@ from typing import Optional
 from kfp import dsl
 
 from kfp_serve.components import build_torchserve_archive, deploy_kserve, publish_model
-from kfp_serve.pipelines.shared import train_and_export, validate_kserve_canary
+from kfp_serve.pipelines.definitions.shared import train_and_export, validate_kserve_canary
 
 
 @dsl.pipeline(name="train-to-serve-torchserve")

@@ -8,7 +8,7 @@ from kfp_serve.components import (
     undeploy_local,
     validate_endpoint,
 )
-from kfp_serve.pipelines.shared import train_and_publish_triton
+from kfp_serve.pipelines.definitions.shared import train_and_publish_triton
 
 
 @dsl.pipeline(name="train-to-serve-local")
