@@ -410,19 +410,25 @@ def promote(project: str, location: str, endpoint: str, deployed_model_id: str,
 
 
 def promote_deployed(endpoint: dict[str, Any], undeploy_previous: bool,
-                     timeout_s: float = 1800.0) -> dict[str, int]:
-    """:func:`promote` the deployed model a VertexEndpoint artifact's metadata names."""
-    return promote(endpoint["project"], endpoint["location"], endpoint["resourceName"],
-                   endpoint["deployed_model_id"], undeploy_previous,
-                   endpoint.get("api_endpoint", ""), timeout_s)
+                     timeout_s: float = 1800.0) -> str:
+    """:func:`promote` the deployed model a VertexEndpoint artifact's metadata names; the
+    traffic split after the change, as JSON."""
+    split = promote(endpoint["project"], endpoint["location"], endpoint["resourceName"],
+                    endpoint["deployed_model_id"], undeploy_previous,
+                    endpoint.get("api_endpoint", ""), timeout_s)
+    print(f"promoted deployed model {endpoint['deployed_model_id']}: traffic {split}")
+    return _json(split)
 
 
 def rollback_deployed(endpoint: dict[str, Any], undeploy_canary: bool,
-                      timeout_s: float = 1800.0) -> dict[str, int]:
-    """:func:`rollback` the deployed model a VertexEndpoint artifact's metadata names."""
-    return rollback(endpoint["project"], endpoint["location"], endpoint["resourceName"],
-                    endpoint["deployed_model_id"], endpoint.get("previous_traffic", {}),
-                    undeploy_canary, endpoint.get("api_endpoint", ""), timeout_s)
+                      timeout_s: float = 1800.0) -> str:
+    """:func:`rollback` the deployed model a VertexEndpoint artifact's metadata names; the
+    traffic split after the change, as JSON."""
+    split = rollback(endpoint["project"], endpoint["location"], endpoint["resourceName"],
+                     endpoint["deployed_model_id"], endpoint.get("previous_traffic", {}),
+                     undeploy_canary, endpoint.get("api_endpoint", ""), timeout_s)
+    print(f"rolled back deployed model {endpoint['deployed_model_id']}: traffic {split}")
+    return _json(split)
 
 
 def rollback(project: str, location: str, endpoint: str, deployed_model_id: str,

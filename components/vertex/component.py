@@ -129,15 +129,11 @@ def promote_vertex(
     Returns:
         Output: The endpoint's traffic split after the change, as JSON.
     """
-    import json
-
     from kfp_serve.components.artifacts import expect
     from kfp_serve.components.vertex.client import promote_deployed
 
     expect(vertex_endpoint, "VertexEndpoint")
-    split = promote_deployed(vertex_endpoint.metadata, undeploy_previous, operation_timeout_s)
-    print(f"promoted deployed model {vertex_endpoint.metadata['deployed_model_id']}: traffic {split}")
-    return json.dumps(split)
+    return promote_deployed(vertex_endpoint.metadata, undeploy_previous, operation_timeout_s)
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
@@ -156,15 +152,11 @@ def rollback_vertex(
     Returns:
         Output: The endpoint's traffic split after the change, as JSON.
     """
-    import json
-
     from kfp_serve.components.artifacts import expect
     from kfp_serve.components.vertex.client import rollback_deployed
 
     expect(vertex_endpoint, "VertexEndpoint")
-    split = rollback_deployed(vertex_endpoint.metadata, undeploy_canary, operation_timeout_s)
-    print(f"rolled back deployed model {vertex_endpoint.metadata['deployed_model_id']}: traffic {split}")
-    return json.dumps(split)
+    return rollback_deployed(vertex_endpoint.metadata, undeploy_canary, operation_timeout_s)
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
