@@ -7,6 +7,7 @@ Component functions are loaded on first use, so importing a core module (``signa
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 # component name -> module that defines it (relative to this package)
@@ -33,6 +34,11 @@ COMPONENT_MODULES: dict[str, str] = {
 }
 
 __all__ = sorted(COMPONENT_MODULES)
+
+if os.environ.get("_KFP_RUNTIME") == "true":  # inside a step: its error ends its log, one line
+    from kfp_serve.components.step_failure import install
+
+    install()
 
 
 def __getattr__(name: str) -> Any:

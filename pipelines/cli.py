@@ -159,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(path.read_text())
     if not result.succeeded:
         print(f"error: {result.error}", file=sys.stderr)
-        return 1
+        return result.exit_code
     return 0
 
 

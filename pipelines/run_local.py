@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kfp_serve.components.errors import InfrastructureError
+from kfp_serve.components.step_failure import ERRORS_FILE_ENV, read_failures
 from kfp_serve.components.storage.emulator import EMULATOR_ENV, start_emulator
 from kfp_serve.components.storage.uris import is_gcs, parse_gcs_uri
 from kfp_serve.pipelines import registry
@@ -20,7 +22,8 @@ class LocalRun:
 
     run_dir: Path | None
     summary_paths: list[Path]
-    error: str = ""
+    error: str = ""  # the failed step's own one-line error ("" when the run succeeded)
+    exit_code: int = 0  # the failed step's: 2 its input, 3 the infrastructure, 1 a bug
 
     @property
     def succeeded(self) -> bool:
@@ -73,9 +76,17 @@ def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], container
     from kfp import local
 
     entry = registry.PIPELINES[name]
+    state = root / ".kfp-serve-state"
+    state.mkdir(exist_ok=True)
+    handle, errors_path = tempfile.mkstemp(prefix="step-errors-", suffix=".jsonl", dir=state)
+    os.close(handle)
+    errors_file = Path(errors_path)
     before = set(root.iterdir())
     error = ""
     with ExitStack() as stack:
+        stack.callback(errors_file.unlink, missing_ok=True)
+        os.environ[ERRORS_FILE_ENV] = str(errors_file)  # the task subprocesses inherit it
+        stack.callback(os.environ.pop, ERRORS_FILE_ENV, None)
         if containers:
             from kfp_serve.pipelines.containers import (
                 docker_api,
@@ -89,7 +100,8 @@ def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], container
                 stack.callback(os.environ.pop, "DOCKER_HOST", None)
             install_exit_code_fix()
             stack.callback(remove_held)
-            args = runner_args(str(root / ".kfp-serve-state"), memory)
+            args = runner_args(str(state), memory)
+            args["environment"][ERRORS_FILE_ENV] = str(errors_file)
             if os.environ.get(EMULATOR_ENV):
                 args["environment"][EMULATOR_ENV] = os.environ[EMULATOR_ENV]
             runner = local.DockerRunner(**args)
@@ -105,12 +117,16 @@ def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], container
             error = str(err).strip().splitlines()[0] if str(err).strip() else "a task failed"
         except Exception as err:
             raise InfrastructureError(f"kfp.local could not run {name}: {err}") from err
+        failures = read_failures(errors_file)
     new_dirs = sorted(p for p in set(root.iterdir()) - before if p.is_dir())
     run_dir = new_dirs[-1] if new_dirs else None
     summaries = []
     if run_dir is not None:
         summaries = [run_dir.joinpath(*s) for s in entry.summaries if run_dir.joinpath(*s).is_file()]
-    return LocalRun(run_dir, summaries, _strip_ansi(error))
+    if error and failures:  # the step's own words, not kfp.local's "task failed"
+        first = failures[0]
+        return LocalRun(run_dir, summaries, f"step {first.step}: {first.message}", first.exit_code)
+    return LocalRun(run_dir, summaries, _strip_ansi(error), 1 if error else 0)
 
 
 def _strip_ansi(text: str) -> str:

@@ -83,7 +83,11 @@ def test_a_failing_component_fails_the_run(suite_image, tmp_path):
     result = run_local("train_to_serve_local", tmp_path / "runs", {"epochs": 1, "min_accuracy": 1.01},
                        gcs_emulator=True, containers=True)
     assert not result.succeeded
-    assert "train-digits-classifier" in result.error
+    # the step's own one-line error, from inside its container, with the user-error exit code
+    assert result.error.startswith("step train_digits_classifier: test accuracy 0.")
+    assert result.error.endswith("is below min_accuracy=1.01; train longer (epochs) or lower"
+                                 " the gate")
+    assert result.exit_code == 2
 
 
 def test_an_image_that_is_not_local_is_an_error_not_a_pull(docker_client):

@@ -31,10 +31,23 @@ def test_a_model_trained_elsewhere_is_imported_served_and_validated(tmp_path):
     assert (tmp_path / "serving" / "v1").is_dir()
 
 
-def test_a_folder_outside_the_model_contract_is_a_clear_error(tmp_path):
+def test_a_folder_outside_the_model_contract_is_a_clear_error(tmp_path, capfd):
+    """Run as a user would (the CLI): the failing step's own one-line error is the last line on
+    stderr, and the exit code says it is the input (2), not "task failed" (1)."""
+    from kfp_serve.pipelines.cli import main
+
     (tmp_path / "not-a-model").mkdir()
     (tmp_path / "not-a-model" / "weights.bin").write_bytes(b"\0" * 16)
-    params = {"model_uri": str(tmp_path / "not-a-model"), "publish_destination": str(tmp_path / "serving")}
-    result = run_local("deploy_existing_model", tmp_path / "runs", params)
-    assert not result.succeeded
-    assert "export-onnx" in result.error
+    code = main(["run", "deploy_existing_model", "--output", str(tmp_path / "runs"),
+                 "--param", f"model_uri={tmp_path / 'not-a-model'}",
+                 "--param", f"publish_destination={tmp_path / 'serving'}"])
+    captured = capfd.readouterr()
+    err = captured.err.strip().splitlines()
+    assert code == 2
+    assert err[-1] == (f"error: step export_onnx: {tmp_path}/not-a-model/model.pt2 is missing; the"
+                       " model artifact must hold a torch.export program written by save_torch_model")
+    # the step's own log (kfp.local relays it) ends with the same line, where the Kubeflow UI
+    # shows it
+    log = (captured.out + captured.err).splitlines()
+    last = [line for line in log if "kfp-serve: error: " in line]
+    assert len(last) == 1 and last[0].endswith("written by save_torch_model")
