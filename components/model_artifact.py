@@ -2,20 +2,31 @@
 
 A model artifact is a directory holding:
 
-- ``model.pt2`` — the model as a self-contained ``torch.export`` program (no Python class needed
-  to load it), exported with the signature's dynamic dims;
-- ``signature.json`` — see :mod:`kfp_serve.components.signature`;
-- ``golden.npz`` — sample inputs and the eager model's fp32 reference outputs;
-- optionally ``model.ts`` — the model as TorchScript, scripted or traced where the Python class
-  is available (``torchscript="script"`` is the only way to get a scripted model later, since
-  scripting needs the class; the legacy ONNX exporter uses it too).
+- ``model.pt2``: the model as a self-contained ``torch.export`` program (no Python class needed
+  to load it) with the signature's dynamic dims, returning a tuple in signature order;
+- ``model.ts``: the model as TorchScript (traced from the eager model and checked at a second
+  batch size and dim size, or scripted), returning a tuple in signature order. Either file may
+  be missing where its tool cannot take the model (``artifact.json`` says why), never both;
+- ``signature.json``: see :mod:`kfp_serve.components.signature`;
+- ``golden.npz``: sample inputs and the eager model's fp32 reference outputs (and the same
+  samples with other dynamic dims cut shorter, where there are any);
+- ``artifact.json``: how each file was made, and why one is missing.
 
-Users' own training components call :func:`save_torch_model` to write one.
+Users' own training components call :func:`save_torch_model` to write one. The model is called
+with its inputs by name where its ``forward`` names them all (Hugging Face models), else in
+signature order; it may return a tensor, a tuple in signature order, or a dict or ``ModelOutput``
+whose keys are the signature's output names (in any order).
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
+import json
+import re
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,46 +40,74 @@ from kfp_serve.components.signature import ModelSignature
 if TYPE_CHECKING:
     import torch
 
-TORCHSCRIPT_METHODS = ("script", "trace")
-
-
-def _dynamic_shapes(signature: ModelSignature) -> tuple[dict[int, Any], ...]:
-    """Every named dim is ``Dim.DYNAMIC``: it must stay dynamic, while torch.export may infer its
-    range (e.g. ``seq <= 512`` from a position table) and equalities between inputs."""
-    import torch
-
-    return tuple(
-        {axis: torch.export.Dim.DYNAMIC for axis, dim in enumerate(spec.dims) if isinstance(dim, str)}
-        for spec in signature.inputs
-    )
+ARTIFACT_INFO_FILE = "artifact.json"
+TORCHSCRIPT_METHODS = ("auto", "trace", "script")
+#: a traced module is compared with the eager model at a second size with these tolerances; a
+#: trace that baked in a size fails by far more (or raises)
+_TRACE_CHECK = {"atol": 1e-3, "rtol": 1e-2}
+_CONSTRAINT = re.compile(r"L\['(?:args'\]\[(\d+)|(\w+)')\]\.size\(\)\[(\d+)\]")
 
 
 def outputs_by_name(result: Any, signature: ModelSignature) -> dict[str, np.ndarray]:
-    """A model's return value (a tensor, a tuple in signature order, or a dict) as named numpy
-    arrays; UserError when it does not match the signature's outputs."""
+    """A model's return value (a tensor, a tuple in signature order, or a dict/``ModelOutput``
+    by output name) as named numpy arrays; UserError when it does not match the signature."""
+    return {name: value.detach().cpu().numpy()
+            for name, value in zip(signature.output_names, output_tuple(result, signature))}
+
+
+def output_tuple(result: Any, signature: ModelSignature) -> tuple[Any, ...]:
+    """The model's outputs as a tuple in signature order (what Triton's pytorch backend and the
+    ONNX graph want): dict keys matched by name, tuples by position."""
     import torch
 
+    names = signature.output_names
     if isinstance(result, torch.Tensor):
         result = (result,)
-    if isinstance(result, dict):
-        values = [result.get(name) for name in signature.output_names]
-    else:
-        values = list(result)
-    if len(values) != len(signature.outputs) or any(v is None for v in values):
-        raise UserError(
-            f"the model returned {len(values)} output(s) but the signature names"
-            f" {signature.output_names}; return a tensor, a tuple in that order or a dict"
-        )
-    return {name: v.detach().cpu().numpy() for name, v in zip(signature.output_names, values)}
+    if isinstance(result, Mapping):
+        missing = [n for n in names if n not in result or result[n] is None]
+        if missing:
+            raise UserError(f"the model's output has no {missing} (it returns {list(result)});"
+                            " name the signature's outputs after the keys the model returns")
+        return tuple(result[n] for n in names)
+    values = tuple(result)
+    if len(values) != len(names) or not all(isinstance(v, torch.Tensor) for v in values):
+        raise UserError(f"the model returned {len(values)} value(s) but the signature names {names};"
+                        " return a tensor, a tuple in that order or a dict by output name")
+    return values
 
 
-def _on_accelerator(module: torch.nn.Module) -> bool:
-    return any(t.device.type != "cpu" for t in (*module.parameters(), *module.buffers()))
+def _by_keyword(module: Any, signature: ModelSignature) -> bool:
+    """Whether ``forward`` takes every signature input by name (so the order does not matter)."""
+    try:
+        parameters = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return all(name in parameters for name in signature.input_names)
 
 
-def run_eager(module: torch.nn.Module, signature: ModelSignature,
-              inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run the module in fp32 without autocast and return named numpy outputs."""
+def signature_module(module: torch.nn.Module, signature: ModelSignature) -> torch.nn.Module:
+    """``module`` behind the signature: called with the inputs in signature order (passed on by
+    name where ``forward`` names them all), returning a tuple in signature order. What is
+    exported, traced and stored, so every format sees the same interface."""
+    import torch
+
+    class SignatureModule(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            named = dict(zip(signature.input_names, args))
+            return output_tuple(self.inner(**named) if by_keyword else self.inner(*args), signature)
+
+    by_keyword = _by_keyword(module, signature)
+    return SignatureModule(module).eval()
+
+
+def run_module(module: Any, signature: ModelSignature,
+               inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a module (eager, exported or TorchScript) in fp32 without autocast on named inputs in
+    signature order; returns named numpy outputs."""
     import torch
 
     args = tuple(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in signature.input_names)
@@ -76,132 +115,333 @@ def run_eager(module: torch.nn.Module, signature: ModelSignature,
         return outputs_by_name(module(*args), signature)
 
 
+def _as_numpy(golden_inputs: Mapping[str, Any], signature: ModelSignature) -> dict[str, np.ndarray]:
+    """Golden inputs given as torch tensors or numpy arrays, checked against the signature with
+    the reason when they disagree."""
+    import torch
+
+    given = set(golden_inputs)
+    if given != set(signature.input_names):
+        raise UserError(f"golden inputs are {sorted(given)} but the signature's inputs are"
+                        f" {signature.input_names}; pass one array per signature input")
+    arrays = {}
+    for spec in signature.inputs:
+        value = golden_inputs[spec.name]
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        value = np.asarray(value)
+        if str(value.dtype) != spec.dtype:
+            raise UserError(f"golden input {spec.name!r} is {value.dtype} but the signature says"
+                            f" {spec.dtype}; convert it (e.g. .astype('{spec.dtype}')) or change"
+                            " the signature")
+        if value.ndim != spec.rank or not spec.matches_shape(value.shape):
+            raise UserError(f"golden input {spec.name!r} has shape {list(value.shape)} but the"
+                            f" signature says {list(spec.dims)} (rank {spec.rank})")
+        for axis, dim in enumerate(spec.dims):
+            if isinstance(dim, str) and value.shape[axis] < 2:
+                raise UserError(
+                    f"golden input {spec.name!r} has size {value.shape[axis]} on its dynamic dim"
+                    f" {dim!r} (axis {axis}); give it at least 2 (torch.export fixes a size-1 dim"
+                    " to 1)")
+        arrays[spec.name] = np.ascontiguousarray(value)
+    return arrays
+
+
+def _resized_inputs(signature: ModelSignature,
+                    inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """The inputs with every dynamic dim past the first axis (a sequence, an image side) cut
+    shorter, consistently across inputs that share the dim's name; None when there is none."""
+    sizes: dict[str, int] = {}
+    for spec in signature.inputs:
+        for axis, dim in enumerate(spec.dims[1:], start=1):
+            if isinstance(dim, str):
+                size = inputs[spec.name].shape[axis]
+                sizes[dim] = size - max(1, size // 3)
+    if not sizes:
+        return None
+    resized = {}
+    for spec in signature.inputs:
+        index = tuple(slice(0, sizes[d]) if isinstance(d, str) and axis else slice(None)
+                      for axis, d in enumerate(spec.dims))
+        resized[spec.name] = np.ascontiguousarray(inputs[spec.name][index])
+    return resized
+
+
+@dataclass
+class _Saved:
+    """What save_torch_model made, and why something is missing."""
+
+    program: Any = None
+    torchscript: Any = None
+    info: dict[str, str] = field(default_factory=dict)
+
+
+def _export(wrapped: Any, signature: ModelSignature, golden: GoldenSet, saved: _Saved) -> None:
+    import torch
+
+    args = tuple(torch.from_numpy(golden.inputs[n]) for n in signature.input_names)
+    dynamic = tuple({axis: torch.export.Dim.DYNAMIC for axis, d in enumerate(s.dims) if isinstance(d, str)}
+                    for s in signature.inputs)
+    try:
+        saved.program = torch.export.export(wrapped, args, dynamic_shapes=(dynamic,))
+        saved.info["program"] = "torch.export"
+    except Exception as err:  # torch raises many types; translated here
+        saved.info["program_problem"] = export_problem(err, signature)
+
+
+def export_problem(err: BaseException, signature: ModelSignature) -> str:
+    """torch.export's refusal as one line that names the signature dim it could not keep dynamic
+    and keeps torch's own explanation (the line after the first, which says why)."""
+    text = str(err)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    match = _CONSTRAINT.search(text)
+    if match:
+        index, name, axis = match.groups()
+        spec = signature.inputs[int(index)] if index is not None else signature.input(name)
+        dim = spec.dims[int(axis)]
+        why = next((line for line in lines if "specialized" in line or "constant" in line
+                    or "must be" in line or "guard" in line.lower()), lines[-1] if lines else "")
+        why = why.lstrip("- ").split(". ")[0].rstrip(".")  # torch's reason, without its advice
+        return f"torch.export cannot keep input {spec.name!r} dim {int(axis)} ({dim!r}) dynamic: {why}"
+    return f"torch.export could not capture the model: {' '.join(lines[:2]) or type(err).__name__}"
+
+
+def _same(module: Any, signature: ModelSignature, golden: GoldenSet) -> str:
+    """'' when ``module`` reproduces the eager outputs on ``golden``, else what differs."""
+    from kfp_serve.components.verify import compare_outputs, summarize_failures
+
+    try:
+        actual = run_module(module, signature, golden.inputs)
+    except Exception as err:
+        return first_line(err)
+    return summarize_failures(compare_outputs(golden.outputs, actual, **_TRACE_CHECK),
+                              f"batch {golden.batch_size}")
+
+
+def _checks(golden: GoldenSet) -> list[GoldenSet]:
+    return [golden.slice(0, 1), golden] + ([golden.resized] if golden.resized else [])
+
+
+def _torchscript(wrapped: Any, module: Any, signature: ModelSignature, golden: GoldenSet,
+                 method: str, saved: _Saved) -> None:
+    """Trace the wrapped eager model (checked at batch 1 and the resized dims), or script the
+    user's module; ``auto`` prefers the trace unless tracing warned of data-dependent flow."""
+    import torch
+
+    from kfp_serve.components.staging import quiet_export
+
+    problems: dict[str, str] = {}
+    candidates: dict[str, Any] = {}
+    args = tuple(torch.from_numpy(golden.inputs[n]) for n in signature.input_names)
+    flow_warning = ""
+    if method in ("auto", "trace"):
+        try:
+            with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+                warnings.simplefilter("always")
+                traced = torch.jit.trace(wrapped, args, check_trace=False)
+            flow_warning = next((str(w.message).split(". ")[0] for w in caught
+                                 if issubclass(w.category, torch.jit.TracerWarning)
+                                 and "Python" in str(w.message)), "")
+            mismatch = next((m for m in (_same(traced, signature, g) for g in _checks(golden))
+                             if m), "")
+            if mismatch:
+                problems["trace"] = f"the trace does not generalize ({mismatch})"
+            else:
+                candidates["trace"] = traced
+        except Exception as err:
+            problems["trace"] = first_line(err)
+    if method == "script" or (method == "auto" and ("trace" not in candidates or flow_warning)):
+        try:
+            with quiet_export():
+                scripted = torch.jit.script(module)
+            mismatch = next((m for m in (_same(scripted, signature, g) for g in _checks(golden))
+                             if m), "")
+            sample = scripted(*args)
+            if isinstance(sample, (dict, list)):
+                problems["script"] = ("the scripted module returns a dict or list, which Triton's"
+                                      " pytorch backend refuses; return a tensor or a tuple")
+            elif mismatch:
+                problems["script"] = mismatch
+            else:
+                candidates["script"] = scripted
+        except Exception as err:
+            problems["script"] = first_line(err)
+    chosen = "script" if "script" in candidates and (flow_warning or "trace" not in candidates) \
+        else "trace" if "trace" in candidates else ""
+    if chosen:
+        saved.torchscript = candidates[chosen]
+        saved.info["torchscript"] = chosen
+        if chosen == "trace" and flow_warning:
+            saved.info["torchscript_warning"] = (
+                f"model.ts was traced although tracing warned: {flow_warning}; scripting failed"
+                f" ({problems.get('script', '?')}); the trace holds for inputs like the golden"
+                " set's, so make the golden set take every branch")
+    else:
+        saved.info["torchscript_problem"] = "; ".join(f"{k}: {v}" for k, v in problems.items())
+
+
 def save_torch_model(
     module: torch.nn.Module,
     signature: ModelSignature,
-    golden_inputs: dict[str, np.ndarray],
+    golden_inputs: Mapping[str, Any],
     directory: str | Path,
-    torchscript: str | None = None,
+    torchscript: str | None = "auto",
 ) -> GoldenSet:
-    """Write a model artifact: ``model.pt2``, ``signature.json`` and ``golden.npz``.
+    """Write a model artifact: ``model.pt2`` and/or ``model.ts``, ``signature.json``,
+    ``golden.npz`` and ``artifact.json``.
 
     Args:
-        module: The trained model; called positionally with the inputs in signature order.
+        module: The trained model. Its inputs are passed by name when ``forward`` names them all
+            (e.g. ``input_ids``, ``attention_mask``), else in signature order; it returns a
+            tensor, a tuple in signature order, or a dict/``ModelOutput`` by output name.
         signature: Names, dtypes and dims (dynamic dims named) of inputs and outputs.
-        golden_inputs: Sample inputs by name, batch first. Use a batch of 2 or more so the
-            exported program keeps the batch dim dynamic.
-        directory: Where to write the files (created if missing).
-        torchscript: Also write ``model.ts``: ``"script"`` (torch.jit.script; keeps control
-            flow, needs scriptable code) or ``"trace"`` (torch.jit.trace on the golden inputs).
+        golden_inputs: Sample inputs by name (torch tensors or numpy arrays), batch first; every
+            dynamic dim at least 2 (use a batch of 2 or more).
+        directory: Where to write the files (created if missing; replaced only when complete).
+        torchscript: ``"auto"`` traces the eager model (checked at batch 1 and at a second
+            size of the other dynamic dims) and scripts it where tracing cannot hold (data-
+            dependent flow); ``"trace"`` or ``"script"`` only that way, failing if it cannot;
+            None writes no ``model.ts``.
 
     Returns:
         The golden set, with reference outputs from the eager module.
+
+    Raises:
+        UserError: bad inputs, outputs that do not match the signature, NaN references, or a
+            model neither torch.export nor TorchScript can capture (naming the dim and why).
     """
     import torch
 
-    from kfp_serve.components.staging import quiet_export
+    from kfp_serve.components.staging import quiet_export, staged_directory
 
     if torchscript is not None and torchscript not in TORCHSCRIPT_METHODS:
         raise UserError(f"torchscript={torchscript!r}; use one of {list(TORCHSCRIPT_METHODS)} or None")
+    inputs = _as_numpy(golden_inputs, signature)
     # A copy on the CPU: the artifact must load anywhere, and references computed on a GPU
-    # (TF32 convolutions, fused kernels) would be off by ~1e-3 — the caller's module is untouched.
-    module = copy.deepcopy(module).cpu().float().eval() if _on_accelerator(module) else module.eval()
-    golden = GoldenSet(inputs=dict(golden_inputs), outputs=run_eager(module, signature, golden_inputs))
+    # (TF32 convolutions, fused kernels) would be off by ~1e-3; the caller's module is untouched.
+    on_accelerator = any(t.device.type != "cpu" for t in (*module.parameters(), *module.buffers()))
+    module = copy.deepcopy(module).cpu().float().eval() if on_accelerator else module.eval()
+    wrapped = signature_module(module, signature)
+    golden = GoldenSet(inputs=inputs, outputs=run_module(wrapped, signature, inputs))
     golden.check_against(signature)
     for name, value in golden.outputs.items():
         if not np.all(np.isfinite(value)):
-            raise UserError(
-                f"the eager model produced NaN/Inf in output {name!r} on the golden inputs;"
-                " fix the model or choose other sample inputs"
-            )
-    if signature.batched and golden.batch_size < 2:
-        raise UserError("golden inputs need a batch of at least 2 to keep the batch dim dynamic")
-    args = tuple(torch.from_numpy(golden.inputs[n]) for n in signature.input_names)
-    try:
-        program = torch.export.export(module, args, dynamic_shapes=_dynamic_shapes(signature))
-    except Exception as err:  # torch raises many types; translate at this one boundary
-        raise UserError(f"torch.export could not capture the model: {first_line(err)}") from err
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    torch.export.save(program, str(out / TORCH_PROGRAM_FILE))
-    if torchscript is not None:
+            raise UserError(f"the eager model produced NaN/Inf in output {name!r} on the golden"
+                            " inputs; fix the model or choose other sample inputs")
+    resized = _resized_inputs(signature, inputs)
+    if resized is not None:
         try:
-            with quiet_export(), torch.no_grad():
-                scripted = (torch.jit.script(module) if torchscript == "script"
-                            else torch.jit.trace(module, args, check_trace=False))
-        except Exception as err:
-            raise UserError(f"torch.jit.{torchscript} failed: {first_line(err)}") from err
-        with quiet_export():
-            torch.jit.save(scripted, str(out / SCRIPTED_SOURCE_FILE))
-    signature.save(out)
-    golden.save(out)
+            golden.resized = GoldenSet(resized, run_module(wrapped, signature, resized))
+            golden.resized.check_against(signature)
+        except Exception:  # a model that needs its full size (e.g. a fixed position table)
+            golden.resized = None
+    saved = _Saved()
+    with quiet_export():
+        _export(wrapped, signature, golden, saved)
+    if torchscript is not None:
+        _torchscript(wrapped, module, signature, golden, torchscript, saved)
+        if torchscript != "auto" and saved.torchscript is None:
+            raise UserError(f"torch.jit.{torchscript} cannot take the model:"
+                            f" {saved.info['torchscript_problem'].split(': ', 1)[-1]}")
+    if saved.program is None and saved.torchscript is None:
+        ts = saved.info.get("torchscript_problem", "not asked for (torchscript=None)")
+        raise UserError(f"{saved.info['program_problem']}; TorchScript cannot take it either ({ts})")
+    with staged_directory(directory) as staging, quiet_export():
+        if saved.program is not None:
+            torch.export.save(saved.program, str(staging / TORCH_PROGRAM_FILE))
+        if saved.torchscript is not None:
+            torch.jit.save(saved.torchscript, str(staging / SCRIPTED_SOURCE_FILE))
+        (staging / ARTIFACT_INFO_FILE).write_text(json.dumps(saved.info, indent=2, sort_keys=True))
+        signature.save(staging)
+        golden.save(staging)
+    for key in ("program_problem", "torchscript_problem", "torchscript_warning"):
+        if key in saved.info:
+            print(f"note: {saved.info[key]}")
     return golden
 
 
-def load_torchscript(directory: str | Path) -> Any:
-    """The artifact's ``model.ts`` (UserError when it was not saved or does not load)."""
-    import torch
+@dataclass
+class ModelArtifact:
+    """A loaded model artifact: its signature, golden set, and the files it has."""
 
-    path = Path(directory) / SCRIPTED_SOURCE_FILE
-    if not path.is_file():
-        raise UserError(
-            f"{path} is missing; save the model with save_torch_model(..., torchscript='script')"
-            " (scripting needs the Python class, so it happens where the model is trained)"
-        )
-    from kfp_serve.components.staging import quiet_export
+    directory: Path
+    signature: ModelSignature
+    golden: GoldenSet
+    info: dict[str, str]
 
-    try:
-        with torch.no_grad(), quiet_export():
-            return torch.jit.load(str(path), map_location="cpu").eval()
-    except Exception as err:
-        raise UserError(f"{path} is not a loadable TorchScript file ({first_line(err)})") from err
+    @property
+    def has_program(self) -> bool:
+        return (self.directory / TORCH_PROGRAM_FILE).is_file()
+
+    @property
+    def has_torchscript(self) -> bool:
+        return (self.directory / SCRIPTED_SOURCE_FILE).is_file()
+
+    def program(self) -> Any:
+        """The torch.export program (UserError naming why when the artifact has none)."""
+        import torch
+
+        path = self.directory / TORCH_PROGRAM_FILE
+        if not path.is_file():
+            why = self.info.get("program_problem")
+            raise UserError(f"{path} is missing" + (f" ({why})" if why else "; the model artifact"
+                            " must hold a torch.export program written by save_torch_model"))
+        try:
+            return torch.export.load(str(path))
+        except Exception as err:  # corrupt zip, wrong file type, incompatible version
+            raise UserError(f"{path} is not a loadable torch.export program ({type(err).__name__}:"
+                            f" {first_line(err)}); re-save the model with save_torch_model") from err
+
+    def torchscript(self) -> Any:
+        """The TorchScript module saved with the model (UserError naming why when none)."""
+        import torch
+
+        from kfp_serve.components.staging import quiet_export
+
+        path = self.directory / SCRIPTED_SOURCE_FILE
+        if not path.is_file():
+            why = self.info.get("torchscript_problem", "it was saved with torchscript=None")
+            raise UserError(f"{path} is missing: {why}; serve the ONNX export, or make the model"
+                            " traceable or scriptable")
+        try:
+            with torch.no_grad(), quiet_export():
+                return torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as err:
+            raise UserError(f"{path} is not a loadable TorchScript file ({first_line(err)})") from err
+
+    def module(self) -> Any:
+        """A runnable module: the exported program's, else the TorchScript one."""
+        return self.program().module() if self.has_program else self.torchscript()
 
 
-def load_torch_model(directory: str | Path) -> tuple[Any, ModelSignature, GoldenSet]:
-    """Load ``(ExportedProgram, signature, golden set)`` from a model artifact directory."""
-    import torch
-
-    path = Path(directory) / TORCH_PROGRAM_FILE
-    if not path.is_file():
-        raise UserError(
-            f"{path} is missing; the model artifact must hold a torch.export program"
-            " written by save_torch_model"
-        )
+def open_model(directory: str | Path) -> ModelArtifact:
+    """Load and check a model artifact: the signature, golden set and at least one model file,
+    whose outputs agree with the signature."""
+    directory = Path(directory)
+    if not (directory / TORCH_PROGRAM_FILE).is_file() and not (directory / SCRIPTED_SOURCE_FILE).is_file():
+        raise UserError(f"{directory / TORCH_PROGRAM_FILE} is missing; the model artifact must hold"
+                        " a torch.export program written by save_torch_model")
     signature = ModelSignature.load(directory)
     golden = GoldenSet.load(directory)
     golden.check_against(signature)
+    info_path = directory / ARTIFACT_INFO_FILE
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    artifact = ModelArtifact(directory, signature, golden, info)
+    _check_outputs_match_signature(artifact.module(), signature, golden)
+    return artifact
+
+
+def _check_outputs_match_signature(module: Any, signature: ModelSignature, golden: GoldenSet) -> None:
+    """The model must return as many outputs, of the dtypes and ranks, as the signature says."""
     try:
-        program = torch.export.load(str(path))
-    except Exception as err:  # corrupt zip, wrong file type, incompatible version
-        raise UserError(
-            f"{path} is not a loadable torch.export program ({type(err).__name__}:"
-            f" {first_line(err)}); re-save the model with save_torch_model"
-        ) from err
-    _check_outputs_match_signature(program, signature, golden)
-    return program, signature, golden
-
-
-def _check_outputs_match_signature(program: Any, signature: ModelSignature,
-                                   golden: GoldenSet) -> None:
-    """The program must return as many outputs, of the dtypes and ranks, as the signature says."""
-    import torch
-
-    args = tuple(torch.from_numpy(golden.inputs[n][:1]) for n in signature.input_names)
-    try:
-        with torch.no_grad():
-            outputs = outputs_by_name(program.module()(*args), signature)
+        outputs = run_module(module, signature, golden.slice(0, 1).inputs)
     except UserError:
         raise
     except Exception as err:
-        raise UserError(
-            f"the model does not run on its own golden inputs ({first_line(err)}); the"
-            " signature's inputs may not match the model"
-        ) from err
+        raise UserError(f"the model does not run on its own golden inputs ({first_line(err)}); the"
+                        " signature's inputs may not match the model") from err
     for spec in signature.outputs:
         value = outputs[spec.name]
         if str(value.dtype) != spec.dtype or value.ndim != spec.rank:
-            raise UserError(
-                f"the model's output {spec.name!r} is {value.dtype} rank {value.ndim} but the"
-                f" signature says {spec.dtype} rank {spec.rank}"
-            )
-
+            raise UserError(f"the model's output {spec.name!r} is {value.dtype} rank {value.ndim} but"
+                            f" the signature says {spec.dtype} rank {spec.rank}")

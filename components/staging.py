@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 _NOISY_LOGGERS = ("torch.onnx", "onnxscript", "torch._dynamo", "torch.export", "torch._export",
-                  "torch.jit", "onnx_ir")
+                  "torch.jit", "onnx_ir", "torch.fx", "torch._guards", "torch._subclasses")
 
 
 @contextlib.contextmanager

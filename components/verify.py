@@ -124,25 +124,32 @@ def verification_batches(golden: GoldenSet) -> list[int]:
 
 
 def verify_at_batches(run: Runner, golden: GoldenSet, atol: float, rtol: float,
-                      what: str) -> dict[int, list[OutputComparison]]:
-    """Run ``run`` on the golden inputs at each verification batch size and compare.
+                      what: str) -> dict[str, list[OutputComparison]]:
+    """Run ``run`` on the golden inputs at each verification batch size and compare; where the
+    golden set has a resized variant (other dynamic dims at a second size), that too.
+
+    Returns the comparisons by case: ``"batch 16"``, ``"batch 1"``, and ``"resized"`` (other
+    dynamic dims at their second size) where the golden set has that variant.
 
     Raises:
-        VerificationError: one message naming every output out of tolerance at every batch
-            size, or the batch size at which the runtime failed.
+        VerificationError: one message naming every output out of tolerance at every size, or
+            the size at which the runtime failed.
     """
-    comparisons: dict[int, list[OutputComparison]] = {}
+    cases = [(f"batch {b}", f"batch size {b}", golden.slice(0, b)) for b in verification_batches(golden)]
+    if golden.resized is not None:
+        shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in golden.resized.inputs.items())
+        cases.append(("resized", f"the resized inputs ({shapes})", golden.resized))
+    comparisons: dict[str, list[OutputComparison]] = {}
     problems = []
-    for batch in verification_batches(golden):
-        part = golden.slice(0, batch)
+    for key, label, part in cases:
         try:
             actual = run(part.inputs)
         except VerificationError:
             raise
         except Exception as err:  # any runtime's own error type
-            raise VerificationError(f"{what} failed at batch size {batch}: {first_line(err)}") from err
-        comparisons[batch] = compare_outputs(part.outputs, actual, atol, rtol)
-        failure = summarize_failures(comparisons[batch], f"batch {batch}")
+            raise VerificationError(f"{what} failed at {label}: {first_line(err)}") from err
+        comparisons[key] = compare_outputs(part.outputs, actual, atol, rtol)
+        failure = summarize_failures(comparisons[key], label.replace("batch size", "batch"))
         if failure:
             problems.append(failure)
     if problems:

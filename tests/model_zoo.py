@@ -1,10 +1,16 @@
 """Small reference models with the shapes real serving models have, for tests and benchmarks.
 
 ``TextEncoder`` has two named inputs (int64 token ids and a float mask), a dynamic batch and a
-dynamic sequence length, and two outputs — the case a single-image CNN does not cover.
+dynamic sequence length, and two outputs — the case a single-image CNN does not cover. ``ZOO``
+holds the architectures users bring (a Hugging Face encoder, a ResNet, a GRU, dict outputs,
+uint8 images, bool/int32 inputs, data-dependent control flow).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -58,3 +64,251 @@ def text_encoder_inputs(batch: int, seq: int, vocab: int = 1000, seed: int = 0) 
     lengths = rng.integers(1, seq + 1, size=batch)
     mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.float32)
     return {"input_ids": ids * mask.astype(np.int64), "attention_mask": mask}
+
+
+# ---------------------------------------------------------------------------------------------
+# The zoo: the kinds of models users serve every day, built from code with random weights (no
+# downloads). Each entry is what a user hands to save_torch_model: a module, its signature and
+# example inputs as torch tensors (the natural way to write them).
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A model, its signature, and example inputs at a batch size (torch tensors)."""
+
+    name: str
+    build: Callable[[], Any]
+    signature: ModelSignature
+    example: Callable[[int], dict[str, Any]]
+    note: str = ""
+
+
+def _bert():
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=64)
+    return BertModel(config).eval()
+
+
+def _bert_example(batch: int) -> dict[str, Any]:
+    import torch
+
+    generator = torch.Generator().manual_seed(batch)
+    ids = torch.randint(1, 1000, (batch, 12), generator=generator)
+    mask = torch.ones(batch, 12, dtype=torch.int64)
+    mask[0, 9:] = 0  # one padded row
+    return {"input_ids": ids, "attention_mask": mask,
+            "token_type_ids": torch.zeros(batch, 12, dtype=torch.int64)}
+
+
+def _resnet18(width: int = 16, classes: int = 10):
+    """torchvision's ResNet-18 layout (BasicBlock x [2, 2, 2, 2], stride-2 stages, BatchNorm,
+    projection shortcuts) written here: torchvision's PyPI wheels need the CUDA torch. Base width
+    16 instead of 64 keeps it quick on 2 cores; the graph is the same."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                         if stride != 1 or cin != cout else nn.Identity())
+
+        def forward(self, x):
+            out = torch.relu(self.bn1(self.conv1(x)))
+            return torch.relu(self.bn2(self.conv2(out)) + self.down(x))
+
+    class ResNet18(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width),
+                                      nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+            stages, cin = [], width
+            for i, cout in enumerate((width, width * 2, width * 4, width * 8)):
+                stages += [Block(cin, cout, 1 if i == 0 else 2), Block(cout, cout, 1)]
+                cin = cout
+            self.stages = nn.Sequential(*stages)
+            self.fc = nn.Linear(cin, classes)
+
+        def forward(self, pixels):
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.stages(self.stem(pixels)), 1), 1))
+
+    torch.manual_seed(0)
+    model = ResNet18()
+    for module in model.modules():  # trained-looking BatchNorm statistics
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _gru_classifier():
+    import torch
+    from torch import nn
+
+    class GruClassifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(500, 32)
+            self.gru = nn.GRU(32, 48, batch_first=True)
+            self.head = nn.Linear(48, 4)
+
+        def forward(self, tokens):
+            _, last = self.gru(self.embed(tokens))
+            return self.head(last[-1])
+
+    torch.manual_seed(0)
+    return GruClassifier().eval()
+
+
+def _multi_head():
+    import torch
+    from torch import nn
+
+    class MultiHead(nn.Module):
+        """Returns a dict whose key order differs from the signature's output order."""
+
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(16, 32), nn.GELU())
+            self.embedding = nn.Linear(32, 8)
+            self.classes = nn.Linear(32, 5)
+
+        def forward(self, features):
+            hidden = self.body(features)
+            return {"embedding": self.embedding(hidden),
+                    "probabilities": torch.softmax(self.classes(hidden), dim=-1)}
+
+    torch.manual_seed(0)
+    return MultiHead().eval()
+
+
+def _uint8_images():
+    import torch
+    from torch import nn
+
+    class Uint8Classifier(nn.Module):
+        """Takes raw uint8 images of any size and normalizes inside forward."""
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+            self.conv = nn.Conv2d(3, 8, 3, padding=1)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, image):
+            x = (image.float() / 255.0 - self.mean) / self.std
+            return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    return Uint8Classifier().eval()
+
+
+def _mixed_dtypes():
+    import torch
+    from torch import nn
+
+    class Mixed(nn.Module):
+        """A bool mask and int32 bucket ids beside float features."""
+
+        def __init__(self):
+            super().__init__()
+            self.buckets = nn.Embedding(10, 8)
+            self.head = nn.Linear(8, 1)
+
+        def forward(self, features, present, bucket):
+            x = features.masked_fill(~present, 0.0) + self.buckets(bucket.long())
+            return self.head(x)
+
+    torch.manual_seed(0)
+    return Mixed().eval()
+
+
+def _data_dependent():
+    import torch
+    from torch import nn
+
+    class Gate(nn.Module):
+        """Data-dependent control flow: each row's branch depends on its values."""
+
+        def __init__(self):
+            super().__init__()
+            self.up = nn.Linear(6, 6)
+            self.down = nn.Linear(6, 6)
+
+        def forward(self, x):
+            rows = []
+            for i in range(x.shape[0]):  # each row takes its own branch
+                row = x[i:i + 1]
+                if bool(row.mean() > 0):
+                    rows.append(self.up(row) * 2.0)
+                else:
+                    rows.append(self.down(row) - 1.0)
+            return torch.cat(rows)
+
+    torch.manual_seed(0)
+    return Gate().eval()
+
+
+def _tensor(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> Any:
+    import torch
+
+    if dtype == "uint8":
+        return torch.from_numpy(rng.integers(0, 256, size=shape, dtype=np.uint8))
+    return torch.from_numpy(rng.standard_normal(shape).astype(dtype))
+
+
+ZOO: list[ZooModel] = [
+    ZooModel("bert", _bert, ModelSignature(
+        inputs=(TensorSpec("input_ids", "int64", (BATCH, SEQ)),
+                TensorSpec("attention_mask", "int64", (BATCH, SEQ)),
+                TensorSpec("token_type_ids", "int64", (BATCH, SEQ))),
+        outputs=(TensorSpec("last_hidden_state", "float32", (BATCH, SEQ, 64)),
+                 TensorSpec("pooler_output", "float32", (BATCH, 64)))),
+        _bert_example, "transformers BertModel (ModelOutput, keyword inputs)"),
+    ZooModel("resnet18", _resnet18, ModelSignature(
+        inputs=(TensorSpec("pixels", "float32", (BATCH, 3, 32, 32)),),
+        outputs=(TensorSpec("logits", "float32", (BATCH, 10)),)),
+        lambda b: {"pixels": _tensor(np.random.default_rng(b), (b, 3, 32, 32), "float32")},
+        "ResNet-18 layout, width 16"),
+    ZooModel("gru", _gru_classifier, ModelSignature(
+        inputs=(TensorSpec("tokens", "int64", (BATCH, SEQ)),),
+        outputs=(TensorSpec("logits", "float32", (BATCH, 4)),)),
+        lambda b: {"tokens": __import__("torch").randint(0, 500, (b, 12),
+                                                       generator=__import__("torch").Generator().manual_seed(b))},
+        "GRU text classifier, dynamic sequence"),
+    ZooModel("multi_head", _multi_head, ModelSignature(
+        inputs=(TensorSpec("features", "float32", (BATCH, 16)),),
+        outputs=(TensorSpec("probabilities", "float32", (BATCH, 5)),
+                 TensorSpec("embedding", "float32", (BATCH, 8)))),
+        lambda b: {"features": _tensor(np.random.default_rng(b), (b, 16), "float32")},
+        "dict outputs in another order than the signature"),
+    ZooModel("uint8_images", _uint8_images, ModelSignature(
+        inputs=(TensorSpec("image", "uint8", (BATCH, 3, "height", "width")),),
+        outputs=(TensorSpec("logits", "float32", (BATCH, 3)),)),
+        lambda b: {"image": _tensor(np.random.default_rng(b), (b, 3, 24, 20), "uint8")},
+        "uint8 images of any size, normalized inside forward"),
+    ZooModel("mixed_dtypes", _mixed_dtypes, ModelSignature(
+        inputs=(TensorSpec("features", "float32", (BATCH, 8)),
+                TensorSpec("present", "bool", (BATCH, 8)),
+                TensorSpec("bucket", "int32", (BATCH,))),
+        outputs=(TensorSpec("score", "float32", (BATCH, 1)),)),
+        lambda b: {"features": _tensor(np.random.default_rng(b), (b, 8), "float32"),
+                   "present": __import__("torch").from_numpy(np.random.default_rng(b).random((b, 8)) > 0.3),
+                   "bucket": __import__("torch").arange(b, dtype=__import__("torch").int32) % 10},
+        "bool and int32 inputs"),
+    ZooModel("data_dependent", _data_dependent, ModelSignature(
+        inputs=(TensorSpec("x", "float32", (BATCH, 6)),),
+        outputs=(TensorSpec("y", "float32", (BATCH, 6)),)),
+        lambda b: {"x": _tensor(np.random.default_rng(b + 1), (b, 6), "float32")},
+        "data-dependent control flow"),
+]

@@ -30,8 +30,10 @@ def text_model(tmp_path_factory):
 
 def test_onnx_keeps_batch_and_sequence_dynamic(text_model, tmp_path):
     result = export_onnx(text_model, tmp_path / "onnx")
-    assert sorted(result.comparisons) == [1, 4]
-    assert {c.name for c in result.comparisons[4]} == {"logits", "pooled"}
+    # batch 4 and 1, and the sequence cut from 12 to 8 (the golden set's resized variant)
+    assert list(result.comparisons) == ["batch 4", "batch 1", "resized"]
+    assert {c.name for c in result.comparisons["batch 4"]} == {"logits", "pooled"}
+    assert "Other dynamic dims resized: `input_ids` [4, 8], `attention_mask` [4, 8]" in result.markdown()
     session = onnxruntime_session(result.path)
     inputs = text_encoder_inputs(3, 20, seed=7)  # another batch size AND sequence length
     logits, pooled = session.run(None, inputs)
@@ -40,18 +42,20 @@ def test_onnx_keeps_batch_and_sequence_dynamic(text_model, tmp_path):
                                  torch.from_numpy(inputs["attention_mask"]))
     np.testing.assert_allclose(logits, eager[0].detach().numpy(), atol=1e-4)
     metrics = result.metrics()
-    assert set(metrics) >= {"logits_max_abs_error_batch4", "pooled_max_rel_error_batch1"}
+    assert set(metrics) >= {"logits_max_abs_error_batch4", "pooled_max_rel_error_batch1",
+                            "logits_max_abs_error_resized"}
 
 
 def test_scripted_transformer_exports_to_torchscript(text_model, tmp_path):
-    result = export_torchscript(text_model, tmp_path / "ts", method="script")
+    result = export_torchscript(text_model, tmp_path / "ts", method="saved")
     assert result.path.name == "model.pt"
     assert all(c.passed for cs in result.comparisons.values() for c in cs)
-    assert "method: script" in result.markdown()
+    assert "method: saved (model.ts, script)" in result.markdown()
 
 
 def test_a_trace_that_fixed_the_shapes_is_caught(text_model, tmp_path):
-    with pytest.raises(VerificationError, match=r"\(trace\) failed at batch size 1: .*use method='script'"):
+    with pytest.raises(VerificationError, match=r"\(trace\) failed at batch size 1: .*use"
+                                                r" method='saved' or 'auto'"):
         export_torchscript(text_model, tmp_path / "ts", method="trace")
     assert list(tmp_path.iterdir()) == []
 
@@ -69,9 +73,13 @@ def test_legacy_exporter_on_a_traced_cnn(digits_model, tmp_path):
                      {"image": np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)},
                      tmp_path / "m", torchscript="trace")
     result = export_onnx(tmp_path / "m", tmp_path / "onnx", exporter="legacy")
-    assert result.details["exporter"] == "legacy" and sorted(result.comparisons) == [1, 4]
-    with pytest.raises(UserError, match="model.ts is missing; save the model with"):
-        export_onnx(digits_model, tmp_path / "onnx2", exporter="legacy")
+    assert result.details["exporter"] == "legacy" and list(result.comparisons) == ["batch 4", "batch 1"]
+    save_torch_model(build_model(), SIGNATURE,
+                     {"image": np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32)},
+                     tmp_path / "no-ts", torchscript=None)
+    with pytest.raises(UserError, match="model.ts is missing: it was saved with torchscript=None;"
+                                        " serve the ONNX export"):
+        export_onnx(tmp_path / "no-ts", tmp_path / "onnx2", exporter="legacy")
 
 
 def test_digits_torchscript_variants(digits_model, tmp_path):
@@ -84,7 +92,8 @@ def test_digits_torchscript_variants(digits_model, tmp_path):
         export_torchscript(digits_model, tmp_path / "x", freeze=False, optimize_for_inference=True)
     with pytest.raises(UserError, match="method 'compile' is not known"):
         export_torchscript(digits_model, tmp_path / "x", method="compile")
-    with pytest.raises(UserError, match="model.ts is missing"):
+    with pytest.raises(UserError, match="method 'script' is not known; use one of"
+                                        r" \['auto', 'saved', 'trace'\]"):
         export_torchscript(digits_model, tmp_path / "x", method="script")
 
 

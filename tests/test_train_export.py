@@ -10,20 +10,22 @@ import pytest
 from kfp_serve.components.errors import UserError, VerificationError
 from kfp_serve.components.export.onnx_export import export_onnx
 from kfp_serve.components.golden import GoldenSet
-from kfp_serve.components.model_artifact import load_torch_model
+from kfp_serve.components.model_artifact import open_model
 from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.train.digits import load_digits_split, train_digits
 
 
 def test_model_artifact_round_trip(digits_model):
-    program, signature, golden = load_torch_model(digits_model)
+    artifact = open_model(digits_model)
+    program, signature, golden = artifact.program(), artifact.signature, artifact.golden
     assert signature.input_names == ["image"] and signature.output_names == ["logits"]
     assert golden.batch_size == 16
     module = program.module()
     import torch
 
     for batch in (1, 3, 16):  # the exported program kept the batch dim dynamic
-        out = module(torch.from_numpy(golden.inputs["image"][:batch])).detach().numpy()
+        [out] = module(torch.from_numpy(golden.inputs["image"][:batch]))  # a tuple, signature order
+        out = out.detach().numpy()
         np.testing.assert_allclose(out, golden.outputs["logits"][:batch], atol=1e-4)
     # the golden outputs are the model's real predictions: the held-out images they come from
     # (the first 16 of the seed-0 test split) are classified right, as training's gate demands
@@ -40,7 +42,7 @@ def test_accuracy_gate_fails_training(tmp_path):
 
 def test_onnx_export_is_verified_at_two_batch_sizes(digits_model, tmp_path):
     result = export_onnx(digits_model, tmp_path / "onnx", opset=18)
-    assert sorted(result.comparisons) == [1, 16]
+    assert list(result.comparisons) == ["batch 16", "batch 1"]
     for comparisons in result.comparisons.values():
         [logits] = comparisons
         assert logits.passed and logits.max_abs_error < 1e-4
@@ -74,7 +76,8 @@ def test_corrupt_and_missing_model_files(digits_model, tmp_path):
     with pytest.raises(UserError, match="is not a loadable torch.export program"):
         export_onnx(broken, tmp_path / "out")
     (broken / "model.pt2").unlink()
-    with pytest.raises(UserError, match="model.pt2 is missing"):
+    (broken / "model.ts").unlink()
+    with pytest.raises(UserError, match="model.pt2 is missing; the model artifact must hold"):
         export_onnx(broken, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 

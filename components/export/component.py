@@ -15,22 +15,25 @@ def export_onnx(
     metrics: Output[Metrics],
     report: Output[Markdown],
     opset: int = 18,
-    exporter: str = "dynamo",
+    exporter: str = "auto",
     atol: float = 1e-4,
     rtol: float = 1e-3,
 ):
     """Exports a model artifact to ONNX and verifies it with onnxruntime.
 
     Checks the file with onnx.checker and its inputs/outputs against the signature, then runs
-    the golden set through onnxruntime (CPU) at two batch sizes and compares every output with
-    the eager model. Fails, writing nothing, when any output is out of tolerance or NaN/Inf.
+    the golden set through onnxruntime (CPU) at two batch sizes (and a second size of the other
+    dynamic dims, e.g. the sequence length) and compares every output with the eager model.
+    Fails, writing nothing, when any output is out of tolerance or NaN/Inf.
     Models over 2 GiB keep their weights in ``model.onnx.data`` beside the graph.
 
     Args:
-        model: A TorchModel artifact (``model.pt2`` + ``signature.json`` + ``golden.npz``).
+        model: A TorchModel artifact (``model.pt2`` and/or ``model.ts``, ``signature.json``,
+            ``golden.npz``), as save_torch_model writes it.
         opset: ONNX opset, 18-20.
-        exporter: ``dynamo`` (torch.export-based, the default) or ``legacy`` (TorchScript-based;
-            needs the artifact's ``model.ts``).
+        exporter: ``auto`` (``dynamo`` where the artifact has a torch.export program, else
+            ``legacy``), ``dynamo`` (torch.export-based) or ``legacy`` (TorchScript-based, from
+            the artifact's ``model.ts``).
         atol: Absolute tolerance per value.
         rtol: Relative tolerance per value (``|a - r| <= atol + rtol * |r|``).
 
@@ -55,7 +58,7 @@ def export_torchscript(
     torchscript_model: Output[Model],
     metrics: Output[Metrics],
     report: Output[Markdown],
-    method: str = "trace",
+    method: str = "auto",
     freeze: bool = True,
     optimize_for_inference: bool = False,
     atol: float = 1e-4,
@@ -63,14 +66,16 @@ def export_torchscript(
 ):
     """Exports a model artifact to TorchScript (``model.pt``) and verifies it.
 
-    ``trace`` traces the self-contained ``model.pt2`` on the golden inputs; ``script`` uses the
-    scripted ``model.ts`` saved at training time (scripting needs the Python class). The saved
-    file is reloaded and run on the golden set at two batch sizes, so a trace that fixed the
-    batch size fails here and not in production.
+    ``saved`` uses the artifact's ``model.ts`` (traced from the eager model and checked at a
+    second size, or scripted, when the model was saved); ``trace`` traces the exported
+    ``model.pt2`` (which often fixes the batch size); ``auto`` is ``saved`` where there is one.
+    The output returns a tuple in signature order, as Triton's pytorch backend needs. The saved
+    file is reloaded and run on the golden set at two batch sizes (and a second size of the
+    other dynamic dims), so a module that fixed a size fails here and not in production.
 
     Args:
         model: A TorchModel artifact.
-        method: ``trace`` or ``script``.
+        method: ``auto``, ``saved`` or ``trace``.
         freeze: Inline weights and attributes (torch.jit.freeze).
         optimize_for_inference: Also apply torch.jit.optimize_for_inference (CPU-specific).
         atol: Absolute tolerance per value.

@@ -22,7 +22,7 @@ from kfp_serve.components.verify import verify_at_batches
 
 ONNX_FILE = FORMATS["onnx"].file
 SUPPORTED_OPSETS = range(18, 21)
-EXPORTERS = ("dynamo", "legacy")
+EXPORTERS = ("auto", "dynamo", "legacy")
 # protobuf refuses messages over 2 GiB: bigger models keep their weights beside the graph
 PROTOBUF_LIMIT_BYTES = 2 * 1024**3
 _MISSING_OP = re.compile(r"No ONNX function found for <OpOverload\(op='([^']+)', overload='([^']+)'\)>")
@@ -92,8 +92,10 @@ def _dynamic_axes(signature: ModelSignature) -> dict[str, dict[int, str]]:
     }
 
 
-def _parameter_bytes(program: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in program.state_dict.values())
+def _parameter_bytes(source: Any) -> int:
+    """Weight bytes of an exported program or a TorchScript module."""
+    state = source.state_dict if hasattr(source, "graph_signature") else source.state_dict()
+    return sum(t.numel() * t.element_size() for t in state.values())
 
 
 def _export_dynamo(program: Any, path: Path, signature: ModelSignature, opset: int,
@@ -133,16 +135,17 @@ def translate_export_error(err: BaseException) -> UserError:
 
 
 def export_onnx(model_dir: str | Path, output_dir: str | Path, opset: int = 18,
-                atol: float = 1e-4, rtol: float = 1e-3, exporter: str = "dynamo") -> ExportResult:
+                atol: float = 1e-4, rtol: float = 1e-3, exporter: str = "auto") -> ExportResult:
     """Export the model artifact at ``model_dir`` to ``output_dir/model.onnx`` and verify it.
 
     The dynamo exporter works from the self-contained ``model.pt2``; the legacy TorchScript-based
-    exporter needs the artifact's TorchScript module (``save_torch_model(torchscript=...)``).
+    exporter from the artifact's ``model.ts``. ``auto`` is dynamo where the artifact has a
+    ``model.pt2`` (torch.export could keep its dynamic dims), else legacy.
     Models over 2 GiB keep their weights in ``model.onnx.data`` beside the graph.
     ``output_dir`` receives ``model.onnx`` (+ data), ``signature.json`` and ``golden.npz`` only
     after every check passed; on failure nothing is left there.
     """
-    from kfp_serve.components.model_artifact import load_torch_model, load_torchscript
+    from kfp_serve.components.model_artifact import open_model
 
     if opset not in SUPPORTED_OPSETS:
         raise UserError(f"opset {opset} is not supported; use {SUPPORTED_OPSETS.start}"
@@ -152,16 +155,20 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path, opset: int = 18,
     if atol < 0 or rtol < 0:
         raise UserError("atol and rtol must be >= 0")
     started = time.perf_counter()
-    program, signature, golden = load_torch_model(model_dir)
-    external = _parameter_bytes(program) >= PROTOBUF_LIMIT_BYTES
+    artifact = open_model(model_dir)
+    signature, golden = artifact.signature, artifact.golden
+    if exporter == "auto":
+        exporter = "dynamo" if artifact.has_program else "legacy"
+    source = artifact.program() if exporter == "dynamo" else artifact.torchscript()
+    external = _parameter_bytes(source) >= PROTOBUF_LIMIT_BYTES
     with staged_directory(output_dir) as staging:
         model_path = staging / ONNX_FILE
         with quiet_export(), contextlib.redirect_stdout(io.StringIO()):
             try:
                 if exporter == "dynamo":
-                    _export_dynamo(program, model_path, signature, opset, external)
+                    _export_dynamo(source, model_path, signature, opset, external)
                 else:
-                    _export_legacy(load_torchscript(model_dir), model_path, signature, opset, golden)
+                    _export_legacy(source, model_path, signature, opset, golden)
             except UserError:
                 raise
             except Exception as err:  # torch.onnx raises many types; translate at this boundary
@@ -178,7 +185,8 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path, opset: int = 18,
     details = {"opset": str(opset), "exporter": exporter, "runtime": "onnxruntime (CPU)",
                "weights": ONNX_EXTERNAL_DATA_FILE if external else "inside model.onnx"}
     return ExportResult("ONNX", Path(output_dir) / ONNX_FILE, comparisons, details,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started,
+                        resized_shapes=golden.resized_shapes)
 
 
 def _check_model(model_path: Path) -> None:

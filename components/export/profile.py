@@ -89,10 +89,10 @@ def _runner(model_format: str, path: Path, signature: ModelSignature, threads: i
         module = torch.jit.load(str(path), map_location="cpu").eval()
         return lambda inputs: run_torchscript(module, signature, inputs)
     if model_format == "eager":
-        from kfp_serve.components.model_artifact import run_eager
+        from kfp_serve.components.model_artifact import open_model, run_module
 
-        module = torch.export.load(str(path)).module()
-        return lambda inputs: run_eager(module, signature, inputs)
+        module = open_model(path.parent).module()  # the exported program, else model.ts
+        return lambda inputs: run_module(module, signature, inputs)
     raise UserError(f"format {model_format!r} cannot be profiled; use one of {sorted(PROFILED)}")
 
 

@@ -14,22 +14,24 @@ class ExportResult:
 
     model_format: str
     path: Path
-    comparisons: dict[int, list[OutputComparison]]
+    comparisons: dict[str, list[OutputComparison]]  # "batch 16", "batch 1", "resized"
     details: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    resized_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # of the "resized" case
 
     def metrics(self) -> dict[str, float]:
-        """Max absolute and relative error per output and batch size (for a KFP Metrics artifact)."""
+        """Max absolute and relative error per output and verified case (for a KFP Metrics
+        artifact): ``logits_max_abs_error_batch16``, ``..._resized``."""
         values: dict[str, float] = {}
-        for batch, comparisons in self.comparisons.items():
+        for case, comparisons in self.comparisons.items():
             for c in comparisons:
-                values[f"{c.name}_max_abs_error_batch{batch}"] = c.max_abs_error
-                values[f"{c.name}_max_rel_error_batch{batch}"] = c.max_rel_error
+                values[f"{c.name}_max_abs_error_{case.replace(' ', '')}"] = c.max_abs_error
+                values[f"{c.name}_max_rel_error_{case.replace(' ', '')}"] = c.max_rel_error
         values["export_seconds"] = round(self.seconds, 3)
         return values
 
     def markdown(self) -> str:
-        """The verification report: one table per verified batch size."""
+        """The verification report: one table per verified case (batch sizes, resized dims)."""
         size = sum(p.stat().st_size for p in self.path.parent.iterdir() if p.is_file())
         lines = [
             f"# {self.model_format} export verification: PASSED",
@@ -39,6 +41,8 @@ class ExportResult:
         ]
         lines += [f"- {key}: {value}" for key, value in self.details.items()]
         lines += ["- reference: the eager PyTorch model in fp32 (no autocast) on the golden set", ""]
-        for batch, comparisons in self.comparisons.items():
-            lines += [f"## Batch size {batch}", "", markdown_table(comparisons), ""]
+        resized = ", ".join(f"`{k}` {list(v)}" for k, v in self.resized_shapes.items())
+        for case, comparisons in self.comparisons.items():
+            title = f"Other dynamic dims resized: {resized}" if case == "resized" else case.capitalize()
+            lines += [f"## {title}", "", markdown_table(comparisons), ""]
         return "\n".join(lines)

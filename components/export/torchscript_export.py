@@ -16,22 +16,18 @@ from kfp_serve.components.staging import quiet_export, staged_directory
 from kfp_serve.components.verify import verify_at_batches
 
 TORCHSCRIPT_FILE = FORMATS["torchscript"].file  # what Triton's pytorch_libtorch backend loads
-METHODS = ("trace", "script")
+METHODS = ("auto", "saved", "trace")
 
 
 def run_torchscript(module: Any, signature: ModelSignature,
                     inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run a TorchScript module positionally on named inputs; returns named outputs."""
-    import torch
+    from kfp_serve.components.model_artifact import run_module
 
-    from kfp_serve.components.model_artifact import outputs_by_name
-
-    args = tuple(torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in signature.input_names)
-    with torch.no_grad():
-        return outputs_by_name(module(*args), signature)
+    return run_module(module, signature, inputs)
 
 
-def _trace(program: Any, signature: ModelSignature, golden) -> Any:
+def _trace_program(program: Any, signature: ModelSignature, golden) -> Any:
     import torch
 
     args = tuple(torch.from_numpy(golden.inputs[n]) for n in signature.input_names)
@@ -39,20 +35,22 @@ def _trace(program: Any, signature: ModelSignature, golden) -> Any:
         return torch.jit.trace(program.module(), args, check_trace=False)
 
 
-def export_torchscript(model_dir: str | Path, output_dir: str | Path, method: str = "trace",
+def export_torchscript(model_dir: str | Path, output_dir: str | Path, method: str = "auto",
                        freeze: bool = True, optimize_for_inference: bool = False,
                        atol: float = 1e-4, rtol: float = 1e-3) -> ExportResult:
-    """Write ``output_dir/model.pt`` (TorchScript) and verify it at two batch sizes.
+    """Write ``output_dir/model.pt`` (TorchScript) and verify it at two batch sizes (and at a
+    second size of the other dynamic dims, where the golden set has one).
 
-    ``trace`` traces the artifact's ``model.pt2`` on the golden inputs (no Python class
-    needed; data-dependent control flow is frozen at the traced path). ``script`` takes the
-    scripted ``model.ts`` saved with the artifact (scripting needs the class, so it happens at
-    training time). ``freeze`` inlines weights and attributes; ``optimize_for_inference`` also
-    fuses ops for CPU inference (the result is specialised to the CPU).
+    ``saved`` takes the artifact's ``model.ts``: traced from the eager model and checked at a
+    second size, or scripted, by ``save_torch_model`` where the Python class was at hand.
+    ``trace`` traces the artifact's ``model.pt2`` (no class needed; the exported program bakes
+    in the golden batch size on many models). ``auto`` is ``saved`` where the artifact has a
+    ``model.ts``, else ``trace``. ``freeze`` inlines weights and attributes;
+    ``optimize_for_inference`` also fuses ops for CPU inference (specialised to the CPU).
     """
     import torch
 
-    from kfp_serve.components.model_artifact import load_torch_model, load_torchscript
+    from kfp_serve.components.model_artifact import open_model
 
     if method not in METHODS:
         raise UserError(f"method {method!r} is not known; use one of {list(METHODS)}")
@@ -61,11 +59,14 @@ def export_torchscript(model_dir: str | Path, output_dir: str | Path, method: st
     if atol < 0 or rtol < 0:
         raise UserError("atol and rtol must be >= 0")
     started = time.perf_counter()
-    program, signature, golden = load_torch_model(model_dir)
+    artifact = open_model(model_dir)
+    signature, golden = artifact.signature, artifact.golden
+    if method == "auto":
+        method = "saved" if artifact.has_torchscript else "trace"
     with staged_directory(output_dir) as staging, quiet_export():
         try:
-            module = (_trace(program, signature, golden) if method == "trace"
-                      else load_torchscript(model_dir))
+            module = (_trace_program(artifact.program(), signature, golden) if method == "trace"
+                      else artifact.torchscript())
             module = module.eval()
             if freeze:
                 module = torch.jit.freeze(module)
@@ -92,15 +93,17 @@ def export_torchscript(model_dir: str | Path, output_dir: str | Path, method: st
         except VerificationError as err:
             if method == "trace":
                 raise VerificationError(
-                    f"{err}; tracing records one path through the model and may fix dims such as"
-                    " the batch size: save the model with torchscript='script' and use"
-                    " method='script'"
+                    f"{err}; tracing the exported program fixes dims such as the batch size:"
+                    " save the model with save_torch_model (its model.ts is traced from the eager"
+                    " model and checked) and use method='saved' or 'auto'"
                 ) from err
             raise
         signature.save(staging)
         golden.save(staging)
-    details = {"method": method, "frozen": str(freeze),
+    how = f"model.ts, {artifact.info.get('torchscript', 'saved')}" if method == "saved" else "model.pt2"
+    details = {"method": f"{method} ({how})", "frozen": str(freeze),
                "optimize_for_inference": str(optimize_for_inference),
                "runtime": f"torch.jit {torch.__version__} (CPU)"}
     return ExportResult("TorchScript", Path(output_dir) / TORCHSCRIPT_FILE, comparisons, details,
-                        time.perf_counter() - started)
+                        time.perf_counter() - started,
+                        resized_shapes=golden.resized_shapes)

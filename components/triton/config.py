@@ -90,6 +90,15 @@ def build_config(name: str, model_format: str, signature: ModelSignature,
             "max_batch_size > 0 needs every input and output to start with the dynamic 'batch'"
             " dim; set max_batch_size=0 for this model"
         )
+    scalars = [t.name for t in (*signature.inputs, *signature.outputs) if t.rank == 1]
+    if options.max_batch_size > 0 and scalars:
+        # Triton's dims may not be empty: with batching, a [batch] tensor travels as [batch, 1]
+        # (dims [1]), which clients of this signature do not send
+        raise UserError(
+            f"{scalars} hold one value per row ([batch]); Triton's batching wants at least one"
+            " more dim: set max_batch_size=0 (the batch dim stays dynamic, requests are not"
+            " batched together) or give them a trailing dim of 1 in the model ([batch, 1])"
+        )
     bad_sizes = [s for s in options.preferred_batch_sizes if not 1 <= s <= options.max_batch_size]
     if bad_sizes:
         raise UserError(

@@ -67,6 +67,14 @@ def _check_torchscript(path: Path, signature: ModelSignature, golden: GoldenSet)
     try:
         with quiet_export():
             module = torch.jit.load(str(path), map_location="cpu").eval()
+            args = [torch.from_numpy(golden.inputs[n][:1]) for n in signature.input_names]
+            with torch.no_grad():
+                returned = module(*args)
+            if not isinstance(returned, (torch.Tensor, tuple)):
+                raise UserError(
+                    f"{path.name} returns a {type(returned).__name__}; Triton's pytorch backend"
+                    " serves only a tensor or a tuple of tensors (outputs bound by position):"
+                    " export it with export_torchscript, which returns a tuple in signature order")
             outputs = run_torchscript(module, signature, golden.slice(0, 1).inputs)
     except UserError:
         raise

@@ -52,9 +52,32 @@ def torchserve(archive_folder: Path, model_name: str, workdir: Path, timeout_s: 
     model = snapshot["models"][model_name]["1.0"]
     options = ArchiveOptions(batch_size=model["batchSize"], max_batch_delay_ms=model["maxBatchDelay"],
                              workers=model["minWorkers"], install_requirements=False)
+    config = config_properties(model_name, options, str(archive_folder / "model-store"), *ports,
+                               address="127.0.0.1")
+    with _serve(config, archive_folder / "model-store", [model_name], ports, workdir, timeout_s) as url:
+        yield url
+
+
+@contextmanager
+def torchserve_store(model_store: Path, model_names: list[str], workdir: Path, timeout_s: float = 240):
+    """Serve every ``<name>.mar`` of ``model_store`` from one TorchServe on 127.0.0.1 (one
+    worker each, no batching); yields the inference base URL."""
+    ports = [_free_port() for _ in range(5)]
+    config = "\n".join([
+        f"inference_address=http://127.0.0.1:{ports[0]}", f"management_address=http://127.0.0.1:{ports[1]}",
+        f"metrics_address=http://127.0.0.1:{ports[2]}", f"grpc_inference_port={ports[3]}",
+        f"grpc_management_port={ports[4]}", "disable_token_authorization=true",
+        "install_py_dep_per_model=false", "default_workers_per_model=1", f"model_store={model_store}",
+        f"load_models={','.join(f'{n}={n}.mar' for n in model_names)}", ""])
+    with _serve(config, model_store, model_names, ports, workdir, timeout_s) as url:
+        yield url
+
+
+@contextmanager
+def _serve(config_text: str, model_store: Path, model_names: list[str], ports: list[int],
+           workdir: Path, timeout_s: float):
     config = workdir / "config.properties"
-    config.write_text(config_properties(model_name, options, str(archive_folder / "model-store"),
-                                        *ports, address="127.0.0.1"))
+    config.write_text(config_text)
     bin_dir = Path(sys.executable).parent
     # TMPDIR: torchserve keeps its "already running" PID file there; one per instance
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -63,20 +86,21 @@ def torchserve(archive_folder: Path, model_name: str, workdir: Path, timeout_s: 
     log = open(workdir / "torchserve.out", "wb")  # noqa: SIM115
     process = subprocess.Popen(
         [str(bin_dir / "torchserve"), "--start", "--foreground", "--ncs", "--disable-token-auth",
-         "--ts-config", str(config), "--model-store", str(archive_folder / "model-store")],
+         "--ts-config", str(config), "--model-store", str(model_store)],
         cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     inference, management = f"http://127.0.0.1:{ports[0]}", f"http://127.0.0.1:{ports[1]}"
     try:
         deadline = time.monotonic() + timeout_s
-        while True:
-            status, body = _get(f"{management}/models/{model_name}")
-            if status == 200 and '"status": "READY"' in body.replace("'", '"'):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = (workdir / "torchserve.out").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"TorchServe did not get {model_name} ready: {tail}")
-            time.sleep(0.5)
+        for name in model_names:
+            while True:
+                status, body = _get(f"{management}/models/{name}")
+                if status == 200 and '"status": "READY"' in body.replace("'", '"'):
+                    break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = (workdir / "torchserve.out").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"TorchServe did not get {name} ready: {tail}")
+                time.sleep(0.5)
         yield inference
     finally:
         for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):

@@ -50,8 +50,14 @@ class _TorchScript:
             result = self.module(*(self.torch.from_numpy(feed[n]) for n in self.inputs))
         if isinstance(result, self.torch.Tensor):
             result = (result,)
-        elif isinstance(result, dict):
-            result = tuple(result.values())
+        elif not isinstance(result, tuple):
+            # as Triton's pytorch backend does (triton-inference-server/pytorch_backend,
+            # src/libtorch.cc, ModelInstanceState::Execute): a dict or a list of tensors fails
+            # every request
+            raise RuntimeError(
+                "PyTorch execute failure: output must be of type Tensor, List[str] or Tuple"
+                " containing one of these two types. It should not be a List / Dictionary of"
+                " Tensors or a Scalar")
         return [r.detach().cpu().numpy() for r in result]
 
 
