@@ -145,17 +145,17 @@ def docker_api(timeout_s: float = 30.0) -> Iterator[str]:
                                env=podman_env(), stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:
-        def log() -> str:
+        def service_log() -> str:
             return (folder / "service.log").read_text(errors="replace").strip()[-300:]
 
         def check() -> tuple[bool | None, str]:
             if process.poll() is not None:
                 raise InfrastructureError(f"podman system service exited with {process.returncode}:"
-                                          f" {log()}")
+                                          f" {service_log()}")
             return (True if _socket_ready(sock) else None), f"no socket at {sock}"
 
         poll(check, timeout_s, "podman system service did not start", interval_s=0.2,
-             detail=lambda: f"log: {log()}")
+             detail=lambda: f"log: {service_log()}")
         yield f"unix://{sock}"
     finally:
         try:
