@@ -48,7 +48,7 @@ def main() -> None:
             onnx = export_onnx(folder / "model", folder / "onnx")
             onnx_s = time.perf_counter() - began
             began = time.perf_counter()
-            ts = export_torchscript(folder / "model", folder / "ts")
+            export_torchscript(folder / "model", folder / "ts")
             ts_s = time.perf_counter() - began
             source = "torch.export" if "program" in info else "TorchScript only"
             rows.append(f"| {entry.name} | {params:,} | {entry.note} | {source},"
