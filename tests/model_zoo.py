@@ -259,6 +259,21 @@ def _data_dependent():
     return Gate().eval()
 
 
+def _tokens(batch: int, seq: int, vocab: int) -> Any:
+    import torch
+
+    return torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(batch))
+
+
+def _mixed_example(batch: int) -> dict[str, Any]:
+    import torch
+
+    rng = np.random.default_rng(batch)
+    return {"features": _tensor(rng, (batch, 8), "float32"),
+            "present": torch.from_numpy(rng.random((batch, 8)) > 0.3),
+            "bucket": torch.arange(batch, dtype=torch.int32) % 10}
+
+
 def _tensor(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> Any:
     import torch
 
@@ -283,8 +298,7 @@ ZOO: list[ZooModel] = [
     ZooModel("gru", _gru_classifier, ModelSignature(
         inputs=(TensorSpec("tokens", "int64", (BATCH, SEQ)),),
         outputs=(TensorSpec("logits", "float32", (BATCH, 4)),)),
-        lambda b: {"tokens": __import__("torch").randint(0, 500, (b, 12),
-                                                       generator=__import__("torch").Generator().manual_seed(b))},
+        lambda b: {"tokens": _tokens(b, 12, 500)},
         "GRU text classifier, dynamic sequence"),
     ZooModel("multi_head", _multi_head, ModelSignature(
         inputs=(TensorSpec("features", "float32", (BATCH, 16)),),
@@ -302,9 +316,7 @@ ZOO: list[ZooModel] = [
                 TensorSpec("present", "bool", (BATCH, 8)),
                 TensorSpec("bucket", "int32", (BATCH,))),
         outputs=(TensorSpec("score", "float32", (BATCH, 1)),)),
-        lambda b: {"features": _tensor(np.random.default_rng(b), (b, 8), "float32"),
-                   "present": __import__("torch").from_numpy(np.random.default_rng(b).random((b, 8)) > 0.3),
-                   "bucket": __import__("torch").arange(b, dtype=__import__("torch").int32) % 10},
+        _mixed_example,
         "bool and int32 inputs"),
     ZooModel("data_dependent", _data_dependent, ModelSignature(
         inputs=(TensorSpec("x", "float32", (BATCH, 6)),),

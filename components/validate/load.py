@@ -18,8 +18,6 @@ from http.client import HTTPConnection
 import numpy as np
 
 from kfp_serve.components.errors import UserError
-from kfp_serve.components.golden import GoldenSet
-from kfp_serve.components.signature import ModelSignature
 
 MAX_REQUESTS_PER_LEVEL = 200_000
 
@@ -166,34 +164,19 @@ class _RawHttp:
         self.sock.close()
 
 
-def run_load_grpc(grpc_url: str, model_name: str, signature: ModelSignature, golden: GoldenSet,
-                  concurrency: list[int], seconds: float,
-                  tensor_names: dict[str, str] | None = None) -> list[LoadLevel]:
-    """The load phase over gRPC (tritonclient, protobuf tensors), one client per thread."""
+def run_load_grpc(address: str, model_name: str, requests: list[list], outputs: list,
+                  concurrency: list[int], seconds: float) -> list[LoadLevel]:
+    """The load phase over gRPC (tritonclient, protobuf tensors): ``requests`` (each a list of
+    ``InferInput``) round-robin, one client per thread (gRPC clients do not survive fork)."""
     import tritonclient.grpc as grpcclient
 
-    from kfp_serve.components.signature import protocol_dtype
-
     check_levels(concurrency, seconds)
-    target = grpc_url.split("://", 1)[-1].rstrip("/")
-    served = {n: (tensor_names or {}).get(n, n) for n in (*signature.input_names, *signature.output_names)}
-    requests = []
-    for i in range(golden.batch_size):
-        sample = golden.slice(i, i + 1).inputs
-        inputs = []
-        for spec in signature.inputs:
-            tensor = grpcclient.InferInput(served[spec.name], list(sample[spec.name].shape),
-                                           protocol_dtype(spec.dtype))
-            tensor.set_data_from_numpy(sample[spec.name])
-            inputs.append(tensor)
-        requests.append(inputs)
-    outputs = [grpcclient.InferRequestedOutput(served[n]) for n in signature.output_names]
 
     def send(client, i: int) -> None:
         client.infer(model_name, requests[i % len(requests)], outputs=outputs, client_timeout=60)
 
     return [_Level(clients, seconds, fork=False).run(
-        lambda: grpcclient.InferenceServerClient(target), send) for clients in concurrency]
+        lambda: grpcclient.InferenceServerClient(address), send) for clients in concurrency]
 
 
 class _Level:

@@ -191,9 +191,9 @@ class OipGrpcTarget:
             return None
         return check_metadata(metadata, self.signature, self.tensor_names)
 
-    def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+    def _request(self, inputs: dict[str, np.ndarray]) -> tuple[list, list]:
+        """tritonclient's ``InferInput`` list and requested outputs for named inputs."""
         import tritonclient.grpc as grpcclient
-        from tritonclient.utils import InferenceServerException
 
         request = []
         for spec in self.signature.inputs:
@@ -202,6 +202,12 @@ class OipGrpcTarget:
             tensor.set_data_from_numpy(inputs[spec.name])
             request.append(tensor)
         outputs = [grpcclient.InferRequestedOutput(self.served[n]) for n in self.signature.output_names]
+        return request, outputs
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+        from tritonclient.utils import InferenceServerException
+
+        request, outputs = self._request(inputs)
         try:
             result = self.client.infer(self.model_name, request, outputs=outputs)
         except InferenceServerException as err:
@@ -214,8 +220,9 @@ class OipGrpcTarget:
         return self.codec.decode(payload)
 
     def load(self, golden: GoldenSet, concurrency: list[int], seconds: float) -> list[LoadLevel]:
-        return run_load_grpc(self.address, self.model_name, self.signature, golden, concurrency,
-                             seconds, self.tensor_names)
+        requests = [self._request(golden.slice(i, i + 1).inputs)[0] for i in range(golden.batch_size)]
+        return run_load_grpc(self.address, self.model_name, requests, self._request(golden.inputs)[1],
+                             concurrency, seconds)
 
     def close(self) -> None:
         self.client.close()
