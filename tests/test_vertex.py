@@ -185,13 +185,25 @@ def test_an_operation_that_never_finishes_times_out_with_its_status(fake_vertex,
 
 def test_sigterm_cancels_the_running_operation(fake_vertex, published_repository):
     fake_vertex.faults["deployModel"] = "hang"
-    timer = threading.Timer(1.0, os.kill, args=(os.getpid(), signal.SIGTERM))
-    timer.start()
+    stop = threading.Event()
+
+    def sigterm_once_waiting() -> None:
+        """SIGTERM only once the deploy operation exists and the step's handler is installed:
+        a timer could fire before, on a busy machine, and kill the whole test run."""
+        while not stop.wait(0.05):
+            waiting = any("DeployModel" in op["metadata"]["@type"] for op in list(fake_vertex.operations.values()))
+            if waiting and callable(signal.getsignal(signal.SIGTERM)):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    killer = threading.Thread(target=sigterm_once_waiting, daemon=True)
+    killer.start()
     try:
         with pytest.raises(InfrastructureError, match="cancelled \\(SIGTERM\\)"):
             vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=60, poll_s=0.2)
     finally:
-        timer.cancel()
+        stop.set()
+        killer.join(timeout=5)
     deploys = [op for name, op in fake_vertex.operations.items() if "DeployModel" in op["metadata"]["@type"]]
     assert deploys and all(op["error"]["code"] == 1 for op in deploys)  # CANCELLED
     assert fake_vertex.calls.count("cancel_operation") == 1
