@@ -1,6 +1,8 @@
 """Versioned, atomic publishing against a real GCS API server (fake-gcs-server) and folders."""
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,8 +35,8 @@ def test_each_publish_is_a_new_committed_version(digits_repository, bucket, tmp_
     assert first.files == 2 and first.bytes > 100_000
     client = storage_client()
     names = sorted(b.name for b in client.list_blobs(bucket, prefix="digits/v1/"))
-    assert names == ["digits/v1/_kfp_serve_manifest.json", "digits/v1/digits/1/model.onnx",
-                     "digits/v1/digits/config.pbtxt"]
+    assert names == ["digits/v1/_kfp_serve_claim.json", "digits/v1/_kfp_serve_manifest.json",
+                     "digits/v1/digits/1/model.onnx", "digits/v1/digits/config.pbtxt"]
     fetched = fetch_version(second.uri, tmp_path / "copy")
     assert _tree(fetched) == _tree(digits_repository)  # byte for byte, manifest removed
 
@@ -88,9 +90,10 @@ def test_a_killed_publish_is_invisible_and_a_rerun_succeeds(bucket, tmp_path):
         fetch_version(f"gs://{bucket}/big/v1", tmp_path / "reader")
     rerun = publish(source, f"gs://{bucket}/big")
     assert rerun.version == 2 and rerun.files == 24
-    again = publish(source, f"gs://{bucket}/big", version=1)  # the partial v1 is cleared, then written
-    assert again.version == 1
-    assert len(list(client.list_blobs(bucket, prefix="big/v1/"))) == 25
+    # the killed publish still holds its claim on v1: asked for explicitly, it is refused
+    with pytest.raises(UserError, match=r"version v1 at gs://.*/big is claimed by another publish"
+                                        r" that has not committed"):
+        publish(source, f"gs://{bucket}/big", version=1)
 
 
 def test_parts_of_a_composite_upload():
@@ -114,6 +117,94 @@ def test_a_large_file_is_composed_from_parallel_parts(bucket, tmp_path, monkeypa
     (source / "config.pbtxt").write_text("name: 'm'")
     result = publish(source, f"gs://{bucket}/big", progress=True)
     names = sorted(b.name for b in storage_client().list_blobs(bucket, prefix="big/v1/"))
-    assert names == ["big/v1/_kfp_serve_manifest.json", "big/v1/config.pbtxt", "big/v1/weights.bin"]
+    assert names == ["big/v1/_kfp_serve_claim.json", "big/v1/_kfp_serve_manifest.json",
+                     "big/v1/config.pbtxt", "big/v1/weights.bin"]
     assert result.bytes == 40 * 1024 * 1024 + 12345 + 9
     assert _tree(fetch_version(result.uri, tmp_path / "back")) == _tree(source)
+
+
+def _stale_listing_once(monkeypatch, module, name):
+    """The next listing of versions sees none, as a publisher that listed before another one
+    claimed would (the race of two publishers with version=0)."""
+    real = getattr(module, name)
+    calls = {"n": 0}
+
+    def listing(*args):
+        calls["n"] += 1
+        return {} if calls["n"] == 1 else real(*args)
+
+    monkeypatch.setattr(module, name, listing)
+
+
+def test_a_racing_publisher_cannot_add_objects_to_a_committed_version(digits_repository, bucket,
+                                                                       tmp_path, monkeypatch):
+    """Two publishers both pick v1: the first claims and commits it; the second loses the claim
+    and takes v2, so none of its objects enter v1 (KServe and Vertex copy the whole prefix)."""
+    from kfp_serve.components.storage import publish as publishing
+
+    first = publish(digits_repository, f"gs://{bucket}/race")
+    before = sorted(b.name for b in storage_client().list_blobs(bucket, prefix="race/v1/"))
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "extra_model.bin").write_bytes(b"x" * 1000)
+    _stale_listing_once(monkeypatch, publishing, "_gcs_versions")
+    second = publish(other, f"gs://{bucket}/race")
+    assert (first.version, second.version) == (1, 2)
+    assert sorted(b.name for b in storage_client().list_blobs(bucket, prefix="race/v1/")) == before
+    with pytest.raises(UserError, match="version v1 already exists at .* and is never overwritten"):
+        publish(other, f"gs://{bucket}/race", version=1)
+
+
+def test_a_create_only_retry_of_our_own_object_is_not_a_conflict(bucket, tmp_path):
+    from google.api_core.exceptions import PreconditionFailed
+
+    from kfp_serve.components.storage.publish import _CountingFile, _ours_already, _Progress
+
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"abc" * 1000)
+    blob = storage_client().bucket(bucket).blob("retry/weights.bin")
+    blob.upload_from_filename(str(path), if_generation_match=0)  # the try whose answer was lost
+    view = _CountingFile(path, _Progress(path.stat().st_size, False))
+    view.close()
+    assert _ours_already(PreconditionFailed("412"), blob, view)
+    path.write_bytes(b"xyz" * 1000)  # a different object under that name is a real conflict
+    assert not _ours_already(PreconditionFailed("412"), blob, _CountingFile(path, _Progress(1, False)))
+
+
+def test_a_racing_local_publisher_never_replaces_a_committed_version(digits_repository, tmp_path,
+                                                                     monkeypatch):
+    from kfp_serve.components.storage import publish as publishing
+
+    first = publish(digits_repository, str(tmp_path / "store"))
+    committed = _tree(tmp_path / "store" / "v1")
+    (tmp_path / "store" / ".v7-staging-abc").mkdir()  # left by a killed run of an older release
+    _stale_listing_once(monkeypatch, publishing, "_local_versions")
+    second = publish(digits_repository, str(tmp_path / "store"))
+    assert (first.version, second.version) == (1, 2)
+    assert _tree(tmp_path / "store" / "v1") == committed
+    assert not (tmp_path / "store" / ".v7-staging-abc").exists()
+
+
+def test_a_manifest_naming_a_path_outside_the_version_is_refused(digits_repository, tmp_path):
+    published = publish(digits_repository, str(tmp_path / "store"))
+    manifest_path = tmp_path / "store" / "v1" / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    for evil in ("../escaped.txt", "/etc/passwd-copy", "a/../../b"):
+        manifest["files"][evil] = {"size": 1, "crc32c": "AAAAAA=="}
+        manifest_path.write_text(json.dumps(manifest))
+        with pytest.raises(UserError, match=f"names '{re.escape(evil)}', which is not a path inside"
+                                            " the version; refusing to fetch it"):
+            fetch_version(published.uri, tmp_path / "dest" / "copy")
+        del manifest["files"][evil]
+    assert not (tmp_path / "dest" / "escaped.txt").exists()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{not json", "is not JSON"), ("[]", "lists no files"), ('{"files": {}}', "lists no files"),
+    ('{"files": {"a": 3}}', "entry 'a' has no crc32c"),
+])
+def test_a_malformed_manifest_is_a_one_line_error(digits_repository, tmp_path, text, message):
+    published = publish(digits_repository, str(tmp_path / "store"))
+    (tmp_path / "store" / "v1" / MANIFEST).write_text(text)
+    with pytest.raises(UserError, match=message):
+        fetch_version(published.uri, tmp_path / "copy")

@@ -2,11 +2,14 @@
 
 Layout: ``<destination>/v<N>/<files>`` and, written last, ``<destination>/v<N>/_kfp_serve_manifest.json``
 (file names, sizes, CRC32C). A version is *committed* — visible to readers — only once its
-manifest exists, the way Hadoop/Spark jobs mark output with ``_SUCCESS``. Every object is
-written with ``if_generation_match=0``, so nothing that exists is ever overwritten: a version
-that is committed cannot change, and two concurrent publishers cannot both take one number.
-A publish killed midway leaves an uncommitted version that readers ignore; the next publish
-takes the next number (or, asked for that number explicitly, clears the partial one first).
+manifest exists, the way Hadoop/Spark jobs mark output with ``_SUCCESS``.
+
+A publisher first **claims** its number: a create-only ``v<N>/_kfp_serve_claim.json`` on GCS
+(``if_generation_match=0``), ``os.mkdir`` of ``v<N>`` locally. Only the claimer writes under
+``v<N>/``; a publisher that loses the claim moves on to the next number (or, asked for that
+number explicitly, is refused), so a committed version can never gain or lose an object. Every
+object is written create-only too. A publish killed midway leaves a claimed, uncommitted version
+that readers ignore; the next publish takes the next number.
 
 GCS uploads use google-cloud-storage's ``transfer_manager`` (threads). A file of 256 MiB or
 more is uploaded as up to 32 parts in parallel and composed into one object server-side (a
@@ -24,7 +27,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ from kfp_serve.components.errors import InfrastructureError, UserError, first_li
 from kfp_serve.components.storage.uris import GcsUri, is_gcs, local_path, parse_gcs_uri
 
 MANIFEST = "_kfp_serve_manifest.json"
+CLAIM = "_kfp_serve_claim.json"
+MAX_CLAIM_TRIES = 50
 _VERSION = re.compile(r"^v(\d+)$")
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 COMPOSITE_MIN_BYTES = 256 * 1024 * 1024
@@ -118,24 +122,41 @@ def _local_versions(root: Path) -> dict[int, bool]:
 
 def _publish_local(source: Path, root: Path, version: int, manifest: dict) -> tuple[str, int]:
     root.mkdir(parents=True, exist_ok=True)
-    existing = _local_versions(root)
-    number = _choose_version(existing, version, str(root))
-    target = root / f"v{number}"
-    staging = Path(tempfile.mkdtemp(prefix=f".v{number}-staging-", dir=root))
-    try:
-        shutil.copytree(source, staging, dirs_exist_ok=True)
-        _verify_local(staging, manifest)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        staging.chmod(0o755)
-        if target.exists():  # an uncommitted leftover, asked for explicitly
-            shutil.rmtree(target)
-        try:
-            os.rename(staging, target)
-        except OSError as err:
-            raise UserError(f"{target} appeared while publishing (a concurrent publish?); rerun") from err
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    for leftover in root.glob(".v*-staging-*"):  # staging folders of killed runs (older releases)
+        shutil.rmtree(leftover, ignore_errors=True)
+    number, target = _claim_local(root, version)
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    _verify_local(target, manifest)
+    target.chmod(0o755)
+    # the manifest appears whole (write, then rename): the version is committed at that instant
+    staged = target / f".{MANIFEST}.{os.getpid()}"
+    staged.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.rename(staged, target / MANIFEST)
     return str(target), number
+
+
+def _claim_local(root: Path, version: int) -> tuple[int, Path]:
+    """Create ``root/v<N>`` atomically (``os.mkdir`` fails if it exists): the claim."""
+    for _ in range(MAX_CLAIM_TRIES):
+        number = version or max(_local_versions(root), default=0) + 1
+        target = root / f"v{number}"
+        try:
+            target.mkdir()
+            return number, target
+        except FileExistsError:
+            if version:
+                raise _claimed(version, str(root), (target / MANIFEST).is_file()) from None
+    raise InfrastructureError(f"could not claim a version under {root} in {MAX_CLAIM_TRIES} tries"
+                              " (many concurrent publishes?); rerun")
+
+
+def _claimed(version: int, where: str, committed: bool) -> UserError:
+    if committed:
+        return UserError(f"version v{version} already exists at {where} and is never overwritten;"
+                         " pass version=0 to publish the next free version")
+    return UserError(f"version v{version} at {where} is claimed by another publish that has not"
+                     " committed (running, or killed); pass version=0 for the next free version,"
+                     f" or delete {where}/v{version} if that publish is dead")
 
 
 def _verify_local(folder: Path, manifest: dict) -> None:
@@ -143,17 +164,6 @@ def _verify_local(folder: Path, manifest: dict) -> None:
         copy = folder / name
         if copy.stat().st_size != info["size"] or crc32c_of(copy) != info["crc32c"]:
             raise InfrastructureError(f"{name} changed while it was copied; rerun the publish")
-
-
-def _choose_version(existing: dict[int, bool], version: int, where: str) -> int:
-    if version == 0:
-        return max(existing, default=0) + 1
-    if existing.get(version):
-        raise UserError(
-            f"version v{version} already exists at {where} and is never overwritten; pass"
-            " version=0 to publish the next free version"
-        )
-    return version
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,12 +231,7 @@ def _publish_gcs(source: Path, root: GcsUri, version: int, manifest: dict, worke
         raise UserError(f"bucket {root.bucket!r} does not exist; create it (gcloud storage buckets"
                         f" create gs://{root.bucket}) or fix the destination {root}")
     try:
-        existing = _gcs_versions(client, root)
-        number = _choose_version(existing, version, str(root))
-        target = root.child(f"v{number}")
-        if number in existing:  # an uncommitted leftover of a killed publish, asked for again
-            for blob in client.list_blobs(root.bucket, prefix=f"{target.prefix}/"):
-                blob.delete()
+        number, target = _claim_gcs(client, bucket, root, version)
         meter = _Progress(total, progress)
         pairs, composites = [], {}
         for name, info in sorted(manifest["files"].items()):
@@ -241,16 +246,16 @@ def _publish_gcs(source: Path, root: GcsUri, version: int, manifest: dict, worke
             composites[name] = parts
         try:
             results = transfer_manager.upload_many(
-                pairs, upload_kwargs={"if_generation_match": 0}, raise_exception=True,
+                pairs, upload_kwargs={"if_generation_match": 0}, raise_exception=False,
                 worker_type=transfer_manager.THREAD, max_workers=workers,
             )
         finally:
             meter.close()
             for handle, _ in pairs:
                 handle.close()
-        failed = [r for r in results if isinstance(r, Exception)]
-        if failed:
-            raise failed[0]
+        for (handle, blob), result in zip(pairs, results):
+            if isinstance(result, Exception) and not _ours_already(result, blob, handle):
+                raise result
         for name, parts in composites.items():
             bucket.blob(f"{target.prefix}/{name}").compose(parts, if_generation_match=0)
             for part in parts:
@@ -262,6 +267,48 @@ def _publish_gcs(source: Path, root: GcsUri, version: int, manifest: dict, worke
     except gexc.GoogleAPICallError as err:
         raise _translate(err, root) from err
     return str(target), number
+
+
+def _claim_gcs(client, bucket, root: GcsUri, version: int) -> tuple[int, GcsUri]:
+    """Create ``v<N>/_kfp_serve_claim.json`` create-only: the first publisher to create it owns
+    ``v<N>``; the others take the next number (or, with an explicit version, are refused)."""
+    import socket
+    import uuid
+
+    from google.api_core import exceptions as gexc
+
+    claim = json.dumps({"id": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    existing = _gcs_versions(client, root)
+    for _ in range(MAX_CLAIM_TRIES):
+        number = version or max(existing, default=0) + 1
+        target = root.child(f"v{number}")
+        try:
+            bucket.blob(f"{target.prefix}/{CLAIM}").upload_from_string(
+                claim, content_type="application/json", if_generation_match=0)
+            return number, target
+        except gexc.PreconditionFailed:
+            if version:
+                committed = bucket.blob(f"{target.prefix}/{MANIFEST}").exists()
+                raise _claimed(version, str(root), committed) from None
+            # someone claimed it since the listing (its objects may not be listed yet)
+            existing = {**_gcs_versions(client, root), number: False}
+    raise InfrastructureError(f"could not claim a version under {root} in {MAX_CLAIM_TRIES} tries"
+                              " (many concurrent publishes?); rerun")
+
+
+def _ours_already(error: Exception, blob, handle) -> bool:
+    """A create-only upload retried after a lost response answers 412 although the first try
+    wrote the object: that object is ours when it holds exactly our bytes (same CRC32C)."""
+    from google.api_core import exceptions as gexc
+
+    if not isinstance(error, gexc.PreconditionFailed):
+        return False
+    try:
+        blob.reload()
+    except gexc.GoogleAPICallError:
+        return False
+    return blob.crc32c == handle.crc32c()
 
 
 def split_parts(size: int) -> list[tuple[int, int]]:
@@ -355,6 +402,20 @@ class _CountingFile:
 
     def tell(self) -> int:
         return self.handle.tell() - self.start
+
+    def crc32c(self) -> str:
+        """Base64 CRC32C of this view's bytes (read afresh: works after close)."""
+        checksum = google_crc32c.Checksum()
+        with open(self.name, "rb") as handle:
+            handle.seek(self.start)
+            left = self.length
+            while left > 0:
+                block = handle.read(min(4 * 1024 * 1024, left))
+                if not block:
+                    break
+                checksum.update(block)
+                left -= len(block)
+        return base64.b64encode(checksum.digest()).decode()
 
     def close(self) -> None:
         self.handle.close()
