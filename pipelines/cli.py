@@ -72,8 +72,8 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--vertex", action="store_true", help="submit to Vertex AI Pipelines")
     p.add_argument("--namespace", help="KFP namespace (multi-user deployments)")
     p.add_argument("--experiment", help="KFP experiment (default: Default)")
-    p.add_argument("--token", default=os.environ.get("KFP_SERVE_KFP_TOKEN"),
-                   help="bearer token for the KFP API (default: $KFP_SERVE_KFP_TOKEN)")
+    p.add_argument("--token", help="bearer token for the KFP API; prefer $KFP_SERVE_KFP_TOKEN"
+                   " (a flag shows in `ps` to every user of the machine)")
     p.add_argument("--project", help="Google Cloud project (with --vertex)")
     p.add_argument("--region", default="us-central1", help="Vertex AI region")
     p.add_argument("--pipeline-root", help="artifact root: gs://... (required with --vertex)")
@@ -192,9 +192,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         result = submit.submit_vertex(args.pipeline, args.project, args.region,
                                       args.pipeline_root, params, args.service_account)
     else:
+        if args.token:
+            print("warning: --token is visible to every user of this machine (ps); set"
+                  " $KFP_SERVE_KFP_TOKEN instead", file=sys.stderr)
+        token = os.environ.get("KFP_SERVE_KFP_TOKEN") or args.token
         result = submit.submit_kfp(args.pipeline, args.host, params, namespace=args.namespace,
                                    experiment=args.experiment, pipeline_root=args.pipeline_root,
-                                   service_account=args.service_account, token=args.token)
+                                   service_account=args.service_account, token=token)
     print(f"submitted {args.pipeline}: run {result.run_id}\n{result.url}")
     return 0
 

@@ -13,6 +13,7 @@ cannot be reached.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -165,6 +166,7 @@ def docker_api(timeout_s: float = 30.0) -> Iterator[str]:
             with suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
         log.close()
+        shutil.rmtree(folder, ignore_errors=True)  # the socket and the service log
 
 
 def runner_args(state_dir: str, memory: str = "") -> dict[str, Any]:

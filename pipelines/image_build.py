@@ -29,8 +29,14 @@ DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 @functools.cache
 def containers_conf() -> Path:
-    """A containers.conf for this machine, written once per process."""
-    path = Path(tempfile.gettempdir()) / f"kfp-serve-containers-{os.getuid()}.conf"
+    """A containers.conf for this machine, written once per process into a private folder
+    (``mkdtemp``: mode 0700, a name nobody can predict, so no symlink planted in /tmp is
+    followed); removed when the process exits."""
+    import atexit
+
+    folder = Path(tempfile.mkdtemp(prefix="kfp-serve-podman-conf-"))
+    atexit.register(shutil.rmtree, folder, True)
+    path = folder / "containers.conf"
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     nproc = resource.getrlimit(resource.RLIMIT_NPROC)
 
@@ -43,7 +49,8 @@ def containers_conf() -> Path:
              "[engine]", 'cgroup_manager = "cgroupfs"', 'events_logger = "file"']
     if shutil.which("runc"):
         lines.append('runtime = "runc"')
-    path.write_text("\n".join(lines) + "\n")
+    with open(path, "x") as handle:  # create-only, in our own folder
+        handle.write("\n".join(lines) + "\n")
     return path
 
 

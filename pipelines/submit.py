@@ -51,6 +51,10 @@ def submit_kfp(name: str, host: str, params: dict[str, Any], namespace: str | No
 
     if not host.startswith(("http://", "https://")):
         raise UserError(f"--host {host!r} needs a scheme: http://HOST:PORT or https://HOST")
+    if token:
+        from kfp_serve.components.credentials import check_bearer_target
+
+        check_bearer_target(host)
     with tempfile.TemporaryDirectory() as tmp:
         package = _compile(name, tmp)
         try:

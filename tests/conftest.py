@@ -9,6 +9,19 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def catches_sigterm(pid: int) -> bool:
+    """Whether a process has a handler for SIGTERM (its SigCgt mask in /proc): tests signal only
+    then, never on a timer that races interpreter start-up on a busy machine."""
+    import signal
+
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_state_dir(tmp_path_factory, monkeypatch):
     """Local deployments of a test run are recorded in a temporary folder, not ~/.cache."""

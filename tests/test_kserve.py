@@ -3,9 +3,9 @@ the real kubernetes client against a fake API server whose controller serves wit
 
 import shutil
 import signal
-from pathlib import Path
 
 import pytest
+from conftest import catches_sigterm
 from fakes.crd_schema import SHARED_KSERVE
 
 pytestmark = pytest.mark.skipif(not SHARED_KSERVE.is_dir(),
@@ -269,19 +269,8 @@ def test_component_failure_prints_diagnostics_and_raises_the_cause(kube, publish
     assert "# InferenceService `models/digits`: diagnostics" in capsys.readouterr().out
 
 
-def _catches_sigterm(pid: int) -> bool:
-    """Whether the process has a handler for SIGTERM (its SigCgt mask in /proc)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
-    return bool(caught & (1 << (signal.SIGTERM - 1)))
-
-
 def test_sigterm_stops_waiting_cleanly(kube, published):
     """Pipeline cancellation sends SIGTERM: the wait ends at once with a one-line error."""
-    import signal
     import subprocess
     import sys
     import time
@@ -299,7 +288,7 @@ def test_sigterm_stops_waiting_cleanly(kube, published):
     # signal only once the waiter catches SIGTERM (its handler is installed around the wait):
     # a fixed sleep races interpreter start-up on a busy machine
     deadline = time.monotonic() + 60
-    while not _catches_sigterm(waiter.pid) and time.monotonic() < deadline and waiter.poll() is None:
+    while not catches_sigterm(waiter.pid) and time.monotonic() < deadline and waiter.poll() is None:
         time.sleep(0.05)
     began = time.monotonic()
     waiter.send_signal(signal.SIGTERM)

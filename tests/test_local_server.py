@@ -6,6 +6,7 @@ import socket
 
 import numpy as np
 import pytest
+from conftest import catches_sigterm
 
 from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.golden import GoldenSet
@@ -143,3 +144,41 @@ def test_html_report_renders_the_chart_and_tables(server, digits_onnx, tmp_path)
     assert "<svg" in page and "Endpoint validation: <span class='PASSED'>PASSED" in page
     assert page.count("<table>") == 2 and "<td>logits</td>" in page
     assert "## Load" in result.markdown()
+
+
+def test_sigterm_while_the_model_loads_stops_the_server_it_started(digits_onnx, tmp_path):
+    """A cancelled deploy step (KFP sends SIGTERM) stops the Triton it started at once, instead
+    of leaving it running until the pipeline's exit handler."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kfp_serve.components.triton.config import TritonModelOptions
+    from kfp_serve.components.triton.repository import build_repository
+
+    repo = tmp_path / "repo"
+    build_repository(digits_onnx, "onnx", repo, "digits", TritonModelOptions(warmup=True))
+    config = repo / "digits" / "config.pbtxt"  # a warmup that outlasts the test: loading hangs
+    config.write_text(config.read_text().replace("count: 1", "count: 100000000"))
+    state = tmp_path / "state"
+    code = ("import sys\nfrom kfp_serve.components.local.triton_server import start_server\n"
+            "try:\n"
+            f"    start_server({str(repo)!r}, 'digits', 'cancelled', timeout_s=300)\n"
+            "except Exception as err:\n    print(err)\n    sys.exit(3)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "KFP_SERVE_STATE_DIR": str(state)})
+    record_path = state / "cancelled.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None and not (
+            record_path.is_file() and catches_sigterm(child.pid)):
+        time.sleep(0.05)
+    server_pid = json.loads(record_path.read_text())["pid"]
+    assert triton_server._process_alive(server_pid)
+    child.send_signal(signal.SIGTERM)
+    out, _ = child.communicate(timeout=90)
+    assert child.returncode == 3
+    assert "cancelled (SIGTERM) while 'digits' was loading; the server was stopped" in out
+    assert not triton_server._process_alive(server_pid)
+    assert not record_path.exists()

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -219,8 +220,11 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
         log_path=str(log_path),
     )
     record.save(root)
-    try:
-        wait_for_model(record, timeout_s, process)
+    from kfp_serve.components.cancellation import sigterm_flag
+
+    try:  # a cancelled step (SIGTERM) stops the server it started, not the exit handler later
+        with sigterm_flag() as cancelled:
+            wait_for_model(record, timeout_s, process, cancelled)
     except BaseException:
         stop_server(record)
         raise
@@ -238,13 +242,18 @@ def _get_status(url: str) -> int | None:
 
 
 def wait_for_model(record: LocalDeployment, timeout_s: float,
-                   process: subprocess.Popen | None = None) -> None:
-    """Poll server and model readiness; raise with the server's state and log tail on failure."""
+                   process: subprocess.Popen | None = None,
+                   cancelled: threading.Event | None = None) -> None:
+    """Poll server and model readiness; raise with the server's state and log tail on failure,
+    or at once when ``cancelled`` is set (SIGTERM)."""
     from kfp_serve.components.polling import poll
 
     model_url = f"{record.url}/v2/models/{record.model_name}/ready"
 
     def check() -> tuple[bool | None, str]:
+        if cancelled is not None and cancelled.is_set():
+            raise InfrastructureError(f"cancelled (SIGTERM) while {record.model_name!r} was loading;"
+                                      " the server was stopped")
         if process is not None and process.poll() is not None:
             raise InfrastructureError(
                 f"tritonserver exited with code {process.returncode} before the model was ready;"

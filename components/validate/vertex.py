@@ -104,8 +104,11 @@ class VertexTarget(HttpTarget):
 
 
 def access_token(base: str) -> str:
-    """A bearer token for Google APIs (application default credentials); none for http://."""
-    if base.startswith("http://"):
+    """A bearer token for Google APIs (application default credentials): only for https Google
+    API hosts; none for a loopback emulator; any other host is refused."""
+    from kfp_serve.components.credentials import google_credentials_for
+
+    if not google_credentials_for(base):
         return ""
     import google.auth
     import google.auth.transport.requests

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kfp_serve.components.cancellation import sigterm_flag
+from kfp_serve.components.credentials import google_credentials_for
 from kfp_serve.components.errors import InfrastructureError, KfpServeError, UserError, first_line
 from kfp_serve.components.vertex.spec import LABEL_KEY, VertexDeploySpec, traffic_split
 
@@ -117,10 +118,10 @@ class VertexClient:
         self.project, self.location, self.poll_s = project, location, poll_s
         self.parent = f"projects/{project}/locations/{location}"
         options = {"api_endpoint": api_endpoint_for(location, api_endpoint)}
-        if credentials is None and api_endpoint.startswith("http://"):
+        if credentials is None and not google_credentials_for(options["api_endpoint"]):
             from google.auth.credentials import AnonymousCredentials
 
-            credentials = AnonymousCredentials()  # a local emulator takes no token
+            credentials = AnonymousCredentials()  # a loopback emulator takes no token
         try:
             self.models = aiplatform_v1.ModelServiceClient(
                 credentials=credentials, transport="rest", client_options=options)
