@@ -135,7 +135,7 @@ def test_the_zoo_is_served_by_torchserve(zoo, tmp_path):
     store.mkdir()
     for entry in ZOO:
         result = build_archive(zoo[entry.name]["torchscript"], "torchscript", tmp_path / entry.name,
-                               entry.name, ArchiveOptions(install_requirements=False))
+                               entry.name, ArchiveOptions())
         (store / f"{entry.name}.mar").write_bytes(result.mar.read_bytes())
     work = tmp_path / "work"
     work.mkdir()

@@ -48,10 +48,17 @@ def test_archive_layouts_for_kserve_and_vertex(digits_onnx, tmp_path):
     result = build_archive(digits_onnx, "onnx", tmp_path / "ts", "digits",
                            ArchiveOptions(batch_size=4, max_batch_delay_ms=20, workers=2))
     names = sorted(zipfile.ZipFile(result.mar).namelist())
-    assert names == ["MAR-INF/MANIFEST.json", "handler.py", "model.onnx", "requirements.txt",
-                     "signature.json"]
+    # nothing is pip-installed when the model loads: no requirements.txt rides along
+    assert names == ["MAR-INF/MANIFEST.json", "handler.py", "model.onnx", "signature.json"]
     properties = (tmp_path / "ts" / "config" / "config.properties").read_text()
     assert "model_store=/mnt/models/model-store" in properties
+    # only inference faces the pod network; management (which loads code) and metrics do not
+    assert "inference_address=http://0.0.0.0:8085" in properties
+    assert "management_address=http://127.0.0.1:8081" in properties
+    assert "metrics_address=http://127.0.0.1:8082" in properties
+    assert "grpc_management_address=127.0.0.1" in properties
+    assert "allowed_urls=file:///mnt/models/model\\-store/.*" in properties
+    assert "install_py_dep_per_model=false" in properties
     assert '"batchSize":4,"maxBatchDelay":20' in properties and '"minWorkers":2' in properties
     assert (tmp_path / "ts" / "model.mar").read_bytes() == result.mar.read_bytes()
 
@@ -89,7 +96,7 @@ def _post(url, body):
 def test_real_torchserve_answers_the_golden_set(digits_onnx, digits_torchscript, tmp_path, model_format):
     exported = digits_onnx if model_format == "onnx" else digits_torchscript
     build_archive(exported, model_format, tmp_path / "ts", "digits",
-                  ArchiveOptions(batch_size=4, max_batch_delay_ms=200, install_requirements=False))
+                  ArchiveOptions(batch_size=4, max_batch_delay_ms=200))
     golden = GoldenSet.load(exported)
     assert ModelSignature.load(exported).input_names == ["image"]
     work = tmp_path / "work"
@@ -123,7 +130,7 @@ def test_validator_speaks_kserve_v1_and_v2_to_torchserve(digits_torchscript, tmp
     from kfp_serve.components.validate.validation import validate_target
 
     build_archive(digits_torchscript, "torchscript", tmp_path / "ts", "digits",
-                  ArchiveOptions(batch_size=4, max_batch_delay_ms=20, install_requirements=False))
+                  ArchiveOptions(batch_size=4, max_batch_delay_ms=20))
     signature, golden = ModelSignature.load(digits_torchscript), GoldenSet.load(digits_torchscript)
     work = tmp_path / "work"
     work.mkdir()

@@ -214,7 +214,7 @@ def test_torchserve_archive_is_served_and_validated_through_predict(fake_vertex,
     from kfp_serve.components.torchserve.archive import ArchiveOptions, build_archive
 
     build_archive(digits_onnx, "onnx", tmp_path / "ts", "digits",
-                  ArchiveOptions(batch_size=4, max_batch_delay_ms=20, install_requirements=False))
+                  ArchiveOptions(batch_size=4, max_batch_delay_ms=20))
     bucket = f"vertex-{uuid.uuid4().hex[:8]}"
     gcs.create_bucket(bucket)
     uri = publish(tmp_path / "ts", f"gs://{bucket}/digits-mar").uri

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,6 @@ class ArchiveOptions:
     workers: int = 1
     response_timeout_s: int = 120
     service_envelope: str = ""  # "" (the handler speaks v1 and v2 itself), kserve, kservev2
-    install_requirements: bool = True  # ONNX archives pip-install onnxruntime on load
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,15 @@ def config_properties(model_name: str, options: ArchiveOptions, model_store: str
                       inference_port: int = 8085, management_port: int = 8081,
                       metrics_port: int = 8082, grpc_port: int = 7070,
                       grpc_management_port: int = 7071, address: str = "0.0.0.0") -> str:
-    """``config.properties`` with a model snapshot that loads ``<model_name>.mar`` at start."""
+    """``config.properties`` with a model snapshot that loads ``<model_name>.mar`` at start.
+
+    Only inference listens on ``address`` (KServe's and Vertex AI's routers call it; TorchServe
+    then cannot require its token, which those callers do not send). Management and metrics
+    listen on 127.0.0.1: the management API registers models and runs their code, so it must
+    not face the pod network. Models load only from the model store (``allowed_urls``), and
+    nothing is pip-installed at load time (``install_py_dep_per_model=false``): the serving
+    image must already hold the model's runtime (torch for TorchScript, onnxruntime for ONNX).
+    """
     snapshot = {"name": "startup.cfg", "modelCount": 1, "models": {model_name: {"1.0": {
         "defaultVersion": True, "marName": f"{model_name}.mar",
         "minWorkers": options.workers, "maxWorkers": options.workers,
@@ -62,17 +69,20 @@ def config_properties(model_name: str, options: ArchiveOptions, model_store: str
         "responseTimeout": options.response_timeout_s}}}}
     lines = [
         f"inference_address=http://{address}:{inference_port}",
-        f"management_address=http://{address}:{management_port}",
-        f"metrics_address=http://{address}:{metrics_port}",
+        f"management_address=http://127.0.0.1:{management_port}",
+        f"metrics_address=http://127.0.0.1:{metrics_port}",
+        f"grpc_inference_address={address}",
         f"grpc_inference_port={grpc_port}",
+        "grpc_management_address=127.0.0.1",
         f"grpc_management_port={grpc_management_port}",
+        f"allowed_urls=file://{re.escape(model_store.rstrip('/'))}/.*",
         "enable_metrics_api=true",
         "metrics_mode=prometheus",
         "number_of_netty_threads=4",
         "job_queue_size=100",
         "disable_token_authorization=true",
         "enable_envvars_config=true",
-        f"install_py_dep_per_model={'true' if options.install_requirements else 'false'}",
+        "install_py_dep_per_model=false",
         f"model_store={model_store}",
         f"model_snapshot={json.dumps(snapshot, separators=(',', ':'))}",
     ]
@@ -124,19 +134,14 @@ def build_archive(model_dir: str | Path, model_format: str, output_dir: str | Pa
     if not handler_path.is_file():
         raise UserError(f"handler {handler_path} does not exist")
     check_handler(handler_path)
-    with staged_directory(output_dir) as staging, tempfile.TemporaryDirectory() as tmp:
+    with staged_directory(output_dir) as staging:
         store = staging / "model-store"
         store.mkdir()
         extra = [str(source / SIGNATURE_FILE)]
-        requirements = None
-        if model_format == "onnx" and options.install_requirements:
-            requirements = Path(tmp) / "requirements.txt"
-            requirements.write_text("onnxruntime>=1.17\n")
         config = ModelArchiverConfig(
             model_name=model_name, handler=str(handler_path), version="1.0",
             serialized_file=str(model_file), extra_files=",".join(extra),
-            export_path=str(store), force=True,
-            requirements_file=str(requirements) if requirements else None,
+            export_path=str(store), force=True, requirements_file=None,
         )
         root = logging.getLogger()
         level = root.level

@@ -51,7 +51,7 @@ def torchserve(archive_folder: Path, model_name: str, workdir: Path, timeout_s: 
     snapshot = json.loads(shipped.split("model_snapshot=", 1)[1].splitlines()[0])
     model = snapshot["models"][model_name]["1.0"]
     options = ArchiveOptions(batch_size=model["batchSize"], max_batch_delay_ms=model["maxBatchDelay"],
-                             workers=model["minWorkers"], install_requirements=False)
+                             workers=model["minWorkers"])
     config = config_properties(model_name, options, str(archive_folder / "model-store"), *ports,
                                address="127.0.0.1")
     with _serve(config, archive_folder / "model-store", [model_name], ports, workdir, timeout_s) as url:
