@@ -4,6 +4,7 @@ finding (issue "Integrity and security")."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 import pytest
@@ -69,3 +70,40 @@ def test_the_podman_configuration_is_private_not_a_predictable_tmp_file():
     assert path.parent.name.startswith("kfp-serve-podman-conf-") and path.parent.name != "kfp-serve-podman-conf-"
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
     assert path.read_text().startswith("[containers]")
+
+
+@pytest.mark.parametrize(("override", "path"), [
+    ({"spec": {"predictor": {"serviceAccountName": "cluster-admin-sa"}}}, "spec.predictor.serviceAccountName"),
+    ({"spec": {"predictor": {"hostNetwork": True}}}, "spec.predictor.hostNetwork"),
+    ({"spec": {"predictor": {"model": {"securityContext": {"privileged": True}}}}},
+     "spec.predictor.model.securityContext.privileged"),
+    ({"spec": {"predictor": {"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}}},
+     "spec.predictor.volumes[0].hostPath"),
+])
+def test_an_override_may_not_change_the_pods_identity_or_privileges(override, path):
+    """deploy_kserve's override is a pipeline parameter: without this check anyone who can
+    start a run could create pods as any service account, or with the node's privileges."""
+    from kfp_serve.components.kserve.manifest import InferenceServiceSpec, build_inference_service
+
+    spec = dict(name="digits", namespace="models", storage_uri="gs://b/m/v1", override=override)
+    with pytest.raises(UserError, match=rf"the override sets \['{re.escape(path)}'\], which change the"
+                                        " identity or privileges of the serving pod"):
+        build_inference_service(InferenceServiceSpec(**spec))
+    allowed = build_inference_service(InferenceServiceSpec(**spec, override_allowed=(path,)))
+    assert allowed["spec"]["predictor"]  # named on purpose: merged
+
+
+def test_the_rbac_grants_only_the_verbs_the_code_uses():
+    import yaml
+    from conftest import REPO_ROOT
+
+    docs = list(yaml.safe_load_all((REPO_ROOT / "rbac" / "kfp-serve-kserve.yaml").read_text()))
+    role = next(d for d in docs if d["kind"] == "Role")
+    verbs = {tuple(r["resources"]): sorted(r["verbs"]) for r in role["rules"]}
+    assert verbs == {("inferenceservices",): ["create", "delete", "get", "patch", "update"],
+                     ("servingruntimes",): ["list"], ("pods", "events"): ["list"],
+                     ("pods/log",): ["get"]}
+    account = next(d for d in docs if d["kind"] == "ServiceAccount")
+    binding = next(d for d in docs if d["kind"] == "RoleBinding")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                    "namespace": "PIPELINE_NAMESPACE"}]

@@ -35,6 +35,7 @@ def deploy_kserve(
     labels: Optional[Dict[str, str]] = None,
     annotations: Optional[Dict[str, str]] = None,
     override: Optional[dict] = None,
+    override_allowed: Optional[List[str]] = None,
     ready_timeout_s: float = 900.0,
     keep_failed: bool = False,
     api_host: Optional[str] = None,
@@ -75,7 +76,12 @@ def deploy_kserve(
         canary_traffic_percent: Share of traffic for the new revision; 100 rolls out fully.
         labels: Extra labels.
         annotations: Extra annotations.
-        override: A partial manifest deep-merged into the generated one (lists replace).
+        override: A partial manifest deep-merged into the generated one (lists replace). Keys
+            that change the pod's identity or privileges (serviceAccountName, hostNetwork,
+            hostPath, privileged, capabilities, runAsUser ...) are refused unless listed in
+            override_allowed.
+        override_allowed: Dotted paths of such keys in override that are intended, e.g.
+            ``spec.predictor.hostNetwork``.
         ready_timeout_s: How long to wait for Ready (Triton images are large: keep it long).
         keep_failed: Keep an InferenceService this step created when it fails.
         api_host: Kubernetes API URL; empty uses the in-cluster service account.
@@ -109,6 +115,7 @@ def deploy_kserve(
         timeout_s=timeout_s or None, deployment_mode=deployment_mode,
         canary_traffic_percent=canary_traffic_percent, labels=labels or {},
         annotations=annotations or {}, override=override or {},
+        override_allowed=tuple(override_allowed or ()),
     )
     cluster = KServeCluster(api_client(api_host), namespace)
     try:

@@ -51,6 +51,8 @@ class InferenceServiceSpec:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     override: dict[str, Any] = field(default_factory=dict)
+    #: dotted paths in ``override`` that change identity or privilege, allowed on purpose
+    override_allowed: tuple[str, ...] = ()
 
 
 def validate_name(name: str, what: str = "InferenceService name") -> str:
@@ -87,6 +89,29 @@ def _check(spec: InferenceServiceSpec) -> None:
         raise UserError(f"max_replicas {spec.max_replicas} is below min_replicas {spec.min_replicas}")
     if spec.deployment_mode == "RawDeployment" and spec.min_replicas == 0:
         raise UserError("RawDeployment cannot scale to zero; set min_replicas >= 1 or use Serverless")
+
+
+#: pod-spec keys that change who a pod runs as or what it may touch on the node: an override
+#: (a pipeline parameter) may not set them unless ``override_allowed`` names their path
+PRIVILEGED_KEYS = frozenset({
+    "serviceAccountName", "serviceAccount", "automountServiceAccountToken", "hostNetwork",
+    "hostPID", "hostIPC", "hostUsers", "nodeName", "privileged", "allowPrivilegeEscalation",
+    "capabilities", "hostPath", "hostPort", "procMount", "runAsUser", "runAsGroup",
+    "runAsNonRoot", "sysctls", "seLinuxOptions", "seccompProfile", "appArmorProfile",
+})
+
+
+def privileged_paths(override: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of every key in ``override`` that changes identity or privilege."""
+    found = []
+    if isinstance(override, dict):
+        for key, value in override.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            found += [path] if key in PRIVILEGED_KEYS else privileged_paths(value, path)
+    elif isinstance(override, list):
+        for index, item in enumerate(override):
+            found += privileged_paths(item, f"{prefix}[{index}]")
+    return found
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -153,6 +178,13 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
         },
         "spec": {"predictor": predictor},
     }
+    refused = [p for p in privileged_paths(spec.override) if p not in spec.override_allowed]
+    if refused:
+        raise UserError(
+            f"the override sets {refused}, which change the identity or privileges of the serving"
+            " pod; use service_account for the pod's identity, or list those paths in"
+            " override_allowed if this is intended (the models namespace's Pod Security level"
+            " still applies)")
     merged = deep_merge(manifest, spec.override)
     if (merged["metadata"].get("name"), merged["metadata"].get("namespace")) != (spec.name, spec.namespace):
         raise UserError("the override may not change metadata.name or metadata.namespace")
