@@ -45,7 +45,9 @@ def test_failed_validation_still_stops_the_server(tmp_path):
                        {"endpoint_atol": 0.0, "endpoint_rtol": 0.0,
                         "publish_destination": str(tmp_path / "published")})
     assert not result.succeeded
-    assert "validate-endpoint" in result.error
+    # the step's own verdict, as the user sees it last, and the exit code of a verification
+    assert result.error.startswith("step validate_endpoint: endpoint validation failed: logits:")
+    assert result.exit_code == 2
     endpoint = _endpoint_metadata(result.run_dir)
     assert not _process_alive(int(endpoint["pid"]))
     assert not list(state_root().glob("*.json"))
