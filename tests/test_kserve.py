@@ -295,3 +295,53 @@ def test_sigterm_stops_waiting_cleanly(kube, published):
     out, _ = waiter.communicate(timeout=20)
     assert waiter.returncode == 3 and time.monotonic() - began < 5
     assert out.startswith("cancelled while waiting for 'digits' (conditions: none yet)")
+
+
+def test_transient_api_errors_are_retried_and_every_call_has_a_timeout(kube, published):
+    """An API server that answers 429/503 for a moment (overloaded, restarting) does not fail
+    the deploy: each call is retried with backoff."""
+    from kfp_serve.components.kserve.cluster import deploy
+
+    api, url = kube
+    api.faults = [503, 429, 500, 503]
+    result = deploy(cluster_for(url), build_inference_service(make_spec(storage_uri=published["v1"])),
+                    timeout_s=120, poll_s=0.2)
+    assert result.created and api.faults == []
+
+
+def test_an_api_server_that_cannot_be_reached_is_one_line_naming_it():
+    import socket
+
+    from kfp_serve.components.kserve.cluster import KServeCluster, api_client, deploy
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]  # nothing listens here once the socket closes
+    cluster = KServeCluster(api_client(host=f"http://127.0.0.1:{port}"), "models", retry_budget_s=2)
+    with pytest.raises(InfrastructureError) as err:
+        deploy(cluster, build_inference_service(make_spec()), timeout_s=10)
+    message = str(err.value)
+    assert message.startswith(f"cannot reach the Kubernetes API at http://127.0.0.1:{port}"
+                              " (create_self_subject_access_review, ")
+    assert "\n" not in message
+
+
+def test_persistent_server_errors_end_as_one_line_with_diagnostics_and_cleanup(kube, published):
+    """A 503 that outlasts the retry budget while waiting: the deploy fails with one line, and
+    the InferenceService it created is deleted (the path a connection error used to skip)."""
+    from kfp_serve.components.kserve.cluster import DeployError, KServeCluster, api_client, deploy
+
+    api, url = kube
+    cluster = KServeCluster(api_client(host=url), "models", retry_budget_s=1)
+    manifest = build_inference_service(make_spec(storage_uri=published["v1"]))
+    original = cluster.wait_ready
+
+    def wait_through_an_outage(name, timeout_s, poll_s=2.0):
+        api.faults = [503] * 2  # the API fails while we wait, then recovers for the cleanup
+        return original(name, timeout_s, poll_s)
+
+    cluster.wait_ready = wait_through_an_outage
+    with pytest.raises(DeployError) as err:
+        deploy(cluster, manifest, timeout_s=60, poll_s=0.2)
+    assert "the API server answered 503" in str(err.value) and "\n" not in str(err.value)
+    assert cluster.get("digits") is None  # created by this deploy, so deleted

@@ -227,3 +227,11 @@ def test_torchserve_archive_is_served_and_validated_through_predict(fake_vertex,
     checked = validate(_target(fake_vertex, result, ModelSignature.load(digits_onnx)),
                        GoldenSet.load(digits_onnx), max_batch_size=8)
     assert checked.passed, checked.failure_line()
+
+
+def test_a_transient_unavailable_answer_is_retried(fake_vertex, published_repository):
+    fake_vertex.faults["upload"] = "unavailable"
+    fake_vertex.faults["deployModel"] = "unavailable"
+    result = vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=120, poll_s=0.2)
+    assert result.deployed_model_id and fake_vertex.faults == {}
+    assert fake_vertex.calls.count("upload") == 2 and fake_vertex.calls.count("deployModel") == 2

@@ -107,16 +107,57 @@ def translate(err: Exception, what: str) -> KfpServeError:
     return InfrastructureError(f"{what}: the API server answered {err.status} ({message})")
 
 
+#: (connect, read) seconds of every Kubernetes API call
+REQUEST_TIMEOUT_S = (10, 30)
+TRANSIENT_STATUS = (0, 429, 500, 502, 503, 504)
+
+
+class _Retrying:
+    """A kubernetes API object whose every call has a timeout and is retried with backoff on
+    transient failures (connection refused/reset, timeouts, 429, 5xx) for up to ``budget_s``.
+    Other API errors reach the caller at once, as ``ApiException``; a connection that never
+    comes back becomes one InfrastructureError naming the API host."""
+
+    def __init__(self, api: Any, host: str, budget_s: float):
+        self._api, self._host, self._budget_s = api, host, budget_s
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._api, name)
+        return lambda *args, **kwargs: self._call(call, name, *args, **kwargs)
+
+    def _call(self, call: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        import urllib3
+        from kubernetes.client.exceptions import ApiException
+
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT_S)
+        deadline, delay, tries = time.monotonic() + self._budget_s, 0.5, 0
+        while True:
+            tries += 1
+            try:
+                return call(*args, **kwargs)
+            except ApiException as err:
+                if err.status not in TRANSIENT_STATUS or time.monotonic() + delay > deadline:
+                    raise
+            except (urllib3.exceptions.HTTPError, OSError) as err:
+                if time.monotonic() + delay > deadline:
+                    raise InfrastructureError(
+                        f"cannot reach the Kubernetes API at {self._host} ({name}, {tries} tries in"
+                        f" {self._budget_s:.0f}s): {first_line(err)}") from err
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+
 class KServeCluster:
     """One namespace's InferenceServices, through the Kubernetes API."""
 
-    def __init__(self, api, namespace: str):
+    def __init__(self, api, namespace: str, retry_budget_s: float = 60.0):
         from kubernetes import client
 
         self.namespace = namespace
-        self.custom = client.CustomObjectsApi(api)
-        self.core = client.CoreV1Api(api)
-        self.auth = client.AuthorizationV1Api(api)
+        host = api.configuration.host
+        self.custom = _Retrying(client.CustomObjectsApi(api), host, retry_budget_s)
+        self.core = _Retrying(client.CoreV1Api(api), host, retry_budget_s)
+        self.auth = _Retrying(client.AuthorizationV1Api(api), host, retry_budget_s)
 
     # -- reads --------------------------------------------------------------------------
     def get(self, name: str) -> dict | None:
@@ -415,11 +456,18 @@ def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
     try:
         result = cluster.wait_ready(name, timeout_s, poll_s)
     except KfpServeError as err:
-        report = cluster.diagnostics(name)
+        try:  # best effort: the API may be what failed
+            report = cluster.diagnostics(name)
+        except KfpServeError as unavailable:
+            report = f"(no diagnostics: {unavailable})\n"
         if created and not keep_failed:
-            cluster.delete(name)
-            report += "\nThe InferenceService was created by this deploy and has been deleted" \
-                      " (keep_failed=False).\n"
+            try:
+                cluster.delete(name)
+                report += "\nThe InferenceService was created by this deploy and has been deleted" \
+                          " (keep_failed=False).\n"
+            except KfpServeError as undeleted:
+                report += (f"\nThe InferenceService was created by this deploy but could not be"
+                           f" deleted ({undeleted}); delete it by hand.\n")
         raise DeployError(err, report) from err
     result.created = created
     return result

@@ -29,6 +29,9 @@ _FIX = {7: "grant the pipeline's service account roles/aiplatform.user (and stor
         8: "request more quota for the region or use a smaller machine/fewer replicas"}
 
 
+REQUEST_TIMEOUT_S = 60.0  # every Vertex AI call; long work runs as operations, polled
+
+
 def api_endpoint_for(location: str, api_endpoint: str = "") -> str:
     return api_endpoint or f"{location}-aiplatform.googleapis.com"
 
@@ -112,10 +115,11 @@ class VertexClient:
     """One project/location's models and endpoints (REST transport)."""
 
     def __init__(self, project: str, location: str, api_endpoint: str = "", credentials: Any = None,
-                 poll_s: float = 5.0):
+                 poll_s: float = 5.0, retry_budget_s: float = 60.0):
         from google.cloud import aiplatform_v1
 
         self.project, self.location, self.poll_s = project, location, poll_s
+        self.retry_budget_s = retry_budget_s
         self.parent = f"projects/{project}/locations/{location}"
         options = {"api_endpoint": api_endpoint_for(location, api_endpoint)}
         if credentials is None and not google_credentials_for(options["api_endpoint"]):
@@ -134,11 +138,24 @@ class VertexClient:
         self.types = aiplatform_v1
 
     # -- calls through the boundary ------------------------------------------------------
+    def _options(self) -> dict[str, Any]:
+        """``timeout`` and ``retry`` for every call: retried with backoff while Vertex AI answers
+        429/503 or the connection is refused (no work was done)."""
+        from google.api_core import exceptions as gexc
+        from google.api_core import retry as retries
+
+        return {"timeout": REQUEST_TIMEOUT_S, "retry": retries.Retry(
+            predicate=retries.if_exception_type(gexc.TooManyRequests, gexc.ServiceUnavailable,
+                                                ConnectionError),
+            initial=0.5, maximum=8.0, multiplier=2.0, timeout=self.retry_budget_s)}
+
     def _call(self, what: str, fn, *args, **kwargs):
+        """One API call with a timeout, retried with backoff while Vertex AI answers 429/503 or
+        the connection fails (refused before any work was done), translated at this boundary."""
         from google.api_core import exceptions as gexc
 
         try:
-            return fn(*args, **kwargs)
+            return fn(*args, **{**self._options(), **kwargs})
         except (gexc.GoogleAPICallError, OSError) as err:
             raise translate(err, what) from err
         except Exception as err:
@@ -189,7 +206,7 @@ class VertexClient:
         from google.api_core import exceptions as gexc
 
         try:
-            return self.models.get_model(name=name)
+            return self.models.get_model(name=name, **self._options())
         except gexc.NotFound:
             return None
         except Exception as err:
@@ -237,7 +254,7 @@ class VertexClient:
         else:
             request["model_id"] = spec.model_id
         try:
-            started = self.models.upload_model(request=request)
+            started = self.models.upload_model(request=request, **self._options())
         except gexc.AlreadyExists:  # an earlier attempt's upload created it meanwhile
             return self.upload(spec, timeout_s)
         except Exception as err:

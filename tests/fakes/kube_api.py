@@ -47,6 +47,10 @@ class FakeKubeApi:
         self.lock = threading.RLock()
         self.version = 0
         self.controller: FakeKServeController | None = None
+        # failure injection: the next requests answer these statuses, as an overloaded or
+        # restarting API server does (429 TooManyRequests, 5xx), then everything is normal
+        self.faults: list[int] = []
+        self.requests = 0
 
     def _next_version(self) -> str:
         self.version += 1
@@ -54,6 +58,11 @@ class FakeKubeApi:
 
     def __call__(self, method, path, query, body):
         with self.lock:
+            self.requests += 1
+            if self.faults:
+                code = self.faults.pop(0)
+                reason = "TooManyRequests" if code == 429 else "ServiceUnavailable"
+                return _status(code, reason, "the server is currently unable to handle the request")
             return self._route(method, path, query, body)
 
     def _route(self, method, path, query, body):

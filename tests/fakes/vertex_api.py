@@ -5,7 +5,8 @@ It speaks the real JSON shapes, so google-cloud-aiplatform's GAPIC clients (REST
 background; deploying a model fetches its artifact from (fake) GCS and serves it for real with
 local Triton (a Triton repository) or TorchServe (a .mar); predict/rawPredict forward to it and
 pick a deployed model by the endpoint's traffic split, answering with the id of the one that
-served. Failure injection: ``faults[method] = "quota" | "permission" | "hang"``.
+served. Failure injection: ``faults[method] = "quota" | "permission" | "hang" |
+"unavailable"`` (the next call of that method answers 503 UNAVAILABLE, then the fault clears).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class FakeVertexApi:
             if verb == method and match:
                 self.calls.append(name)
                 fault = self.faults.get(name)
+                if fault == "unavailable":
+                    del self.faults[name]
+                    return _error(503, "UNAVAILABLE", "The service is currently unavailable.")
                 if fault == "permission":
                     return _error(403, "PERMISSION_DENIED", f"Permission 'aiplatform.{name}' denied on"
                                   f" resource '//aiplatform.googleapis.com/{path}' (or it may not exist).")
