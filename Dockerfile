@@ -12,7 +12,7 @@ ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_FIND_LINKS=/src/build-extras
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY build-extras ./build-extras
 COPY components ./components
 COPY pipelines ./pipelines
@@ -21,7 +21,7 @@ RUN python3 -c "import sys, venv, ensurepip" \
  && if [ -f build-extras/extra-ca.crt ]; then export PIP_CERT=/src/build-extras/extra-ca.crt; fi \
  && python3 -m venv /opt/kfp-serve \
  && /opt/kfp-serve/bin/pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
- && /opt/kfp-serve/bin/pip install ".[export,serve,local,kserve,vertex]" "torch==${TORCH_VERSION}" \
+ && /opt/kfp-serve/bin/pip install -c constraints.txt ".[export,serve,local,kserve,vertex]" "torch==${TORCH_VERSION}" \
  && /opt/kfp-serve/bin/pip install --no-deps nvidia-pytriton==0.7.0
 
 FROM ${BASE_IMAGE}
