@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from kfp_serve.components.errors import InfrastructureError, UserError, first_line
-from kfp_serve.components.storage.publish import MANIFEST, crc32c_of, storage_client
+from kfp_serve.components.storage.publish import GCS_TIMEOUT_S, MANIFEST, crc32c_of, storage_client
 from kfp_serve.components.storage.uris import is_gcs, local_path, parse_gcs_uri
 
 
@@ -78,7 +78,8 @@ def _fetch_gcs(uri: str, target: Path, workers: int) -> dict:
     bucket = client.bucket(location.bucket)
     try:
         marker = bucket.blob(f"{location.prefix}/{MANIFEST}")
-        manifest = _load_manifest(marker.download_as_text() if marker.exists() else None, uri)
+        manifest = _load_manifest(marker.download_as_text(timeout=GCS_TIMEOUT_S)
+                                  if marker.exists(timeout=GCS_TIMEOUT_S) else None, uri)
         names = sorted(manifest["files"])
         target.mkdir(parents=True, exist_ok=True)
         paths = {n: _inside(target, n) for n in names}
@@ -86,7 +87,8 @@ def _fetch_gcs(uri: str, target: Path, workers: int) -> dict:
             path.parent.mkdir(parents=True, exist_ok=True)
         results = transfer_manager.download_many(
             [(bucket.blob(f"{location.prefix}/{n}"), str(paths[n])) for n in names],
-            raise_exception=True, worker_type=transfer_manager.THREAD, max_workers=workers,
+            download_kwargs={"timeout": GCS_TIMEOUT_S}, raise_exception=True,
+            worker_type=transfer_manager.THREAD, max_workers=workers,
         )
     except gexc.NotFound as err:
         raise UserError(f"{uri} is missing objects or its bucket: {first_line(err)}") from err

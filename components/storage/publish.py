@@ -41,6 +41,9 @@ from kfp_serve.components.storage.uris import GcsUri, is_gcs, local_path, parse_
 MANIFEST = "_kfp_serve_manifest.json"
 CLAIM = "_kfp_serve_claim.json"
 MAX_CLAIM_TRIES = 50
+#: seconds per GCS request (google-cloud-storage retries transient errors of idempotent and
+#: create-only requests with backoff on its own: DEFAULT_RETRY / ConditionalRetryPolicy)
+GCS_TIMEOUT_S = 120
 _VERSION = re.compile(r"^v(\d+)$")
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 COMPOSITE_MIN_BYTES = 256 * 1024 * 1024
@@ -191,7 +194,7 @@ def _gcs_versions(client, uri: GcsUri) -> dict[int, bool]:
     """version -> committed, from the ``v<N>/`` prefixes and their manifests."""
     prefix = f"{uri.prefix}/" if uri.prefix else ""
     found: dict[int, bool] = {}
-    for blob in client.list_blobs(uri.bucket, prefix=prefix):
+    for blob in client.list_blobs(uri.bucket, prefix=prefix, timeout=GCS_TIMEOUT_S):
         head, _, rest = blob.name[len(prefix):].partition("/")
         match = _VERSION.match(head)
         if match and rest:
@@ -222,7 +225,7 @@ def _publish_gcs(source: Path, root: GcsUri, version: int, manifest: dict, worke
 
     client = storage_client()
     try:
-        bucket = client.lookup_bucket(root.bucket)
+        bucket = client.lookup_bucket(root.bucket, timeout=GCS_TIMEOUT_S)
     except gexc.Forbidden:
         bucket = client.bucket(root.bucket)  # may write objects without seeing the bucket
     except gexc.GoogleAPICallError as err:
@@ -246,7 +249,8 @@ def _publish_gcs(source: Path, root: GcsUri, version: int, manifest: dict, worke
             composites[name] = parts
         try:
             results = transfer_manager.upload_many(
-                pairs, upload_kwargs={"if_generation_match": 0}, raise_exception=False,
+                pairs, upload_kwargs={"if_generation_match": 0, "timeout": GCS_TIMEOUT_S},
+                raise_exception=False,
                 worker_type=transfer_manager.THREAD, max_workers=workers,
             )
         finally:
@@ -257,13 +261,15 @@ def _publish_gcs(source: Path, root: GcsUri, version: int, manifest: dict, worke
             if isinstance(result, Exception) and not _ours_already(result, blob, handle):
                 raise result
         for name, parts in composites.items():
-            bucket.blob(f"{target.prefix}/{name}").compose(parts, if_generation_match=0)
+            bucket.blob(f"{target.prefix}/{name}").compose(parts, if_generation_match=0,
+                                                           timeout=GCS_TIMEOUT_S)
             for part in parts:
-                part.delete()
+                part.delete(timeout=GCS_TIMEOUT_S)
         _verify_gcs(client, target, manifest)
         marker = bucket.blob(f"{target.prefix}/{MANIFEST}")
         marker.upload_from_string(json.dumps(manifest, indent=2, sort_keys=True),
-                                  content_type="application/json", if_generation_match=0)
+                                  content_type="application/json", if_generation_match=0,
+                                  timeout=GCS_TIMEOUT_S)
     except gexc.GoogleAPICallError as err:
         raise _translate(err, root) from err
     return str(target), number
@@ -285,11 +291,11 @@ def _claim_gcs(client, bucket, root: GcsUri, version: int) -> tuple[int, GcsUri]
         target = root.child(f"v{number}")
         try:
             bucket.blob(f"{target.prefix}/{CLAIM}").upload_from_string(
-                claim, content_type="application/json", if_generation_match=0)
+                claim, content_type="application/json", if_generation_match=0, timeout=GCS_TIMEOUT_S)
             return number, target
         except gexc.PreconditionFailed:
             if version:
-                committed = bucket.blob(f"{target.prefix}/{MANIFEST}").exists()
+                committed = bucket.blob(f"{target.prefix}/{MANIFEST}").exists(timeout=GCS_TIMEOUT_S)
                 raise _claimed(version, str(root), committed) from None
             # someone claimed it since the listing (its objects may not be listed yet)
             existing = {**_gcs_versions(client, root), number: False}
@@ -305,7 +311,7 @@ def _ours_already(error: Exception, blob, handle) -> bool:
     if not isinstance(error, gexc.PreconditionFailed):
         return False
     try:
-        blob.reload()
+        blob.reload(timeout=GCS_TIMEOUT_S)
     except gexc.GoogleAPICallError:
         return False
     return blob.crc32c == handle.crc32c()
@@ -323,7 +329,7 @@ def split_parts(size: int) -> list[tuple[int, int]]:
 def _verify_gcs(client, target: GcsUri, manifest: dict) -> None:
     """Every object is there with the local file's size and CRC32C (before committing)."""
     seen = {b.name[len(target.prefix) + 1:]: b for b in
-            client.list_blobs(target.bucket, prefix=f"{target.prefix}/")}
+            client.list_blobs(target.bucket, prefix=f"{target.prefix}/", timeout=GCS_TIMEOUT_S)}
     for name, info in manifest["files"].items():
         blob = seen.get(name)
         if blob is None or blob.size != info["size"] or blob.crc32c != info["crc32c"]:
