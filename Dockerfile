@@ -1,13 +1,21 @@
 # The CPU component image: every kfp-serve component runs in it with install_kfp_package=False,
 # so kfp and kfp-serve are installed here at the versions the pipelines were compiled with.
 #
-#   docker build -t REGISTRY/kfp-serve:TAG --build-arg BASE_IMAGE=python:3.11-slim .
+#   docker build -t REGISTRY/kfp-serve:TAG \
+#     --build-arg BASE_IMAGE=python:3.11-slim@sha256:$(docker buildx imagetools inspect \
+#         python:3.11-slim --format '{{json .Manifest.Digest}}' | tr -d '"') .
 #
 # BASE_IMAGE must be a Debian/Ubuntu-based image with python3 (3.10-3.13) and its shared
-# libpython (the Triton Python backend stub links against it), e.g. python:3.11-slim.
+# libpython (the Triton Python backend stub links against it), e.g. python:3.11-slim, and it
+# must be pinned by digest (NAME@sha256:...): a tag can move, and what ships would change with
+# it. Renew the digest when the base gets security updates. `kfp-serve image build` pins the
+# local base it builds on by itself.
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
+ARG BASE_IMAGE
+RUN case "${BASE_IMAGE}" in *@sha256:*) ;; *) \
+      echo "BASE_IMAGE ${BASE_IMAGE} is not pinned by digest: pass --build-arg BASE_IMAGE=NAME@sha256:DIGEST (docker buildx imagetools inspect NAME)" >&2; exit 1;; esac
 ARG TORCH_VERSION=2.13.0
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_FIND_LINKS=/src/build-extras

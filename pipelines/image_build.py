@@ -149,6 +149,18 @@ class BuiltImage:
     seconds: float
 
 
+def pinned(image: str) -> str:
+    """``image`` by digest (``name@sha256:...``): the Dockerfile builds only on a pinned base, so
+    a moved tag cannot change what ships. A reference that has a digest stays as it is."""
+    if "@sha256:" in image:
+        return image
+    digest = json.loads(podman("image", "inspect", image).stdout)[0].get("Digest", "")
+    if not digest:
+        raise InfrastructureError(f"podman reports no digest for {image}; pass it as NAME@sha256:...")
+    name = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+    return f"{name}@{digest}"
+
+
 def build_image(tag: str, base_image: str, context: Path, dockerfile: str = "Dockerfile",
                 torch_index_url: str = "https://pypi.org/simple") -> BuiltImage:
     """``podman build --isolation chroot`` of ``dockerfile`` on ``base_image``, then check that
@@ -160,6 +172,7 @@ def build_image(tag: str, base_image: str, context: Path, dockerfile: str = "Doc
     if not image_exists(base_image):
         raise UserError(f"base image {base_image!r} is not in local storage (no registry is"
                         " reached from here): make it with `kfp-serve image base` or podman pull it")
+    base_image = pinned(base_image)
     (context / "build-extras").mkdir(exist_ok=True)
     offered = _offer_local_torch(context)
     if offered:

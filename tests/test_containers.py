@@ -124,3 +124,17 @@ def test_a_base_image_without_python_is_a_one_line_error(base_image, tmp_path):
         image.build_image("localhost/kfp-serve:no-python", "localhost/no-python:test", REPO_ROOT)
     assert "BASE_IMAGE has no usable python3 with venv/ensurepip" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_the_image_builds_only_on_a_base_pinned_by_digest(base_image, tmp_path):
+    """A tag can move and change what ships: the Dockerfile refuses an unpinned BASE_IMAGE in
+    one line, and `kfp-serve image build` pins the local base by its digest itself."""
+    from conftest import REPO_ROOT
+
+    assert image.pinned(base_image).startswith(base_image.rsplit(":", 1)[0] + "@sha256:")
+    done = subprocess.run(["podman", "build", "--isolation", "chroot", "--network", "host",
+                           "--build-arg", f"BASE_IMAGE={base_image}", "-f", "Dockerfile",
+                           "-t", "localhost/kfp-serve:unpinned", str(REPO_ROOT)],
+                          env=image.podman_env(), capture_output=True, text=True)
+    assert done.returncode != 0
+    assert f"BASE_IMAGE {base_image} is not pinned by digest: pass --build-arg" in done.stdout + done.stderr
