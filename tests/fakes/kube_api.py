@@ -209,7 +209,7 @@ class FakeKServeController:
 
     def _reconcile(self, key):
         from kfp_serve.components.errors import KfpServeError
-        from kfp_serve.components.local.triton_server import start_server
+        from kfp_serve.components.local.triton_server import start_server, stop_server
 
         with self.api.lock:
             obj = copy.deepcopy(self.api.objects.get(key))
@@ -254,7 +254,13 @@ class FakeKServeController:
             self._failed(key, obj, pod, "kserve-container", str(err))
             return
         with self.lock:
-            self.servers[key].append((revision, storage_uri, record))
+            revisions = self.servers.get(key)
+            if revisions is not None:
+                revisions.append((revision, storage_uri, record))
+        if revisions is None:  # deleted (or the controller stopped) while it started: a real
+            # controller garbage-collects the revision's pods; never leave a server running
+            record.stop() if hasattr(record, "stop") else stop_server(record)
+            return
         self.api.logs[(pod, "storage-initializer")] = f"Copied {storage_uri} to /mnt/models\n"
         self.api.logs[(pod, "kserve-container")] = Path(record.log_path).read_text(errors="replace")[-4000:]
         self.api.pods[name] = [_pod_object(pod, name, "Running")]
