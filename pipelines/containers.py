@@ -142,9 +142,11 @@ def docker_api(timeout_s: float = 30.0) -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="kfp-serve-podman-"))
     sock = folder / "podman.sock"
     log = open(folder / "service.log", "wb")  # noqa: SIM115 (closed below)
+    # cwd: conmon leaves an "oom" marker in its working directory when a container is OOM-killed;
+    # in the private folder it goes away with the folder, not into the user's checkout
     process = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
                                env=podman_env(), stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+                               start_new_session=True, cwd=folder)
     try:
         def service_log() -> str:
             return (folder / "service.log").read_text(errors="replace").strip()[-300:]

@@ -9,6 +9,7 @@ import io
 import json
 import subprocess
 from contextlib import redirect_stdout
+from pathlib import Path
 
 import pytest
 
@@ -110,6 +111,8 @@ def test_running_out_of_the_memory_limit_is_named(suite_image, docker_client):
                              mem_limit="64m", network_mode="host")
     assert code == 137
     assert "the container ran out of its memory limit (64m): raise it with --memory" in out.getvalue()
+    # conmon's "oom" marker stays in the service's private folder, not in the caller's cwd
+    assert not (Path.cwd() / "oom").exists()
 
 
 def test_a_base_image_without_python_is_a_one_line_error(base_image, tmp_path):
