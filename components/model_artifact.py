@@ -206,20 +206,23 @@ def export_problem(err: BaseException, signature: ModelSignature) -> str:
     return f"torch.export could not capture the model: {' '.join(lines[:2]) or type(err).__name__}"
 
 
-def _same(module: Any, signature: ModelSignature, golden: GoldenSet) -> str:
-    """'' when ``module`` reproduces the eager outputs on ``golden``, else what differs."""
+def _mismatch(module: Any, signature: ModelSignature, golden: GoldenSet) -> str:
+    """'' when ``module`` reproduces the eager outputs at batch 1, on the whole golden set and on
+    its resized variant; else the first difference (or error)."""
     from kfp_serve.components.verify import compare_outputs, summarize_failures
 
-    try:
-        actual = run_module(module, signature, golden.inputs)
-    except Exception as err:
-        return first_line(err)
-    return summarize_failures(compare_outputs(golden.outputs, actual, **_TRACE_CHECK),
-                              f"batch {golden.batch_size}")
-
-
-def _checks(golden: GoldenSet) -> list[GoldenSet]:
-    return [golden.slice(0, 1), golden] + ([golden.resized] if golden.resized else [])
+    for case in (golden.slice(0, 1), golden, golden.resized):
+        if case is None:
+            continue
+        try:
+            actual = run_module(module, signature, case.inputs)
+        except Exception as err:
+            return first_line(err)
+        found = summarize_failures(compare_outputs(case.outputs, actual, **_TRACE_CHECK),
+                                   f"batch {case.batch_size}")
+        if found:
+            return found
+    return ""
 
 
 def _torchscript(wrapped: Any, module: Any, signature: ModelSignature, golden: GoldenSet,
@@ -242,8 +245,7 @@ def _torchscript(wrapped: Any, module: Any, signature: ModelSignature, golden: G
             flow_warning = next((str(w.message).split(". ")[0] for w in caught
                                  if issubclass(w.category, torch.jit.TracerWarning)
                                  and "Python" in str(w.message)), "")
-            mismatch = next((m for m in (_same(traced, signature, g) for g in _checks(golden))
-                             if m), "")
+            mismatch = _mismatch(traced, signature, golden)
             if mismatch:
                 problems["trace"] = f"the trace does not generalize ({mismatch})"
             else:
@@ -254,8 +256,7 @@ def _torchscript(wrapped: Any, module: Any, signature: ModelSignature, golden: G
         try:
             with quiet_export():
                 scripted = torch.jit.script(module)
-            mismatch = next((m for m in (_same(scripted, signature, g) for g in _checks(golden))
-                             if m), "")
+            mismatch = _mismatch(scripted, signature, golden)
             sample = scripted(*args)
             if isinstance(sample, (dict, list)):
                 problems["script"] = ("the scripted module returns a dict or list, which Triton's"
