@@ -25,8 +25,9 @@ KINDS: dict[str, str] = {
                          " model.mar (Vertex AI)",
     "PublishedVersion": "a committed, immutable version in storage; the artifact URI is"
                         " gs://.../v<N> (or a local folder), metadata.content_kind says what it holds",
-    "KServeInferenceService": "metadata name, namespace, url, internal_url,"
-                              " latest_ready_revision, traffic; the artifact URI is the URL",
+    "KServeInferenceService": "metadata name, namespace, mode, url, internal_url,"
+                              " validation_url, latest_ready_revision, traffic; the artifact"
+                              " URI is the URL",
     "VertexModel": "google.VertexModel: metadata resourceName (projects/.../models/ID@VERSION);"
                    " the artifact URI is its REST URL",
     "VertexEndpoint": "google.VertexEndpoint: metadata resourceName, deployed_model_id, traffic,"

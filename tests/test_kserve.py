@@ -26,8 +26,9 @@ VARIANTS = [
      "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
     {"min_replicas": 0, "max_replicas": 4, "scale_metric": "concurrency", "scale_target": 8,
      "container_concurrency": 16, "timeout_s": 120},
-    {"deployment_mode": "RawDeployment", "min_replicas": 2, "max_replicas": 3, "scale_metric": "cpu",
+    {"deployment_mode": "Standard", "min_replicas": 2, "max_replicas": 3, "scale_metric": "cpu",
      "scale_target": 70},
+    {"deployment_mode": "Standard", "autoscaler_class": "keda", "min_replicas": 0, "max_replicas": 3},
     {"canary_traffic_percent": 10, "service_account": "kfp-serve", "labels": {"team": "ml"},
      "annotations": {"sidecar.istio.io/inject": "true"}},
     {"override": {"spec": {"predictor": {"model": {"env": [{"name": "OMP_NUM_THREADS", "value": "1"}]},
@@ -46,7 +47,31 @@ def test_every_variant_validates_against_the_crd(variant):
 
     manifest = build_inference_service(make_spec(**variant))
     assert schema_errors(manifest, load_crd_schema()) == []
+    # the deprecated spellings: the only ones KServe releases before the rename accept, and
+    # the ones later releases rewrite (KSERVE_BEHAVIOUR.md: modes)
     assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] in ("Serverless", "RawDeployment")
+
+
+@pytest.mark.parametrize(("given", "emitted"), [("Knative", "Serverless"), ("Serverless", "Serverless"),
+                                                ("Standard", "RawDeployment"), ("RawDeployment", "RawDeployment")])
+def test_every_mode_name_kserve_accepts(given, emitted):
+    manifest = build_inference_service(make_spec(deployment_mode=given))
+    assert manifest["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == emitted
+
+
+def test_mode_specific_knobs():
+    from fakes.crd_schema import load_crd_schema, schema_errors
+
+    grpc = build_inference_service(make_spec(protocol_version="grpc-v2"))
+    assert grpc["spec"]["predictor"]["model"]["ports"] == [{"name": "h2c", "protocol": "TCP", "containerPort": 9000}]
+    hpa = build_inference_service(make_spec(scale_metric="cpu", scale_target=70))
+    assert hpa["metadata"]["annotations"]["autoscaling.knative.dev/class"] == "hpa.autoscaling.knative.dev"
+    keda = build_inference_service(make_spec(deployment_mode="Standard", autoscaler_class="keda", min_replicas=0))
+    assert keda["metadata"]["annotations"]["serving.kserve.io/autoscalerClass"] == "keda"
+    pinned = build_inference_service(make_spec(runtime_version="24.08-py3"))
+    assert pinned["spec"]["predictor"]["model"]["runtimeVersion"] == "24.08-py3"
+    for manifest in (grpc, hpa, keda, pinned):
+        assert schema_errors(manifest, load_crd_schema()) == []
 
 
 def test_override_is_merged_not_substituted():
@@ -65,7 +90,19 @@ def test_override_is_merged_not_substituted():
      ({"protocol_version": "v3"}, "protocol_version 'v3' is not one of"),
      ({"canary_traffic_percent": 120}, "canary_traffic_percent 120 must be 0-100"),
      ({"storage_uri": "/local/path"}, "must start with one of"),
-     ({"deployment_mode": "RawDeployment", "min_replicas": 0}, "cannot scale to zero"),
+     ({"deployment_mode": "Standard", "min_replicas": 0}, "Standard mode scales to zero only with KEDA"),
+     ({"deployment_mode": "ModelMesh"}, "'ModelMesh' is not supported"),
+     ({"deployment_mode": "Raw"}, r"deployment_mode 'Raw' is not one of \['Knative', 'Standard'\]"),
+     ({"deployment_mode": "RawDeployment", "canary_traffic_percent": 10},
+      "canary_traffic_percent 10 needs deployment_mode 'Knative': KServe's Standard mode ignores it"),
+     ({"deployment_mode": "Standard", "scale_metric": "concurrency"},
+      "scale_metric 'concurrency' needs deployment_mode 'Knative'"),
+     ({"deployment_mode": "Standard", "autoscaler_class": "keda", "scale_metric": "cpu"},
+      "scale_metric is not supported with autoscaler_class 'keda'"),
+     ({"deployment_mode": "Standard", "container_concurrency": 4}, "container_concurrency is a Knative setting"),
+     ({"autoscaler_class": "keda"}, "autoscaler_class applies to deployment_mode 'Standard'"),
+     ({"timeout_s": 900}, "timeout_s 900 is above Knative's revision timeout limit"),
+     ({"scale_metric": "cpu", "min_replicas": 0}, "Knative's HPA class, which cannot scale to zero"),
      ({"override": {"metadata": {"name": "other"}}}, "may not change metadata.name")],
 )
 def test_bad_specs(kwargs, message):
@@ -79,6 +116,7 @@ def test_bad_specs(kwargs, message):
 
 @pytest.fixture
 def kube(tmp_path):
+    from fakes.cluster_gateway import install_cluster_dns
     from fakes.crd_schema import load_crd_schema
     from fakes.http_fake import FakeServer
     from fakes.kube_api import FakeKServeController, FakeKubeApi, runtimes_from_shared
@@ -86,9 +124,13 @@ def kube(tmp_path):
     api = FakeKubeApi(namespaces=("models",), runtimes=runtimes_from_shared(SHARED_KSERVE),
                       crd_schema=load_crd_schema())
     controller = FakeKServeController(api, tmp_path)
-    with FakeServer(api) as server:
-        yield api, server.url
-    controller.stop()
+    undo = install_cluster_dns()  # this process plays a pod inside the cluster
+    try:
+        with FakeServer(api) as server:
+            yield api, server.url
+    finally:
+        undo()
+        controller.stop()
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +144,12 @@ def published(gcs, digits_repository, tmp_path_factory):
     broken = tmp_path_factory.mktemp("broken") / "repo"
     shutil.copytree(digits_repository, broken)
     (broken / "digits" / "1" / "model.onnx").write_bytes(b"corrupt")
-    return {"v1": first, "v2": second, "broken": publish(broken, "gs://kserve-models/broken").uri}
+    import onnx
+
+    # torch.onnx writes IR 10 at opset 18, which KServe's default Triton (23.05) cannot load:
+    # deploy sets runtimeVersion from it, as deploy_kserve does from the artifact's metadata
+    ir = onnx.load(str(digits_repository / "digits" / "1" / "model.onnx"), load_external_data=False).ir_version
+    return {"v1": first, "v2": second, "broken": publish(broken, "gs://kserve-models/broken").uri, "ir": ir}
 
 
 def cluster_for(url, namespace="models"):
@@ -111,41 +158,210 @@ def cluster_for(url, namespace="models"):
     return KServeCluster(api_client(host=url), namespace)
 
 
-def test_deploy_validate_canary_promote_rollback_delete(kube, published, digits_onnx):
+def _split(result):
+    return [(t["revisionName"], t["percent"]) for t in result.traffic]
+
+
+def _validates(url, digits_onnx):
     from kfp_serve.components.golden import GoldenSet
-    from kfp_serve.components.kserve.cluster import deploy
     from kfp_serve.components.signature import ModelSignature
     from kfp_serve.components.validate.targets import OipRestTarget
     from kfp_serve.components.validate.validation import validate
 
+    result = validate(OipRestTarget(url, "digits", ModelSignature.load(digits_onnx)), GoldenSet.load(digits_onnx))
+    assert result.passed, result.failure_line()
+
+
+def test_knative_deploy_validate_canary_roll_back_promote_delete(kube, published, digits_onnx):
+    from kfp_serve.components.kserve.cluster import deploy, promote, rollback
+
     _, url = kube
     cluster = cluster_for(url)
     first = deploy(cluster, build_inference_service(make_spec(storage_uri=published["v1"])),
-                   timeout_s=120, poll_s=0.2)
-    assert first.created and first.url.startswith("http://127.0.0.1:")
+                   timeout_s=120, poll_s=0.2, onnx_ir_version=published["ir"])
+    assert first.created and first.mode == "Knative"
+    # status.url is on the ingress domain; inside the cluster validation uses status.address.url
+    assert first.url == "http://digits.models.example.com"
+    assert first.validation_url == first.internal_url
+    assert first.internal_url.startswith("http://digits.models.svc.cluster.local:")
     assert first.latest_ready_revision == "digits-predictor-00001"
-    result = validate(OipRestTarget(first.url, "digits", ModelSignature.load(digits_onnx)),
-                      GoldenSet.load(digits_onnx))
-    assert result.passed, result.failure_line()
+    assert any("runtimeVersion set to 24.05-py3" in note for note in first.notes)
+    _validates(first.validation_url, digits_onnx)
 
-    canary = deploy(cluster, build_inference_service(make_spec(storage_uri=published["v2"],
-                                                               canary_traffic_percent=20)),
-                    timeout_s=120, poll_s=0.2)
-    assert not canary.created
-    assert [(t["revisionName"], t["percent"]) for t in canary.traffic] == [
-        ("digits-predictor-00001", 80), ("digits-predictor-00002", 20)]
-    assert canary.canary_url and canary.canary_url != first.url
+    canary = deploy(cluster, build_inference_service(make_spec(storage_uri=published["v2"], canary_traffic_percent=20)),
+                    timeout_s=120, poll_s=0.2, onnx_ir_version=published["ir"])
+    assert not canary.created and canary.latest_ready_revision == "digits-predictor-00002"
+    assert _split(canary) == [("digits-predictor-00002", 20), ("digits-predictor-00001", 80)]
+    assert canary.canary_url == "http://latest-digits-predictor.models.example.com"
+    assert canary.validation_url.startswith("http://latest-digits-predictor.models.svc.cluster.local:")
+    _validates(canary.validation_url, digits_onnx)
 
-    cluster.patch_predictor("digits", {"canaryTrafficPercent": 0})  # roll back
-    rolled = cluster.wait_ready("digits", 60, 0.2)
-    assert [t["percent"] for t in rolled.traffic] == [100, 0] and rolled.url == first.url
-
-    cluster.patch_predictor("digits", {"canaryTrafficPercent": None})  # promote
-    promoted = cluster.wait_ready("digits", 60, 0.2)
-    assert promoted.traffic == [{"revisionName": "digits-predictor-00002", "percent": 100, "latestRevision": True}]
+    service = {"name": "digits", "namespace": "models", "mode": "Knative"}
+    rolled = rollback(service, 60, url)
+    assert _split(rolled) == [("digits-predictor-00002", 0), ("digits-predictor-00001", 100)]
+    promoted = promote(service, 60, url)
+    assert _split(promoted) == [("digits-predictor-00002", 100)]
 
     assert cluster.delete("digits") is True
     assert cluster.get("digits") is None and cluster.delete("digits") is False
+
+
+def test_a_stale_ready_is_not_taken_for_the_new_revision(kube, published):
+    """After a canary and its promotion KServe has updated the Knative Service more often than
+    the InferenceService changed, so its observedGeneration (copied from the Knative Service)
+    runs ahead: a replace looks 'current' and Ready while the old revision serves. The wait
+    keys on the new revision instead."""
+    from kfp_serve.components.kserve.cluster import deploy, promote
+
+    api, url = kube
+    cluster = cluster_for(url)
+    for storage, canary in (("v1", None), ("v2", 50)):
+        deploy(cluster, build_inference_service(make_spec(storage_uri=published[storage], canary_traffic_percent=canary)),
+               timeout_s=120, poll_s=0.2, onnx_ir_version=published["ir"])
+    promote({"name": "digits", "namespace": "models", "mode": "Knative"}, 60, url)
+    api.controller.pause()
+    before = cluster.apply(build_inference_service(make_spec(storage_uri=published["v1"], runtime_version="24.05-py3")))
+    isvc = cluster.get("digits")
+    # the trap: what the old check accepted (generation observed, Ready) is there
+    assert isvc["status"]["observedGeneration"] >= isvc["metadata"]["generation"]
+    assert {c["type"]: c["status"] for c in isvc["status"]["conditions"]}["Ready"] == "True"
+    expect = cluster.expect_after(before, "digits", None)
+    with pytest.raises(InfrastructureError, match="not Ready after 1s: .*no new revision yet"):
+        cluster.wait_ready("digits", 1, 0.2, expect)
+    api.controller.resume()
+    assert cluster.wait_ready("digits", 120, 0.2, expect).latest_ready_revision == "digits-predictor-00003"
+
+
+def test_standard_mode_rolls_out_validates_and_rolls_back_by_reapplying(kube, published, digits_onnx):
+    from kfp_serve.components.kserve.cluster import deploy, promote, rollback
+
+    api, url = kube
+    cluster = cluster_for(url)
+    spec = {"deployment_mode": "Standard", "runtime_version": "24.05-py3"}
+    first = deploy(cluster, build_inference_service(make_spec(storage_uri=published["v1"], **spec)),
+                   timeout_s=120, poll_s=0.2)
+    assert first.mode == "Standard" and first.traffic == [] and first.previous_predictor is None
+    assert first.url == "http://digits-models.example.com"
+    assert first.validation_url.startswith("http://digits-predictor.models.svc.cluster.local:")
+    _validates(first.validation_url, digits_onnx)
+
+    api.controller.pause()  # a lagging controller: the Deployment still has the old template
+    manifest = build_inference_service(make_spec(storage_uri=published["v2"], **spec))
+    generation = cluster.generation("digits")
+    before = cluster.apply(manifest)
+    expect = cluster.expect_after(before, "digits", generation)
+    with pytest.raises(InfrastructureError, match="the predictor Deployment is not updated yet"):
+        cluster.wait_ready("digits", 1, 0.2, expect)
+    api.controller.resume()
+    second = cluster.wait_ready("digits", 120, 0.2, expect)
+    assert cluster.deployment("digits")["metadata"]["generation"] == 2
+    assert second.previous_predictor["model"]["storageUri"] == published["v1"]
+    _validates(second.validation_url, digits_onnx)
+
+    service = {"name": "digits", "namespace": "models", "mode": "Standard",
+               "previous_predictor": second.previous_predictor}
+    assert promote(service, 60, url).mode == "Standard"  # nothing to switch
+    rollback(service, 120, url)
+    assert cluster.get("digits")["spec"]["predictor"]["model"]["storageUri"] == published["v1"]
+    assert cluster.deployment("digits")["metadata"]["generation"] == 3
+    with pytest.raises(UserError, match="nothing to roll back to: InferenceService 'digits' was created by the deploy"):
+        rollback(dict(service, previous_predictor=None), 10, url)
+
+
+def test_the_mode_of_an_existing_service_cannot_change(kube, published):
+    from kfp_serve.components.kserve.cluster import deploy
+
+    _, url = kube
+    cluster = cluster_for(url)
+    deploy(cluster, build_inference_service(make_spec(storage_uri=published["v1"])), timeout_s=120,
+           poll_s=0.2, onnx_ir_version=published["ir"])
+    with pytest.raises(UserError, match="runs in Knative mode and KServe cannot change the mode of an existing one to Standard"):
+        deploy(cluster, build_inference_service(make_spec(storage_uri=published["v2"], deployment_mode="Standard")),
+               timeout_s=10, poll_s=0.2)
+
+
+def test_webhook_denials_are_not_reported_as_rbac(kube, published):
+    from kfp_serve.components.kserve.cluster import deploy
+
+    _, url = kube
+    manifest = build_inference_service(make_spec(
+        storage_uri=published["v1"], deployment_mode="Standard", autoscaler_class="hpa",
+        override={"spec": {"predictor": {"scaleMetric": "rps"}}}))
+    with pytest.raises(UserError) as err:
+        deploy(cluster_for(url), manifest, timeout_s=10, poll_s=0.2)
+    assert "RBAC" not in str(err.value)
+    assert str(err.value).endswith("denied the request: [rps] is not a supported metric")
+
+
+def test_knative_mode_needs_knative(kube, published):
+    api, url = kube
+    api.knative = False
+    with pytest.raises(UserError, match="deployment_mode 'Knative' needs Knative Serving, which this cluster does not have"):
+        cluster_for(url).preflight(build_inference_service(make_spec(storage_uri=published["v1"])))
+    runtime, _ = cluster_for(url).preflight(build_inference_service(make_spec(deployment_mode="Standard")))
+    assert runtime["metadata"]["name"] == "kserve-tritonserver"
+
+
+def test_forbidden_cluster_runtimes_skip_the_check_and_invalid_spec_fails_at_once(kube, published):
+    import time
+
+    from kfp_serve.components.kserve.cluster import DeployError, deploy
+
+    api, url = kube
+    api.forbidden_lists = {"clusterservingruntimes"}
+    runtime, notes = cluster_for(url).preflight(build_inference_service(make_spec(storage_uri=published["v1"])))
+    assert runtime is None and "cannot list ClusterServingRuntimes (RBAC" in notes[0]
+    result = deploy(cluster_for(url), build_inference_service(make_spec(storage_uri=published["v1"], runtime_version="24.05-py3")),
+                    timeout_s=120, poll_s=0.2)
+    assert result.latest_ready_revision == "digits-predictor-00001"
+    cluster_for(url).delete("digits")
+    began = time.monotonic()
+    with pytest.raises(DeployError, match="failed: NoSupportingRuntime: No runtime found"):
+        deploy(cluster_for(url), build_inference_service(make_spec(storage_uri=published["v1"], runtime="kserve-mlserver")),
+               timeout_s=60, poll_s=0.2)
+    assert time.monotonic() - began < 30  # not the 60 s timeout
+
+
+def test_runtime_matching_follows_kserve():
+    from kfp_serve.components.kserve.runtimes import choose
+
+    def runtime(name, kind="ClusterServingRuntime", **spec):
+        formats = [{"name": "onnx", "autoSelect": True, "priority": spec.pop("priority", 1)}]
+        return {"kind": kind, "metadata": {"name": name}, "spec": {"supportedModelFormats": formats, **spec}}
+
+    any_protocol = runtime("any")  # no protocolVersions: every protocol
+    assert choose([any_protocol], "onnx", "v2", None) is any_protocol
+    assert choose([runtime("off", disabled=True), runtime("mm", multiModel=True)], "onnx", "v2", None) is None
+    preferred = [runtime("low", priority=1), runtime("high", priority=5), runtime("ns", kind="ServingRuntime")]
+    assert choose(preferred, "onnx", "v2", None)["metadata"]["name"] == "ns"
+    assert choose(preferred[:2], "onnx", "v2", None)["metadata"]["name"] == "high"
+    with pytest.raises(UserError, match="serving runtime 'off' is disabled"):
+        choose([runtime("off", disabled=True)], "onnx", "v2", "off")
+    with pytest.raises(UserError, match="'v1only' does not serve model format 'onnx' over protocol 'v2'"):
+        choose([runtime("v1only", protocolVersions=["v1"])], "onnx", "v2", "v1only")
+
+
+def test_onnx_ir_and_the_runtimes_triton(kube, published):
+    from kfp_serve.components.kserve.cluster import DeployError, deploy
+
+    _, url = kube
+    with pytest.raises(UserError, match="runtime_version '23.05-py3' is Triton 23.05, whose onnxruntime cannot load"):
+        deploy(cluster_for(url), build_inference_service(make_spec(storage_uri=published["v1"], runtime_version="23.05-py3")),
+               timeout_s=10, poll_s=0.2, onnx_ir_version=published["ir"])
+    # without the IR in the artifact nothing is changed, and the load fails as real Triton's does
+    with pytest.raises(DeployError, match="Unsupported model IR version: 10, max supported IR version: 9"):
+        deploy(cluster_for(url), build_inference_service(make_spec(storage_uri=published["v1"])), timeout_s=60, poll_s=0.2)
+
+
+def test_an_unschedulable_pod_gets_a_grace_period(kube, published):
+    """With a cluster autoscaler a GPU pod waits for a node: not fatal within the grace."""
+    from kfp_serve.components.kserve.cluster import deploy
+
+    _, url = kube
+    manifest = build_inference_service(make_spec(storage_uri=published["v1"], runtime_version="24.05-py3",
+                                                 annotations={"fake.kserve.io/behavior": "unschedulable-for-a-while"}))
+    result = deploy(cluster_for(url), manifest, timeout_s=120, poll_s=0.2, unschedulable_grace_s=60)
+    assert result.latest_ready_revision == "digits-predictor-00001"
 
 
 def test_unknown_field_is_refused_by_the_schema(kube, published):
@@ -155,7 +371,7 @@ def test_unknown_field_is_refused_by_the_schema(kube, published):
     manifest = build_inference_service(make_spec(storage_uri=published["v1"],
                                                  override={"spec": {"predictor": {"modell": {}}}}))
     with pytest.raises(UserError, match='is invalid: unknown field "spec.predictor.modell"'):
-        deploy(cluster_for(url), manifest, timeout_s=10, poll_s=0.2)
+        deploy(cluster_for(url), manifest, timeout_s=10, poll_s=0.2, onnx_ir_version=published["ir"])
     assert api.objects == {}  # the dry run refused it: nothing was created
 
 
@@ -172,7 +388,7 @@ def test_rbac_namespace_and_runtime_preflight(kube, published):
         cluster_for(url, "elsewhere").preflight(build_inference_service(make_spec(namespace="elsewhere")))
     with pytest.raises(UserError, match="serving runtime 'kserve-mlserver' exists neither"):
         cluster_for(url).preflight(build_inference_service(make_spec(runtime="kserve-mlserver")))
-    with pytest.raises(UserError, match="serves model format 'tensorrt' over protocol 'v1'"):
+    with pytest.raises(UserError, match="auto-selects model format 'tensorrt' over protocol 'v1'"):
         cluster_for(url).preflight(build_inference_service(make_spec(model_format="tensorrt", protocol_version="v1")))
     assert isinstance(api, FakeKubeApi) and api.objects == {}
 
@@ -181,7 +397,8 @@ def test_rbac_namespace_and_runtime_preflight(kube, published):
     ("case", "error", "message"),
     [("missing-storage", UserError, r"ModelLoadFailed in storage-initializer: gs://kserve-models/nothing/v9 is not a committed"),
      ("broken-model", UserError, r"ModelLoadFailed in kserve-container: .*INVALID_PROTOBUF"),
-     ("never-ready", InfrastructureError, r"not Ready after 2s: conditions: none yet"),
+     ("never-ready", InfrastructureError, r"not Ready after 2s: conditions: .*Ready=Unknown; latest created"
+                                         r" revision digits-predictor-00001, latest ready none"),
      ("image-pull", InfrastructureError, r"cannot start: container kserve-container is ImagePullBackOff"),
      ("unschedulable", InfrastructureError, r"unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu")],
 )
@@ -194,7 +411,7 @@ def test_failures_are_classified_diagnosed_and_cleaned_up(kube, published, case,
     manifest = build_inference_service(make_spec(storage_uri=storage.get(case, published["v1"]),
                                                  annotations=behavior, gpus=1 if case == "unschedulable" else 0))
     with pytest.raises(DeployError, match=message) as caught:
-        deploy(cluster_for(url), manifest, timeout_s=2 if case == "never-ready" else 60, poll_s=0.2)
+        deploy(cluster_for(url), manifest, timeout_s=2 if case == "never-ready" else 60, poll_s=0.2, onnx_ir_version=published["ir"])
     assert isinstance(caught.value.cause, error)
     report = caught.value.diagnostics
     assert "## Conditions" in report and "## Pods" in report and "## Warning events" in report
@@ -211,7 +428,7 @@ def test_keep_failed_keeps_the_service(kube, published):
     api, url = kube
     manifest = build_inference_service(make_spec(storage_uri=published["broken"]))
     with pytest.raises(DeployError):
-        deploy(cluster_for(url), manifest, timeout_s=60, poll_s=0.2, keep_failed=True)
+        deploy(cluster_for(url), manifest, timeout_s=60, poll_s=0.2, keep_failed=True, onnx_ir_version=published["ir"])
     assert ("models", "digits") in api.objects
 
 
@@ -229,7 +446,7 @@ def test_components_deploy_validate_and_roll_back(kube, published, digits_onnx, 
 
     api, url = kube
     model = _artifact("PublishedVersion", published["v1"], uri=published["v1"],
-                      content_kind="TritonRepository", model_name="digits")
+                      content_kind="TritonRepository", model_name="digits", onnx_ir_version=published["ir"])
     isvc = _artifact("KServeInferenceService", str(tmp_path / "isvc"))
     report = _artifact("Markdown", str(tmp_path / "report.md"))
     outputs = deploy_kserve.python_func(model=model, inference_service=isvc, report=report,
@@ -246,11 +463,12 @@ def test_components_deploy_validate_and_roll_back(kube, published, digits_onnx, 
     assert passed is True
     assert "<svg" in (tmp_path / "v.html").read_text()
     second = _artifact("PublishedVersion", published["v2"], uri=published["v2"],
-                       content_kind="TritonRepository", model_name="digits")
+                       content_kind="TritonRepository", model_name="digits", onnx_ir_version=published["ir"])
     deploy_kserve.python_func(model=second, inference_service=isvc, report=report, name="digits",
                               namespace="models", api_host=url, canary_traffic_percent=25,
                               ready_timeout_s=120)
-    assert [t["percent"] for t in isvc.metadata["traffic"]] == [75, 25]
+    assert [t["percent"] for t in isvc.metadata["traffic"]] == [25, 75]
+    assert isvc.metadata["validation_url"].startswith("http://latest-digits-predictor.models.svc.cluster.local:")
     assert rollback_kserve.python_func(inference_service=isvc, api_host=url) == outputs.url
     assert delete_kserve.python_func(name="digits", namespace="models", api_host=url) is True
     assert api.objects == {}
@@ -294,7 +512,7 @@ def test_sigterm_stops_waiting_cleanly(kube, published):
     waiter.send_signal(signal.SIGTERM)
     out, _ = waiter.communicate(timeout=20)
     assert waiter.returncode == 3 and time.monotonic() - began < 5
-    assert out.startswith("cancelled while waiting for 'digits' (conditions: none yet)")
+    assert out.startswith("cancelled while waiting for 'digits' (conditions: ")
 
 
 def test_transient_api_errors_are_retried_and_every_call_has_a_timeout(kube, published):
@@ -305,7 +523,7 @@ def test_transient_api_errors_are_retried_and_every_call_has_a_timeout(kube, pub
     api, url = kube
     api.faults = [503, 429, 500, 503]
     result = deploy(cluster_for(url), build_inference_service(make_spec(storage_uri=published["v1"])),
-                    timeout_s=120, poll_s=0.2)
+                    timeout_s=120, poll_s=0.2, onnx_ir_version=published["ir"])
     assert result.created and api.faults == []
 
 
@@ -336,12 +554,12 @@ def test_persistent_server_errors_end_as_one_line_with_diagnostics_and_cleanup(k
     manifest = build_inference_service(make_spec(storage_uri=published["v1"]))
     original = cluster.wait_ready
 
-    def wait_through_an_outage(name, timeout_s, poll_s=2.0):
+    def wait_through_an_outage(*args, **kwargs):
         api.faults = [503] * 2  # the API fails while we wait, then recovers for the cleanup
-        return original(name, timeout_s, poll_s)
+        return original(*args, **kwargs)
 
     cluster.wait_ready = wait_through_an_outage
     with pytest.raises(DeployError) as err:
-        deploy(cluster, manifest, timeout_s=60, poll_s=0.2)
+        deploy(cluster, manifest, timeout_s=60, poll_s=0.2, onnx_ir_version=published["ir"])
     assert "the API server answered 503" in str(err.value) and "\n" not in str(err.value)
     assert cluster.get("digits") is None  # created by this deploy, so deleted

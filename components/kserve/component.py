@@ -30,23 +30,30 @@ def deploy_kserve(
     scale_target: int = 0,
     container_concurrency: int = 0,
     timeout_s: int = 0,
-    deployment_mode: str = "Serverless",
+    deployment_mode: str = "Knative",
+    autoscaler_class: Optional[str] = None,
+    runtime_version: Optional[str] = None,
     canary_traffic_percent: int = 100,
     labels: Optional[Dict[str, str]] = None,
     annotations: Optional[Dict[str, str]] = None,
     override: Optional[dict] = None,
     override_allowed: Optional[List[str]] = None,
     ready_timeout_s: float = 900.0,
+    unschedulable_grace_s: float = 600.0,
     keep_failed: bool = False,
     api_host: Optional[str] = None,
 ) -> NamedTuple("Outputs", [("url", str)]):
     """Creates or updates a KServe InferenceService for a published model and waits until Ready.
 
-    Before anything changes: a SelfSubjectAccessReview for the RBAC it needs, the namespace, a
-    ServingRuntime/ClusterServingRuntime for the format and protocol, and a server-side dry run
-    with strict field validation. Then create, or replace at the current resourceVersion
-    (conflicts retried). It waits for Ready of the new generation, failing fast on a failed
-    model load, an image that cannot be pulled or an unschedulable pod; on failure the log shows
+    Before anything changes: a SelfSubjectAccessReview for the RBAC it needs, the namespace,
+    Knative Serving (Knative mode), the ServingRuntime KServe would pick for the format and
+    protocol (and a Triton that loads the repository's ONNX IR), and a server-side dry run with
+    strict field validation. Then create, or replace at the current resourceVersion (conflicts
+    retried). It waits until this apply serves: in Knative mode a new revision is the latest
+    ready one with the traffic share asked for; in Standard mode the predictor Deployment's
+    rollout completes. It fails at once on InvalidSpec, ReconcileFailed, a failed model load or
+    an image that cannot be pulled, and on a pod still unschedulable after
+    unschedulable_grace_s; on failure the log shows
     a diagnostics report (conditions, model status, pods, storage-initializer and
     kserve-container log tails, Warning events) and an InferenceService this step created is
     deleted unless keep_failed.
@@ -66,14 +73,22 @@ def deploy_kserve(
         gpus: ``nvidia.com/gpu`` request and limit.
         node_selector: Node labels the predictor must run on.
         tolerations: Pod tolerations (e.g. for GPU taints).
-        min_replicas: Minimum replicas (0 allows scale to zero with Serverless).
+        min_replicas: Minimum replicas (0: scale to zero, in Knative mode or with KEDA).
         max_replicas: Maximum replicas (0: KServe's default).
-        scale_metric: ``cpu``, ``memory``, ``concurrency`` or ``rps``.
+        scale_metric: Knative mode: ``concurrency`` or ``rps`` (``cpu``/``memory`` switch to
+            Knative's HPA class); Standard mode: ``cpu`` or ``memory`` (an HPA).
         scale_target: Autoscaling target for the metric (0: KServe's default).
-        container_concurrency: Max in-flight requests per replica (0: unlimited).
-        timeout_s: Request timeout in seconds (0: KServe's default).
-        deployment_mode: ``Serverless`` (Knative) or ``RawDeployment``.
-        canary_traffic_percent: Share of traffic for the new revision; 100 rolls out fully.
+        container_concurrency: Max in-flight requests per replica (0: unlimited); Knative only.
+        timeout_s: Request timeout in seconds (0: KServe's default); at most 600 in Knative mode.
+        deployment_mode: ``Knative`` (revisions, traffic split, scale to zero) or ``Standard``
+            (a Deployment and an HPA; no canary). ``Serverless`` and ``RawDeployment`` are
+            accepted as their deprecated names.
+        autoscaler_class: Standard mode: ``hpa`` (KServe's default), ``keda``, ``external`` or
+            ``none``.
+        runtime_version: The runtime image tag (``runtimeVersion``); empty keeps the runtime's,
+            except that a Triton too old for the repository's ONNX IR is moved to 24.05-py3.
+        canary_traffic_percent: Share of traffic for the new revision (Knative mode); 100 rolls
+            out fully. Standard mode refuses anything else: it cannot split traffic.
         labels: Extra labels.
         annotations: Extra annotations.
         override: A partial manifest deep-merged into the generated one (lists replace). Keys
@@ -83,13 +98,17 @@ def deploy_kserve(
         override_allowed: Dotted paths of such keys in override that are intended, e.g.
             ``spec.predictor.hostNetwork``.
         ready_timeout_s: How long to wait for Ready (Triton images are large: keep it long).
+        unschedulable_grace_s: How long a predictor pod may stay unschedulable (a cluster
+            autoscaler adding a GPU node) before the deploy fails.
         keep_failed: Keep an InferenceService this step created when it fails.
         api_host: Kubernetes API URL; empty uses the in-cluster service account.
 
     Returns:
-        inference_service: A KServeInferenceService artifact: name, namespace, url,
-            internal_url, latest_ready_revision, traffic, and canary_url (the latest revision's
-            tagged URL while traffic is split; validate_endpoint calls it).
+        inference_service: A KServeInferenceService artifact: name, namespace, mode, url
+            (status.url, external), internal_url (status.address.url, cluster-local),
+            validation_url (what validate_endpoint calls: the canary's cluster-local tagged URL
+            while traffic is split, else internal_url), latest_ready_revision, traffic, and
+            previous_predictor (what rollback re-applies in Standard mode).
         report: The deployment summary.
         url: The URL clients call.
     """
@@ -113,6 +132,7 @@ def deploy_kserve(
         max_replicas=max_replicas or None, scale_metric=scale_metric,
         scale_target=scale_target or None, container_concurrency=container_concurrency or None,
         timeout_s=timeout_s or None, deployment_mode=deployment_mode,
+        autoscaler_class=autoscaler_class or None, runtime_version=runtime_version or None,
         canary_traffic_percent=canary_traffic_percent, labels=labels or {},
         annotations=annotations or {}, override=override or {},
         override_allowed=tuple(override_allowed or ()),
@@ -120,7 +140,8 @@ def deploy_kserve(
     cluster = KServeCluster(api_client(api_host), namespace)
     try:
         result = deploy(cluster, build_inference_service(spec), timeout_s=ready_timeout_s,
-                        keep_failed=keep_failed)
+                        keep_failed=keep_failed, onnx_ir_version=model.metadata.get("onnx_ir_version"),
+                        unschedulable_grace_s=unschedulable_grace_s)
     except DeployError as err:
         print(err.diagnostics)
         raise err.cause from err
@@ -140,6 +161,8 @@ def promote_kserve(
     api_host: Optional[str] = None,
 ) -> str:
     """Promotes the canary: all traffic to the latest revision (canaryTrafficPercent removed).
+
+    In Standard mode the new model already serves everything; this waits until it is Ready.
 
     Args:
         inference_service: The KServeInferenceService artifact from deploy_kserve.
@@ -163,6 +186,10 @@ def rollback_kserve(
     api_host: Optional[str] = None,
 ) -> str:
     """Rolls the canary back: 0 % to the latest revision, all traffic to the previous one.
+
+    Knative mode: traffic goes back to the last fully rolled-out revision. Standard mode: the
+    predictor from before the deploy is applied again and its Deployment rollout awaited (an
+    InferenceService the deploy created has nothing to roll back to: that is an error).
 
     Args:
         inference_service: The KServeInferenceService artifact from deploy_kserve.

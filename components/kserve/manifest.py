@@ -16,8 +16,24 @@ MODEL_FORMATS = ("triton", "onnx", "pytorch", "tensorrt")
 #: the modelFormat a published artifact is served with when none is asked for
 DEFAULT_MODEL_FORMATS = {"TritonRepository": "triton", "TorchServeArchive": "pytorch"}
 PROTOCOLS = ("v1", "v2", "grpc-v2")
-DEPLOYMENT_MODES = ("Serverless", "RawDeployment")
+AUTOSCALER_CLASS_ANNOTATION = "serving.kserve.io/autoscalerClass"
+KNATIVE_CLASS_ANNOTATION = "autoscaling.knative.dev/class"
+KNATIVE_HPA_CLASS = "hpa.autoscaling.knative.dev"
+#: KServe's deployment modes and the deprecated spellings its mutating webhook rewrites to them
+#: (pkg/constants/constants.go ParseDeploymentMode; inference_service_defaults.go). The
+#: manifest carries the deprecated spelling: KServe releases before the rename accept only it
+#: (anything else silently falls back to the cluster default), later ones rewrite it.
+DEPLOYMENT_MODES = {"Knative": "Knative", "Serverless": "Knative",
+                    "Standard": "Standard", "RawDeployment": "Standard"}
+MANIFEST_MODE = {"Knative": "Serverless", "Standard": "RawDeployment"}
 SCALE_METRICS = ("cpu", "memory", "concurrency", "rps")
+#: the metrics each autoscaler takes (KServe constants.go AutoscalerAllowed*MetricsList)
+KNATIVE_METRICS, HPA_METRICS = ("concurrency", "rps"), ("cpu", "memory")
+AUTOSCALER_CLASSES = ("hpa", "keda", "external", "none")  # constants.AutoscalerAllowedClassList
+#: Knative Serving's max-revision-timeout-seconds default (config-defaults)
+KNATIVE_MAX_TIMEOUT_S = 600
+#: the port Triton serves gRPC on in KServe's runtime (kserve-tritonserver: --grpc-port=9000)
+TRITON_GRPC_PORT = 9000
 STORAGE_SCHEMES = ("gs://", "s3://", "pvc://", "https://", "http://", "hdfs://", "oci://")
 # InferenceService names become DNS-1035 labels of Services and Knative routes
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -46,7 +62,9 @@ class InferenceServiceSpec:
     scale_target: int | None = None
     container_concurrency: int | None = None
     timeout_s: int | None = None
-    deployment_mode: str = "Serverless"
+    deployment_mode: str = "Knative"
+    autoscaler_class: str | None = None
+    runtime_version: str | None = None
     canary_traffic_percent: int | None = None
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
@@ -64,13 +82,60 @@ def validate_name(name: str, what: str = "InferenceService name") -> str:
     return name
 
 
+def deployment_mode(value: str) -> str:
+    """``Knative`` or ``Standard`` for any spelling KServe accepts; ModelMesh and unknown values
+    are refused (an unknown one would silently fall back to the cluster's default mode)."""
+    if value == "ModelMesh":
+        raise UserError("deployment_mode 'ModelMesh' is not supported: kfp-serve deploys one model"
+                        " per InferenceService; use 'Knative' or 'Standard'")
+    if value not in DEPLOYMENT_MODES:
+        raise UserError(f"deployment_mode {value!r} is not one of ['Knative', 'Standard'] (or the"
+                        " deprecated 'Serverless', 'RawDeployment')")
+    return DEPLOYMENT_MODES[value]
+
+
+def _check_scaling(spec: InferenceServiceSpec, mode: str) -> None:
+    """The autoscaling rules of KServe's webhook and reconcilers, per mode, as one-line errors
+    (KServe would refuse some at admission and silently ignore others)."""
+    if mode == "Knative":
+        if spec.autoscaler_class is not None:
+            raise UserError("autoscaler_class applies to deployment_mode 'Standard'; Knative mode"
+                            " scales with Knative's autoscaler (scale_metric concurrency or rps)")
+        if spec.scale_metric in HPA_METRICS and spec.min_replicas == 0:
+            raise UserError(f"scale_metric {spec.scale_metric!r} uses Knative's HPA class, which"
+                            " cannot scale to zero; set min_replicas >= 1 or scale on concurrency/rps")
+        if spec.timeout_s is not None and spec.timeout_s > KNATIVE_MAX_TIMEOUT_S:
+            raise UserError(f"timeout_s {spec.timeout_s} is above Knative's revision timeout limit"
+                            f" ({KNATIVE_MAX_TIMEOUT_S}s by default, max-revision-timeout-seconds);"
+                            " lower it or raise that limit in config-defaults first")
+        return
+    if spec.autoscaler_class is not None and spec.autoscaler_class not in AUTOSCALER_CLASSES:
+        raise UserError(f"autoscaler_class {spec.autoscaler_class!r} is not one of"
+                        f" {list(AUTOSCALER_CLASSES)}")
+    keda = spec.autoscaler_class == "keda"
+    if spec.scale_metric in KNATIVE_METRICS:
+        raise UserError(f"scale_metric {spec.scale_metric!r} needs deployment_mode 'Knative':"
+                        " Standard mode scales with an HPA on cpu or memory (KServe ignores"
+                        " concurrency/rps there); for request-based scaling use autoscaler_class"
+                        " 'keda' with spec.predictor.autoScaling in override")
+    if keda and spec.scale_metric is not None:
+        raise UserError("scale_metric is not supported with autoscaler_class 'keda' (KServe's"
+                        " webhook refuses it); give the KEDA metrics as spec.predictor.autoScaling"
+                        " in override")
+    if spec.container_concurrency is not None:
+        raise UserError("container_concurrency is a Knative setting; Standard mode has no"
+                        " per-replica request limit (leave it 0 or use deployment_mode 'Knative')")
+    if spec.min_replicas == 0 and not keda:
+        raise UserError("Standard mode scales to zero only with KEDA: set min_replicas >= 1, or"
+                        " autoscaler_class 'keda', or deployment_mode 'Knative'")
+
+
 def _check(spec: InferenceServiceSpec) -> None:
     validate_name(spec.name)
     if not _NAMESPACE.match(spec.namespace) or len(spec.namespace) > 63:
         raise UserError(f"namespace {spec.namespace!r} is not a valid DNS-1123 label")
     choices = ((spec.model_format, MODEL_FORMATS, "model_format"),
-               (spec.protocol_version, PROTOCOLS, "protocol_version"),
-               (spec.deployment_mode, DEPLOYMENT_MODES, "deployment_mode"))
+               (spec.protocol_version, PROTOCOLS, "protocol_version"))
     for value, allowed, what in choices:
         if value not in allowed:
             raise UserError(f"{what} {value!r} is not one of {list(allowed)}")
@@ -87,8 +152,15 @@ def _check(spec: InferenceServiceSpec) -> None:
     if (spec.max_replicas is not None and spec.min_replicas is not None
             and spec.max_replicas < spec.min_replicas):
         raise UserError(f"max_replicas {spec.max_replicas} is below min_replicas {spec.min_replicas}")
-    if spec.deployment_mode == "RawDeployment" and spec.min_replicas == 0:
-        raise UserError("RawDeployment cannot scale to zero; set min_replicas >= 1 or use Serverless")
+    mode = deployment_mode(spec.deployment_mode)
+    if mode == "Standard" and spec.canary_traffic_percent not in (None, 100):
+        raise UserError(
+            f"canary_traffic_percent {spec.canary_traffic_percent} needs deployment_mode 'Knative':"
+            " KServe's Standard mode ignores it and sends all traffic to the new model at once;"
+            " set canary_traffic_percent=100 (validation then checks the new model, and"
+            " rollback_kserve re-applies the previous one), or validate the candidate under"
+            " another InferenceService name first")
+    _check_scaling(spec, mode)
 
 
 #: pod-spec keys that change who a pod runs as or what it may touch on the node: an override
@@ -146,6 +218,12 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
     }
     if spec.runtime:
         model["runtime"] = spec.runtime
+    if spec.runtime_version:
+        model["runtimeVersion"] = spec.runtime_version
+    if spec.protocol_version == "grpc-v2":
+        # KServe serves gRPC only through a port named h2c (Knative: the one port; Standard:
+        # the Service's gRPC port); the Triton runtime listens for gRPC on 9000
+        model["ports"] = [{"name": "h2c", "protocol": "TCP", "containerPort": TRITON_GRPC_PORT}]
     if resources:
         model["resources"] = resources
     predictor: dict[str, Any] = {"model": model}
@@ -163,7 +241,12 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
         "tolerations": list(spec.tolerations) or None,
     }
     predictor.update({k: v for k, v in optional.items() if v is not None})
-    annotations = {DEPLOYMENT_MODE_ANNOTATION: spec.deployment_mode, **spec.annotations}
+    mode = deployment_mode(spec.deployment_mode)
+    annotations = {DEPLOYMENT_MODE_ANNOTATION: MANIFEST_MODE[mode], **spec.annotations}
+    if spec.autoscaler_class:
+        annotations[AUTOSCALER_CLASS_ANNOTATION] = spec.autoscaler_class
+    if mode == "Knative" and spec.scale_metric in HPA_METRICS:
+        annotations.setdefault(KNATIVE_CLASS_ANNOTATION, KNATIVE_HPA_CLASS)
     if spec.canary_traffic_percent not in (None, 100):
         # tagged revisions get their own URL, so validation can call the canary itself
         annotations.setdefault(TAG_ROUTING_ANNOTATION, "true")

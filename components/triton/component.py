@@ -42,15 +42,17 @@ def build_triton_repository(
 
     Returns:
         repository: A TritonRepository artifact; metadata holds the model name, the served
-            tensor names and the signature.
+            tensor names, the signature and, for ONNX, its IR version.
     """
+    import os
+
     from kfp_serve.components.artifacts import expect, mark
     from kfp_serve.components.formats import EXPORTED_KINDS, format_of_kind
     from kfp_serve.components.signature import ModelSignature
     from kfp_serve.components.triton.config import TritonModelOptions
     from kfp_serve.components.triton.repository import build_repository
 
-    model_format = format_of_kind(expect(model, *EXPORTED_KINDS)).name
+    model_format = format_of_kind(expect(model, *EXPORTED_KINDS))
     options = TritonModelOptions(
         max_batch_size=max_batch_size,
         preferred_batch_sizes=tuple(int(s) for s in preferred_batch_sizes or ()),
@@ -60,8 +62,14 @@ def build_triton_repository(
         version_policy=version_policy,
         warmup=warmup,
     )
-    result = build_repository(model.path, model_format, repository.path, model_name, options)
+    result = build_repository(model.path, model_format.name, repository.path, model_name, options)
+    onnx_ir = {}
+    if model_format.name == "onnx":  # deploy_kserve checks the runtime's Triton loads this IR
+        import onnx
+
+        onnx_ir["onnx_ir_version"] = onnx.load(os.path.join(model.path, model_format.file),
+                                               load_external_data=False).ir_version
     mark(repository, "TritonRepository", model_name=result.model_name, version=result.version,
-         model_format=model_format, max_batch_size=max_batch_size,
+         model_format=model_format.name, max_batch_size=max_batch_size, **onnx_ir,
          tensor_names=result.tensor_names, signature=ModelSignature.load(model.path).to_dict())
     print(result.config_text)

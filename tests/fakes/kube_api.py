@@ -6,11 +6,19 @@ create/get/replace/merge-patch/delete, the status subresource, generation/resour
 bookkeeping, 409 on a stale resourceVersion or an existing name, dryRun=All, and 422 when an
 object violates the CRD schema (unknown fields under fieldValidation=Strict included).
 
-The controller reconciles each InferenceService the way KServe does, on this machine: it
-fetches ``storageUri`` from the GCS emulator like the storage initializer, serves it with the
-local Triton runtime, and writes status (Ready, URL, revisions, traffic). The annotation
-``fake.kserve.io/behavior`` asks for failures instead: ``never-ready``, ``image-pull``,
-``unschedulable``.
+KServe's admission webhooks are part of the API side: the deprecated mode names are rewritten,
+a mode change and autoscaling settings KServe refuses are denied with 403, as
+controller-runtime's validators do. API discovery lists ``serving.knative.dev`` only when
+Knative is installed (``knative``); listing ClusterServingRuntimes can be forbidden
+(``forbidden_lists``).
+
+The controller reconciles each InferenceService the way KServe does in its mode, on this
+machine (tests/fakes/KSERVE_BEHAVIOUR.md is the list of behaviours, with their upstream
+sources): it fetches ``storageUri`` from the GCS emulator like the storage initializer, serves
+it with the local Triton runtime, and writes status (conditions, revisions, traffic, URLs,
+observedGeneration of the child object); a gateway routes the cluster-local hosts. The
+annotation ``fake.kserve.io/behavior`` asks for failures instead: ``never-ready``,
+``image-pull``, ``unschedulable``, ``unschedulable-for-a-while``.
 """
 
 from __future__ import annotations
@@ -19,10 +27,19 @@ import copy
 import re
 import tempfile
 import threading
+import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from fakes.cluster_gateway import CLUSTER_SUFFIX
 from fakes.crd_schema import schema_errors
+
+MODE_KEY = "serving.kserve.io/deploymentMode"
+TAG_KEY = "serving.kserve.io/enable-tag-routing"
+LEGACY_MODES = {"Serverless": "Knative", "RawDeployment": "Standard"}
+WEBHOOK = 'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: '
+DEPLOYMENT = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)$")
 
 ISVC = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices(?:/([^/]+))?(/status)?$")
 RUNTIMES = re.compile(r"^/apis/serving\.kserve\.io/v1alpha1/(?:namespaces/([^/]+)/)?(servingruntimes|clusterservingruntimes)$")
@@ -35,7 +52,12 @@ def _status(code: int, reason: str, message: str) -> tuple[int, dict]:
 
 
 class FakeKubeApi:
-    def __init__(self, namespaces=("models",), runtimes=(), denied_verbs=(), crd_schema=None):
+    def __init__(self, namespaces=("models",), runtimes=(), denied_verbs=(), crd_schema=None,
+                 knative=True, default_mode="Knative", forbidden_lists=()):
+        self.knative = knative
+        self.default_mode = default_mode
+        self.forbidden_lists = set(forbidden_lists)
+        self.deployments: dict[tuple[str, str], dict] = {}
         self.namespaces = set(namespaces)
         self.runtimes = list(runtimes)
         self.denied_verbs = set(denied_verbs)
@@ -70,6 +92,17 @@ class FakeKubeApi:
             attributes = body["spec"]["resourceAttributes"]
             allowed = attributes["verb"] not in self.denied_verbs
             return 201, dict(body, status={"allowed": allowed})
+        if path in ("/apis", "/apis/") and method == "GET":
+            groups = ["serving.kserve.io", "apps"] + (["serving.knative.dev"] if self.knative else [])
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
+                 "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}} for g in groups]}
+        match = DEPLOYMENT.match(path)
+        if match and method == "GET":
+            found = self.deployments.get((match.group(1), match.group(2)))
+            if found is None:
+                return _status(404, "NotFound", f'deployments.apps "{match.group(2)}" not found')
+            return 200, copy.deepcopy(found)
         match = re.match(r"^/api/v1/namespaces/([^/]+)$", path)
         if match and method == "GET":
             if match.group(1) not in self.namespaces:
@@ -88,6 +121,10 @@ class FakeKubeApi:
         match = RUNTIMES.match(path)
         if match:
             namespaced = match.group(2) == "servingruntimes"
+            if match.group(2) in self.forbidden_lists:
+                return _status(403, "Forbidden", f'{match.group(2)}.serving.kserve.io is forbidden: User'
+                               ' "system:serviceaccount:kubeflow:kfp-serve-deployer" cannot list resource'
+                               f' "{match.group(2)}" in API group "serving.kserve.io" at the cluster scope')
             items = [r for r in self.runtimes if (r["kind"] == "ServingRuntime") == namespaced]
             return 200, {"items": copy.deepcopy(items)}
         match = ISVC.match(path)
@@ -123,6 +160,10 @@ class FakeKubeApi:
             invalid = self._invalid(body)
             if invalid:
                 return invalid
+            body = _mutate(copy.deepcopy(body))
+            denied = _validate(body, None)
+            if denied:
+                return _status(403, "Forbidden", WEBHOOK + denied)
             obj = copy.deepcopy(body)
             obj["metadata"].update(namespace=namespace, uid=str(uuid.uuid4()), generation=1,
                                    resourceVersion=self._next_version())
@@ -154,6 +195,10 @@ class FakeKubeApi:
             invalid = self._invalid({k: v for k, v in new.items() if k != "status"})
             if invalid:
                 return invalid
+            new = _mutate(new)
+            denied = _validate(new, current)
+            if denied:
+                return _status(403, "Forbidden", WEBHOOK + denied)
             updated = copy.deepcopy(new)
             updated["status"] = current.get("status", {})
             for field in ("uid", "namespace", "generation"):
@@ -180,6 +225,39 @@ class FakeKubeApi:
                 self.objects[key]["metadata"]["resourceVersion"] = self._next_version()
 
 
+def _mutate(obj):
+    """KServe's mutating webhook (inference_service_defaults.go): deprecated mode names become
+    Knative/Standard."""
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    if annotations.get(MODE_KEY) in LEGACY_MODES:
+        annotations[MODE_KEY] = LEGACY_MODES[annotations[MODE_KEY]]
+    return obj
+
+
+def _validate(obj, old):
+    """KServe's validating webhook (inference_service_validation.go): the mode of an existing
+    InferenceService cannot change; autoscaling fields per mode and autoscaler class."""
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    mode = annotations.get(MODE_KEY)
+    was = (old or {}).get("status", {}).get("deploymentMode", "")
+    if was and mode is not None and mode != was:
+        return f"update rejected: deploymentMode cannot be changed from '{was}' to '{mode}'"
+    predictor = obj.get("spec", {}).get("predictor", {})
+    metric = predictor.get("scaleMetric")
+    if mode == "Standard":
+        scaler = annotations.get("serving.kserve.io/autoscalerClass")
+        if scaler == "hpa" and (metric or "cpu") not in ("cpu", "memory"):
+            return f"[{metric}] is not a supported metric"
+        if scaler == "keda" and metric:
+            return "ScaleMetric is not supported for KEDA"
+        return ""
+    if annotations.get("autoscaling.knative.dev/class") == "hpa.autoscaling.knative.dev":
+        return f"[{metric}] is not a supported metric" if (metric or "cpu") not in ("cpu", "memory") else ""
+    if (metric or "concurrency") not in ("concurrency", "rps"):
+        return f"[{metric}] is not a supported metric"
+    return ""
+
+
 def _merge_patch(target, patch):
     if not isinstance(patch, dict):
         return patch
@@ -193,126 +271,388 @@ def _merge_patch(target, patch):
     return target
 
 
-class FakeKServeController:
-    """Reconciles InferenceServices in a background thread with real storage and serving."""
+def _mode(obj, default):
+    """The mode KServe runs an InferenceService in: its annotation (after the webhook rewrote
+    the deprecated names), else the cluster default; an unknown value falls back to the default
+    (KSERVE_BEHAVIOUR.md: modes)."""
+    value = obj["metadata"].get("annotations", {}).get(MODE_KEY, "")
+    return value if value in ("Knative", "Standard") else default
 
-    def __init__(self, api: FakeKubeApi, workdir: Path):
+
+def _template(predictor, mode):
+    """What a new revision (Knative) or a Deployment rollout (Standard) is made of."""
+    ignored = ("canaryTrafficPercent",) if mode == "Knative" else (
+        "canaryTrafficPercent", "minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "autoScaling")
+    return {k: v for k, v in predictor.items() if k not in ignored}
+
+
+@dataclass
+class _Revision:
+    name: str
+    template: dict
+    storage_uri: str
+    server: object
+
+
+@dataclass
+class _State:
+    """One InferenceService as KServe and its child (Knative Service or Deployment) hold it."""
+
+    mode: str
+    created: int = 0  # revisions created (failed ones included)
+    revisions: list = field(default_factory=list)  # ready ones, oldest first
+    template: dict | None = None  # of the latest created revision / Deployment template
+    latest_created: str = ""
+    latest_ready: str = ""
+    rolled_latest: str = ""
+    rolled_previous: str = ""
+    child_generation: int = 0
+    traffic: list = field(default_factory=list)
+    deployment: dict | None = None
+    failure: dict | None = None  # (conditions, modelStatus) of the latest failed revision
+
+
+class FakeKServeController:
+    """Reconciles InferenceServices the way KServe does per mode (KSERVE_BEHAVIOUR.md), with
+    real storage and serving, in background threads; a gateway routes cluster-local hosts."""
+
+    def __init__(self, api: FakeKubeApi, workdir: Path, unschedulable_for_s: float = 1.5):
+        from fakes.cluster_gateway import Gateway
+
         self.api = api
         api.controller = self
         self.workdir = workdir
-        # key -> revisions in creation order: (revision name, storageUri, server record)
-        self.servers: dict[tuple[str, str], list[tuple[str, str, object]]] = {}
-        self.lock = threading.Lock()
+        self.states: dict[tuple[str, str], _State] = {}
+        self.lock = threading.RLock()
+        self.key_locks: dict[tuple[str, str], threading.Lock] = {}
+        self.unschedulable_for_s = unschedulable_for_s
+        self.gateway = Gateway(self._routes)
+        self.paused: list | None = None  # keys queued while paused (a controller that lags)
 
+    # -- network ----------------------------------------------------------------------
+    def _routes(self, host):
+        with self.lock:
+            for (namespace, name), st in self.states.items():
+                by_name = {r.name: r.server.url for r in st.revisions}
+                if st.mode == "Standard" and host == f"{name}-predictor.{namespace}{CLUSTER_SUFFIX}":
+                    return [(st.revisions[-1].server.url, 1)] if st.revisions else []
+                if st.mode != "Knative":
+                    continue
+                if host == f"{name}.{namespace}{CLUSTER_SUFFIX}":
+                    return [(by_name[t["revisionName"]], t["percent"]) for t in st.traffic
+                            if t["revisionName"] in by_name]
+                for t in st.traffic:
+                    if t.get("tag") and host == f"{t['tag']}-{name}-predictor.{namespace}{CLUSTER_SUFFIX}":
+                        return [(by_name[t["revisionName"]], 1)] if t["revisionName"] in by_name else []
+        return []
+
+    # -- reconcile --------------------------------------------------------------------
     def enqueue(self, key):
+        if self.paused is not None:
+            self.paused.append(key)
+            return
         threading.Thread(target=self._reconcile, args=(key,), daemon=True).start()
 
-    def _reconcile(self, key):
-        from kfp_serve.components.errors import KfpServeError
-        from kfp_serve.components.local.triton_server import start_server, stop_server
+    def pause(self):
+        self.paused = []
 
-        with self.api.lock:
-            obj = copy.deepcopy(self.api.objects.get(key))
-        if obj is None:
-            return
-        namespace, name = key
-        generation = obj["metadata"]["generation"]
-        predictor = obj["spec"]["predictor"]
-        storage_uri = predictor["model"]["storageUri"]
-        behavior = obj["metadata"].get("annotations", {}).get("fake.kserve.io/behavior", "")
+    def resume(self):
+        queued, self.paused = self.paused or [], None
+        for key in dict.fromkeys(queued):
+            self.enqueue(key)
+
+    def _reconcile(self, key):
         with self.lock:
-            revisions = self.servers.setdefault(key, [])
-            traffic_only = bool(revisions) and revisions[-1][1] == storage_uri
-            revision = f"{name}-predictor-{len(revisions) + 1:05d}"
-        if traffic_only:
-            self._publish_status(key, obj)
-            return
+            key_lock = self.key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self.api.lock:
+                obj = copy.deepcopy(self.api.objects.get(key))
+            if obj is None:
+                return
+            mode = _mode(obj, self.api.default_mode)
+            if mode == "Knative" and not self.api.knative:
+                return  # no Knative Service can be made: never Ready, no status
+            with self.lock:
+                st = self.states.setdefault(key, _State(mode))
+            invalid = self._runtime_problem(obj)
+            if invalid:
+                self._set_status(key, {"modelStatus": {"transitionStatus": "InvalidSpec",
+                                                       "lastFailureInfo": invalid}})
+                return
+            template = _template(obj["spec"]["predictor"], mode)
+            if template != st.template:
+                self._roll(key, obj, st, template)
+            else:
+                self._publish(key, st)
+
+    def _runtime_problem(self, obj):
+        """KServe's runtime selection failures (predictor.go): InvalidSpec, no child object."""
+        model = obj["spec"]["predictor"]["model"]
+        named, fmt = model.get("runtime"), model["modelFormat"]["name"]
+        protocol = model.get("protocolVersion", "v1")
+        for runtime in self.api.runtimes:
+            spec = runtime["spec"]
+            if named and runtime["metadata"]["name"] != named:
+                continue
+            if named and spec.get("disabled"):
+                return {"reason": "RuntimeDisabled", "message": "Specified runtime is disabled"}
+            formats = [f for f in spec.get("supportedModelFormats", [])
+                       if f["name"] == fmt and (named or f.get("autoSelect"))]
+            protocols = spec.get("protocolVersions") or [protocol]
+            if formats and protocol in protocols and not spec.get("disabled") and not spec.get("multiModel"):
+                return None
+        return {"reason": "NoSupportingRuntime", "message": "No runtime found to support specified framework/version"}
+
+    def _roll(self, key, obj, st, template):
+        name = key[1]
+        with self.lock:
+            st.created += 1
+            st.template = template
+            revision = f"{name}-predictor-{st.created:05d}"
+            st.latest_created = revision
+            st.failure = None
+            if st.mode == "Standard":
+                self._deployment_rolling(key, st)
+            else:
+                st.child_generation += 1
+        self._publish(key, st)
         pod = f"{revision}-deployment-0"
+        behavior = obj["metadata"].get("annotations", {}).get("fake.kserve.io/behavior", "")
         if behavior == "never-ready":
             return
         if behavior in ("image-pull", "unschedulable"):
             self._pod(key, pod, behavior)
             return
-        target = Path(tempfile.mkdtemp(dir=self.workdir, prefix=f"{name}-{generation}-"))
+        if behavior == "unschedulable-for-a-while":  # a cluster autoscaler adds a node
+            self._pod(key, pod, "unschedulable")
+            time.sleep(self.unschedulable_for_s)
+        server = self._start(key, obj, pod, revision)
+        if server is None:
+            return
+        with self.lock:
+            if key not in self.states:  # deleted while it started: garbage-collected
+                _stop(server)
+                return
+            old = list(st.revisions)
+            st.revisions.append(_Revision(revision, template, obj["spec"]["predictor"]["model"]["storageUri"], server))
+            st.latest_ready = revision
+            if st.mode == "Standard":  # the Deployment's old ReplicaSet scales down
+                st.revisions = st.revisions[-1:]
+                self._deployment_complete(st)
+        if st.mode == "Standard":
+            for gone in old:
+                _stop(gone.server)
+        self.api.pods[name] = [_pod_object(pod, name, "Running")]
+        self._publish(key, st)
+
+    def _start(self, key, obj, pod, revision):
+        from kfp_serve.components.errors import KfpServeError
+        from kfp_serve.components.local.triton_server import start_server
+
+        namespace, name = key
+        model = obj["spec"]["predictor"]["model"]
+        storage_uri = model["storageUri"]
+        target = Path(tempfile.mkdtemp(dir=self.workdir, prefix=f"{name}-{revision}-"))
         try:
             from kfp_serve.components.storage.fetch import fetch_version
 
             repository = fetch_version(storage_uri, target / "repository")
         except KfpServeError as err:
-            self._failed(key, obj, pod, "storage-initializer", str(err))
-            return
+            self._failed(key, revision, pod, "storage-initializer", str(err))
+            return None
+        self.api.logs[(pod, "storage-initializer")] = f"Copied {storage_uri} to /mnt/models\n"
+        too_new = self._onnx_too_new(repository, model)
+        if too_new:
+            self._failed(key, revision, pod, "kserve-container", too_new)
+            return None
         models = [p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file()]
         try:
             if (repository / "model-store").is_dir():  # a TorchServe archive: KServe's torchserve runtime
                 from fakes.kserve_torchserve import TorchServeBehindKServe
 
-                record = TorchServeBehindKServe(repository, target)
+                server = TorchServeBehindKServe(repository, target)
             else:
-                record = start_server(repository, models[0], f"{namespace}-{name}-{generation}-{uuid.uuid4().hex[:6]}",
+                server = start_server(repository, models[0], f"{namespace}-{revision}-{uuid.uuid4().hex[:6]}",
                                       timeout_s=60)
         except (KfpServeError, RuntimeError) as err:
-            self._failed(key, obj, pod, "kserve-container", str(err))
-            return
-        with self.lock:
-            revisions = self.servers.get(key)
-            if revisions is not None:
-                revisions.append((revision, storage_uri, record))
-        if revisions is None:  # deleted (or the controller stopped) while it started: a real
-            # controller garbage-collects the revision's pods; never leave a server running
-            record.stop() if hasattr(record, "stop") else stop_server(record)
-            return
-        self.api.logs[(pod, "storage-initializer")] = f"Copied {storage_uri} to /mnt/models\n"
-        self.api.logs[(pod, "kserve-container")] = Path(record.log_path).read_text(errors="replace")[-4000:]
-        self.api.pods[name] = [_pod_object(pod, name, "Running")]
-        self._publish_status(key, obj)
+            self._failed(key, revision, pod, "kserve-container", str(err))
+            return None
+        self.api.logs[(pod, "kserve-container")] = Path(server.log_path).read_text(errors="replace")[-4000:]
+        return server
 
-    def _publish_status(self, key, obj):
+    def _onnx_too_new(self, repository, model):
+        """Triton before 24.05 runs onnxruntime < 1.18, which refuses ONNX IR 10."""
+        import onnx
+
+        runtime = next((r for r in self.api.runtimes if any(
+            f["name"] == model["modelFormat"]["name"] for f in r["spec"].get("supportedModelFormats", []))
+            and (not model.get("runtime") or r["metadata"]["name"] == model["runtime"])), None)
+        image = next((c["image"] for c in (runtime or {}).get("spec", {}).get("containers", [])), "")
+        tag = model.get("runtimeVersion") or image.rsplit(":", 1)[-1]
+        match = re.match(r"^(\d{2})\.(\d{2})", tag)
+        if "tritonserver" not in image or not match or (int(match[1]), int(match[2])) >= (24, 5):
+            return ""
+        for path in repository.glob("*/*/model.onnx"):
+            try:
+                ir = onnx.load(str(path), load_external_data=False).ir_version
+            except Exception:  # not a model at all: Triton's own load reports it
+                continue
+            if ir > 9:
+                return (f"failed to load '{path.parent.parent.name}' version 1: Internal: onnx runtime"
+                        f" error 1: Load model from {path} failed:Unsupported model IR version: {ir},"
+                        " max supported IR version: 9")
+        return ""
+
+    # -- status -------------------------------------------------------------------------
+    def _knative_traffic(self, obj, st):
+        """ksvc_reconciler.go: canary only against the last rolled-out revision."""
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        canary = obj["spec"]["predictor"].get("canaryTrafficPercent")
+        tagged = obj["metadata"].get("annotations", {}).get(TAG_KEY) == "true"
+        latest = {"revisionName": st.latest_ready, "latestRevision": True,
+                  "percent": 100 if canary is None or not st.rolled_latest else canary}
+        if tagged:
+            latest["tag"] = "latest"
+        traffic = [latest]
+        if canary is not None and st.rolled_latest and canary < 100:
+            traffic.append({"tag": "prev", "revisionName": st.rolled_latest, "latestRevision": False,
+                            "percent": 100 - canary})
+        for t in traffic:
+            if t.get("tag"):
+                t["url"] = f"http://{t['tag']}-{name}-predictor.{namespace}.example.com"
+        return traffic
+
+    def _propagate_rolled_out(self, st):
+        """inference_service_status.go PropagateStatus: the last revision that took 100 %."""
+        shares = {}
+        for t in st.traffic:
+            shares[t["revisionName"]] = shares.get(t["revisionName"], 0) + t["percent"]
+        for t in st.traffic:
+            if t["revisionName"] != st.latest_ready or not t["latestRevision"]:
+                continue
+            if st.rolled_latest != st.latest_ready:
+                if t["percent"] == 100:
+                    st.rolled_previous, st.rolled_latest = st.rolled_latest, st.latest_ready
+            elif (st.latest_ready == st.latest_created and t["percent"] < 100
+                  and shares.get(t["revisionName"]) == 100 and st.rolled_previous):
+                st.rolled_latest = st.rolled_previous
+
+    def _publish(self, key, st):
         with self.api.lock:
-            current = copy.deepcopy(self.api.objects.get(key))
-        if current is None:
+            obj = copy.deepcopy(self.api.objects.get(key))
+        if obj is None:
             return
-        generation = current["metadata"]["generation"]
-        canary = current["spec"]["predictor"].get("canaryTrafficPercent")
         with self.lock:
-            ready = list(self.servers.get(key, []))
-        latest_rev, _, latest = ready[-1]
-        previous = ready[-2] if len(ready) > 1 else None
-        if canary is None or previous is None:
-            traffic = [{"revisionName": latest_rev, "percent": 100, "latestRevision": True}]
-            serving = latest
-        else:
-            traffic = [{"revisionName": previous[0], "percent": 100 - canary, "tag": "prev",
-                        "latestRevision": False, "url": previous[2].url},
-                       {"revisionName": latest_rev, "percent": canary, "tag": "latest",
-                        "latestRevision": True, "url": latest.url}]
-            serving = previous[2]  # the main URL splits traffic; most of it still goes here
-        status = {
-            "observedGeneration": generation,
-            "url": serving.url,
-            "address": {"url": serving.url},
-            "conditions": [{"type": t, "status": "True"} for t in ("IngressReady", "PredictorReady", "Ready")],
-            "components": {"predictor": {"latestReadyRevision": latest_rev,
-                                         "latestCreatedRevision": latest_rev, "traffic": traffic}},
-            "modelStatus": {"transitionStatus": "UpToDate",
-                            "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"}},
-        }
+            if st.mode == "Standard":
+                status = self._standard_status(key, st)
+            else:
+                for _ in range(2):  # the second pass: KServe re-splits after a rollout changed
+                    if not st.latest_ready:
+                        break
+                    traffic = self._knative_traffic(obj, st)
+                    if traffic != st.traffic:
+                        st.traffic = traffic
+                        st.child_generation += 1
+                    self._propagate_rolled_out(st)
+                status = self._knative_status(key, st)
         self.api.set_status(key, status)
 
-    def _failed(self, key, obj, pod, container, message):
+    def _knative_status(self, key, st):
+        namespace, name = key
+        ready = bool(st.latest_ready) and st.latest_ready == st.latest_created
+        conditions = [{"type": "IngressReady", "status": "True" if st.latest_ready else "Unknown"},
+                      {"type": "PredictorReady", "status": "True" if ready else "Unknown"},
+                      {"type": "Ready", "status": "True" if ready else "Unknown"}]
+        status = {
+            "observedGeneration": st.child_generation,  # the Knative Service's, not ours
+            "deploymentMode": "Knative",
+            "conditions": conditions,
+            "components": {"predictor": {
+                "latestCreatedRevision": st.latest_created, "latestReadyRevision": st.latest_ready,
+                "latestRolledoutRevision": st.rolled_latest,
+                "previousRolledoutRevision": st.rolled_previous, "traffic": copy.deepcopy(st.traffic),
+                "url": f"http://{name}-predictor.{namespace}.example.com"}},
+            "modelStatus": {"transitionStatus": "UpToDate" if ready else "InProgress",
+                            "states": {"activeModelState": "Loaded" if st.latest_ready else "Pending",
+                                       "targetModelState": "Loaded" if ready else "Loading"}},
+        }
+        if st.latest_ready:
+            status["url"] = f"http://{name}.{namespace}.example.com"
+            status["address"] = {"url": self.gateway.url(f"{name}.{namespace}{CLUSTER_SUFFIX}")}
+        if st.failure:
+            status["conditions"], status["modelStatus"] = copy.deepcopy(st.failure)
+        return status
+
+    def _deployment_rolling(self, key, st):
+        namespace, name = key
+        previous = st.deployment
+        generation = (previous["metadata"]["generation"] if previous else 0) + 1
+        old = 1 if st.revisions else 0
+        st.deployment = {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": f"{name}-predictor", "namespace": namespace, "generation": generation},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": f"isvc.{name}-predictor"}},
+                     "template": {"metadata": {"labels": {"app": f"isvc.{name}-predictor"}},
+                                  "spec": {"containers": [{"name": "kserve-container",
+                                                           "image": "tritonserver"}]}}},
+            "status": {"observedGeneration": generation, "replicas": old + 1, "updatedReplicas": 1,
+                       "availableReplicas": old, "unavailableReplicas": 1,
+                       "conditions": [{"type": "Available", "status": "True" if old else "False",
+                                       "reason": "MinimumReplicasAvailable" if old else "MinimumReplicasUnavailable"},
+                                      {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}}
+        self.api.deployments[(namespace, f"{name}-predictor")] = st.deployment
+
+    def _deployment_complete(self, st):
+        status = st.deployment["status"]
+        status.update(replicas=1, updatedReplicas=1, availableReplicas=1, unavailableReplicas=0)
+        status["conditions"] = [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]
+
+    def _standard_status(self, key, st):
+        """PropagateRawStatus: Ready follows the Deployment's Available/Progressing conditions,
+        observedGeneration is the Deployment's."""
+        namespace, name = key
+        conditions = {c["type"]: c for c in st.deployment["status"]["conditions"]}
+        ready = conditions["Available"]["status"] == "True"
+        status = {
+            "observedGeneration": st.deployment["status"]["observedGeneration"],
+            "deploymentMode": "Standard",
+            "conditions": [{"type": "IngressReady", "status": "True"},
+                           {"type": "PredictorReady", "status": "True" if ready else "False",
+                            "reason": conditions["Progressing"]["reason"]},
+                           {"type": "Ready", "status": "True" if ready else "False"}],
+            "components": {"predictor": {"url": f"http://{name}-predictor-{namespace}.example.com"}},
+            "url": f"http://{name}-{namespace}.example.com",
+            "address": {"url": self.gateway.url(f"{name}-predictor.{namespace}{CLUSTER_SUFFIX}")},
+            "modelStatus": {"transitionStatus": "UpToDate" if ready else "InProgress",
+                            "states": {"activeModelState": "Loaded" if ready else "Pending",
+                                       "targetModelState": "Loaded"}},
+        }
+        if st.failure:
+            status["modelStatus"] = copy.deepcopy(st.failure[1])
+        return status
+
+    def _set_status(self, key, status):
+        self.api.set_status(key, status)
+
+    def _failed(self, key, revision, pod, container, message):
         self.api.logs[(pod, container)] = message + "\n"
         self.api.pods[key[1]] = [_pod_object(pod, key[1], "Pending", failed_container=container)]
         self.api.events.append({"type": "Warning", "reason": "BackOff", "message": f"Back-off restarting failed container {container}",
                                 "involvedObject": {"kind": "Pod", "name": pod}, "metadata": {"name": f"{pod}.1"}})
-        status = {
-            "observedGeneration": obj["metadata"]["generation"],
-            "conditions": [{"type": "PredictorReady", "status": "False", "reason": "ModelLoadFailed"},
-                           {"type": "Ready", "status": "False", "reason": "ModelLoadFailed"}],
-            "modelStatus": {"transitionStatus": "BlockedByFailedLoad",
-                            "states": {"activeModelState": "FailedToLoad", "targetModelState": "Loaded"},
-                            "lastFailureInfo": {"reason": "ModelLoadFailed", "location": container,
-                                                "message": message}},
-        }
-        self.api.set_status(key, status)
+        conditions = [{"type": "PredictorReady", "status": "False", "reason": "RevisionFailed",
+                       "message": f"Revision \"{revision}\" failed with message: {message[:200]}"},
+                      {"type": "Ready", "status": "False", "reason": "RevisionFailed"}]
+        model_status = {"transitionStatus": "BlockedByFailedLoad",
+                        "states": {"activeModelState": "FailedToLoad", "targetModelState": "Loaded"},
+                        "lastFailureInfo": {"reason": "ModelLoadFailed", "location": container,
+                                            "message": message, "modelRevisionName": revision}}
+        with self.lock:
+            st = self.states.get(key)
+            if st is None:
+                return
+            st.failure = (conditions, model_status)
+        self._publish(key, st)
 
     def _pod(self, key, pod, behavior):
         waiting = behavior == "image-pull"
@@ -320,16 +660,22 @@ class FakeKServeController:
                                              unschedulable=not waiting)]
 
     def forget(self, key):
-        from kfp_serve.components.local.triton_server import stop_server
-
         with self.lock:
-            revisions = self.servers.pop(key, [])
-        for _, _, record in revisions:
-            record.stop() if hasattr(record, "stop") else stop_server(record)
+            st = self.states.pop(key, None)
+        self.api.deployments.pop((key[0], f"{key[1]}-predictor"), None)
+        for revision in (st.revisions if st else []):
+            _stop(revision.server)
 
     def stop(self):
-        for key in list(self.servers):
+        for key in list(self.states):
             self.forget(key)
+        self.gateway.stop()
+
+
+def _stop(server):
+    from kfp_serve.components.local.triton_server import stop_server
+
+    server.stop() if hasattr(server, "stop") else stop_server(server)
 
 
 def _pod_object(name, isvc, phase, failed_container="", image_pull=False, unschedulable=False):
@@ -356,8 +702,18 @@ def _pod_object(name, isvc, phase, failed_container="", image_pull=False, unsche
                        "containerStatuses": containers}}
 
 
+#: the images KServe's kustomization gives the runtimes (config/runtimes/kustomization.yaml at
+#: aaac4e29); the shared yaml files hold placeholders
+RUNTIME_IMAGES = {"kserve-tritonserver": "nvcr.io/nvidia/tritonserver:23.05-py3",
+                  "kserve-torchserve": "pytorch/torchserve-kfs:0.9.0"}
+
+
 def runtimes_from_shared(shared: Path) -> list[dict]:
     import yaml
 
-    return [yaml.safe_load((shared / f).read_text())
-            for f in ("kserve-tritonserver.yaml", "kserve-torchserve.yaml")]
+    runtimes = [yaml.safe_load((shared / f).read_text())
+                for f in ("kserve-tritonserver.yaml", "kserve-torchserve.yaml")]
+    for runtime in runtimes:
+        for container in runtime["spec"]["containers"]:
+            container["image"] = RUNTIME_IMAGES[runtime["metadata"]["name"]]
+    return runtimes

@@ -1,0 +1,156 @@
+"""When an apply has really taken effect, per deployment mode, from what KServe reports.
+
+``status.observedGeneration`` of an InferenceService is copied from its child (the Knative
+Service, or the predictor Deployment in Standard mode) and is not set on error paths
+(pkg/apis/serving/v1beta1/inference_service_status.go PropagateStatus / PropagateRawStatus),
+so it is never compared with the InferenceService's own generation here. Instead:
+
+- Knative: a change of the predictor creates a revision; the wait ends when the latest
+  created revision differs from the one before the apply and is the latest ready one, and the
+  latest revision's traffic share is the one asked for (KServe's ksvc_reconciler.go).
+- Standard: the predictor Deployment's rollout of the new template completes (its generation
+  moved, observed, every replica updated and available), as ``kubectl rollout status`` checks.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from kfp_serve.components.kserve.manifest import DEPLOYMENT_MODE_ANNOTATION, DEPLOYMENT_MODES
+
+#: predictor fields that change only the autoscaler or the traffic split in Standard mode
+#: (an HPA or KEDA object), never the Deployment's pod template
+_NOT_IN_TEMPLATE = ("canaryTrafficPercent", "minReplicas", "maxReplicas", "scaleMetric",
+                    "scaleTarget", "autoScaling")
+#: a Ready condition with one of these reasons will not become True without a new spec
+TERMINAL_REASONS = ("ReconcileFailed", "InvalidSpec")
+
+
+def mode_of(isvc: dict[str, Any]) -> str:
+    """``Knative`` or ``Standard``: the mode KServe reports, else the annotation."""
+    reported = isvc.get("status", {}).get("deploymentMode") or isvc.get("metadata", {}).get(
+        "annotations", {}).get(DEPLOYMENT_MODE_ANNOTATION, "Knative")
+    return DEPLOYMENT_MODES.get(reported, reported)
+
+
+def _template(predictor: dict[str, Any] | None, mode: str) -> dict[str, Any] | None:
+    if predictor is None:
+        return None
+    ignored = _NOT_IN_TEMPLATE if mode == "Standard" else ("canaryTrafficPercent",)
+    return {k: v for k, v in predictor.items() if k not in ignored}
+
+
+@dataclass
+class Expectation:
+    """What the wait after an apply (or a promote/rollback patch) has to see."""
+
+    mode: str
+    new_rollout: bool  # the pod template changed: a new revision / Deployment rollout
+    latest_created_before: str = ""  # Knative
+    deployment_generation_before: int | None = None  # Standard
+    latest_percent: int | None = None  # Knative: the latest revision's share asked for
+    previous_predictor: dict[str, Any] | None = field(default=None, repr=False)
+
+
+def expectation(before: dict[str, Any] | None, after: dict[str, Any],
+                deployment_generation_before: int | None = None) -> Expectation:
+    """Compare the InferenceService before and after an apply."""
+    mode = mode_of(after)
+    predictor = after["spec"]["predictor"]
+    previous = copy.deepcopy(before["spec"]["predictor"]) if before else None
+    new_rollout = _template(previous, mode) != _template(predictor, mode)
+    percent = None
+    if mode == "Knative":
+        canary = predictor.get("canaryTrafficPercent")
+        # an InferenceService's first revision always takes everything (no rolled-out one yet)
+        percent = 100 if canary is None or before is None else int(canary)
+    created_before = (before or {}).get("status", {}).get("components", {}).get(
+        "predictor", {}).get("latestCreatedRevision", "")
+    return Expectation(mode, new_rollout, created_before, deployment_generation_before,
+                       percent, previous)
+
+
+def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c.get("type") == kind), {})
+
+
+def summary(status: dict[str, Any]) -> str:
+    conditions = ", ".join(
+        f"{c.get('type')}={c.get('status')}" + (f" ({c['reason']})" if c.get("reason") else "")
+        for c in status.get("conditions", []))
+    predictor = status.get("components", {}).get("predictor", {})
+    revisions = ""
+    if predictor.get("latestCreatedRevision"):
+        revisions = (f"; latest created revision {predictor['latestCreatedRevision']}, latest"
+                     f" ready {predictor.get('latestReadyRevision') or 'none'}")
+    return f"conditions: {conditions or 'none yet'}{revisions}"
+
+
+def terminal_failure(status: dict[str, Any], expect: Expectation, reconciled: bool) -> str:
+    """Why the InferenceService cannot become Ready for this spec, or ''.
+
+    InvalidSpec and ReconcileFailed are final whatever the generation; a failed model load
+    counts once it belongs to this apply (Knative: not the revision from before; Standard: the
+    Deployment was updated for it)."""
+    model_status = status.get("modelStatus", {})
+    info = model_status.get("lastFailureInfo", {})
+    ready = condition(status, "PredictorReady") or condition(status, "Ready")
+    transition = model_status.get("transitionStatus")
+    if ready.get("status") == "False" and ready.get("reason") in TERMINAL_REASONS:
+        return f"{ready['reason']}: {ready.get('message', '')}"
+    stale = (info.get("modelRevisionName") == expect.latest_created_before != ""
+             if expect.mode == "Knative" else not reconciled)
+    if transition == "InvalidSpec" or (transition == "BlockedByFailedLoad" and not stale):
+        where = f" in {info['location']}" if info.get("location") else ""
+        return f"{info.get('reason', transition)}{where}: {info.get('message', '')}"
+    return ""
+
+
+def knative_progress(status: dict[str, Any], expect: Expectation) -> str:
+    """'' when the Knative revision and traffic asked for are serving, else what is missing."""
+    predictor = status.get("components", {}).get("predictor", {})
+    created, ready = predictor.get("latestCreatedRevision", ""), predictor.get("latestReadyRevision", "")
+    if expect.new_rollout and created in ("", expect.latest_created_before):
+        return f"no new revision yet (latest created: {created or 'none'})"
+    if expect.new_rollout and ready != created:
+        return f"revision {created} not ready yet"
+    latest = [t for t in predictor.get("traffic", []) if t.get("latestRevision")]
+    share = sum(t.get("percent") or 0 for t in latest)
+    if expect.latest_percent is not None and share != expect.latest_percent:
+        return f"traffic to the latest revision is {share}%, waiting for {expect.latest_percent}%"
+    return ""
+
+
+def rollout_progress(deployment: dict[str, Any] | None, expect: Expectation) -> str:
+    """'' when the predictor Deployment's rollout for this apply is complete, else what is missing."""
+    if deployment is None:
+        return "no predictor Deployment yet"
+    generation = deployment["metadata"].get("generation", 0)
+    if expect.new_rollout and generation == expect.deployment_generation_before:
+        return "the predictor Deployment is not updated yet"
+    status, wanted = deployment.get("status", {}), deployment.get("spec", {}).get("replicas", 1)
+    if status.get("observedGeneration", 0) < generation:
+        return "the Deployment controller has not seen the new template yet"
+    updated, total = status.get("updatedReplicas", 0), status.get("replicas", 0)
+    if updated < wanted or total > updated or status.get("availableReplicas", 0) < updated:
+        return (f"rollout in progress: {updated} of {wanted} replicas updated,"
+                f" {status.get('availableReplicas', 0)} available, {total - updated} old")
+    return ""
+
+
+def rollout_failure(deployment: dict[str, Any] | None) -> str:
+    progressing = condition((deployment or {}).get("status", {}), "Progressing")
+    if progressing.get("reason") == "ProgressDeadlineExceeded":
+        return f"ProgressDeadlineExceeded: {progressing.get('message', '')}"
+    return ""
+
+
+def tagged_internal_url(address_url: str, name: str, tag: str) -> str:
+    """The cluster-local URL of a tagged revision: Knative gives each traffic tag a Service
+    ``{tag}-{route}`` (the route is ``{name}-predictor``) beside the InferenceService's own."""
+    scheme, _, rest = address_url.partition("://")
+    if not rest.startswith(f"{name}."):
+        return ""
+    return f"{scheme}://{tag}-{name}-predictor.{rest[len(name) + 1:]}"
