@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,17 @@ def gcs(tmp_path_factory):
         os.environ.pop(EMULATOR_ENV, None)
     else:
         os.environ[EMULATOR_ENV] = saved
+
+
+@pytest.fixture
+def cluster_dns(monkeypatch):
+    """This process and the step subprocesses it starts play pods inside the fake cluster:
+    ``*.svc.cluster.local`` resolves to the fake controller's gateway (fakes/cluster_gateway.py)."""
+    from fakes.cluster_gateway import install_cluster_dns
+
+    folder = Path(__file__).parent / "fakes" / "cluster_dns"
+    monkeypatch.setenv("KFP_SERVE_FAKE_CLUSTER_DNS", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
+    undo = install_cluster_dns()
+    yield
+    undo()

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not SHARED_KSERVE.is_dir(),
                                                   reason=f"KServe CRD data not found at {SHARED_KSERVE}")]
 
 
-def test_canary_is_promoted_when_valid_and_rolled_back_when_not(tmp_path):
+def test_canary_is_promoted_when_valid_and_rolled_back_when_not(tmp_path, cluster_dns):
     from fakes.crd_schema import load_crd_schema
     from fakes.http_fake import FakeServer
     from fakes.kube_api import FakeKServeController, FakeKubeApi, runtimes_from_shared
@@ -30,6 +30,8 @@ def test_canary_is_promoted_when_valid_and_rolled_back_when_not(tmp_path):
             assert not (first.run_dir / "rollback-kserve").exists()
             traffic = api.objects[("models", "digits")]["status"]["components"]["predictor"]["traffic"]
             assert traffic == [{"revisionName": "digits-predictor-00001", "percent": 100, "latestRevision": True}]
+            # the repository's ONNX IR reached deploy_kserve through the artifacts' metadata
+            assert api.objects[("models", "digits")]["spec"]["predictor"]["model"]["runtimeVersion"] == "24.05-py3"
 
             impossible = dict(params, endpoint_atol=0.0, endpoint_rtol=0.0)
             second = run_local("train_to_serve_kserve", tmp_path / "runs", impossible, gcs_emulator=True)
@@ -38,7 +40,7 @@ def test_canary_is_promoted_when_valid_and_rolled_back_when_not(tmp_path):
             assert not (second.run_dir / "promote-kserve").exists()
             predictor = api.objects[("models", "digits")]["status"]["components"]["predictor"]
             assert [(t["revisionName"], t["percent"]) for t in predictor["traffic"]] == [
-                ("digits-predictor-00001", 100), ("digits-predictor-00002", 0)]
+                ("digits-predictor-00002", 0), ("digits-predictor-00001", 100)]
             published = json.loads((second.run_dir / "publish-model" / "executor_output.json").read_text())
             assert published["artifacts"]["published"]["artifacts"][0]["uri"] == "gs://kserve-e2e/models/digits/v2"
             report = next(p for p in second.summary_paths if p.parent.name == "validate-endpoint")

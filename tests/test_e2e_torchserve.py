@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(bool(java_missing_reason()), reason=java_missing_reason() or "ok")]
 
 
-def test_torchserve_canary_is_promoted_when_valid_and_rolled_back_when_not(tmp_path):
+def test_torchserve_canary_is_promoted_when_valid_and_rolled_back_when_not(tmp_path, cluster_dns):
     from fakes.crd_schema import load_crd_schema
     from fakes.http_fake import FakeServer
     from fakes.kube_api import FakeKServeController, FakeKubeApi, runtimes_from_shared
@@ -41,6 +41,6 @@ def test_torchserve_canary_is_promoted_when_valid_and_rolled_back_when_not(tmp_p
             assert (second.run_dir / "rollback-kserve").is_dir()
             predictor = api.objects[("models", "digits-ts")]["status"]["components"]["predictor"]
             assert [(t["revisionName"], t["percent"]) for t in predictor["traffic"]] == [
-                ("digits-ts-predictor-00001", 100), ("digits-ts-predictor-00002", 0)]
+                ("digits-ts-predictor-00002", 0), ("digits-ts-predictor-00001", 100)]
     finally:
         controller.stop()

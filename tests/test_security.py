@@ -101,7 +101,7 @@ def test_the_rbac_grants_only_the_verbs_the_code_uses():
     role = next(d for d in docs if d["kind"] == "Role")
     verbs = {tuple(r["resources"]): sorted(r["verbs"]) for r in role["rules"]}
     assert verbs == {("inferenceservices",): ["create", "delete", "get", "patch", "update"],
-                     ("servingruntimes",): ["list"], ("pods", "events"): ["list"],
+                     ("servingruntimes",): ["list"], ("deployments",): ["get"], ("pods", "events"): ["list"],
                      ("pods/log",): ["get"]}
     account = next(d for d in docs if d["kind"] == "ServiceAccount")
     binding = next(d for d in docs if d["kind"] == "RoleBinding")

@@ -17,7 +17,7 @@ def train_to_serve_kserve(
     epochs: int = 15,
     endpoint_atol: float = 1e-4,
     endpoint_rtol: float = 1e-3,
-    deployment_mode: str = "Serverless",
+    deployment_mode: str = "Knative",
     ready_timeout_s: float = 900.0,
     api_host: Optional[str] = None,
 ):
@@ -29,11 +29,14 @@ def train_to_serve_kserve(
             Role in rbac/kfp-serve-kserve.yaml there).
         service_name: InferenceService name.
         canary_traffic_percent: Traffic share of the new revision until validation decides (an
-            InferenceService's first revision always takes 100 %).
+            InferenceService's first revision always takes 100 %). Knative mode only: set 100
+            with deployment_mode Standard.
         epochs: Training epochs.
         endpoint_atol: Absolute tolerance of the canary against the eager model.
         endpoint_rtol: Relative tolerance of the canary against the eager model.
-        deployment_mode: Serverless or RawDeployment.
+        deployment_mode: Knative (a canary by traffic split, rolled back by traffic) or Standard
+            (the new model takes all traffic once rolled out; a failed validation re-applies
+            the previous model).
         ready_timeout_s: How long to wait for the InferenceService to become Ready.
         api_host: Kubernetes API URL; empty uses the in-cluster service account.
     """
