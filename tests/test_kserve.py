@@ -187,6 +187,10 @@ def test_knative_deploy_validate_canary_roll_back_promote_delete(kube, published
     assert first.latest_ready_revision == "digits-predictor-00001"
     assert any("runtimeVersion set to 24.05-py3" in note for note in first.notes)
     _validates(first.validation_url, digits_onnx)
+    # a canary percentage on the first deploy: KServe splits the one revision with itself
+    again = deploy(cluster, build_inference_service(make_spec(storage_uri=published["v1"], canary_traffic_percent=20)),
+                   timeout_s=60, poll_s=0.2, onnx_ir_version=published["ir"])
+    assert {t["revisionName"] for t in again.traffic} == {"digits-predictor-00001"}
 
     canary = deploy(cluster, build_inference_service(make_spec(storage_uri=published["v2"], canary_traffic_percent=20)),
                     timeout_s=120, poll_s=0.2, onnx_ir_version=published["ir"])

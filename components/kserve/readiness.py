@@ -64,8 +64,9 @@ def expectation(before: dict[str, Any] | None, after: dict[str, Any],
     percent = None
     if mode == "Knative":
         canary = predictor.get("canaryTrafficPercent")
-        # an InferenceService's first revision always takes everything (no rolled-out one yet)
-        percent = 100 if canary is None or before is None else int(canary)
+        # an InferenceService's first revision takes everything, however KServe lists it (once
+        # rolled out, a canary percentage splits it with itself): no share to wait for
+        percent = None if before is None else 100 if canary is None else int(canary)
     created_before = (before or {}).get("status", {}).get("components", {}).get(
         "predictor", {}).get("latestCreatedRevision", "")
     return Expectation(mode, new_rollout, created_before, deployment_generation_before,
