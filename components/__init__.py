@@ -18,6 +18,7 @@ COMPONENT_MODULES: dict[str, str] = {
     "export_tensorrt": "export.component",
     "profile_formats": "export.component",
     "build_triton_repository": "triton.component",
+    "pack_triton_repositories": "triton.component",
     "build_torchserve_archive": "torchserve.component",
     "publish_model": "storage.component",
     "deploy_local": "local.component",

@@ -74,6 +74,69 @@ def test_mode_specific_knobs():
         assert schema_errors(manifest, load_crd_schema()) == []
 
 
+def _gke(**presets):
+    from kfp_serve.components.kserve.gke import GkePresets
+
+    return make_spec(gke=GkePresets(**presets))
+
+
+@pytest.mark.parametrize(("presets", "selector"), [
+    ({"accelerator": "L4"}, {"cloud.google.com/gke-accelerator": "nvidia-l4"}),
+    ({"accelerator": "T4", "gpu_sharing": "time-sharing", "max_shared_clients_per_gpu": 4},
+     {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4", "cloud.google.com/gke-gpu-sharing-strategy": "time-sharing",
+      "cloud.google.com/gke-max-shared-clients-per-gpu": "4"}),
+    ({"accelerator": "H100", "gpu_sharing": "mig", "gpu_partition_size": "1g.10gb"},
+     {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb", "cloud.google.com/gke-gpu-partition-size": "1g.10gb"}),
+    ({"spot": True}, {"cloud.google.com/gke-spot": "true"}),
+    ({"gcp_service_account": "serving@proj.iam.gserviceaccount.com"}, {"iam.gke.io/gke-metadata-server-enabled": "true"}),
+])
+def test_gke_presets_become_checked_scheduling(presets, selector):
+    from fakes.crd_schema import load_crd_schema, schema_errors
+
+    spec = _gke(**presets)
+    if "gcp_service_account" in presets:
+        spec = make_spec(gke=spec.gke, service_account="serving")
+    manifest = build_inference_service(spec)
+    predictor = manifest["spec"]["predictor"]
+    assert predictor["nodeSelector"] == selector
+    if "accelerator" in presets:
+        assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in predictor["tolerations"]
+    if presets.get("spot"):
+        assert predictor["tolerations"] == [{"key": "cloud.google.com/gke-spot", "operator": "Equal",
+                                             "value": "true", "effect": "NoSchedule"}]
+    assert schema_errors(manifest, load_crd_schema()) == []
+
+
+def test_large_model_probe_and_knative_progress_deadline():
+    manifest = build_inference_service(_gke(model_load_timeout_s=1200))
+    probe = manifest["spec"]["predictor"]["model"]["startupProbe"]
+    assert probe["httpGet"] == {"path": "/v2/health/ready", "port": 8080}
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 1200
+    assert manifest["metadata"]["annotations"]["serving.knative.dev/progress-deadline"] == "1260s"
+    standard = build_inference_service(make_spec(deployment_mode="Standard", gke=_gke(model_load_timeout_s=1200).gke))
+    assert "serving.knative.dev/progress-deadline" not in standard["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize(("presets", "message"), [
+    ({"accelerator": "T4", "gpu_sharing": "mig", "gpu_partition_size": "1g.5gb"}, "T4 GPUs have no multi-instance"),
+    ({"accelerator": "A100", "gpu_sharing": "time-sharing", "max_shared_clients_per_gpu": 2,
+      "gpu_partition_size": "1g.5gb"}, "gpu_partition_size is for gpu_sharing='mig'"),
+    ({"accelerator": "A100", "gpu_sharing": "mig", "gpu_partition_size": "1g.10gb"},
+     r"'1g.10gb' is not a A100 MIG partition: one of \['1g.5gb'"),
+    ({"accelerator": "L4", "gpu_sharing": "time-sharing"}, "max_shared_clients_per_gpu between 2 and 48"),
+    ({"gpu_sharing": "time-sharing", "max_shared_clients_per_gpu": 2}, "gpu_sharing needs an accelerator"),
+    ({"accelerator": "V100"}, "accelerator 'V100' is not one of"),
+    ({"gcp_service_account": "serving@proj.iam.gserviceaccount.com"}, "needs service_account"),
+])
+def test_gke_preset_combinations_that_cannot_work(presets, message):
+    with pytest.raises(UserError, match=message):
+        build_inference_service(_gke(**presets))
+    with pytest.raises(UserError, match="one shared GPU; gpus is 2"):
+        build_inference_service(make_spec(gpus=2, gke=_gke(accelerator="L4", gpu_sharing="time-sharing",
+                                                           max_shared_clients_per_gpu=2).gke))
+
+
 def test_override_is_merged_not_substituted():
     manifest = build_inference_service(make_spec(
         gpus=1, override={"spec": {"predictor": {"model": {"resources": {"limits": {"memory": "8Gi"}}}}}}))
@@ -357,6 +420,33 @@ def test_onnx_ir_and_the_runtimes_triton(kube, published):
         deploy(cluster_for(url), build_inference_service(make_spec(storage_uri=published["v1"])), timeout_s=60, poll_s=0.2)
 
 
+def test_workload_identity_is_checked_and_the_network_policy_applied(kube, published):
+    from kfp_serve.components.kserve.cluster import deploy
+    from kfp_serve.components.kserve.gke import GkePresets
+    from kfp_serve.components.kserve.manifest import build_network_policy
+
+    api, url = kube
+    google = "serving@proj.iam.gserviceaccount.com"
+    spec = make_spec(storage_uri=published["v1"], runtime_version="24.05-py3", service_account="serving",
+                     gke=GkePresets(gcp_service_account=google), ingress_from_namespaces=("istio-system",))
+    manifest, policy = build_inference_service(spec), build_network_policy(spec)
+    with pytest.raises(UserError, match="service account 'serving' does not exist in namespace 'models'"):
+        deploy(cluster_for(url), manifest, timeout_s=10, poll_s=0.2, workload_identity=("serving", google))
+    api.service_accounts[("models", "serving")] = {"kind": "ServiceAccount", "metadata": {"name": "serving"}}
+    with pytest.raises(UserError, match="mapped to no Google service account instead of serving@.*kubectl annotate"
+                                        " serviceaccount serving -n models --overwrite iam.gke.io/gcp-service-account="):
+        deploy(cluster_for(url), manifest, timeout_s=10, poll_s=0.2, workload_identity=("serving", google))
+    assert api.objects == {}
+    api.service_accounts[("models", "serving")]["metadata"]["annotations"] = {"iam.gke.io/gcp-service-account": google}
+    for _ in range(2):  # created, then replaced
+        deploy(cluster_for(url), manifest, timeout_s=120, poll_s=0.2, workload_identity=("serving", google),
+               network_policy=policy)
+    stored = api.network_policies[("models", "digits-ingress")]
+    assert stored["spec"]["podSelector"] == {"matchLabels": {"serving.kserve.io/inferenceservice": "digits"}}
+    allowed = stored["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"]
+    assert allowed == ["istio-system", "knative-serving"]
+
+
 def test_an_unschedulable_pod_gets_a_grace_period(kube, published):
     """With a cluster autoscaler a GPU pod waits for a node: not fatal within the grace."""
     from kfp_serve.components.kserve.cluster import deploy
@@ -567,3 +657,28 @@ def test_persistent_server_errors_end_as_one_line_with_diagnostics_and_cleanup(k
         deploy(cluster, manifest, timeout_s=60, poll_s=0.2, onnx_ir_version=published["ir"])
     assert "the API server answered 503" in str(err.value) and "\n" not in str(err.value)
     assert cluster.get("digits") is None  # created by this deploy, so deleted
+
+
+def test_a_packed_multi_model_repository_deploys_and_serves_both(kube, published, digits_repository, digits_onnx, tmp_path):
+    """Two models in one repository behind one InferenceService (small models sharing a GPU)."""
+    from kfp_serve.components.kserve.cluster import deploy
+    from kfp_serve.components.storage.publish import publish
+    from kfp_serve.components.triton.config import TritonModelOptions
+    from kfp_serve.components.triton.pack import pack_repositories
+    from kfp_serve.components.triton.repository import build_repository
+
+    second = build_repository(digits_onnx, "onnx", tmp_path / "b", "digits_b", TritonModelOptions()).repository
+    packed = pack_repositories([digits_repository, second], tmp_path / "packed", {"digits": 2, "digits_b": 1}, "KIND_CPU")
+    uri = publish(packed.repository, "gs://kserve-models/packed").uri
+    _, url = kube
+    result = deploy(cluster_for(url), build_inference_service(make_spec(storage_uri=uri)), timeout_s=120,
+                    poll_s=0.2, onnx_ir_version=packed.onnx_ir_version)
+    for name in packed.models:
+        from kfp_serve.components.golden import GoldenSet
+        from kfp_serve.components.signature import ModelSignature
+        from kfp_serve.components.validate.targets import OipRestTarget
+        from kfp_serve.components.validate.validation import validate
+
+        verdict = validate(OipRestTarget(result.validation_url, name, ModelSignature.load(digits_onnx)),
+                           GoldenSet.load(digits_onnx))
+        assert verdict.passed, f"{name}: {verdict.failure_line()}"

@@ -102,6 +102,7 @@ def test_the_rbac_grants_only_the_verbs_the_code_uses():
     verbs = {tuple(r["resources"]): sorted(r["verbs"]) for r in role["rules"]}
     assert verbs == {("inferenceservices",): ["create", "delete", "get", "patch", "update"],
                      ("servingruntimes",): ["list"], ("deployments",): ["get"], ("pods", "events"): ["list"],
+                     ("networkpolicies",): ["create", "get", "update"], ("serviceaccounts",): ["get"],
                      ("pods/log",): ["get"]}
     account = next(d for d in docs if d["kind"] == "ServiceAccount")
     binding = next(d for d in docs if d["kind"] == "RoleBinding")

@@ -13,6 +13,7 @@ from typing import Any
 
 from kfp_serve.components.cancellation import sigterm_flag
 from kfp_serve.components.errors import InfrastructureError, KfpServeError, UserError, first_line
+from kfp_serve.components.kserve.gke import WORKLOAD_IDENTITY_ANNOTATION
 from kfp_serve.components.kserve.manifest import GROUP, PLURAL, VERSION, InferenceServiceSpec
 from kfp_serve.components.kserve.readiness import (
     Expectation,
@@ -191,6 +192,7 @@ class KServeCluster:
         self.auth = _Retrying(client.AuthorizationV1Api(api), host, retry_budget_s)
         self.apps = _Retrying(client.AppsV1Api(api), host, retry_budget_s)
         self.apis = _Retrying(client.ApisApi(api), host, retry_budget_s)
+        self.networking = _Retrying(client.NetworkingV1Api(api), host, retry_budget_s)
         self._api = api
 
     # -- reads --------------------------------------------------------------------------
@@ -308,7 +310,51 @@ class KServeCluster:
             f" format {model_format!r} over protocol {protocol!r}; install one (e.g."
             " kserve-tritonserver), name one with runtime, or change model_format/protocol_version")
 
+    def check_workload_identity(self, service_account: str, google_account: str) -> list[str]:
+        """The Kubernetes service account exists and is mapped to ``google_account``
+        (``iam.gke.io/gcp-service-account``); notes when it may not be read."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            account = self.core.read_namespaced_service_account(service_account, self.namespace)
+        except ApiException as err:
+            if err.status == 403:
+                return [f"cannot read service account {service_account!r} (RBAC): its Workload"
+                        " Identity mapping was not checked"]
+            if err.status == 404:
+                raise UserError(f"service account {service_account!r} does not exist in namespace"
+                                f" {self.namespace!r}; create it") from err
+            raise translate(err, f"reading service account {service_account!r}") from err
+        mapped = (account.metadata.annotations or {}).get(WORKLOAD_IDENTITY_ANNOTATION)
+        if mapped != google_account:
+            raise UserError(
+                f"service account {service_account!r} is mapped to"
+                f" {mapped or 'no Google service account'} instead of {google_account};"
+                " run: kubectl annotate serviceaccount"
+                f" {service_account} -n {self.namespace} --overwrite"
+                f" {WORKLOAD_IDENTITY_ANNOTATION}={google_account}")
+        return []
+
     # -- writes -------------------------------------------------------------------------
+    def apply_network_policy(self, policy: dict) -> None:
+        """Create or replace the NetworkPolicy that admits inference traffic."""
+        from kubernetes.client.exceptions import ApiException
+
+        name = policy["metadata"]["name"]
+        try:
+            self.networking.create_namespaced_network_policy(self.namespace, policy)
+            return
+        except ApiException as err:
+            if err.status != 409:
+                raise translate(err, f"creating NetworkPolicy {name!r}") from err
+        try:
+            current = self.networking.read_namespaced_network_policy(name, self.namespace)
+            body = dict(policy, metadata={**policy["metadata"],
+                                          "resourceVersion": current.metadata.resource_version})
+            self.networking.replace_namespaced_network_policy(name, self.namespace, body)
+        except ApiException as err:
+            raise translate(err, f"replacing NetworkPolicy {name!r}") from err
+
     def apply(self, manifest: dict, attempts: int = 5) -> dict | None:
         """Create, or replace with the current resourceVersion (retrying conflicts).
 
@@ -577,7 +623,8 @@ def rollback(service: dict, timeout_s: float, api_host: str | None = None) -> KS
 
 def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
            keep_failed: bool = False, poll_s: float = 2.0, onnx_ir_version: int | None = None,
-           unschedulable_grace_s: float = 0.0) -> KServeDeployment:
+           unschedulable_grace_s: float = 0.0, network_policy: dict | None = None,
+           workload_identity: tuple[str, str] | None = None) -> KServeDeployment:
     """Preflight, apply, wait until this apply serves. On failure raise DeployError with
     diagnostics, and delete an InferenceService this call created unless ``keep_failed``.
 
@@ -585,6 +632,8 @@ def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
     runtime's Triton cannot load it, ``runtimeVersion`` is set to one that can."""
     name = manifest["metadata"]["name"]
     runtime, notes = cluster.preflight(manifest)
+    if workload_identity:
+        notes += cluster.check_workload_identity(*workload_identity)
     model = manifest["spec"]["predictor"]["model"]
     if runtime is not None and model["modelFormat"]["name"] in ("triton", "onnx"):
         version = runtime_version_for_onnx(runtime, model.get("runtimeVersion"), onnx_ir_version)
@@ -595,6 +644,8 @@ def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
                          f" to {version}")
     for note in notes:
         print(f"note: {note}")
+    if network_policy:  # before the pods exist, so none serves unprotected
+        cluster.apply_network_policy(network_policy)
     generation = cluster.generation(name) if mode_of(manifest) == "Standard" else None
     before = cluster.apply(manifest)
     created = before is None

@@ -38,6 +38,14 @@ def deploy_kserve(
     annotations: Optional[Dict[str, str]] = None,
     override: Optional[dict] = None,
     override_allowed: Optional[List[str]] = None,
+    accelerator: Optional[str] = None,
+    gpu_sharing: Optional[str] = None,
+    max_shared_clients_per_gpu: int = 0,
+    gpu_partition_size: Optional[str] = None,
+    spot: bool = False,
+    gcp_service_account: Optional[str] = None,
+    model_load_timeout_s: int = 0,
+    ingress_from_namespaces: Optional[List[str]] = None,
     ready_timeout_s: float = 900.0,
     unschedulable_grace_s: float = 600.0,
     keep_failed: bool = False,
@@ -97,6 +105,22 @@ def deploy_kserve(
             override_allowed.
         override_allowed: Dotted paths of such keys in override that are intended, e.g.
             ``spec.predictor.hostNetwork``.
+        accelerator: GKE GPU: ``T4``, ``L4``, ``A100``, ``A100-80GB`` or ``H100``; sets the
+            ``cloud.google.com/gke-accelerator`` node selector, the GPU toleration and 1 GPU
+            unless gpus says more.
+        gpu_sharing: ``time-sharing`` (with max_shared_clients_per_gpu) or ``mig`` (with
+            gpu_partition_size); one shared GPU per container.
+        max_shared_clients_per_gpu: Time-sharing: containers per physical GPU (2-48).
+        gpu_partition_size: MIG partition, e.g. ``1g.5gb`` (A100), ``1g.10gb`` (A100-80GB, H100).
+        spot: Run on Spot VMs (node selector and toleration ``cloud.google.com/gke-spot``).
+        gcp_service_account: Workload Identity: the Google service account the pods act as;
+            service_account must be annotated with it (checked before the deploy).
+        model_load_timeout_s: A startup probe allowing this long for the models to load (and,
+            in Knative mode, a progress deadline above it; Knative Serving 1.15+ accepts
+            startup probes).
+        ingress_from_namespaces: Namespaces allowed to call the predictor: a NetworkPolicy
+            ``<name>-ingress`` (Knative mode adds knative-serving, whose activator proxies
+            requests); include your ingress gateway's namespace. Empty: no policy.
         ready_timeout_s: How long to wait for Ready (Triton images are large: keep it long).
         unschedulable_grace_s: How long a predictor pod may stay unschedulable (a cluster
             autoscaler adding a GPU node) before the deploy fails.
@@ -116,10 +140,12 @@ def deploy_kserve(
 
     from kfp_serve.components.artifacts import expect_published, mark
     from kfp_serve.components.kserve.cluster import DeployError, KServeCluster, api_client, deploy
+    from kfp_serve.components.kserve.gke import GkePresets
     from kfp_serve.components.kserve.manifest import (
         DEFAULT_MODEL_FORMATS,
         InferenceServiceSpec,
         build_inference_service,
+        build_network_policy,
     )
 
     content = expect_published(model, *DEFAULT_MODEL_FORMATS)
@@ -136,12 +162,21 @@ def deploy_kserve(
         canary_traffic_percent=canary_traffic_percent, labels=labels or {},
         annotations=annotations or {}, override=override or {},
         override_allowed=tuple(override_allowed or ()),
+        gke=GkePresets(accelerator=accelerator or None, gpu_sharing=gpu_sharing or None,
+                       max_shared_clients_per_gpu=max_shared_clients_per_gpu or None,
+                       gpu_partition_size=gpu_partition_size or None, spot=spot,
+                       gcp_service_account=gcp_service_account or None,
+                       model_load_timeout_s=model_load_timeout_s or None),
+        ingress_from_namespaces=tuple(ingress_from_namespaces or ()),
     )
     cluster = KServeCluster(api_client(api_host), namespace)
     try:
         result = deploy(cluster, build_inference_service(spec), timeout_s=ready_timeout_s,
                         keep_failed=keep_failed, onnx_ir_version=model.metadata.get("onnx_ir_version"),
-                        unschedulable_grace_s=unschedulable_grace_s)
+                        unschedulable_grace_s=unschedulable_grace_s,
+                        network_policy=build_network_policy(spec),
+                        workload_identity=(service_account, gcp_service_account)
+                        if gcp_service_account else None)
     except DeployError as err:
         print(err.diagnostics)
         raise err.cause from err

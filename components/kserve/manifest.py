@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kfp_serve.components.errors import UserError
+from kfp_serve.components.kserve import gke
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
@@ -71,6 +72,9 @@ class InferenceServiceSpec:
     override: dict[str, Any] = field(default_factory=dict)
     #: dotted paths in ``override`` that change identity or privilege, allowed on purpose
     override_allowed: tuple[str, ...] = ()
+    gke: gke.GkePresets = field(default_factory=gke.GkePresets)
+    #: namespaces whose pods may call the predictor (a NetworkPolicy); empty: no policy
+    ingress_from_namespaces: tuple[str, ...] = ()
 
 
 def validate_name(name: str, what: str = "InferenceService name") -> str:
@@ -161,6 +165,10 @@ def _check(spec: InferenceServiceSpec) -> None:
             " rollback_kserve re-applies the previous one), or validate the candidate under"
             " another InferenceService name first")
     _check_scaling(spec, mode)
+    gke.check(spec.gke, spec.gpus, spec.service_account)
+    for namespace in spec.ingress_from_namespaces:
+        if not _NAMESPACE.match(namespace):
+            raise UserError(f"ingress_from_namespaces: {namespace!r} is not a namespace name")
 
 
 #: pod-spec keys that change who a pod runs as or what it may touch on the node: an override
@@ -203,14 +211,19 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
     """The InferenceService manifest (a plain dict, ready for the Kubernetes API)."""
     _check(spec)
+    mode = deployment_mode(spec.deployment_mode)
+    gpus, node_selector, tolerations, container, preset_annotations = gke.apply(
+        spec.gke, spec.gpus, mode, spec.model_format)
+    node_selector.update(spec.node_selector)
+    tolerations += [t for t in spec.tolerations if t not in tolerations]
     resources: dict[str, dict[str, Any]] = {}
     for key, value in (("cpu", spec.cpu), ("memory", spec.memory)):
         if value:
             resources.setdefault("requests", {})[key] = value
             resources.setdefault("limits", {})[key] = value
-    if spec.gpus:
-        resources.setdefault("limits", {})["nvidia.com/gpu"] = spec.gpus
-        resources.setdefault("requests", {})["nvidia.com/gpu"] = spec.gpus
+    if gpus:
+        resources.setdefault("limits", {})["nvidia.com/gpu"] = gpus
+        resources.setdefault("requests", {})["nvidia.com/gpu"] = gpus
     model: dict[str, Any] = {
         "modelFormat": {"name": spec.model_format},
         "protocolVersion": spec.protocol_version,
@@ -226,6 +239,7 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
         model["ports"] = [{"name": "h2c", "protocol": "TCP", "containerPort": TRITON_GRPC_PORT}]
     if resources:
         model["resources"] = resources
+    model.update(container)
     predictor: dict[str, Any] = {"model": model}
     optional = {
         "serviceAccountName": spec.service_account,
@@ -237,12 +251,12 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
         "timeout": spec.timeout_s,
         # 100 % to the new revision is a full rollout: KServe's default, so no field
         "canaryTrafficPercent": None if spec.canary_traffic_percent == 100 else spec.canary_traffic_percent,
-        "nodeSelector": dict(spec.node_selector) or None,
-        "tolerations": list(spec.tolerations) or None,
+        "nodeSelector": node_selector or None,
+        "tolerations": tolerations or None,
     }
     predictor.update({k: v for k, v in optional.items() if v is not None})
-    mode = deployment_mode(spec.deployment_mode)
-    annotations = {DEPLOYMENT_MODE_ANNOTATION: MANIFEST_MODE[mode], **spec.annotations}
+    annotations = {DEPLOYMENT_MODE_ANNOTATION: MANIFEST_MODE[mode], **preset_annotations,
+                   **spec.annotations}
     if spec.autoscaler_class:
         annotations[AUTOSCALER_CLASS_ANNOTATION] = spec.autoscaler_class
     if mode == "Knative" and spec.scale_metric in HPA_METRICS:
@@ -272,3 +286,25 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
     if (merged["metadata"].get("name"), merged["metadata"].get("namespace")) != (spec.name, spec.namespace):
         raise UserError("the override may not change metadata.name or metadata.namespace")
     return merged
+
+
+def build_network_policy(spec: InferenceServiceSpec) -> dict[str, Any] | None:
+    """A NetworkPolicy admitting traffic to the predictor pods only from
+    ``spec.ingress_from_namespaces`` (plus knative-serving in Knative mode, whose activator
+    proxies requests while a revision scales from zero); None when none are named."""
+    if not spec.ingress_from_namespaces:
+        return None
+    namespaces = list(dict.fromkeys(spec.ingress_from_namespaces))
+    if deployment_mode(spec.deployment_mode) == "Knative" and "knative-serving" not in namespaces:
+        namespaces.append("knative-serving")
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": f"{spec.name}-ingress", "namespace": spec.namespace,
+                     "labels": {"app.kubernetes.io/managed-by": "kfp-serve"}},
+        "spec": {
+            "podSelector": {"matchLabels": {"serving.kserve.io/inferenceservice": spec.name}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": namespaces}]}}]}],
+        },
+    }

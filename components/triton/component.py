@@ -1,6 +1,6 @@
-"""KFP wrapper: build a Triton model repository."""
+"""KFP wrappers: build a Triton model repository; pack several into one."""
 
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
@@ -73,3 +73,46 @@ def build_triton_repository(
          model_format=model_format.name, max_batch_size=max_batch_size, **onnx_ir,
          tensor_names=result.tensor_names, signature=ModelSignature.load(model.path).to_dict())
     print(result.config_text)
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def pack_triton_repositories(
+    published_uris: List[str],
+    repository: Output[Artifact],
+    instance_counts: Optional[Dict[str, int]] = None,
+    instance_kind: Optional[str] = None,
+):
+    """Packs the models of several published Triton repositories into one repository.
+
+    Small models then share one Triton server (and one GPU) behind one InferenceService: publish
+    the result with publish_model and deploy it with deploy_kserve. Each source is fetched with
+    its manifest checked; model names must differ; each model keeps its config, except the
+    instance groups asked for here (rewritten through Triton's protobuf schema).
+
+    Args:
+        published_uris: Two or more committed versions (``gs://.../v<N>`` or folders), each a
+            Triton repository.
+        instance_counts: Model name -> instances of that model (one instance group); models
+            not named keep theirs.
+        instance_kind: ``KIND_GPU``, ``KIND_CPU`` or ``KIND_AUTO`` for the instance groups;
+            empty keeps each model's kind.
+
+    Returns:
+        repository: A TritonRepository artifact; metadata ``models`` lists the models,
+            ``model_name`` is the first, and ``onnx_ir_version`` the highest ONNX IR packed.
+    """
+    import tempfile
+    from pathlib import Path
+
+    from kfp_serve.components.artifacts import mark
+    from kfp_serve.components.storage.fetch import fetch_version
+    from kfp_serve.components.triton.pack import pack_repositories
+
+    with tempfile.TemporaryDirectory() as scratch:
+        sources = [fetch_version(uri, Path(scratch) / str(index))
+                   for index, uri in enumerate(published_uris)]
+        result = pack_repositories(sources, repository.path, instance_counts, instance_kind or None)
+    extra = {"onnx_ir_version": result.onnx_ir_version} if result.onnx_ir_version else {}
+    mark(repository, "TritonRepository", model_name=result.models[0], models=result.models,
+         sources=list(published_uris), **extra)
+    print(f"packed {result.models} into one repository")

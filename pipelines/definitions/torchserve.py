@@ -20,6 +20,7 @@ def train_to_serve_torchserve(
     epochs: int = 15,
     endpoint_atol: float = 1e-4,
     endpoint_rtol: float = 1e-3,
+    deployment_mode: str = "Knative",
     ready_timeout_s: float = 900.0,
     api_host: Optional[str] = None,
 ):
@@ -31,12 +32,16 @@ def train_to_serve_torchserve(
             Role in rbac/kfp-serve-kserve.yaml there).
         service_name: InferenceService name.
         model_name: Name the model is served under (the .mar name; /v1/models/<name>:predict).
-        canary_traffic_percent: Traffic share of the new revision until validation decides.
+        canary_traffic_percent: Traffic share of the new revision until validation decides
+            (Knative mode only: set 100 with deployment_mode Standard).
         batch_size: TorchServe batch size (requests grouped per handler call).
         max_batch_delay_ms: How long TorchServe waits to fill a batch.
         epochs: Training epochs.
         endpoint_atol: Absolute tolerance of the canary against the eager model.
         endpoint_rtol: Relative tolerance of the canary against the eager model.
+        deployment_mode: Knative (a canary by traffic split, rolled back by traffic) or Standard
+            (the new model takes all traffic once rolled out; a failed validation re-applies
+            the previous model).
         ready_timeout_s: How long to wait for the InferenceService to become Ready.
         api_host: Kubernetes API URL; empty uses the in-cluster service account.
     """
@@ -49,8 +54,8 @@ def train_to_serve_torchserve(
     deploy = deploy_kserve(
         model=published.outputs["published"], name=service_name, namespace=namespace,
         model_format="pytorch", protocol_version="v1",
-        canary_traffic_percent=canary_traffic_percent, ready_timeout_s=ready_timeout_s,
-        api_host=api_host,
+        canary_traffic_percent=canary_traffic_percent, deployment_mode=deployment_mode,
+        ready_timeout_s=ready_timeout_s, api_host=api_host,
     ).set_caching_options(False)
     validate_kserve_canary(deploy, exported.outputs["torchscript_model"], endpoint_atol,
                            endpoint_rtol, api_host)

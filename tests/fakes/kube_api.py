@@ -58,6 +58,8 @@ class FakeKubeApi:
         self.default_mode = default_mode
         self.forbidden_lists = set(forbidden_lists)
         self.deployments: dict[tuple[str, str], dict] = {}
+        self.service_accounts: dict[tuple[str, str], dict] = {}
+        self.network_policies: dict[tuple[str, str], dict] = {}
         self.namespaces = set(namespaces)
         self.runtimes = list(runtimes)
         self.denied_verbs = set(denied_verbs)
@@ -103,6 +105,15 @@ class FakeKubeApi:
             if found is None:
                 return _status(404, "NotFound", f'deployments.apps "{match.group(2)}" not found')
             return 200, copy.deepcopy(found)
+        match = re.match(r"^/api/v1/namespaces/([^/]+)/serviceaccounts/([^/]+)$", path)
+        if match and method == "GET":
+            found = self.service_accounts.get((match.group(1), match.group(2)))
+            if found is None:
+                return _status(404, "NotFound", f'serviceaccounts "{match.group(2)}" not found')
+            return 200, copy.deepcopy(found)
+        match = re.match(r"^/apis/networking\.k8s\.io/v1/namespaces/([^/]+)/networkpolicies(?:/([^/]+))?$", path)
+        if match:
+            return self._network_policy(method, match.group(1), match.group(2), body)
         match = re.match(r"^/api/v1/namespaces/([^/]+)$", path)
         if match and method == "GET":
             if match.group(1) not in self.namespaces:
@@ -131,6 +142,29 @@ class FakeKubeApi:
         if match:
             return self._isvc(method, match.group(1), match.group(2), bool(match.group(3)), query, body)
         return _status(404, "NotFound", f"the server could not find the requested resource ({path})")
+
+    def _network_policy(self, method, namespace, name, body):
+        key = (namespace, name or body.get("metadata", {}).get("name", ""))
+        current = self.network_policies.get(key)
+        if method == "POST":
+            if current is not None:
+                return _status(409, "AlreadyExists", f'networkpolicies.networking.k8s.io "{key[1]}" already exists')
+            obj = copy.deepcopy(body)
+            obj["metadata"]["resourceVersion"] = self._next_version()
+            self.network_policies[key] = obj
+            return 201, copy.deepcopy(obj)
+        if current is None:
+            return _status(404, "NotFound", f'networkpolicies.networking.k8s.io "{key[1]}" not found')
+        if method == "GET":
+            return 200, copy.deepcopy(current)
+        if method == "PUT":
+            if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                return _status(409, "Conflict", "the object has been modified")
+            obj = copy.deepcopy(body)
+            obj["metadata"]["resourceVersion"] = self._next_version()
+            self.network_policies[key] = obj
+            return 200, copy.deepcopy(obj)
+        return _status(405, "MethodNotAllowed", method)
 
     def _invalid(self, obj) -> tuple[int, dict] | None:
         if self.schema is None:
