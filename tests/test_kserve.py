@@ -682,3 +682,17 @@ def test_a_packed_multi_model_repository_deploys_and_serves_both(kube, published
         verdict = validate(OipRestTarget(result.validation_url, name, ModelSignature.load(digits_onnx)),
                            GoldenSet.load(digits_onnx))
         assert verdict.passed, f"{name}: {verdict.failure_line()}"
+
+
+def test_grpc_validation_dials_the_cluster_local_address_on_its_scheme_port(digits_onnx):
+    """A grpc-v2 InferenceService is validated at status.address.url, which has no port:
+    Knative serves h2c on 80 there (a bare host would make gRPC dial 443)."""
+    from kfp_serve.components.signature import ModelSignature
+    from kfp_serve.components.validate.targets import target_for
+
+    signature = ModelSignature.load(digits_onnx)
+    metadata = {"validation_url": "http://digits.models.svc.cluster.local", "url": "http://digits.models.example.com",
+                "model_name": "digits", "protocol": "grpc-v2"}
+    assert target_for("KServeInferenceService", metadata, signature).address == "digits.models.svc.cluster.local:80"
+    local = dict(metadata, validation_url="http://127.0.0.1:9000")
+    assert target_for("KServeInferenceService", local, signature).address == "127.0.0.1:9000"

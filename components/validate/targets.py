@@ -163,9 +163,14 @@ class OipGrpcTarget:
                  tensor_names: dict[str, str] | None = None):
         import tritonclient.grpc as grpcclient
 
-        target = url.split("://", 1)[-1].rstrip("/")
+        scheme, _, target = url.rpartition("://")
+        target = target.rstrip("/")
         if not target or "/" in target:
             raise UserError(f"gRPC endpoint {url!r} is not valid; use HOST:PORT")
+        if scheme and ":" not in target.rsplit("]", 1)[-1]:
+            # a URL without a port (KServe's cluster-local address): the scheme's port, where
+            # Knative serves h2c on 80; a bare host would make gRPC dial 443
+            target += ":80" if scheme == "http" else ":443"
         self.address, self.model_name, self.signature = target, model_name, signature
         self.tensor_names = tensor_names
         self.served = served_names(signature, tensor_names)
