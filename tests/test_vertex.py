@@ -70,6 +70,35 @@ def test_machine_and_accelerator_combinations_vertex_allows():
     check_machine("a3-highgpu-8g", "NVIDIA_H100_80GB", 8)
     check_machine("e2-standard-4", "", 0)
     assert check_region("europe-west4") == "europe-west4"
+    # regions and GPUs the hand-written lists refused, now from aiplatform's own lists
+    for region in ("asia-south2", "europe-west12", "us-east7"):
+        assert check_region(region) == region
+    for machine, accelerator, count in (("a3-highgpu-1g", "NVIDIA_H100_80GB", 1),
+                                        ("a3-highgpu-2g", "NVIDIA_H100_80GB", 2),
+                                        ("a3-highgpu-4g", "NVIDIA_H100_80GB", 4),
+                                        ("a3-megagpu-8g", "NVIDIA_H100_MEGA_80GB", 8),
+                                        ("a3-ultragpu-8g", "NVIDIA_H200_141GB", 8),
+                                        ("a4-highgpu-8g", "NVIDIA_B200", 8)):
+        check_machine(machine, accelerator, count)
+
+
+@pytest.mark.parametrize(("machine", "accelerator", "count", "message"), [
+    ("n1-standard-16", "NVIDIA_TESLA_V100", 1, "n1-standard-16 takes 2 or 4 or 8 x NVIDIA_TESLA_V100, not 1"),
+    ("n1-highmem-96", "NVIDIA_TESLA_P100", 4, "more vCPUs than any count of NVIDIA_TESLA_P100 allows \\(at most 64\\)"),
+    ("a3-highgpu-8g", "NVIDIA_H200_141GB", 8, "use a3-ultragpu-8g"),
+    ("n1-standard-4", "NVIDIA_TESLA_K80", 1, "is not one Vertex AI serves on"),
+])
+def test_vcpu_per_gpu_limits_and_families_are_checked_before_any_call(machine, accelerator, count, message):
+    with pytest.raises(UserError, match=message):
+        check_machine(machine, accelerator, count)
+
+
+def test_docker_hub_images_are_refused():
+    from kfp_serve.components.vertex.spec import check_image
+
+    with pytest.raises(UserError, match="only from Artifact Registry .* or Container Registry"):
+        check_image("docker.io/pytorch/torchserve:latest")
+    assert check_image("us-docker.pkg.dev/p/r/triton:24.05") == "us-docker.pkg.dev/p/r/triton:24.05"
 
 
 def test_traffic_split_is_computed_from_the_live_split():
@@ -235,3 +264,77 @@ def test_a_transient_unavailable_answer_is_retried(fake_vertex, published_reposi
     result = vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=120, poll_s=0.2)
     assert result.deployed_model_id and fake_vertex.faults == {}
     assert fake_vertex.calls.count("upload") == 2 and fake_vertex.calls.count("deployModel") == 2
+
+
+def test_pending_operations_are_found_on_every_page(fake_vertex):
+    """A retry resumes an operation an earlier attempt left running, wherever it is listed."""
+    resource = "projects/my-project/locations/us-central1/models/digits"
+    metadata = {"@type": "type.googleapis.com/google.cloud.aiplatform.v1.UploadModelOperationMetadata"}
+    fake_vertex.extra_operations[resource] = [
+        *({"name": f"{resource}/operations/{i}", "done": True, "metadata": metadata} for i in range(3)),
+        {"name": f"{resource}/operations/late", "done": False, "metadata": metadata}]
+    client = vertex.VertexClient("my-project", "us-central1", fake_vertex.url)
+    assert client.pending_operations(client.models, resource) == [f"{resource}/operations/late"]
+
+
+def test_an_operation_of_a_type_this_client_lacks_is_one_line(fake_vertex):
+    resource = "projects/my-project/locations/us-central1/models/digits"
+    fake_vertex.extra_operations[resource] = [{"name": f"{resource}/operations/1", "done": False, "metadata": {
+        "@type": "type.googleapis.com/google.cloud.aiplatform.v1.SomethingNewerOperationMetadata"}}]
+    client = vertex.VertexClient("my-project", "us-central1", fake_vertex.url)
+    with pytest.raises(InfrastructureError) as info:
+        client.pending_operations(client.models, resource)
+    message = str(info.value)
+    assert message.startswith(f"listing operations of {resource}: Vertex AI answered with something")
+    assert "upgrade it" in message and "\n" not in message
+
+
+def test_a_version_found_by_label_must_hold_this_deploys_artifact(fake_vertex, published_repository):
+    vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=120, poll_s=0.2)
+    for versions in fake_vertex.models.values():  # another version carries the same label
+        for version in versions:
+            version["artifactUri"] = "gs://elsewhere/other/v3"
+    with pytest.raises(UserError, match="carries this deploy's label but another artifact"):
+        vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=120, poll_s=0.2)
+
+
+def test_rate_limits_and_failed_servers_are_told_apart_from_quota():
+    from google.api_core import exceptions as gexc
+
+    limited = vertex.translate(gexc.TooManyRequests("Quota exceeded for quota metric 'Online prediction"
+                                                    " requests' per minute"), "reading the endpoint")
+    assert isinstance(limited, InfrastructureError) and "per-minute request limit" in str(limited)
+    failed = vertex.operation_error("op/1", 9, "Model server never became ready", "deploying the model")
+    assert isinstance(failed, UserError) and "Cloud Logging" in str(failed)
+    denied = vertex.translate(gexc.Forbidden("Permission denied on bucket"), "uploading the model")
+    assert "Vertex AI Service Agent" in str(denied)
+
+
+def test_requests_over_the_vertex_size_limit_are_split_and_a_single_one_is_refused():
+    import json
+
+    import numpy as np
+    from fakes.vertex_api import REQUEST_LIMIT_BYTES
+
+    from kfp_serve.components.signature import TensorSpec
+    from kfp_serve.components.validate.vertex import MAX_REQUEST_BYTES
+
+    sizes = []
+
+    def predict(method, path, query, body):  # Vertex AI's predict with its request size limit
+        sizes.append(len(json.dumps(body)))
+        if sizes[-1] > REQUEST_LIMIT_BYTES:
+            return 400, {"error": {"code": 400, "message": "Request payload size exceeds the limit"}}
+        return 200, {"predictions": [[sum(row)] for row in body["instances"]], "deployedModelId": "7"}
+
+    signature = ModelSignature(inputs=[TensorSpec("x", "float32", ("batch", 20000))],
+                               outputs=[TensorSpec("y", "float32", ("batch", 1))])
+    with FakeServer(predict) as server:
+        target = VertexTarget(f"{server.url}/v1/projects/p/locations/us-central1/endpoints/e", "7",
+                              "vertex-predict", "m", signature)
+        x = np.random.default_rng(0).random((16, 20000), dtype=np.float32)
+        outputs, problems = target.infer({"x": x})
+        assert problems == [] and np.allclose(outputs["y"][:, 0], x.sum(axis=1), rtol=1e-4)
+        assert len(sizes) > 1 and max(sizes) <= MAX_REQUEST_BYTES
+        with pytest.raises(UserError, match="over Vertex AI's 1.5 MB limit on prediction requests"):
+            target.infer({"x": np.random.default_rng(1).random((1, 200000), dtype=np.float32)})

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+
 from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.polling import poll
 from kfp_serve.components.signature import ModelSignature
@@ -22,6 +24,8 @@ from kfp_serve.components.validate.targets import HttpTarget
 from kfp_serve.components.validate.tensors import Instances, OipJson
 
 PROTOCOLS = ("vertex-raw", "vertex-predict")
+#: Vertex AI online prediction refuses request bodies over 1.5 MB (its quotas and limits page)
+MAX_REQUEST_BYTES = 1_500_000
 MISS_PROBABILITY = 1e-9  # tries per request are sized so the model under test answers
 MAX_TRIES_PER_REQUEST = 5000
 
@@ -81,6 +85,27 @@ class VertexTarget(HttpTarget):
 
     def metadata_problems(self) -> list[str] | None:
         return None  # Vertex AI forwards only prediction calls
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+        """One request, or rows split in halves until every request is under Vertex AI's size
+        limit; the outputs are joined back in order."""
+        body = self.codec.encode(inputs)
+        rows = len(next(iter(inputs.values())))
+        if len(body) <= MAX_REQUEST_BYTES:
+            return self.codec.decode(self.post(body))
+        if rows < 2:
+            raise UserError(f"one request of this model is {len(body) / 1e6:.1f} MB, over Vertex AI's"
+                            f" {MAX_REQUEST_BYTES / 1e6:.1f} MB limit on prediction requests; serve"
+                            " it where requests may be larger (KServe), or send smaller inputs")
+        half = rows // 2
+        first, first_problems = self.infer({k: v[:half] for k, v in inputs.items()})
+        second, second_problems = self.infer({k: v[half:] for k, v in inputs.items()})
+        joined = {k: np.concatenate([first[k], second[k]]) for k in first if k in second}
+        return joined, first_problems + second_problems
+
+    def load(self, golden, concurrency, seconds):
+        self.infer(golden.slice(0, 1).inputs)  # a single row over the limit: one clear error
+        return super().load(golden, concurrency, seconds)
 
     def post(self, body: bytes) -> dict:
         """Send ``body`` until the deployed model under test answers it (the

@@ -24,9 +24,12 @@ from kfp_serve.components.vertex.spec import LABEL_KEY, VertexDeploySpec, traffi
 _USER_CODES = {3: "invalid argument", 5: "not found", 6: "already exists",
                7: "permission denied", 8: "quota exhausted", 9: "failed precondition"}
 _HTTP_TO_RPC = {400: 3, 404: 5, 409: 6, 403: 7, 429: 8, 412: 9}
-_FIX = {7: "grant the pipeline's service account roles/aiplatform.user (and storage.objectViewer"
-           " on the artifact bucket)",
-        8: "request more quota for the region or use a smaller machine/fewer replicas"}
+_FIX = {7: "grant the pipeline's service account roles/aiplatform.user, and the Vertex AI Service"
+           " Agent (service-PROJECT_NUMBER@gcp-sa-aiplatform.iam.gserviceaccount.com)"
+           " storage.objectViewer on the artifact bucket",
+        8: "request more quota for the region or use a smaller machine/fewer replicas",
+        9: "the serving container did not start or become ready: read its log in Cloud Logging"
+           " (resource.type=\"aiplatform.googleapis.com/Endpoint\")"}
 
 
 REQUEST_TIMEOUT_S = 60.0  # every Vertex AI call; long work runs as operations, polled
@@ -47,6 +50,9 @@ def translate(err: Exception, what: str) -> KfpServeError:
         # REST errors start with the method and URL: the message after them is what tells
         detail = re.sub(r"^(GET|POST|PATCH|PUT|DELETE) \S+: ", "", first_line(err.message or str(err)))
         message = f"{what}: Vertex AI answered {err.code} {detail}"
+        if err.code == 429:  # a per-minute request limit, already retried: not a resource quota
+            return InfrastructureError(f"{message}; the per-minute request limit held through the"
+                                       " retries: run again later or ask for a higher API quota")
         if code in _USER_CODES:
             fix = _FIX.get(code)
             return UserError(f"{message}{'; ' + fix if fix else ''}")
@@ -153,11 +159,16 @@ class VertexClient:
         """One API call with a timeout, retried with backoff while Vertex AI answers 429/503 or
         the connection fails (refused before any work was done), translated at this boundary."""
         from google.api_core import exceptions as gexc
+        from google.protobuf.json_format import ParseError
 
         try:
             return fn(*args, **{**self._options(), **kwargs})
         except (gexc.GoogleAPICallError, OSError) as err:
             raise translate(err, what) from err
+        except ParseError as err:  # the REST transport meets a type or field it does not know
+            raise InfrastructureError(
+                f"{what}: Vertex AI answered with something this google-cloud-aiplatform cannot"
+                f" read ({first_line(err)}); upgrade it (constraints.txt pins it)") from err
         except Exception as err:
             if type(err).__module__.startswith(("requests", "urllib3", "google.auth")):
                 raise translate(err, what) from err
@@ -197,9 +208,14 @@ class VertexClient:
         """Names of the unfinished operations on ``resource`` (an endpoint or a model)."""
         from google.longrunning import operations_pb2
 
-        listing = self._call(f"listing operations of {resource}", client.list_operations,
-                             operations_pb2.ListOperationsRequest(name=resource))
-        return [op.name for op in listing.operations if not op.done]
+        pending, token = [], ""
+        while True:  # every page: an unfinished operation may be on any of them
+            listing = self._call(f"listing operations of {resource}", client.list_operations,
+                                 operations_pb2.ListOperationsRequest(name=resource, page_token=token))
+            pending += [op.name for op in listing.operations if not op.done]
+            token = listing.next_page_token
+            if not token:
+                return pending
 
     # -- models -------------------------------------------------------------------------
     def get_model(self, name: str) -> Any | None:
@@ -242,23 +258,28 @@ class VertexClient:
 
         name = f"{self.parent}/models/{spec.model_id}"
         reused = self._finish_pending(self.models, name, "an earlier upload", timeout_s)
-        parent_model = self.get_model(name)
-        if parent_model is not None:
-            existing = self.find_version(name, spec.key)
-            if existing is not None:
-                return existing, [*reused, f"model version {name}@{existing.version_id}"]
         body = self.types.Model.from_json(_json(spec.model_body()), ignore_unknown_fields=False)
-        request: dict[str, Any] = {"parent": self.parent, "model": body}
-        if parent_model is not None:
-            request["parent_model"] = name
-        else:
-            request["model_id"] = spec.model_id
-        try:
-            started = self.models.upload_model(request=request, **self._options())
-        except gexc.AlreadyExists:  # an earlier attempt's upload created it meanwhile
-            return self.upload(spec, timeout_s)
-        except Exception as err:
-            raise translate(err, "uploading the model") from err
+        for attempt in range(5):
+            parent_model = self.get_model(name)
+            if parent_model is not None:
+                existing = self.find_version(name, spec.key)
+                if existing is not None:
+                    _check_same_version(existing, body, f"{name}@{existing.version_id}")
+                    return existing, [*reused, f"model version {name}@{existing.version_id}"]
+            request: dict[str, Any] = {"parent": self.parent, "model": body}
+            if parent_model is not None:
+                request["parent_model"] = name
+            else:
+                request["model_id"] = spec.model_id
+            try:
+                started = self.models.upload_model(request=request, **self._options())
+                break
+            except gexc.AlreadyExists as err:  # another attempt created the model meanwhile
+                if attempt == 4:
+                    raise translate(err, "uploading the model") from err
+                time.sleep(0.5 * 2 ** attempt)
+            except Exception as err:
+                raise translate(err, "uploading the model") from err
         response = self.wait(self.models, started.operation.name, "uploading the model", timeout_s)
         uploaded = self.types.UploadModelResponse.deserialize(response.value)
         version = uploaded.model_version_id
@@ -352,6 +373,20 @@ class VertexClient:
                              traffic_split=split)
         self.wait(self.endpoints, started.operation.name, "undeploying the model", timeout_s)
         return True
+
+
+def _check_same_version(found: Any, wanted: Any, name: str) -> None:
+    """A version found by this run's label must hold this run's artifact and image: Vertex AI
+    merges model-level labels into every version, so a label alone can match another one."""
+    differs = [what for what, a, b in (
+        ("artifact", found.artifact_uri, wanted.artifact_uri),
+        ("serving image", found.container_spec.image_uri, wanted.container_spec.image_uri)) if a != b]
+    if differs:
+        raise UserError(f"model version {name} carries this deploy's label but another"
+                        f" {' and '.join(differs)} ({found.artifact_uri},"
+                        f" {found.container_spec.image_uri}); remove the label"
+                        f" {LABEL_KEY} from the model or its other versions, or use another"
+                        " model display name")
 
 
 def _deployed_model_of(endpoint: Any, version_name: str) -> str | None:

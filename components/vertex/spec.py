@@ -16,40 +16,58 @@ from dataclasses import dataclass, field
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.storage.uris import parse_gcs_uri
 
-#: Vertex AI online-prediction regions.
-REGIONS = (
-    "africa-south1", "asia-east1", "asia-east2", "asia-northeast1", "asia-northeast2",
-    "asia-northeast3", "asia-south1", "asia-southeast1", "asia-southeast2",
-    "australia-southeast1", "australia-southeast2", "europe-central2", "europe-north1",
-    "europe-southwest1", "europe-west1", "europe-west2", "europe-west3", "europe-west4",
-    "europe-west6", "europe-west8", "europe-west9", "me-central1", "me-central2", "me-west1",
-    "northamerica-northeast1", "northamerica-northeast2", "southamerica-east1",
-    "southamerica-west1", "us-central1", "us-east1", "us-east4", "us-east5", "us-south1",
-    "us-west1", "us-west2", "us-west3", "us-west4",
-)
-
 _N1 = re.compile(r"^n1-(standard|highmem|highcpu)-(2|4|8|16|32|64|96)$")
 _CPU_FAMILIES = re.compile(r"^(n1|n2|n2d|e2|c2|c2d|c3|m1)-[a-z]+-\d+$")
-_A2 = re.compile(r"^a2-highgpu-(1|2|4|8)g$|^a2-megagpu-(16)g$")
-_A2_ULTRA = re.compile(r"^a2-ultragpu-(1|2|4|8)g$")
+#: GPU machine families: accelerator -> (machine pattern, GPUs from the ``-<N>g`` suffix)
+_GPU_MACHINES = {
+    "NVIDIA_TESLA_A100": re.compile(r"^a2-highgpu-(1|2|4|8)g$|^a2-megagpu-(16)g$"),
+    "NVIDIA_A100_80GB": re.compile(r"^a2-ultragpu-(1|2|4|8)g$"),
+    "NVIDIA_H100_80GB": re.compile(r"^a3-highgpu-(1|2|4|8)g$"),
+    "NVIDIA_H100_MEGA_80GB": re.compile(r"^a3-megagpu-(8)g$"),
+    "NVIDIA_H200_141GB": re.compile(r"^a3-ultragpu-(8)g$"),
+    "NVIDIA_B200": re.compile(r"^a4-highgpu-(8)g$"),
+    "NVIDIA_GB200": re.compile(r"^a4x-highgpu-(4)g$"),
+}
 _G2_GPUS = {"g2-standard-4": 1, "g2-standard-8": 1, "g2-standard-12": 1, "g2-standard-16": 1,
             "g2-standard-32": 1, "g2-standard-24": 2, "g2-standard-48": 4, "g2-standard-96": 8}
+_G4_GPUS = {"g4-standard-48": 1, "g4-standard-96": 2, "g4-standard-192": 4, "g4-standard-384": 8}
+#: N1 + GPU: the most vCPUs per GPU count (Compute Engine "GPU machine types", N1 general
+#: purpose with attached GPUs; read 2026-11)
+_N1_MAX_VCPUS = {"NVIDIA_TESLA_T4": {1: 48, 2: 48, 4: 96}, "NVIDIA_TESLA_P4": {1: 24, 2: 48, 4: 96},
+                 "NVIDIA_TESLA_P100": {1: 16, 2: 32, 4: 64},
+                 "NVIDIA_TESLA_V100": {1: 12, 2: 24, 4: 48, 8: 96}}
+#: accelerator types aiplatform knows that online prediction does not offer
+_NOT_FOR_PREDICTION = ("ACCELERATOR_TYPE_UNSPECIFIED", "NVIDIA_TESLA_K80")
 
-#: the accelerators Vertex AI serves on (allowed_accelerator_counts says on which machines)
-ACCELERATORS = ("NVIDIA_TESLA_T4", "NVIDIA_TESLA_V100", "NVIDIA_TESLA_P4", "NVIDIA_TESLA_P100",
-                "NVIDIA_TESLA_A100", "NVIDIA_A100_80GB", "NVIDIA_L4", "NVIDIA_H100_80GB")
+
+def prediction_regions() -> tuple[str, ...]:
+    """Vertex AI regions, from the aiplatform package's own list (``global`` has no endpoints)."""
+    from google.cloud.aiplatform.constants import base
+
+    return tuple(sorted(r for r in base.SUPPORTED_REGIONS if r != "global"))
+
+
+def accelerators() -> tuple[str, ...]:
+    """GPU types Vertex AI prediction runs on: aiplatform's AcceleratorType, less TPUs and
+    retired GPUs."""
+    from google.cloud.aiplatform_v1.types import AcceleratorType
+
+    return tuple(a.name for a in AcceleratorType
+                 if a.name.startswith("NVIDIA_") and a.name not in _NOT_FOR_PREDICTION)
+
 
 #: prebuilt Vertex AI serving images for TorchServe archives (model.mar at the artifact URI)
 PYTORCH_CPU_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/pytorch-cpu.2-4:latest"
 PYTORCH_GPU_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/pytorch-gpu.2-4:latest"
-_REGISTRY = re.compile(r"^([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io|docker\.io)/")
+_REGISTRY = re.compile(r"^([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io)/")
 
 LABEL_KEY = "kfp-serve-key"
 
 
 def check_region(location: str) -> str:
-    if location not in REGIONS:
-        close = difflib.get_close_matches(location or "", REGIONS, n=1)
+    regions = prediction_regions()
+    if location not in regions:
+        close = difflib.get_close_matches(location or "", regions, n=1)
         hint = f" (did you mean {close[0]}?)" if close else " (e.g. us-central1)"
         raise UserError(f"location {location!r} is not a Vertex AI prediction region{hint}")
     return location
@@ -64,42 +82,45 @@ def check_project(project: str) -> str:
 
 def allowed_accelerator_counts(machine_type: str, accelerator: str) -> tuple[int, ...]:
     """The accelerator counts Vertex AI allows on ``machine_type``; () when none."""
-    if accelerator in ("NVIDIA_TESLA_T4", "NVIDIA_TESLA_P4", "NVIDIA_TESLA_P100"):
-        return (1, 2, 4) if _N1.match(machine_type) else ()
-    if accelerator == "NVIDIA_TESLA_V100":
-        return (1, 2, 4, 8) if _N1.match(machine_type) else ()
-    if accelerator == "NVIDIA_TESLA_A100":
-        match = _A2.match(machine_type)
-        return (int(match.group(1) or match.group(2)),) if match else ()
-    if accelerator == "NVIDIA_A100_80GB":
-        match = _A2_ULTRA.match(machine_type)
-        return (int(match.group(1)),) if match else ()
+    if accelerator in _N1_MAX_VCPUS:
+        match = _N1.match(machine_type)
+        if not match:
+            return ()
+        vcpus = int(match.group(2))
+        return tuple(count for count, most in _N1_MAX_VCPUS[accelerator].items() if vcpus <= most)
     if accelerator == "NVIDIA_L4":
         return (_G2_GPUS[machine_type],) if machine_type in _G2_GPUS else ()
-    if accelerator == "NVIDIA_H100_80GB":
-        return (8,) if machine_type == "a3-highgpu-8g" else ()
-    return ()
+    if accelerator == "NVIDIA_RTX_PRO_6000":
+        return (_G4_GPUS[machine_type],) if machine_type in _G4_GPUS else ()
+    pattern = _GPU_MACHINES.get(accelerator)
+    match = pattern.match(machine_type) if pattern else None
+    return (int(next(g for g in match.groups() if g)),) if match else ()
 
 
 def check_machine(machine_type: str, accelerator_type: str, accelerator_count: int) -> None:
     """Reject machine/accelerator combinations Vertex AI would refuse minutes later."""
+    known = accelerators()
+    gpu_families = ("a2-", "a3-", "a4-", "a4x-", "g2-", "g4-")
     if not accelerator_type:
         if accelerator_count:
             raise UserError(f"accelerator_count={accelerator_count} needs an accelerator_type"
-                            f" (one of {', '.join(ACCELERATORS)})")
-        if not (_CPU_FAMILIES.match(machine_type) or machine_type in _G2_GPUS
-                or machine_type.startswith(("a2-", "a3-"))):
+                            f" (one of {', '.join(known)})")
+        if not (_CPU_FAMILIES.match(machine_type) or machine_type.startswith(gpu_families)):
             raise UserError(f"machine type {machine_type!r} is not a Vertex AI prediction machine"
                             " type (e.g. n1-standard-4)")
-        if machine_type.startswith(("a2-", "a3-", "g2-")):
+        if machine_type.startswith(gpu_families):
             raise UserError(f"machine type {machine_type!r} comes with GPUs: set accelerator_type"
                             " and accelerator_count")
         return
-    if accelerator_type not in ACCELERATORS:
+    if accelerator_type not in known:
         raise UserError(f"accelerator {accelerator_type!r} is not one Vertex AI serves on; use one"
-                        f" of {', '.join(ACCELERATORS)}")
+                        f" of {', '.join(known)}")
     counts = allowed_accelerator_counts(machine_type, accelerator_type)
     if not counts:
+        if accelerator_type in _N1_MAX_VCPUS and _N1.match(machine_type):
+            most = max(_N1_MAX_VCPUS[accelerator_type].values())
+            raise UserError(f"{machine_type} has more vCPUs than any count of {accelerator_type}"
+                            f" allows (at most {most}); use a smaller n1 machine type")
         raise UserError(f"machine type {machine_type!r} cannot take {accelerator_type} on Vertex AI"
                         f" ({_which_machines(accelerator_type)})")
     if accelerator_count not in counts:
@@ -109,7 +130,10 @@ def check_machine(machine_type: str, accelerator_type: str, accelerator_count: i
 
 def _which_machines(accelerator: str) -> str:
     return {"NVIDIA_TESLA_A100": "use a2-highgpu-<N>g", "NVIDIA_A100_80GB": "use a2-ultragpu-<N>g",
-            "NVIDIA_L4": "use g2-standard-<N>", "NVIDIA_H100_80GB": "use a3-highgpu-8g"}.get(
+            "NVIDIA_L4": "use g2-standard-<N>", "NVIDIA_H100_80GB": "use a3-highgpu-<N>g",
+            "NVIDIA_H100_MEGA_80GB": "use a3-megagpu-8g", "NVIDIA_H200_141GB": "use a3-ultragpu-8g",
+            "NVIDIA_B200": "use a4-highgpu-8g", "NVIDIA_GB200": "use a4x-highgpu-4g",
+            "NVIDIA_RTX_PRO_6000": "use g4-standard-<N>"}.get(
         accelerator, "use an n1-standard/highmem/highcpu machine type")
 
 
@@ -122,8 +146,8 @@ def check_traffic(percent: int) -> int:
 def check_image(image: str) -> str:
     if not _REGISTRY.match(image):
         raise UserError(f"serving image {image!r}: Vertex AI pulls serving images only from"
-                        " Artifact Registry (REGION-docker.pkg.dev), Container Registry (gcr.io) or"
-                        " Docker Hub (docker.io); copy it there and pass that name")
+                        " Artifact Registry (REGION-docker.pkg.dev) or Container Registry (gcr.io);"
+                        " copy it there and pass that name")
     return image
 
 

@@ -41,6 +41,8 @@ ROUTES = [
     ("GET", re.compile(r"^(?P<name>.+)/operations$"), "list_operations"),
 ]
 _T = "type.googleapis.com/google.cloud.aiplatform.v1."
+#: Vertex AI refuses prediction requests over 1.5 MB (its quotas and limits page)
+REQUEST_LIMIT_BYTES = 1_572_864
 
 
 def _error(code: int, status: str, message: str) -> tuple[int, dict]:
@@ -69,6 +71,9 @@ class FakeVertexApi:
         self.operations: dict[str, dict] = {}
         self.runtimes: dict[str, tuple[str, str, contextlib.ExitStack]] = {}  # deployed id -> (url, kind)
         self.faults: dict[str, str] = {}
+        self.operations_page_size = 2
+        #: resource -> operations listed beside the real ones (e.g. of a type the client lacks)
+        self.extra_operations: dict[str, list[dict]] = {}
         self.calls: list[str] = []
         self.lock = threading.RLock()
         self._ids = 1000
@@ -117,8 +122,8 @@ class FakeVertexApi:
             else:
                 try:
                     result = {"response": work()}
-                except Exception as err:  # the model failed to start: the real API says 13/INTERNAL
-                    result = {"error": {"code": 13, "message": f"Model server never became ready: {err}"}}
+                except Exception as err:  # a server that fails to start: 9/FAILED_PRECONDITION
+                    result = {"error": {"code": 9, "message": f"Model server never became ready: {err}"}}
             with self.lock:
                 if not op["done"]:
                     op.update(result, done=True)
@@ -141,10 +146,19 @@ class FakeVertexApi:
         return 200, {}
 
     def _list_operations(self, m, query, body):
+        """Pages of ``operations_page_size`` (google.longrunning ListOperations: pageToken in,
+        nextPageToken out); finished operations first, as older ones are."""
         prefix = m["name"] + "/operations/"
         with self.lock:
             ops = [copy.deepcopy(op) for n, op in self.operations.items() if n.startswith(prefix)]
-        return 200, {"operations": ops}
+            ops += copy.deepcopy(self.extra_operations.get(m["name"], []))
+        ops.sort(key=lambda op: not op.get("done"))
+        start = int(query.get("pageToken") or 0)
+        page = ops[start:start + self.operations_page_size]
+        answer = {"operations": page}
+        if start + self.operations_page_size < len(ops):
+            answer["nextPageToken"] = str(start + self.operations_page_size)
+        return 200, answer
 
     # -- models -------------------------------------------------------------------------
     def _upload(self, m, query, body):
@@ -327,6 +341,8 @@ class FakeVertexApi:
         return random.choices(ids, weights=weights)[0]
 
     def _forward(self, m, body, raw: bool):
+        if len(json.dumps(body)) > REQUEST_LIMIT_BYTES:
+            return _error(400, "INVALID_ARGUMENT", f"Request payload size exceeds the limit: {REQUEST_LIMIT_BYTES} bytes.")
         deployed_id = self._pick(m["id"])
         if deployed_id is None or deployed_id not in self.runtimes:
             return _error(400, "FAILED_PRECONDITION", "the endpoint has no deployed model that takes traffic")
