@@ -149,3 +149,30 @@ def test_validator_speaks_kserve_v1_and_v2_to_torchserve(digits_torchscript, tmp
                             [1], SloGates(), transport="grpc")
     finally:
         served.stop()
+
+
+def test_the_handler_answers_under_torchserves_json_envelope(digits_onnx):
+    """Vertex AI's prebuilt PyTorch container runs TorchServe with ``service_envelope=json``:
+    the envelope unwraps the instances, and the handler gets one instance per item (a list for
+    a one-input model). Run through TorchServe's own JSONEnvelope class."""
+    import json
+
+    import numpy as np
+    from ts.torch_handler.request_envelope.json import JSONEnvelope
+
+    from kfp_serve.components.golden import GoldenSet
+    from kfp_serve.components.torchserve import handler
+
+    service = handler.KfpServeHandler()
+    service.runner = handler.ModelRunner(str(digits_onnx))
+    golden = GoldenSet.load(digits_onnx)
+    name = service.runner.input_names[0]
+    rows = golden.inputs[name].tolist()
+    envelope = JSONEnvelope(service.handle)
+    answers = envelope.handle([{"body": {"instances": rows[:3]}}, {"body": {"instances": rows[3:5]}}], None)
+    predictions = [json.loads(answer)["predictions"] for answer in answers]
+    assert [len(p) for p in predictions] == [3, 2]
+    expected = golden.outputs[service.runner.output_names[0]][:5]
+    assert np.allclose(np.asarray(predictions[0] + predictions[1]), expected, atol=1e-4)
+    with pytest.raises(ValueError, match=r"kfp-serve handler: input .image. has shape \[1, 2\]"):
+        envelope.handle([{"body": {"instances": [[1.0, 2.0]]}}], None)

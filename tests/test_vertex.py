@@ -239,10 +239,12 @@ def test_sigterm_cancels_the_running_operation(fake_vertex, published_repository
 
 
 @pytest.mark.skipif(bool(java_missing_reason()), reason=java_missing_reason() or "ok")
-def test_torchserve_archive_is_served_and_validated_through_predict(fake_vertex, gcs, digits_onnx, tmp_path):
+def test_torchserve_archive_is_served_and_validated_through_predict(fake_vertex, gcs, digits_torchscript, tmp_path):
+    """The prebuilt PyTorch container's way: its own TorchServe configuration, the JSON service
+    envelope (the handler gets one instance per item), model.mar as "model"."""
     from kfp_serve.components.torchserve.archive import ArchiveOptions, build_archive
 
-    build_archive(digits_onnx, "onnx", tmp_path / "ts", "digits",
+    build_archive(digits_torchscript, "torchscript", tmp_path / "ts", "digits",
                   ArchiveOptions(batch_size=4, max_batch_delay_ms=20))
     bucket = f"vertex-{uuid.uuid4().hex[:8]}"
     gcs.create_bucket(bucket)
@@ -253,9 +255,18 @@ def test_torchserve_archive_is_served_and_validated_through_predict(fake_vertex,
     uploaded = fake_vertex.models[result.model.rsplit("/", 1)[-1]][0]
     assert uploaded["containerSpec"]["imageUri"].startswith("us-docker.pkg.dev/vertex-ai/prediction/pytorch-cpu")
     assert uploaded["containerSpec"]["predictRoute"] == "/predictions/model"
-    checked = validate(_target(fake_vertex, result, ModelSignature.load(digits_onnx)),
-                       GoldenSet.load(digits_onnx), max_batch_size=8)
+    checked = validate(_target(fake_vertex, result, ModelSignature.load(digits_torchscript)),
+                       GoldenSet.load(digits_torchscript), max_batch_size=8)
     assert checked.passed, checked.failure_line()
+
+
+def test_an_onnx_archive_is_refused_for_the_prebuilt_pytorch_container():
+    spec = _spec("gs://models-bucket/digits-mar/v1", content_kind="TorchServeArchive", serving_image="",
+                 archive_format="onnx")
+    with pytest.raises(UserError, match="an ONNX .mar cannot run on Vertex AI's prebuilt PyTorch container"):
+        spec.check()
+    _spec("gs://models-bucket/digits-mar/v1", content_kind="TorchServeArchive", archive_format="onnx",
+          serving_image="us-docker.pkg.dev/p/r/torchserve-onnx:1").check()  # an image of one's own
 
 
 def test_a_transient_unavailable_answer_is_retried(fake_vertex, published_repository):

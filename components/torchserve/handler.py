@@ -6,6 +6,11 @@ runtime (torch for TorchScript, onnxruntime for ONNX). It reads ``signature.json
 archive, accepts KServe v1 (``{"instances": [...]}``, also Vertex AI's predict format) and Open
 Inference Protocol v2 (``{"inputs": [...]}``) JSON bodies, and runs every request TorchServe
 batches together as one model call.
+
+Under TorchServe's JSON service envelope (``service_envelope=json``, as Vertex AI's prebuilt
+PyTorch container runs it) the envelope unwraps ``{"instances": [...]}`` itself and the handler
+receives one instance per item (pytorch/serve ts/torch_handler/request_envelope/json.py); it
+then answers one prediction per instance, which the envelope wraps back.
 """
 
 import json
@@ -129,7 +134,28 @@ class KfpServeHandler:
         self.runner = ModelRunner(context.system_properties.get("model_dir"))
         self.model_name = context.manifest.get("model", {}).get("modelName", "model")
 
+    def is_instances(self, data):
+        """True when ``data`` holds instances (a service envelope unwrapped the requests): TorchServe
+        hands a request over as a dict with its ``body`` or ``data``, an instance is a value, or a
+        dict by input name."""
+        first = data[0]
+        if not isinstance(first, dict):
+            return True
+        return set(first) == set(self.runner.input_names) and not {"body", "data"} & set(first)
+
+    def handle_instances(self, instances):
+        """One prediction per instance, in order (the envelope regroups them per request)."""
+        try:
+            arrays, _ = parse_request({"instances": list(instances)}, self.runner.signature)
+        except RequestError as err:  # the envelope answers an exception with HTTP 500
+            raise ValueError(f"kfp-serve handler: {err}") from err
+        outputs = self.runner.run(arrays)
+        response = format_response(outputs, self.runner.signature, "v1", self.model_name)
+        return response["predictions"]
+
     def handle(self, data, context):
+        if self.is_instances(data):
+            return self.handle_instances(data)
         parsed, errors = [], {}
         for index, request in enumerate(data):
             try:

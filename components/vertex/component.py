@@ -90,6 +90,7 @@ def deploy_vertex(
     spec = VertexDeploySpec(
         project=project, location=location, display_name=display_name,
         artifact_uri=model.metadata["uri"], content_kind=content,
+        archive_format=model.metadata.get("model_format", "") if content == "TorchServeArchive" else "",
         model_name=model.metadata.get("model_name", display_name),
         serving_image=serving_image or "", endpoint=endpoint or "", machine_type=machine_type,
         accelerator_type=accelerator_type or "", accelerator_count=accelerator_count,

@@ -229,6 +229,7 @@ class VertexDeploySpec:
     env: dict[str, str] = field(default_factory=dict)
     version_aliases: list[str] = field(default_factory=list)
     service_account: str = ""
+    archive_format: str = ""  # a TorchServeArchive's model format (onnx, torchscript)
 
     def check(self) -> VertexDeploySpec:
         check_project(self.project)
@@ -256,6 +257,13 @@ class VertexDeploySpec:
                 raise UserError(f"label {key}={value!r}: keys and values take lowercase letters,"
                                 " digits, '_' and '-' (keys start with a letter, 63 at most)")
         container_for(self.content_kind, self.model_name, self.serving_image, bool(self.accelerator_type))
+        if (self.content_kind == "TorchServeArchive" and self.archive_format == "onnx"
+                and not self.serving_image):
+            raise UserError(
+                "an ONNX .mar cannot run on Vertex AI's prebuilt PyTorch container: it runs"
+                " TorchServe with its own configuration, so the archive's requirements (onnxruntime)"
+                " are never installed; archive the TorchScript export instead, serve the ONNX model"
+                " as a Triton repository, or pass serving_image with an image that has onnxruntime")
         return self
 
     @property

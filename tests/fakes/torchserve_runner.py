@@ -59,16 +59,19 @@ def torchserve(archive_folder: Path, model_name: str, workdir: Path, timeout_s: 
 
 
 @contextmanager
-def torchserve_store(model_store: Path, model_names: list[str], workdir: Path, timeout_s: float = 240):
+def torchserve_store(model_store: Path, model_names: list[str], workdir: Path, timeout_s: float = 240,
+                     envelope: str = ""):
     """Serve every ``<name>.mar`` of ``model_store`` from one TorchServe on 127.0.0.1 (one
-    worker each, no batching); yields the inference base URL."""
+    worker each, no batching, no per-model pip installs; ``envelope``: TorchServe's
+    ``service_envelope``); yields the inference base URL."""
     ports = [_free_port() for _ in range(5)]
     config = "\n".join([
         f"inference_address=http://127.0.0.1:{ports[0]}", f"management_address=http://127.0.0.1:{ports[1]}",
         f"metrics_address=http://127.0.0.1:{ports[2]}", f"grpc_inference_port={ports[3]}",
         f"grpc_management_port={ports[4]}", "disable_token_authorization=true",
         "install_py_dep_per_model=false", "default_workers_per_model=1", f"model_store={model_store}",
-        f"load_models={','.join(f'{n}={n}.mar' for n in model_names)}", ""])
+        f"load_models={','.join(f'{n}={n}.mar' for n in model_names)}",
+        *([f"service_envelope={envelope}"] if envelope else []), ""])
     with _serve(config, model_store, model_names, ports, workdir, timeout_s) as url:
         yield url
 

@@ -306,11 +306,19 @@ class FakeVertexApi:
         folder = fetch_version(model["artifactUri"], target / "model")
         stack = contextlib.ExitStack()
         if (folder / "model.mar").is_file():
-            from fakes.torchserve_runner import torchserve
+            # Vertex AI's prebuilt PyTorch container: TorchServe with its own configuration
+            # (the archive's config.properties is not read, no per-model pip install), the JSON
+            # service envelope, model.mar from the artifact's top registered as "model", and
+            # predictions on /predictions/model (VERTEX_BEHAVIOUR.md)
+            import shutil
 
-            mar = next((folder / "model-store").glob("*.mar"))
-            url = stack.enter_context(torchserve(folder, mar.stem, target))
-            kind = f"torchserve:{mar.stem}"
+            from fakes.torchserve_runner import torchserve_store
+
+            store = target / "prebuilt-store"
+            store.mkdir()
+            shutil.copy2(folder / "model.mar", store / "model.mar")
+            url = stack.enter_context(torchserve_store(store, ["model"], target, envelope="json"))
+            kind = "torchserve:model"
         else:
             from kfp_serve.components.local.triton_server import start_server, stop_server
 
