@@ -349,3 +349,13 @@ def test_requests_over_the_vertex_size_limit_are_split_and_a_single_one_is_refus
         assert len(sizes) > 1 and max(sizes) <= MAX_REQUEST_BYTES
         with pytest.raises(UserError, match="over Vertex AI's 1.5 MB limit on prediction requests"):
             target.infer({"x": np.random.default_rng(1).random((1, 200000), dtype=np.float32)})
+
+
+def test_triton_runs_in_its_vertex_mode_and_refuses_a_default_model_it_lacks(fake_vertex, published_repository):
+    """The fake runs tritonserver's Vertex AI mode from the container spec Vertex AI receives
+    (AIP_* variables, $(AIP_STORAGE_URI) expanded, routes, default model): a default model the
+    repository lacks fails the deploy as Triton does, and points to the container's log."""
+    with pytest.raises(UserError) as info:
+        vertex.deploy(_spec(published_repository, model_name="missing"), fake_vertex.url, timeout_s=60, poll_s=0.2)
+    message = str(info.value)
+    assert "Expect the default model 'missing' is loaded" in message and "Cloud Logging" in message

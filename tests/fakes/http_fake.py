@@ -27,7 +27,11 @@ class FakeServer:
                 body = json.loads(raw) if raw else {}
                 query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
                 fake.requests.append((self.command, parsed.path, query, body))
-                status, payload, *extra = handler(self.command, parsed.path, query, body)
+                if getattr(handler, "wants_headers", False):  # e.g. headers a proxy passes on
+                    status, payload, *extra = handler(self.command, parsed.path, query, body,
+                                                      headers=dict(self.headers.items()))
+                else:
+                    status, payload, *extra = handler(self.command, parsed.path, query, body)
                 text = isinstance(payload, str)  # e.g. pod logs
                 data = payload.encode() if text else json.dumps(payload).encode()
                 self.send_response(status)

@@ -72,6 +72,7 @@ class FakeVertexApi:
         self.runtimes: dict[str, tuple[str, str, contextlib.ExitStack]] = {}  # deployed id -> (url, kind)
         self.faults: dict[str, str] = {}
         self.operations_page_size = 2
+        self.routes: dict[str, str] = {}  # deployed model id -> the container's predict route
         #: resource -> operations listed beside the real ones (e.g. of a type the client lacks)
         self.extra_operations: dict[str, list[dict]] = {}
         self.calls: list[str] = []
@@ -84,7 +85,9 @@ class FakeVertexApi:
             return str(self._ids)
 
     # -- routing ------------------------------------------------------------------------
-    def __call__(self, method, path, query, body):
+    wants_headers = True  # rawPredict passes the caller's headers on
+
+    def __call__(self, method, path, query, body, headers=None):
         path = re.sub(r"^/(v1|ui)/", "", urllib.parse.unquote(path))
         for verb, pattern, name in ROUTES:
             match = pattern.match(path)
@@ -97,6 +100,8 @@ class FakeVertexApi:
                 if fault == "permission":
                     return _error(403, "PERMISSION_DENIED", f"Permission 'aiplatform.{name}' denied on"
                                   f" resource '//aiplatform.googleapis.com/{path}' (or it may not exist).")
+                if name in ("predict", "rawPredict"):
+                    return getattr(self, f"_{name}")(match.groupdict(), query, body, headers)
                 return getattr(self, f"_{name}")(match.groupdict(), query, body)
         return _error(404, "NOT_FOUND", f"no route {method} {path}")
 
@@ -319,16 +324,36 @@ class FakeVertexApi:
             shutil.copy2(folder / "model.mar", store / "model.mar")
             url = stack.enter_context(torchserve_store(store, ["model"], target, envelope="json"))
             kind = "torchserve:model"
-        else:
+        else:  # the container image runs tritonserver in its Vertex AI mode
+            from fakes.triton_vertex import TritonVertexFront, repository_and_default_model
             from kfp_serve.components.local.triton_server import start_server, stop_server
 
-            args = model["containerSpec"].get("args", [])
-            name = next(a.split("=", 1)[1] for a in args if a.startswith("--vertex-ai-default-model="))
+            spec = model["containerSpec"]
+            port = (spec.get("ports") or [{"containerPort": 8080}])[0]["containerPort"]
+            env = {"AIP_MODE": "PREDICTION", "AIP_HTTP_PORT": str(port),
+                   "AIP_PREDICT_ROUTE": spec.get("predictRoute", ""),
+                   "AIP_HEALTH_ROUTE": spec.get("healthRoute", ""),
+                   "AIP_STORAGE_URI": model["artifactUri"],
+                   **{e["name"]: e["value"] for e in spec.get("env", [])}}
+            repository, name = repository_and_default_model(spec.get("args", []), env)
+            if repository != model["artifactUri"]:
+                raise RuntimeError(f"the model repository {repository!r} is not the model's artifact")
+            models = sorted(p.name for p in folder.iterdir() if (p / "config.pbtxt").is_file())
+            if not name and len(models) != 1:  # vertex_ai_server.cc Create
+                raise RuntimeError("Expect the model repository contains only a single model if"
+                                   " default model is not specified")
+            name = name or models[0]
+            if name not in models:
+                raise RuntimeError(f"Expect the default model '{name}' is loaded")
             record = start_server(folder, name, f"vertex-{deployed_id}", timeout_s=60)
             stack.callback(stop_server, record)
-            url, kind = record.url, f"triton:{name}"
+            front = stack.enter_context(TritonVertexFront(record.url, name, env["AIP_PREDICT_ROUTE"],
+                                                          env["AIP_HEALTH_ROUTE"]))
+            url, kind = front.url, f"triton-vertex:{name}"
         with self.lock:
             self.runtimes[deployed_id] = (url, kind, stack)
+            self.routes[deployed_id] = ("/predictions/model" if kind.startswith("torchserve")
+                                        else model["containerSpec"]["predictRoute"])
 
     def _stop_runtime(self, deployed_id: str) -> None:
         with self.lock:
@@ -348,17 +373,21 @@ class FakeVertexApi:
         ids, weights = zip(*split.items())
         return random.choices(ids, weights=weights)[0]
 
-    def _forward(self, m, body, raw: bool):
+    def _forward(self, m, body, raw: bool, headers=None):
         if len(json.dumps(body)) > REQUEST_LIMIT_BYTES:
             return _error(400, "INVALID_ARGUMENT", f"Request payload size exceeds the limit: {REQUEST_LIMIT_BYTES} bytes.")
         deployed_id = self._pick(m["id"])
         if deployed_id is None or deployed_id not in self.runtimes:
             return _error(400, "FAILED_PRECONDITION", "the endpoint has no deployed model that takes traffic")
-        url, kind = self.runtimes[deployed_id][:2]
-        runtime, _, name = kind.partition(":")
-        route = f"/v2/models/{name}/infer" if runtime == "triton" else f"/predictions/{name}"
-        request = urllib.request.Request(url + route, data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        url = self.runtimes[deployed_id][0]
+        # Vertex AI posts to the container's predict route; rawPredict passes the caller's
+        # headers on (Triton's redirect header among them)
+        route = self.routes.get(deployed_id, "/predictions/model")
+        forwarded = {"Content-Type": "application/json"}
+        for key, value in (headers or {}).items():
+            if raw and key.lower() == "x-vertex-ai-triton-redirect":
+                forwarded[key] = value
+        request = urllib.request.Request(url + route, data=json.dumps(body).encode(), headers=forwarded)
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 status, payload = response.status, json.loads(response.read())
@@ -369,14 +398,14 @@ class FakeVertexApi:
             return status, payload, headers
         return 200, {"predictions": payload.get("predictions", payload), "deployedModelId": deployed_id}, headers
 
-    def _predict(self, m, query, body):
+    def _predict(self, m, query, body, headers=None):
         return self._forward(m, body, raw=False)
 
-    def _rawPredict(self, m, query, body):
+    def _rawPredict(self, m, query, body, headers=None):
         # google.api.HttpBody as JSON: {"contentType": ..., "data": base64}; a plain JSON body
         # (curl with the OIP payload) passes straight through, as on the real service
         if set(body) >= {"data"} and "inputs" not in body:
             import base64
 
             body = json.loads(base64.b64decode(body["data"]))
-        return self._forward(m, body, raw=True)
+        return self._forward(m, body, raw=True, headers=headers)
