@@ -359,3 +359,33 @@ def test_triton_runs_in_its_vertex_mode_and_refuses_a_default_model_it_lacks(fak
         vertex.deploy(_spec(published_repository, model_name="missing"), fake_vertex.url, timeout_s=60, poll_s=0.2)
     message = str(info.value)
     assert "Expect the default model 'missing' is loaded" in message and "Cloud Logging" in message
+
+
+def test_dedicated_endpoints_are_called_on_their_own_host_and_private_ones_refused(
+        fake_vertex, published_repository, digits_onnx):
+    """A dedicated endpoint refuses predictions on the shared regional host (here 127.0.0.1)
+    and takes them on its dedicatedEndpointDns (here localhost); a VPC-peered private endpoint
+    cannot split traffic: refused in one line."""
+    port = fake_vertex.url.rsplit(":", 1)[1]
+    parent = "projects/my-project/locations/us-central1"
+    fake_vertex.endpoints["555"] = {"name": f"{parent}/endpoints/555", "displayName": "dedicated",
+                                    "deployedModels": [], "trafficSplit": {}, "dedicatedEndpointEnabled": True,
+                                    "dedicatedEndpointDns": f"localhost:{port}"}
+    result = vertex.deploy(_spec(published_repository, endpoint="555"), fake_vertex.url, timeout_s=120, poll_s=0.2)
+    assert result.dedicated_dns == f"localhost:{port}"
+    metadata = result.endpoint_metadata(_spec(published_repository), fake_vertex.url, {})
+    assert metadata["predict_base"] == f"http://localhost:{port}/v1/{parent}/endpoints/555"
+    signature = ModelSignature.load(digits_onnx)
+    target = VertexTarget(metadata["predict_base"], result.deployed_model_id, result.protocol, "digits",
+                          signature, api_base=metadata["api_base"])
+    checked = validate(target, GoldenSet.load(digits_onnx), max_batch_size=16)
+    assert checked.passed, checked.failure_line()
+    shared = VertexTarget(metadata["api_base"], result.deployed_model_id, result.protocol, "digits", signature)
+    with pytest.raises(UserError, match="Dedicated endpoint cannot be accessed through the shared domain"):
+        validate(shared, GoldenSet.load(digits_onnx), max_batch_size=16)
+
+    fake_vertex.endpoints["777"] = {"name": f"{parent}/endpoints/777", "displayName": "private",
+                                    "deployedModels": [], "trafficSplit": {},
+                                    "network": "projects/123/global/networks/default"}
+    with pytest.raises(UserError, match="is a private endpoint on projects/123/global/networks/default"):
+        vertex.deploy(_spec(published_repository, endpoint="777"), fake_vertex.url, timeout_s=60, poll_s=0.2)

@@ -256,7 +256,7 @@ def target_for(kind: str, metadata: dict[str, Any], signature: ModelSignature,
 
         return VertexTarget(metadata["predict_base"], metadata["deployed_model_id"], protocol,
                             metadata["model_name"], signature, tensor_names,
-                            access_token(metadata["predict_base"]))
+                            access_token(metadata["predict_base"]), metadata.get("api_base", ""))
     # inside the cluster (KServe: the cluster-local address, not status.url on the ingress
     # domain); while a canary takes part of the traffic, the canary itself, not the mix
     url = metadata.get("validation_url") or metadata.get("canary_url") or metadata["url"]

@@ -19,7 +19,7 @@ import numpy as np
 from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.polling import poll
 from kfp_serve.components.signature import ModelSignature
-from kfp_serve.components.validate.http import answer_error
+from kfp_serve.components.validate.http import HttpEndpoint, answer_error
 from kfp_serve.components.validate.targets import HttpTarget
 from kfp_serve.components.validate.tensors import Instances, OipJson
 
@@ -38,7 +38,7 @@ class VertexTarget(HttpTarget):
 
     def __init__(self, base: str, deployed_model_id: str, protocol: str, model_name: str,
                  signature: ModelSignature, tensor_names: dict[str, str] | None = None,
-                 token: str = ""):
+                 token: str = "", api_base: str = ""):
         if protocol not in PROTOCOLS:
             raise UserError(f"protocol {protocol!r} is not a Vertex AI protocol ({PROTOCOLS})")
         codec = OipJson(signature, tensor_names) if protocol == "vertex-raw" else Instances(signature)
@@ -51,6 +51,9 @@ class VertexTarget(HttpTarget):
         self.description = f"{self.endpoint.url} (deployed model {deployed_model_id})"
         self.tries = 1
         self.served_by: dict[str, int] = {}
+        # the endpoint's state is read on the regional API host; a dedicated endpoint takes
+        # predictions only on its own host (``base``)
+        self.api = HttpEndpoint.parse(api_base) if api_base else self.endpoint
 
     def headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -67,7 +70,7 @@ class VertexTarget(HttpTarget):
 
         def check() -> tuple[int | None, str]:
             try:
-                status, endpoint = self.endpoint.get_json(self.endpoint.prefix, self.headers())
+                status, endpoint = self.api.get_json(self.api.prefix, self.headers())
             except InfrastructureError as err:
                 return None, f"unreachable ({err})"
             if status != 200 or not isinstance(endpoint, dict):

@@ -81,6 +81,7 @@ class VertexDeployment:
     previous_traffic: dict[str, int] = field(default_factory=dict)
     protocol: str = "vertex-raw"
     reused: list[str] = field(default_factory=list)  # what an earlier attempt had already made
+    dedicated_dns: str = ""  # a dedicated endpoint's own host: predictions go there only
 
     @property
     def version_name(self) -> str:
@@ -112,7 +113,9 @@ class VertexDeployment:
         return {"resourceName": self.endpoint, "deployed_model_id": self.deployed_model_id,
                 "traffic": self.traffic, "previous_traffic": self.previous_traffic,
                 "protocol": self.protocol,
-                "predict_base": rest_url(spec.location, self.endpoint, api_endpoint),
+                "predict_base": predict_url(spec.location, self.endpoint, api_endpoint,
+                                            self.dedicated_dns),
+                "api_base": rest_url(spec.location, self.endpoint, api_endpoint),
                 "project": spec.project, "location": spec.location, "api_endpoint": api_endpoint,
                 "model_name": spec.model_name, "tensor_names": tensor_names}
 
@@ -324,6 +327,7 @@ class VertexClient:
         """
         version_name = f"{model.name.split('@')[0]}@{model.version_id}"
         _, protocol = spec.container()
+        dedicated = check_endpoint_kind(endpoint)
         reused = self._finish_pending(self.endpoints, endpoint.name,
                                       "an earlier operation on the endpoint", timeout_s)
         if reused:
@@ -333,7 +337,7 @@ class VertexClient:
         if mine is not None:
             reused.append(f"deployed model {mine}")
             return VertexDeployment(version_name.split("@")[0], model.version_id, endpoint.name, mine,
-                              dict(endpoint.traffic_split), previous, protocol, reused)
+                                    dict(endpoint.traffic_split), previous, protocol, reused, dedicated)
         split = traffic_split(previous, "0", spec.traffic_percentage)
         deployed = self.types.DeployedModel.from_json(_json(spec.deployed_model_body(version_name)))
         started = self._call("deploying the model", self.endpoints.deploy_model,
@@ -342,7 +346,7 @@ class VertexClient:
         deployed_id = self.types.DeployModelResponse.deserialize(response.value).deployed_model.id
         endpoint = self.get_endpoint(endpoint.name)
         return VertexDeployment(version_name.split("@")[0], model.version_id, endpoint.name, deployed_id,
-                          dict(endpoint.traffic_split), previous, protocol, reused)
+                                dict(endpoint.traffic_split), previous, protocol, reused, dedicated)
 
     def set_traffic(self, endpoint: str, split: dict[str, int]) -> dict[str, int]:
         """Replace the endpoint's traffic split (UpdateEndpoint with an update mask)."""
@@ -432,6 +436,27 @@ def rest_url(location: str, resource: str, api_endpoint: str = "") -> str:
     URL of a model version or endpoint, and the base of an endpoint's predict calls."""
     host = api_endpoint_for(location, api_endpoint)
     return f"{host if '://' in host else 'https://' + host}/v1/{resource}"
+
+
+def predict_url(location: str, endpoint: str, api_endpoint: str = "", dedicated_dns: str = "") -> str:
+    """Where an endpoint's predictions go: a dedicated endpoint refuses the shared regional host
+    and takes them only on its own ``dedicatedEndpointDns``."""
+    if not dedicated_dns:
+        return rest_url(location, endpoint, api_endpoint)
+    scheme = api_endpoint.split("://", 1)[0] if "://" in api_endpoint else "https"
+    return f"{scheme}://{dedicated_dns}/v1/{endpoint}"
+
+
+def check_endpoint_kind(endpoint: Any) -> str:
+    """The dedicated DNS of ``endpoint`` ('' for a shared public one); a private endpoint over
+    VPC peering (``network`` set) is refused: Vertex AI cannot split its traffic, and only
+    that VPC can call it."""
+    if endpoint.network:
+        raise UserError(f"endpoint {endpoint.name} is a private endpoint on {endpoint.network}"
+                        " (VPC peering): Vertex AI does not split traffic there and only that"
+                        " network can call it; use a public (shared or dedicated) or Private"
+                        " Service Connect endpoint")
+    return endpoint.dedicated_endpoint_dns if endpoint.dedicated_endpoint_enabled else ""
 
 
 def deploy(spec: VertexDeploySpec, api_endpoint: str = "", timeout_s: float = 1800.0,

@@ -89,6 +89,10 @@ class FakeVertexApi:
 
     def __call__(self, method, path, query, body, headers=None):
         path = re.sub(r"^/(v1|ui)/", "", urllib.parse.unquote(path))
+        host = next((v for k, v in (headers or {}).items() if k.lower() == "host"), "")
+        refused = self._dedicated_host_problem(path, host)
+        if refused:
+            return refused
         for verb, pattern, name in ROUTES:
             match = pattern.match(path)
             if verb == method and match:
@@ -104,6 +108,23 @@ class FakeVertexApi:
                     return getattr(self, f"_{name}")(match.groupdict(), query, body, headers)
                 return getattr(self, f"_{name}")(match.groupdict(), query, body)
         return _error(404, "NOT_FOUND", f"no route {method} {path}")
+
+    def _dedicated_host_problem(self, path, host):
+        """A dedicated endpoint takes predictions only on its own DNS name, and its DNS name
+        serves nothing but predictions (VERTEX_BEHAVIOUR.md: endpoint kinds)."""
+        match = re.match(rf"^{_P}/endpoints/(?P<id>[^/:]+)(?P<verb>:\w+)?$", path)
+        dedicated = {e.get("dedicatedEndpointDns") for e in self.endpoints.values()
+                     if e.get("dedicatedEndpointEnabled")}
+        if match is None:
+            return _error(404, "NOT_FOUND", f"{path} is not served on {host}") if host in dedicated else None
+        endpoint = self.endpoints.get(match["id"], {})
+        predicting = match["verb"] in (":predict", ":rawPredict")
+        if endpoint.get("dedicatedEndpointEnabled") and predicting and host != endpoint["dedicatedEndpointDns"]:
+            return _error(400, "FAILED_PRECONDITION", "Dedicated endpoint cannot be accessed through the"
+                          f" shared domain; use its dedicated domain {endpoint['dedicatedEndpointDns']}")
+        if host in dedicated and not predicting:
+            return _error(404, "NOT_FOUND", f"{path} is not served on the dedicated domain {host}")
+        return None
 
     # -- operations ---------------------------------------------------------------------
     def _operation(self, resource: str, kind: str, work) -> tuple[int, dict]:
