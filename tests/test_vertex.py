@@ -161,12 +161,15 @@ def test_deploy_canary_validate_promote_and_rollback_on_triton(fake_vertex, publ
 
     third = vertex.deploy(_spec(second_uri, traffic_percentage=10), fake_vertex.url, 120, 0.2)
     assert third.traffic == {first.deployed_model_id: 90, third.deployed_model_id: 10}
+    versions = fake_vertex.models[first.model.rsplit("/", 1)[-1]]
+    assert ["default" in v["versionAliases"] for v in versions] == [True, False]  # uploads leave it
     split = vertex.promote("my-project", "us-central1", third.endpoint, third.deployed_model_id, True,
                            fake_vertex.url, 60, 0.2)
     assert split == {third.deployed_model_id: 100}
     endpoint = fake_vertex.endpoints[third.endpoint.rsplit("/", 1)[-1]]
     assert [d["id"] for d in endpoint["deployedModels"]] == [third.deployed_model_id]
     assert fake_vertex.calls.count("upload") == 2  # the third deploy reused version 2
+    assert ["default" in v["versionAliases"] for v in versions] == [False, True]  # promote moved it
 
 
 def test_a_retry_resumes_instead_of_duplicating(fake_vertex, published_repository):

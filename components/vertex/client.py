@@ -479,6 +479,14 @@ def promote(project: str, location: str, endpoint: str, deployed_model_id: str,
     """All traffic to ``deployed_model_id``; the models it replaces are undeployed if asked."""
     client = VertexClient(project, location, api_endpoint, poll_s=poll_s)
     split = client.set_traffic(endpoint, {deployed_model_id: 100})
+    promoted = next((m for m in client.get_endpoint(endpoint).deployed_models
+                     if m.id == deployed_model_id), None)
+    if promoted is not None:  # Vertex AI never moves "default" by itself: the first version
+        # would stay what the model name without a version means
+        version = f"{promoted.model.split('@')[0]}@{promoted.model_version_id}"
+        client._call(f"making {version} the default version", client.models.merge_version_aliases,
+                     name=version, version_aliases=["default"])
+        print(f"{version} is now the model's default version")
     if undeploy_previous:
         for other in [m.id for m in client.get_endpoint(endpoint).deployed_models]:
             if other != deployed_model_id:

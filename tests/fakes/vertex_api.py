@@ -28,6 +28,8 @@ ROUTES = [
     ("POST", re.compile(rf"^{_P}/models:upload$"), "upload"),
     ("GET", re.compile(rf"^{_P}/models/(?P<id>[^/:@]+)(@(?P<version>[^/:]+))?:listVersions$"), "list_versions"),
     ("GET", re.compile(rf"^{_P}/models/(?P<id>[^/:@]+)(@(?P<version>[^/:]+))?$"), "get_model"),
+    ("POST", re.compile(rf"^{_P}/models/(?P<id>[^/:@]+)@(?P<version>[^/:]+):mergeVersionAliases$"),
+     "merge_version_aliases"),
     ("POST", re.compile(rf"^{_P}/endpoints$"), "create_endpoint"),
     ("GET", re.compile(rf"^{_P}/endpoints$"), "list_endpoints"),
     ("GET", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+)$"), "get_endpoint"),
@@ -210,14 +212,32 @@ class FakeVertexApi:
                 versions = self.models[model_id]
                 version = str(len(versions) + 1)
                 aliases = list(model.get("versionAliases", []))
-                for other in versions:
-                    other["versionAliases"] = [a for a in other.get("versionAliases", [])
-                                               if a not in aliases and a != "default"]
+                for other in versions:  # an alias names one version; "default" stays where it is
+                    other["versionAliases"] = [a for a in other.get("versionAliases", []) if a not in aliases]
                 versions.append(dict(model, name=name, versionId=version,
-                                     versionAliases=["default", *aliases]))
+                                     versionAliases=["default", *aliases] if not versions else aliases))
             return {"@type": f"{_T}UploadModelResponse", "model": name, "modelVersionId": version}
 
         return self._operation(name, "UploadModel", work)
+
+    def _merge_version_aliases(self, m, query, body):
+        """Add aliases to a version (taking them from the others; "default" too), "-alias"
+        removes one; the default alias itself cannot be removed."""
+        with self.lock:
+            versions = self.models.get(m["id"])
+            version = next((v for v in versions or [] if v["versionId"] == m["version"]), None)
+            if version is None:
+                return _error(404, "NOT_FOUND", f"model {m['id']}@{m['version']} not found")
+            for alias in body.get("versionAliases", []):
+                if alias == "-default":
+                    return _error(400, "INVALID_ARGUMENT", "the default alias cannot be removed")
+                if alias.startswith("-"):
+                    version["versionAliases"] = [a for a in version["versionAliases"] if a != alias[1:]]
+                    continue
+                for other in versions:
+                    other["versionAliases"] = [a for a in other.get("versionAliases", []) if a != alias]
+                version["versionAliases"].append(alias)
+            return 200, copy.deepcopy(version)
 
     def _default(self, model_id):
         versions = self.models[model_id]
