@@ -29,7 +29,8 @@ def test_canary_is_promoted_when_valid_and_rolled_back_when_not(tmp_path, cluste
             assert (first.run_dir / "promote-kserve").is_dir()
             assert not (first.run_dir / "rollback-kserve").exists()
             traffic = api.objects[("models", "digits")]["status"]["components"]["predictor"]["traffic"]
-            assert traffic == [{"revisionName": "digits-predictor-00001", "percent": 100, "latestRevision": True}]
+            assert [(t["revisionName"], t["percent"], t["latestRevision"]) for t in traffic] == [
+                ("digits-predictor-00001", 100, True)]
             # the repository's ONNX IR reached deploy_kserve through the artifacts' metadata
             assert api.objects[("models", "digits")]["spec"]["predictor"]["model"]["runtimeVersion"] == "24.05-py3"
 

@@ -122,6 +122,9 @@ def promote_vertex(
 ) -> str:
     """Promotes the new deployed model: 100 % of the endpoint's traffic goes to it.
 
+    Its model version becomes the model's ``default`` (Vertex AI never moves that alias on
+    upload, so the model name alone would otherwise keep meaning version 1).
+
     Args:
         vertex_endpoint: The google.VertexEndpoint from deploy_vertex.
         undeploy_previous: Undeploy the models it replaces (they stop costing node hours).
