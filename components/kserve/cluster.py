@@ -467,7 +467,10 @@ class KServeCluster:
                 if wait_for.mode == "Standard":
                     deployment = self.deployment(name)
                     missing = rollout_progress(deployment, wait_for)
-                    reconciled = not missing.startswith(("no predictor", "the predictor"))
+                    # the controller has updated the Deployment for this apply
+                    reconciled = deployment is not None and (
+                        not wait_for.new_rollout or deployment["metadata"].get("generation")
+                        != wait_for.deployment_generation_before)
                     failure = rollout_failure(deployment) if reconciled else ""
                 else:
                     missing, reconciled, failure = knative_progress(status, wait_for), True, ""

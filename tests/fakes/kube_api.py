@@ -410,8 +410,8 @@ class FakeKServeController:
                 st = self.states.setdefault(key, _State(mode))
             invalid = self._runtime_problem(obj)
             if invalid:
-                self._set_status(key, {"modelStatus": {"transitionStatus": "InvalidSpec",
-                                                       "lastFailureInfo": invalid}})
+                self.api.set_status(key, {"modelStatus": {"transitionStatus": "InvalidSpec",
+                                                          "lastFailureInfo": invalid}})
                 return
             template = _template(obj["spec"]["predictor"], mode)
             if template != st.template:
@@ -665,9 +665,6 @@ class FakeKServeController:
         if st.failure:
             status["modelStatus"] = copy.deepcopy(st.failure[1])
         return status
-
-    def _set_status(self, key, status):
-        self.api.set_status(key, status)
 
     def _failed(self, key, revision, pod, container, message):
         self.api.logs[(pod, container)] = message + "\n"
