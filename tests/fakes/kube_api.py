@@ -40,6 +40,7 @@ TAG_KEY = "serving.kserve.io/enable-tag-routing"
 LEGACY_MODES = {"Serverless": "Knative", "RawDeployment": "Standard"}
 WEBHOOK = 'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: '
 DEPLOYMENT = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)$")
+SERVICE_ACCOUNT = re.compile(r"^/api/v1/namespaces/([^/]+)/serviceaccounts/([^/]+)$")
 
 ISVC = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices(?:/([^/]+))?(/status)?$")
 RUNTIMES = re.compile(r"^/apis/serving\.kserve\.io/v1alpha1/(?:namespaces/([^/]+)/)?(servingruntimes|clusterservingruntimes)$")
@@ -99,18 +100,14 @@ class FakeKubeApi:
             return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
                 {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
                  "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}} for g in groups]}
-        match = DEPLOYMENT.match(path)
-        if match and method == "GET":
-            found = self.deployments.get((match.group(1), match.group(2)))
-            if found is None:
-                return _status(404, "NotFound", f'deployments.apps "{match.group(2)}" not found')
-            return 200, copy.deepcopy(found)
-        match = re.match(r"^/api/v1/namespaces/([^/]+)/serviceaccounts/([^/]+)$", path)
-        if match and method == "GET":
-            found = self.service_accounts.get((match.group(1), match.group(2)))
-            if found is None:
-                return _status(404, "NotFound", f'serviceaccounts "{match.group(2)}" not found')
-            return 200, copy.deepcopy(found)
+        for pattern, store, kind in ((DEPLOYMENT, self.deployments, "deployments.apps"),
+                                     (SERVICE_ACCOUNT, self.service_accounts, "serviceaccounts")):
+            match = pattern.match(path)
+            if match and method == "GET":  # read-only objects the tests place
+                found = store.get((match.group(1), match.group(2)))
+                if found is None:
+                    return _status(404, "NotFound", f'{kind} "{match.group(2)}" not found')
+                return 200, copy.deepcopy(found)
         match = re.match(r"^/apis/networking\.k8s\.io/v1/namespaces/([^/]+)/networkpolicies(?:/([^/]+))?$", path)
         if match:
             return self._network_policy(method, match.group(1), match.group(2), body)
