@@ -158,23 +158,31 @@ def profile_formats(
     batch_sizes: List[int] = [1, 8, 32],  # noqa: B006 (KFP reads the default; never mutated)
     seconds_per_batch: float = 2.0,
     threads: int = 0,
+    budget_s: Optional[float] = None,
 ) -> str:
     """Measures latency and throughput of eager PyTorch, TorchScript and ONNX Runtime.
 
-    Each runtime runs in its own process on the golden inputs (repeated to each batch size) for
-    a bounded time per batch size; p50/p95 latency and samples/s go to the metrics and a table.
+    onnxruntime and torch each run in their own process on the golden inputs (repeated to each
+    batch size). Each measurement stops as soon as it is stable (the throughputs of its last
+    three 50 ms windows within 5%), at most after seconds_per_batch; p50/p95 latency, samples/s
+    and the spread go to the metrics and a table. Formats closer than 10% (or than their
+    measured spreads) at the largest batch are a tie, which goes to ONNX, so the same model gets
+    the same recommendation run after run.
 
     Args:
         model: The TorchModel artifact (the eager baseline).
         onnx_model: Its OnnxModel export.
         torchscript_model: Its TorchScriptModel export.
         batch_sizes: Batch sizes to measure.
-        seconds_per_batch: Measuring time per format and batch size.
+        seconds_per_batch: Most measuring time per format and batch size (a stable
+            measurement stops earlier).
         threads: Intra-op threads per runtime (0: the runtime's default).
+        budget_s: Most measuring time for all formats and batch sizes together (empty: no
+            budget beyond seconds_per_batch each).
 
     Returns:
         metrics: ``<format>_b<batch>_samples_per_s`` and ``_p50_ms`` for every measurement.
-        report: The table and the recommendation.
+        report: The table, the recommendation and why (a clear winner, or a tie and its rule).
         Output: The recommended format for serving (``onnx`` or ``torchscript``).
     """
     from kfp_serve.components.artifacts import expect
@@ -185,10 +193,11 @@ def profile_formats(
     expect(torchscript_model, "TorchScriptModel")
     result = profile({"eager": model.path, "torchscript": torchscript_model.path,
                       "onnx": onnx_model.path}, [int(b) for b in batch_sizes], seconds_per_batch,
-                     threads)
+                     threads, budget_s=budget_s)
     for m in result.measurements:
         metrics.log_metric(f"{m.model_format}_b{m.batch_size}_samples_per_s", round(m.samples_per_s, 1))
         metrics.log_metric(f"{m.model_format}_b{m.batch_size}_p50_ms", round(m.p50_ms, 4))
+        metrics.log_metric(f"{m.model_format}_b{m.batch_size}_spread", round(m.spread, 4))
     with open(report.path, "w") as handle:
         handle.write(result.markdown())
     print(result.markdown())
