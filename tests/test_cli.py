@@ -38,7 +38,8 @@ def test_unknown_pipeline_is_a_one_line_error(capsys):
     err = capsys.readouterr().err
     assert err == ("error: unknown pipeline 'train_to_serve_nowhere'; known: deploy_existing_model,"
                    " train_to_serve_kserve,"
-                   " train_to_serve_local, train_to_serve_torchserve, train_to_serve_vertex (see `kfp-serve list`)\n")
+                   " train_to_serve_local, train_to_serve_local_tuned, train_to_serve_torchserve,"
+                   " train_to_serve_vertex (see `kfp-serve list`)\n")
 
 
 @pytest.mark.parametrize(

@@ -182,3 +182,70 @@ def test_sigterm_while_the_model_loads_stops_the_server_it_started(digits_onnx, 
     assert "cancelled (SIGTERM) while 'digits' was loading; the server was stopped" in out
     assert not triton_server._process_alive(server_pid)
     assert not record_path.exists()
+
+
+def test_binary_tensors_golden_and_load_with_the_servers_own_view(server, digits_onnx):
+    """rest-binary: the golden set and the load travel as binary tensor data; the server's
+    Prometheus counters (local Triton serves them on 127.0.0.1) give queue vs compute time
+    and the batch size the dynamic batcher formed, per load level."""
+    from kfp_serve.components.validate.load import SloGates
+    from kfp_serve.components.validate.server_metrics import ServerGates
+    from kfp_serve.components.validate.validation import validate_target
+
+    assert server.metrics_url.startswith("http://127.0.0.1:")
+    meta = {"url": server.url, "model_name": "digits", "metrics_url": server.metrics_url}
+    result = validate_target("ServingEndpoint", meta, ModelSignature.load(digits_onnx),
+                             GoldenSet.load(digits_onnx), 1e-4, 1e-3, 8, 30, 0.5, [1, 8],
+                             SloGates(max_error_rate=0.0), transport="rest-binary",
+                             server_gates=ServerGates(max_queue_ms=10_000, min_mean_batch=1.0),
+                             machine_type="gke:n2-standard-4")
+    assert result.passed, result.failure_line()
+    assert result.comparisons[0].max_abs_error < 1e-4 and result.transport == "rest-binary"
+    one, eight = result.server
+    # every load request reached the server, and nothing else was counted in between
+    assert one.requests == result.load[0].requests and eight.requests == result.load[1].requests
+    assert one.mean_batch == 1.0  # one client: nothing to merge
+    assert eight.mean_batch > 1.0  # eight clients: the dynamic batcher merged requests
+    assert one.infer_ms > 0 and one.request_ms >= one.queue_ms + one.compute_ms * 0.9
+    metrics = result.metrics()
+    assert metrics["c8_server_mean_batch"] == round(eight.mean_batch, 2)
+    assert metrics["usd_per_million"] > 0
+    report = result.markdown()
+    assert "## Load (rest-binary)" in report and "| batch formed |" in report
+    assert "the dynamic batcher formed batches of" in report
+    assert "gke:n2-standard-4 at $0.194/h" in report
+    strict = ServerGates(max_queue_ms=0.0, min_mean_batch=1000).violations(eight)
+    assert strict[0].startswith("mean queue time in the server") and "exceeds 0 ms" in strict[0]
+    assert strict[1].startswith("the server formed batches of") and "below 1000" in strict[1]
+
+
+def test_binary_requests_decode_as_the_json_ones(server, digits_onnx):
+    from kfp_serve.components.validate.targets import OipBinaryRestTarget
+
+    signature, golden = ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx)
+    binary = OipBinaryRestTarget(server.url, "digits", signature)
+    body, headers = binary.request(golden.slice(0, 2).inputs)
+    json_size = int(headers["Inference-Header-Content-Length"])
+    assert body[json_size:] == golden.inputs["image"][:2].tobytes()  # raw FP32, no JSON numbers
+    outputs, problems = binary.infer(golden.slice(0, 5).inputs)
+    expected, _ = OipRestTarget(server.url, "digits", signature).infer(golden.slice(0, 5).inputs)
+    assert problems == [] and outputs["logits"].shape == (5, 10)
+    np.testing.assert_array_equal(outputs["logits"], expected["logits"])
+    with pytest.raises(UserError, match="answered 400"):
+        OipBinaryRestTarget(server.url, "digits", signature).infer(
+            {"image": golden.inputs["image"][:1, :, :4]})
+
+
+def test_an_unreadable_metrics_page_and_a_bad_price_are_one_line_errors(server, digits_onnx):
+    from kfp_serve.components.validate.load import SloGates
+    from kfp_serve.components.validate.validation import validate_target
+
+    meta = {"url": server.url, "model_name": "digits"}
+    args = (ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx), 1e-4, 1e-3, 8, 30, 0.2,
+            [1], SloGates())
+    with pytest.raises(UserError, match="no Triton .* counters for model 'digits'"):
+        validate_target("ServingEndpoint", meta, *args, metrics_url=server.url + "/v2/health/ready")
+    with pytest.raises(UserError, match="no price for machine type 'gke:z9-mega'"):
+        validate_target("ServingEndpoint", meta, *args, machine_type="gke:z9-mega")
+    with pytest.raises(UserError, match=r"binary tensor \(rest-binary\) validation needs an Open Inference Protocol v2"):
+        validate_target("ServingEndpoint", {**meta, "protocol": "v1"}, *args, transport="rest-binary")

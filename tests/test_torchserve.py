@@ -14,6 +14,7 @@ from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.torchserve.archive import ArchiveOptions, build_archive
 from kfp_serve.components.torchserve.handler import RequestError, format_response, parse_request
+from kfp_serve.components.validate.server_metrics import difference, read_counters
 
 SIGNATURE = {"inputs": [{"name": "image", "dtype": "float32", "dims": ["batch", 1, 8, 8]}],
              "outputs": [{"name": "logits", "dtype": "float32", "dims": ["batch", 10]}]}
@@ -101,7 +102,8 @@ def test_real_torchserve_answers_the_golden_set(digits_onnx, digits_torchscript,
     assert ModelSignature.load(exported).input_names == ["image"]
     work = tmp_path / "work"
     work.mkdir()
-    with torchserve(tmp_path / "ts", "digits", work) as url:
+    with torchserve(tmp_path / "ts", "digits", work, with_metrics=True) as (url, metrics_url):
+        _, before = read_counters(metrics_url, "digits")
         v1 = _post(f"{url}/predictions/digits", {"instances": golden.inputs["image"].tolist()})
         np.testing.assert_allclose(np.asarray(v1["predictions"]), golden.outputs["logits"], atol=1e-4)
         body = {"inputs": [{"name": "image", "shape": [3, 1, 8, 8], "datatype": "FP32",
@@ -118,6 +120,11 @@ def test_real_torchserve_answers_the_golden_set(digits_onnx, digits_torchscript,
                                 {"instances": golden.inputs["image"][i:i + 1].tolist()}), range(8)))
         for i, answer in enumerate(answers):
             np.testing.assert_allclose(answer["predictions"][0], golden.outputs["logits"][i], atol=1e-4)
+        # the server's own view, from its metrics API (what validate_endpoint's metrics_url reads)
+        server, after = read_counters(metrics_url, "digits")
+        stats = difference(server, before, after, "digits")
+        assert server == "torchserve" and stats.requests == 10 and stats.failures == 0
+        assert stats.request_ms > 0 and stats.queue_ms >= 0 and stats.mean_batch is None
 
 
 @pytest.mark.skipif(bool(java_missing_reason()), reason=java_missing_reason() or "ready")

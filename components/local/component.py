@@ -31,8 +31,8 @@ def deploy_local(
         ready_timeout_s: How long to wait for the model to become ready.
 
     Returns:
-        endpoint: A ServingEndpoint artifact; metadata ``url``, ``grpc_url``, ``model_name``,
-            ``pid`` and ``log_path``.
+        endpoint: A ServingEndpoint artifact; metadata ``url``, ``grpc_url``, ``metrics_url``
+            (Triton's Prometheus metrics), ``model_name``, ``pid`` and ``log_path``.
     """
     import json
 
@@ -48,7 +48,7 @@ def deploy_local(
                           http_port=http_port, grpc_port=grpc_port, timeout_s=ready_timeout_s)
     mark(endpoint, "ServingEndpoint", url=record.url, grpc_url=record.grpc_url,
          model_name=record.model_name, protocol="v2", pid=record.pid,
-         deployment=record.deployment, log_path=record.log_path,
+         deployment=record.deployment, log_path=record.log_path, metrics_url=record.metrics_url,
          tensor_names=repository.metadata.get("tensor_names", {}))
     with open(endpoint.path, "w") as handle:
         json.dump(endpoint.metadata, handle, indent=2)

@@ -48,6 +48,7 @@ class LocalDeployment:
     model_name: str
     repository: str
     log_path: str
+    metrics_url: str = ""  # Triton's Prometheus metrics, on 127.0.0.1
 
     def save(self, state_root: Path) -> Path:
         path = state_root / f"{self.deployment}.json"
@@ -134,7 +135,6 @@ def server_environment() -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     python_path = [p for p in sys.path if p and Path(p).is_dir()]
     env["PYTHONPATH"] = os.pathsep.join(python_path)
-    env.setdefault("KFP_SERVE_BACKEND_THREADS", "1")
     return env
 
 
@@ -166,13 +166,15 @@ def _choose_port(port: int, what: str) -> int:
 
 
 def start_server(repository: str | Path, model_name: str, deployment: str,
-                 http_port: int = 0, grpc_port: int = 0,
-                 timeout_s: float = 120.0) -> LocalDeployment:
+                 http_port: int = 0, grpc_port: int = 0, metrics_port: int = 0,
+                 timeout_s: float = 120.0, explicit: bool = False) -> LocalDeployment:
     """Start tritonserver detached on 127.0.0.1 and wait until ``model_name`` is ready.
 
     ``repository`` is a folder, or the URI of a published version (``gs://.../v<N>`` or a
     folder with a manifest), which is fetched and checked first. On failure the server is
-    stopped and the error carries the tail of its log.
+    stopped and the error carries the tail of its log. Prometheus metrics are served on
+    ``metrics_port`` (0: a free one). ``explicit`` starts Triton in explicit model-control mode
+    (only ``model_name`` loaded; the repository API reloads it with another config).
     """
     name = _safe(deployment)
     root = state_root()
@@ -184,6 +186,7 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
         )
     http = _choose_port(http_port, "http_port")
     grpc = _choose_port(grpc_port, "grpc_port")
+    metrics = _choose_port(metrics_port, "metrics_port")
     workdir = root / name
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -203,7 +206,9 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
         f"--backend-directory={backends}",
         "--http-address=127.0.0.1", f"--http-port={http}",
         "--grpc-address=127.0.0.1", f"--grpc-port={grpc}",
-        "--allow-metrics=false",
+        "--allow-metrics=true", "--allow-gpu-metrics=false", "--allow-cpu-metrics=false",
+        "--metrics-address=127.0.0.1", f"--metrics-port={metrics}",
+        *(["--model-control-mode=explicit", f"--load-model={model_name}"] if explicit else []),
         "--strict-readiness=true",
         "--exit-on-error=true",
         "--log-verbose=0",
@@ -217,7 +222,7 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
     record = LocalDeployment(
         deployment=name, pid=process.pid, url=f"http://127.0.0.1:{http}",
         grpc_url=f"127.0.0.1:{grpc}", model_name=model_name, repository=str(repository),
-        log_path=str(log_path),
+        log_path=str(log_path), metrics_url=f"http://127.0.0.1:{metrics}/metrics",
     )
     record.save(root)
     from kfp_serve.components.cancellation import sigterm_flag

@@ -26,6 +26,11 @@ def validate_endpoint(
     max_error_rate: Optional[float] = None,
     fail_on_mismatch: bool = True,
     transport: str = "rest",
+    metrics_url: Optional[str] = None,
+    max_server_queue_ms: Optional[float] = None,
+    min_server_batch: Optional[float] = None,
+    machine_type: Optional[str] = None,
+    hourly_price: Optional[float] = None,
 ) -> bool:
     """Checks a live endpoint against the exported model: numbers, metadata, latency under load.
 
@@ -51,11 +56,26 @@ def validate_endpoint(
         min_throughput: SLO gate: best requests/s over the levels (empty: no gate).
         max_error_rate: SLO gate: failed share of requests at every level (empty: no gate).
         fail_on_mismatch: Fail the step when validation fails; otherwise only return False.
-        transport: ``rest``, or ``grpc`` to send the golden set and the load through
-            tritonclient's gRPC client (Open Inference Protocol v2 servers).
+        transport: How tensors travel: ``rest`` (JSON), ``rest-binary`` (REST with binary
+            tensor data, as tritonclient sends them) or ``grpc`` (tritonclient's gRPC client);
+            the last two need an Open Inference Protocol v2 server.
+        metrics_url: The server's Prometheus metrics page (Triton ``:8002/metrics``,
+            TorchServe ``:8082/metrics`` with ``metrics_mode=prometheus``), read before and
+            after each load level for queue vs compute time and the batch size the server
+            formed. Empty: the endpoint's own (the local runtime records it); none, no reading.
+        max_server_queue_ms: SLO gate: mean time a request waited in the server's queue at the
+            highest concurrency (empty: no gate).
+        min_server_batch: SLO gate: mean batch size Triton's dynamic batcher formed at the
+            highest concurrency (empty: no gate).
+        machine_type: Prices the result: cost per million inferences at the measured
+            throughput and at the latency SLO, for a machine in the suite's price table
+            (``gke:g2-standard-4``, ``vertex:n1-standard-4``, ...; see components/cost.py).
+        hourly_price: USD per hour of the serving node; overrides machine_type's list price.
 
     Returns:
-        metrics: Max errors per output, request latency, load results and the verdict.
+        metrics: Max errors per output, request latency, load results (with the server's queue
+            and compute time and formed batch size where read, and the cost per million
+            inferences where priced) and the verdict.
         report: The validation summary.
         html_report: The same with a latency chart, for the Kubeflow UI.
         Output: True when everything matched.
@@ -65,6 +85,7 @@ def validate_endpoint(
     from kfp_serve.components.golden import GoldenSet
     from kfp_serve.components.signature import ModelSignature
     from kfp_serve.components.validate.load import SloGates
+    from kfp_serve.components.validate.server_metrics import ServerGates
     from kfp_serve.components.validate.validation import validate_target
 
     kind = expect(endpoint, "ServingEndpoint", "KServeInferenceService", "VertexEndpoint")
@@ -74,6 +95,8 @@ def validate_endpoint(
         atol=atol, rtol=rtol, max_batch_size=max_batch_size, ready_timeout_s=ready_timeout_s,
         load_seconds=load_seconds, concurrency=[int(c) for c in concurrency],
         gates=SloGates(max_p95_latency_ms, min_throughput, max_error_rate), transport=transport,
+        metrics_url=metrics_url, server_gates=ServerGates(max_server_queue_ms, min_server_batch),
+        machine_type=machine_type, hourly_price=hourly_price,
     )
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)

@@ -74,9 +74,10 @@ def check_levels(concurrency: list[int], seconds: float) -> None:
         raise UserError("load seconds must be > 0")
 
 
-def run_requests(make_connection, path: str, bodies: list[bytes], headers: dict[str, str],
+def run_requests(make_connection, path: str, requests: list[tuple[bytes, dict[str, str]]],
                  concurrency: list[int], seconds: float) -> list[LoadLevel]:
-    """POST ``bodies`` round-robin to ``path`` at each concurrency level for ``seconds``.
+    """POST ``requests`` (body, headers) round-robin to ``path`` at each concurrency level for
+    ``seconds``.
 
     Over plain HTTP the requests are encoded once, whole, and sent on raw keep-alive sockets
     (http.client spends more time building and parsing headers than a fast server spends
@@ -86,9 +87,10 @@ def run_requests(make_connection, path: str, bodies: list[bytes], headers: dict[
     probe = make_connection()
     if type(probe) is HTTPConnection:
         host, port = probe.host, probe.port
-        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        encoded = [f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(b)}\r\n"
-                   f"{extra}\r\n".encode() + b for b in bodies]
+        encoded = [f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"
+                   + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+                   for body, headers in requests]
+        encoded = [head.encode() + body for head, (body, _) in zip(encoded, requests)]
 
         def exchange(conn, i: int) -> None:
             status = conn.exchange(encoded[i % len(encoded)])
@@ -99,7 +101,8 @@ def run_requests(make_connection, path: str, bodies: list[bytes], headers: dict[
                 for clients in concurrency]
 
     def send(conn, i: int) -> None:
-        conn.request("POST", path, body=bodies[i % len(bodies)], headers=headers)
+        body, headers = requests[i % len(requests)]
+        conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
         response.read()
         if response.status != 200:
@@ -279,11 +282,25 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def markdown_table(levels: list[LoadLevel]) -> str:
-    lines = ["| concurrency | requests | errors | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {lv.concurrency} | {lv.requests} | {lv.errors} | {lv.throughput:,.1f} |"
-              f" {lv.p50_ms:.2f} | {lv.p95_ms:.2f} | {lv.p99_ms:.2f} |" for lv in levels]
+def markdown_table(levels: list[LoadLevel], server: list | None = None) -> str:
+    """One row per level; with the server's view per level (ServerStats), its queue and compute
+    time and the batch size it formed."""
+    extra = server and len(server) == len(levels)
+    head = "| concurrency | requests | errors | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) |"
+    rule = "|---|---|---|---|---|---|---|"
+    if extra:
+        head += " server queue (ms) | server compute (ms) | batch formed |"
+        rule += "---|---|---|"
+    lines = [head, rule]
+    for k, lv in enumerate(levels):
+        row = (f"| {lv.concurrency} | {lv.requests} | {lv.errors} | {lv.throughput:,.1f} |"
+               f" {lv.p50_ms:.2f} | {lv.p95_ms:.2f} | {lv.p99_ms:.2f} |")
+        if extra:
+            stats = server[k]
+            batch = f"{stats.mean_batch:.2f}" if stats.mean_batch is not None else "n/a"
+            compute = f"{stats.compute_ms:.3f}" if stats.server == "triton" else "n/a"
+            row += f" {stats.queue_ms:.3f} | {compute} | {batch} |"
+        lines.append(row)
     return "\n".join(lines)
 
 

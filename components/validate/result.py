@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kfp_serve.components.cost import Cost
 from kfp_serve.components.validate.load import LoadLevel, latency_svg
 from kfp_serve.components.validate.load import markdown_table as load_table
+from kfp_serve.components.validate.server_metrics import ServerStats
 from kfp_serve.components.verify import OutputComparison, markdown_table
 
 
@@ -24,6 +26,9 @@ class ValidationResult:
     load: list[LoadLevel] = field(default_factory=list)  # per concurrency level, when measured
     slo_problems: list[str] = field(default_factory=list)
     metadata_note: str = ""  # how the metadata was checked, where not by the metadata API
+    server: list[ServerStats] = field(default_factory=list)  # per load level, when read
+    transport: str = "rest"
+    cost: Cost | None = None  # when a machine type or price was given
 
     @property
     def passed(self) -> bool:
@@ -45,12 +50,17 @@ class ValidationResult:
             values[f"c{level.concurrency}_p95_ms"] = round(level.p95_ms, 3)
             values[f"c{level.concurrency}_throughput"] = round(level.throughput, 1)
             values[f"c{level.concurrency}_error_rate"] = round(level.error_rate, 4)
+        for level, stats in zip(self.load, self.server):
+            for name, value in stats.metrics().items():
+                values[f"c{level.concurrency}_{name}"] = value
         for c in self.comparisons:
             values[f"{c.name}_max_abs_error"] = c.max_abs_error
             values[f"{c.name}_max_rel_error"] = c.max_rel_error
         if self.request_latencies_ms:
             latencies = sorted(self.request_latencies_ms)
             values["median_request_latency_ms"] = round(latencies[len(latencies) // 2], 3)
+        if self.cost:
+            values.update(self.cost.metrics())
         values["passed"] = 1 if self.passed else 0
         return values
 
@@ -76,8 +86,13 @@ class ValidationResult:
             lines.append(f"- {self.metadata_note}")
         lines += ["", "## Golden outputs", "", markdown_table(self.comparisons), ""]
         if self.load:
-            lines += ["## Load", "", load_table(self.load), ""]
+            lines += [f"## Load ({self.transport})", "", load_table(self.load, self.server), ""]
             lines += [f"- SLO: {p}" for p in self.slo_problems] or ["- all SLO gates met"]
+            if self.server:
+                lines += ["", f"What the server saw at concurrency {self.load[-1].concurrency}:",
+                          "", self.server[-1].markdown()]
+            if self.cost:
+                lines += ["", f"- {self.cost.line()}"]
             lines.append("")
         return "\n".join(lines)
 
@@ -95,7 +110,9 @@ class ValidationResult:
         verdict = "PASSED" if self.passed else "FAILED"
         problems = "".join(f"<li>{escape.escape(p)}</li>" for p in
                            [*self.metadata_problems, *self.slo_problems]) or "<li>none</li>"
-        load = (f"<h2>Latency under load</h2>{latency_svg(self.load)}{table(load_table(self.load))}"
+        load = (f"<h2>Latency under load ({escape.escape(self.transport)})</h2>"
+                f"{latency_svg(self.load)}{table(load_table(self.load, self.server))}"
+                + (f"<p>{escape.escape(self.cost.line())}</p>" if self.cost else "")
                 if self.load else "")
         return (
             "<!doctype html><html><head><meta charset='utf-8'><title>Endpoint validation</title>"

@@ -82,10 +82,14 @@ class HttpTarget:
     def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
         return self.codec.decode(self.post(self.codec.encode(inputs)))
 
+    def request(self, inputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+        """One encoded request: its body and headers."""
+        return self.codec.encode(inputs), self.headers()
+
     def load(self, golden: GoldenSet, concurrency: list[int], seconds: float) -> list[LoadLevel]:
-        bodies = [self.codec.encode(golden.slice(i, i + 1).inputs) for i in range(golden.batch_size)]
-        return run_requests(self.endpoint.connection, self.infer_path, bodies, self.headers(),
-                            concurrency, seconds)
+        requests = [self.request(golden.slice(i, i + 1).inputs) for i in range(golden.batch_size)]
+        return run_requests(self.endpoint.connection, self.infer_path, requests, concurrency,
+                            seconds)
 
     def close(self) -> None:
         if self._connection is not None:
@@ -126,6 +130,52 @@ class OipRestTarget(HttpTarget):
         if not (metadata.get("inputs") or metadata.get("outputs")):
             return None
         return check_metadata(metadata, self.signature, self.tensor_names)
+
+
+class OipBinaryRestTarget(OipRestTarget):
+    """Open Inference Protocol v2 over REST with binary tensor data (Triton's binary data
+    extension, also served by KServe's ModelServer): a JSON header of
+    ``Inference-Header-Content-Length`` bytes, then the raw tensors, both ways; what a
+    production client (tritonclient) sends. Bodies are built and read by tritonclient.http."""
+
+    def request(self, inputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+        import tritonclient.http as httpclient
+
+        tensors = []
+        for spec in self.signature.inputs:
+            tensor = httpclient.InferInput(self.codec.served[spec.name],
+                                           list(inputs[spec.name].shape), protocol_dtype(spec.dtype))
+            tensor.set_data_from_numpy(inputs[spec.name], binary_data=True)
+            tensors.append(tensor)
+        outputs = [httpclient.InferRequestedOutput(self.codec.served[n], binary_data=True)
+                   for n in self.signature.output_names]
+        body, json_size = httpclient.InferenceServerClient.generate_request_body(tensors, outputs)
+        headers = {"Content-Type": "application/octet-stream"}
+        if json_size is not None:
+            headers["Inference-Header-Content-Length"] = str(json_size)
+        return body, headers
+
+    def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+        import tritonclient.http as httpclient
+        from tritonclient.utils import InferenceServerException
+
+        body, headers = self.request(inputs)
+        if self._connection is None:
+            self._connection = self.endpoint.connection()
+        status, data, response = self.endpoint.call(self._connection, "POST", self.infer_path,
+                                                    body, headers)
+        if status != 200:
+            raise answer_error(status, data, f"{self.infer_path} on {self.endpoint.netloc}")
+        length = response.getheader("Inference-Header-Content-Length")
+        try:
+            result = httpclient.InferResult.from_response_body(
+                data, header_length=int(length) if length else None)
+            payload = {"outputs": [{**o, "data": result.as_numpy(o["name"])}
+                                   for o in result.get_response().get("outputs", [])]}
+        except (InferenceServerException, ValueError) as err:
+            raise InfrastructureError(f"{self.infer_path} answered a body that is not a binary"
+                                      f" tensor response: {first_line(err)}") from err
+        return self.codec.decode(payload)
 
 
 class KServeV1Target(HttpTarget):
@@ -233,23 +283,29 @@ class OipGrpcTarget:
         self.client.close()
 
 
+#: how tensors travel: JSON over REST, binary tensor data over REST, protobuf over gRPC
+TRANSPORTS = ("rest", "rest-binary", "grpc")
+
+
 def target_for(kind: str, metadata: dict[str, Any], signature: ModelSignature,
                transport: str = "rest") -> Target:
     """The target an endpoint artifact of ``kind`` describes (its ``metadata``).
 
     ``ServingEndpoint`` / ``KServeInferenceService``: an Open Inference Protocol v2 server (a
     KServe canary is called through its tagged URL, so the canary itself is checked); with
-    ``transport="grpc"`` (or a ``grpc-v2`` InferenceService) over gRPC. ``protocol: v1`` in the
+    ``transport="grpc"`` (or a ``grpc-v2`` InferenceService) over gRPC, with
+    ``transport="rest-binary"`` over REST with binary tensor data. ``protocol: v1`` in the
     metadata: KServe v1. ``VertexEndpoint``: the deployed model under test, through rawPredict
     or predict.
     """
-    if transport not in ("rest", "grpc"):
-        raise UserError(f"transport {transport!r} is not rest or grpc")
+    if transport not in TRANSPORTS:
+        raise UserError(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
     protocol = metadata.get("protocol")
     grpc = transport == "grpc" or protocol == "grpc-v2"
-    if grpc and (kind == "VertexEndpoint" or protocol == "v1"):
-        raise UserError("gRPC validation needs an Open Inference Protocol v2 server; this endpoint"
-                        " is called over REST (transport=rest)")
+    if transport != "rest" and (kind == "VertexEndpoint" or protocol == "v1"):
+        what = "gRPC" if grpc else "binary tensor (rest-binary)"
+        raise UserError(f"{what} validation needs an Open Inference Protocol v2 server; this"
+                        " endpoint speaks JSON over REST (transport=rest)")
     tensor_names = metadata.get("tensor_names") or None
     if kind == "VertexEndpoint":
         from kfp_serve.components.validate.vertex import VertexTarget, access_token
@@ -265,4 +321,5 @@ def target_for(kind: str, metadata: dict[str, Any], signature: ModelSignature,
     if grpc:
         return OipGrpcTarget(metadata.get("grpc_url") or url, metadata["model_name"], signature,
                              tensor_names)
-    return OipRestTarget(url, metadata["model_name"], signature, tensor_names)
+    rest = OipBinaryRestTarget if transport == "rest-binary" else OipRestTarget
+    return rest(url, metadata["model_name"], signature, tensor_names)

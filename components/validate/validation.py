@@ -13,21 +13,26 @@ from typing import Any
 
 import numpy as np
 
+from kfp_serve.components.cost import Cost
+from kfp_serve.components.cost import hourly_price as hourly_price_of
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.validate.load import SloGates
 from kfp_serve.components.validate.result import ValidationResult
+from kfp_serve.components.validate.server_metrics import ServerGates, difference, read_counters
 from kfp_serve.components.validate.targets import Target, target_for
 from kfp_serve.components.verify import compare_outputs
 
 
 def validate(target: Target, golden: GoldenSet, atol: float = 1e-4, rtol: float = 1e-3,
              max_batch_size: int = 0, ready_timeout_s: float = 120.0, load_seconds: float = 0.0,
-             concurrency: list[int] | None = None,
-             gates: SloGates | None = None) -> ValidationResult:
+             concurrency: list[int] | None = None, gates: SloGates | None = None,
+             metrics_url: str | None = None,
+             server_gates: ServerGates | None = None) -> ValidationResult:
     """Wait for readiness, check metadata, send the whole golden set, compare every output, then
-    (``load_seconds > 0``) run the load phase and apply the SLO gates.
+    (``load_seconds > 0``) run the load phase and apply the SLO gates. With ``metrics_url``
+    the server's own counters are read before and after each load level.
 
     Args:
         target: The endpoint under test.
@@ -39,6 +44,8 @@ def validate(target: Target, golden: GoldenSet, atol: float = 1e-4, rtol: float 
         load_seconds: Seconds per concurrency level of the load phase (0 skips it).
         concurrency: Concurrent clients per level of the load phase.
         gates: SLO gates on the load phase.
+        metrics_url: The server's Prometheus metrics page (Triton or TorchServe).
+        server_gates: SLO gates on what the server saw (the busiest level).
     """
     if atol < 0 or rtol < 0:
         raise UserError("atol and rtol must be >= 0")
@@ -67,17 +74,39 @@ def validate(target: Target, golden: GoldenSet, atol: float = 1e-4, rtol: float 
     if published is None:
         result.metadata_note = target.response_check_note
     if load_seconds > 0:
-        result.load = target.load(golden, list(concurrency or [1]), load_seconds)
+        for clients in concurrency or [1]:
+            before = read_counters(metrics_url, target.model_name) if metrics_url else None
+            result.load += target.load(golden, [clients], load_seconds)
+            if before is not None:
+                server, after = read_counters(metrics_url, target.model_name)
+                result.server.append(difference(server, before[1], after, target.model_name))
         result.slo_problems = (gates or SloGates()).violations(result.load)
+        busiest = result.server[-1] if result.server else None
+        result.slo_problems += (server_gates or ServerGates()).violations(busiest)
     return result
 
 
 def validate_target(kind: str, metadata: dict[str, Any], signature: ModelSignature,
                     golden: GoldenSet, atol: float, rtol: float, max_batch_size: int,
                     ready_timeout_s: float, load_seconds: float, concurrency: list[int],
-                    gates: SloGates, transport: str = "rest") -> ValidationResult:
+                    gates: SloGates, transport: str = "rest", metrics_url: str | None = None,
+                    server_gates: ServerGates | None = None, machine_type: str | None = None,
+                    hourly_price: float | None = None) -> ValidationResult:
     """Validate the endpoint an artifact of ``kind`` describes (its ``metadata``); see
-    :func:`~kfp_serve.components.validate.targets.target_for` for the kinds and protocols."""
+    :func:`~kfp_serve.components.validate.targets.target_for` for the kinds and protocols. The
+    server's metrics are read from ``metrics_url``, else from the artifact's (local Triton).
+    With a machine type or an hourly price the result states the cost per million inferences."""
+    price = hourly_price_of(machine_type, hourly_price)  # a bad machine type fails first
     target = target_for(kind, metadata, signature, transport)
-    return validate(target, golden, atol, rtol, max_batch_size, ready_timeout_s, load_seconds,
-                    concurrency, gates)
+    result = validate(target, golden, atol, rtol, max_batch_size, ready_timeout_s, load_seconds,
+                      concurrency, gates, metrics_url or metadata.get("metrics_url") or None,
+                      server_gates)
+    result.transport = transport
+    if price and result.load:  # each load request carries one sample
+        best = max(level.throughput for level in result.load)
+        slo = None
+        if gates.max_p95_ms is not None:
+            met = [lv.throughput for lv in result.load if lv.p95_ms <= gates.max_p95_ms]
+            slo = max(met, default=0.0)
+        result.cost = Cost(price[0], price[1], best, slo)
+    return result

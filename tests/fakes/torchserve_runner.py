@@ -41,9 +41,11 @@ def _get(url: str) -> tuple[int, str]:
 
 
 @contextmanager
-def torchserve(archive_folder: Path, model_name: str, workdir: Path, timeout_s: float = 180):
+def torchserve(archive_folder: Path, model_name: str, workdir: Path, timeout_s: float = 180,
+               with_metrics: bool = False):
     """Serve ``archive_folder`` (config/ + model-store/) the way KServe's runtime does, on
-    127.0.0.1 with free ports; yields the inference base URL; stops the server by PID."""
+    127.0.0.1 with free ports; yields the inference base URL (with ``with_metrics``, also the
+    metrics API's ``/metrics`` URL); stops the server by PID."""
     from kfp_serve.components.torchserve.archive import ArchiveOptions, config_properties
 
     ports = [_free_port() for _ in range(5)]
@@ -55,7 +57,7 @@ def torchserve(archive_folder: Path, model_name: str, workdir: Path, timeout_s: 
     config = config_properties(model_name, options, str(archive_folder / "model-store"), *ports,
                                address="127.0.0.1")
     with _serve(config, archive_folder / "model-store", [model_name], ports, workdir, timeout_s) as url:
-        yield url
+        yield (url, f"http://127.0.0.1:{ports[2]}/metrics") if with_metrics else url
 
 
 @contextmanager

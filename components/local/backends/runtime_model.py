@@ -7,9 +7,12 @@ repository serves here. Tensors are bound by name for ONNX and by position for T
 pytorch backend's ``<name>__<index>`` convention). Requests the dynamic batcher hands over
 together run as ONE model call and are split back per request.
 
-``$KFP_SERVE_BACKEND_THREADS`` (set by the local runtime, 1 by default) is each model
-instance's intra-op thread count, for onnxruntime and torch alike. This file runs inside
-Triton's Python stub, not the suite's package, so it names its model files itself.
+Threads follow the real backends' config parameters and defaults: ``intra_op_thread_count``
+(onnxruntime_backend, README "Model Config Options") and ``INTRA_OP_THREAD_COUNT``
+(pytorch_backend, README "Parameters"); absent or 0, each instance uses every core, as
+onnxruntime and libtorch do by default. ``$KFP_SERVE_BACKEND_THREADS`` overrides both (tests
+that run several servers side by side). This file runs inside Triton's Python stub, not the
+suite's package, so it names its model files itself.
 """
 
 import json
@@ -18,13 +21,27 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+#: the thread parameter each real backend reads from config.pbtxt
+THREAD_PARAMETERS = {"onnx": "intra_op_thread_count", "torchscript": "INTRA_OP_THREAD_COUNT"}
+
+
+def _threads(config, kind):
+    """Intra-op threads per instance: the override, else the backend's parameter, else 0
+    (the runtime's default: every core)."""
+    override = os.environ.get("KFP_SERVE_BACKEND_THREADS")
+    if override:
+        return int(override)
+    parameter = config.get("parameters", {}).get(THREAD_PARAMETERS[kind], {})
+    return int(parameter.get("string_value") or 0)
+
 
 class _Onnx:
-    def __init__(self, path, inputs, outputs):
+    kind = "onnx"
+
+    def __init__(self, path, inputs, outputs, threads):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        threads = int(os.environ.get("KFP_SERVE_BACKEND_THREADS", "0"))
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
@@ -35,10 +52,11 @@ class _Onnx:
 
 
 class _TorchScript:
-    def __init__(self, path, inputs, outputs):
+    kind = "torchscript"
+
+    def __init__(self, path, inputs, outputs, threads):
         import torch
 
-        threads = int(os.environ.get("KFP_SERVE_BACKEND_THREADS", "0"))
         if threads:
             torch.set_num_threads(threads)
         self.torch = torch
@@ -73,7 +91,7 @@ class TritonPythonModel:
         self.outputs = [(o["name"], pb_utils.triton_string_to_numpy(o["data_type"]))
                         for o in config["output"]]
         self.model = runtime(os.path.join(version_dir, filename), self.inputs,
-                             [name for name, _ in self.outputs])
+                             [name for name, _ in self.outputs], _threads(config, runtime.kind))
         self.batched = int(config.get("max_batch_size", 0)) > 0
 
     def execute(self, requests):
