@@ -33,6 +33,8 @@ KINDS: dict[str, str] = {
     "VertexEndpoint": "google.VertexEndpoint: metadata resourceName, deployed_model_id, traffic,"
                       " previous_traffic, protocol, predict_base",
     "ServingEndpoint": "a JSON file; metadata url, model_name, protocol (and pid for local)",
+    "TritonModelOptions": "a JSON file: the serving options tune_triton_config chose (metadata"
+                          " options, and every trial)",
 }
 
 

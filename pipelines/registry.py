@@ -24,6 +24,10 @@ PIPELINES: dict[str, PipelineEntry] = {
         "kfp_serve.pipelines.definitions.local",
         summaries=(("profile-formats", "report"), ("validate-endpoint", "report")),
     ),
+    "train_to_serve_local_tuned": PipelineEntry(
+        "kfp_serve.pipelines.definitions.tuned",
+        summaries=(("validate-endpoint", "report"),),
+    ),
     "train_to_serve_kserve": PipelineEntry(
         "kfp_serve.pipelines.definitions.kserve",
         summaries=(("deploy-kserve", "report"), ("validate-endpoint", "report")),

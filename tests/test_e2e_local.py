@@ -54,3 +54,30 @@ def test_failed_validation_still_stops_the_server(tmp_path):
     undeploy = json.loads((result.run_dir / "undeploy-local" / "executor_output.json").read_text())
     assert undeploy["parameterValues"]["Output"] is True
     assert os.path.isdir(result.run_dir / "export-onnx" / "onnx_model")
+
+
+def test_tuned_pipeline_builds_serves_and_validates_the_measured_configuration(tmp_path):
+    result = run_local("train_to_serve_local_tuned", tmp_path,
+                       {"tune_budget_s": 30.0, "tune_seconds_per_level": 0.5,
+                        "machine_type": "gke:n2-standard-4",
+                        "publish_destination": str(tmp_path / "published")})
+    assert result.succeeded, result.error
+    tuned = json.loads((result.run_dir / "tune-triton-config" / "executor_output.json").read_text())
+    tuned = tuned["artifacts"]["tuned_options"]["artifacts"][0]["metadata"]
+    assert tuned["kfp_serve_kind"] == "TritonModelOptions" and tuned["trials"]
+    options = tuned["options"]
+    # the repository was built with what the tuner chose
+    from kfp_serve.components.triton.config import parse_pbtxt
+
+    config = parse_pbtxt((result.run_dir / "build-triton-repository" / "repository" / "digits"
+                          / "config.pbtxt").read_text())
+    assert config.max_batch_size == options["max_batch_size"]
+    assert config.instance_group[0].count == options["instance_count"]
+    assert config.HasField("dynamic_batching") == options["dynamic_batching"]
+    assert dict((k, v.string_value) for k, v in config.parameters.items()) == options["parameters"]
+    report = (result.run_dir / "tune-triton-config" / "report").read_text()
+    assert "<polyline class=\"frontier\"" in report and "gke:n2-standard-4" in report
+    summary = result.summary_paths[-1].read_text()
+    assert "# Endpoint validation: PASSED" in summary and "## Load (rest-binary)" in summary
+    assert "batch formed" in summary and "cost per million inferences" in summary
+    assert not list(state_root().glob("*.json"))

@@ -20,6 +20,7 @@ def build_triton_repository(
     instance_count: int = 1,
     version_policy: str = "latest:1",
     warmup: bool = False,
+    tuned_options: Optional[Input[Artifact]] = None,
 ):
     """Builds a Triton model repository (``<model_name>/config.pbtxt`` + ``<model_name>/1/``).
 
@@ -39,20 +40,33 @@ def build_triton_repository(
         instance_count: Model instances per device.
         version_policy: ``latest:N``, ``all`` or ``specific:1,2``.
         warmup: Run one golden sample through each instance before the model reports ready.
+        tuned_options: A TritonModelOptions artifact from tune_triton_config; when given, its
+            batching, instance and thread settings replace max_batch_size,
+            preferred_batch_sizes, max_queue_delay_microseconds and instance_count here.
 
     Returns:
         repository: A TritonRepository artifact; metadata holds the model name, the served
             tensor names, the signature and, for ONNX, its IR version.
     """
     import os
+    from dataclasses import replace
 
     from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components.errors import UserError
     from kfp_serve.components.formats import EXPORTED_KINDS, format_of_kind
     from kfp_serve.components.signature import ModelSignature
-    from kfp_serve.components.triton.config import TritonModelOptions
+    from kfp_serve.components.triton.config import TritonModelOptions, options_from_dict
     from kfp_serve.components.triton.repository import build_repository
 
     model_format = format_of_kind(expect(model, *EXPORTED_KINDS))
+    tuned = {}
+    if tuned_options is not None:
+        expect(tuned_options, "TritonModelOptions")
+        if tuned_options.metadata["model_format"] != model_format.name:
+            raise UserError(f"tuned_options were measured on {tuned_options.metadata['model_format']},"
+                            f" this model is {model_format.name}; tune this export")
+        tuned = {k: v for k, v in tuned_options.metadata["options"].items()
+                 if k not in ("instance_kind", "version_policy", "warmup")}
     options = TritonModelOptions(
         max_batch_size=max_batch_size,
         preferred_batch_sizes=tuple(int(s) for s in preferred_batch_sizes or ()),
@@ -62,6 +76,9 @@ def build_triton_repository(
         version_policy=version_policy,
         warmup=warmup,
     )
+    if tuned:  # the measured settings; the kind, version policy and warm-up stay as asked
+        options = replace(options_from_dict(tuned), instance_kind=instance_kind,
+                          version_policy=version_policy, warmup=warmup)
     result = build_repository(model.path, model_format.name, repository.path, model_name, options)
     onnx_ir = {}
     if model_format.name == "onnx":  # deploy_kserve checks the runtime's Triton loads this IR
@@ -70,7 +87,7 @@ def build_triton_repository(
         onnx_ir["onnx_ir_version"] = onnx.load(os.path.join(model.path, model_format.file),
                                                load_external_data=False).ir_version
     mark(repository, "TritonRepository", model_name=result.model_name, version=result.version,
-         model_format=model_format.name, max_batch_size=max_batch_size, **onnx_ir,
+         model_format=model_format.name, max_batch_size=options.max_batch_size, **onnx_ir,
          tensor_names=result.tensor_names, signature=ModelSignature.load(model.path).to_dict())
     print(result.config_text)
 

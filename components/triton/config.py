@@ -23,11 +23,30 @@ class TritonModelOptions:
     max_batch_size: int = 32
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_microseconds: int = 100
+    dynamic_batching: bool = True  # off: each request runs as sent (the queue delay is unused)
     instance_kind: str = "KIND_CPU"
     instance_count: int = 1
     parameters: dict[str, str] = field(default_factory=dict)
     version_policy: str = "latest:1"
     warmup: bool = False
+
+
+def options_from_dict(values: dict) -> TritonModelOptions:
+    """TritonModelOptions from plain data (an artifact's metadata, where numbers may arrive as
+    floats); unknown keys are refused."""
+    unknown = sorted(set(values) - set(TritonModelOptions.__dataclass_fields__))
+    if unknown:
+        raise UserError(f"unknown Triton model options {unknown}")
+    ints = ("max_batch_size", "max_queue_delay_microseconds", "instance_count")
+    coerced = {k: int(v) if k in ints else v for k, v in values.items()}
+    if "preferred_batch_sizes" in coerced:
+        coerced["preferred_batch_sizes"] = tuple(int(b) for b in coerced["preferred_batch_sizes"])
+    if "parameters" in coerced:
+        coerced["parameters"] = {str(k): str(v) for k, v in coerced["parameters"].items()}
+    for flag in ("dynamic_batching", "warmup"):
+        if flag in coerced:
+            coerced[flag] = bool(coerced[flag])
+    return TritonModelOptions(**coerced)
 
 
 def validate_model_name(name: str) -> str:
@@ -138,7 +157,10 @@ def build_config(name: str, model_format: str, signature: ModelSignature,
                 data_type=_dtype(spec), dims=dims[1:] if batched else dims,
                 input_data_file=warmup_file_name(names[spec.name])))
         config.model_warmup.append(warmup)
-    if batched:
+    if not options.dynamic_batching and options.preferred_batch_sizes:
+        raise UserError("preferred batch sizes belong to dynamic batching; turn dynamic_batching"
+                        " on or leave them unset")
+    if batched and options.dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_microseconds
         config.dynamic_batching.preferred_batch_size.extend(options.preferred_batch_sizes)
     config.instance_group.append(

@@ -1,0 +1,144 @@
+"""tune_triton_config's core: the search, the real measurement on a local Triton, the report."""
+
+import json
+import re
+
+import pytest
+
+from kfp_serve.components.errors import UserError
+from kfp_serve.components.triton.config import TritonModelOptions, build_config, options_from_dict
+from kfp_serve.components.tune import report
+from kfp_serve.components.tune.search import (
+    Candidate,
+    better,
+    coordinate_search,
+    instance_splits,
+    starting_point,
+)
+from kfp_serve.components.tune.tuner import Level, Trial, TuneResult, require_slo_met, tune
+
+
+def test_instance_splits_use_every_core():
+    assert instance_splits(1) == [(1, 1)]
+    assert instance_splits(2) == [(1, 2), (2, 1)]
+    assert instance_splits(6) == [(1, 6), (2, 3), (4, 1), (6, 1)]
+    assert all(n * t <= 6 for n, t in instance_splits(6))
+
+
+def test_coordinate_search_finds_each_dimensions_best_once_and_keeps_to_the_budget():
+    """A synthetic objective with a known optimum: two instances, 500 us, max batch 8."""
+    def score(c: Candidate) -> float:
+        return (100.0 * (2 if c.instance_count == 2 else 1)
+                * (1.5 if c.max_queue_delay_microseconds == 500 else 1)
+                * (1.2 if c.max_batch_size == 8 else 1) * (1.0 if c.dynamic_batching else 0.5))
+
+    visited = []
+
+    def evaluate(c):
+        visited.append(c)
+        return score(c)
+
+    start = starting_point(cores=2)
+    results = list(coordinate_search(evaluate, start, cores=2, batch_ceiling=128,
+                                     out_of_time=lambda: False))
+    best = max(results, key=lambda r: r[1])[0]
+    assert (best.instance_count, best.threads, best.max_queue_delay_microseconds,
+            best.max_batch_size) == (2, 1, 500, 8)
+    assert len(visited) == len(set(visited)) < 20  # each candidate once, not the full product
+    assert visited[0] == start
+    calls = []
+    short = list(coordinate_search(lambda c: calls.append(c) or 1.0, start, 2, 128,
+                                   out_of_time=lambda: len(calls) >= 3))
+    assert len(short) == 3  # the budget stops it; the starting point is always measured
+
+
+def test_ties_go_to_the_simpler_configuration():
+    simple = Candidate(instance_count=1)
+    busy = Candidate(instance_count=2, max_queue_delay_microseconds=2000)
+    assert better((100.0, simple), (104.0, busy))  # within 5%: simpler wins
+    assert better((110.0, busy), (100.0, simple))  # beyond the noise: faster wins
+    assert not better((100.0, busy), (104.0, simple))
+
+
+def test_candidates_become_options_the_builder_takes(digits_onnx):
+    from kfp_serve.components.signature import ModelSignature
+
+    signature = ModelSignature.load(digits_onnx)
+    off = Candidate(dynamic_batching=False, instance_count=2, threads=1).options("onnx")
+    config = build_config("m", "onnx", signature, off)
+    assert not config.HasField("dynamic_batching") and config.instance_group[0].count == 2
+    assert config.parameters["intra_op_thread_count"].string_value == "1"
+    scripted = Candidate(threads=2, preferred_batch_sizes=(16, 32)).options("torchscript")
+    assert scripted.parameters == {"INTRA_OP_THREAD_COUNT": "2"}
+    with pytest.raises(UserError, match="preferred batch sizes belong to dynamic batching"):
+        build_config("m", "onnx", signature, TritonModelOptions(dynamic_batching=False,
+                                                                preferred_batch_sizes=(8,)))
+    # what an artifact's metadata gives back (numbers as floats) builds the same options
+    restored = options_from_dict(json.loads(json.dumps(
+        {"max_batch_size": 8.0, "preferred_batch_sizes": [4.0, 8.0], "instance_count": 2.0,
+         "max_queue_delay_microseconds": 500.0, "parameters": {"intra_op_thread_count": "1"}})))
+    assert restored == TritonModelOptions(max_batch_size=8, preferred_batch_sizes=(4, 8),
+                                          instance_count=2, max_queue_delay_microseconds=500,
+                                          parameters={"intra_op_thread_count": "1"})
+    with pytest.raises(UserError, match=r"unknown Triton model options \['threads'\]"):
+        options_from_dict({"threads": 2})
+
+
+def test_tunes_the_digits_model_on_a_real_triton(digits_onnx):
+    """Real measurement: each candidate loaded into one running Triton through its repository
+    API, driven over binary HTTP; Triton's counters give the batch sizes it formed."""
+    lines = []
+    result = tune(digits_onnx, "onnx", slo_ms=50.0, budget_s=600.0, seconds_per_level=0.3,
+                  max_concurrency=8, max_candidates=4, progress=lines.append)
+    assert len(result.trials) == 4 and result.trials[0].candidate == starting_point(result.cores)
+    assert len(lines) == len(result.trials) and lines[0].startswith("[1] mbs 32, dyn 100us, 1 inst")
+    assert all(not t.error for t in result.trials), [t.error for t in result.trials]
+    for trial in result.trials:
+        assert trial.levels and trial.levels[0].concurrency == 1
+        assert all(lv.server.requests > 0 and lv.server.mean_batch >= 1.0 for lv in trial.levels)
+    assert result.chosen.score(50.0) >= result.default.score(50.0) * 0.95 > 0
+    page = report.html(result, None)
+    assert page.count('class="chosen"') == len(result.chosen.levels)
+    assert '<polyline class="frontier"' in page and 'class="slo"' in page
+    assert len(re.findall(r"<tr class=", page)) == len(result.trials)
+    assert report.metrics(result, None)["candidates"] == len(result.trials)
+
+
+def test_a_multi_input_torchscript_model_tunes_with_torch_threads(tmp_path):
+    """The text encoder (two named inputs, dynamic seq, two outputs) as TorchScript: tensors
+    named <name>__<index>, threads through the pytorch backend's INTRA_OP_THREAD_COUNT."""
+    from model_zoo import build_text_encoder, text_encoder_inputs, text_encoder_signature
+
+    from kfp_serve.components.export.torchscript_export import export_torchscript
+    from kfp_serve.components.model_artifact import save_torch_model
+
+    save_torch_model(build_text_encoder(), text_encoder_signature(3, 64), text_encoder_inputs(4, 16),
+                     tmp_path / "text", torchscript="script")
+    export_torchscript(tmp_path / "text", tmp_path / "ts", method="saved")
+    result = tune(tmp_path / "ts", "torchscript", slo_ms=500.0, budget_s=600.0,
+                  seconds_per_level=0.3, max_concurrency=2, max_candidates=2, progress=lambda line: None)
+    assert all(not t.error for t in result.trials), [t.error for t in result.trials]
+    assert len(result.trials) == 2 and result.chosen.score(500.0) > 0
+    assert result.trials[1].candidate.options("torchscript").parameters == {"INTRA_OP_THREAD_COUNT": "1"}
+
+
+def _result(score: float) -> TuneResult:
+    trial = Trial(Candidate(), [Level(1, 100.0, 12.5, 0, None)])
+    return TuneResult("onnx", 10.0 if score == 0 else 20.0, 95, [trial], trial, 1.0, 2, "rest")
+
+
+def test_an_slo_nobody_meets_is_one_line_error_after_the_report():
+    require_slo_met(_result(1.0))
+    with pytest.raises(UserError, match=r"no configuration met p95 <= 10 ms \(the lowest measured"
+                                        r" was 12.50 ms\); raise max_latency_ms"):
+        require_slo_met(_result(0))
+    assert "Chosen: mbs 32, dyn 100us, 1 inst" in report.markdown(_result(0), None)
+
+
+def test_bad_tuning_requests(digits_onnx):
+    with pytest.raises(UserError, match="onnx or torchscript models on the local Triton"):
+        tune(digits_onnx, "tensorrt", 10.0)
+    with pytest.raises(UserError, match="percentile 90 is not 95 or 99"):
+        tune(digits_onnx, "onnx", 10.0, percentile=90)
+    with pytest.raises(UserError, match="must be > 0"):
+        tune(digits_onnx, "onnx", 0.0)
