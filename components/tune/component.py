@@ -31,7 +31,9 @@ def tune_triton_config(
     a rising concurrency sweep. The search space: max_batch_size, dynamic batching on/off, its
     queue delay and preferred batch sizes, instance count and intra-op threads per instance; a
     coordinate search from the defaults visits a few dozen candidates at most and stops at the
-    budget with the best so far. Results within 5% are a tie, won by the simpler configuration.
+    budget with the best so far; the leader is then measured again against the defaults,
+    alternating, in two rounds, and kept only if it still wins. Results within 5% are a tie,
+    won by the simpler configuration.
     Measured on this step's CPU: run it on the machine type you serve on for numbers that
     carry over.
 
@@ -71,7 +73,7 @@ def tune_triton_config(
     result = tune(model.path, model_format, max_latency_ms, latency_percentile, budget_s,
                   seconds_per_level, max_concurrency, transport, max_candidates=max_candidates)
     cost = Cost(price[0], price[1], max(lv.throughput for lv in result.chosen.levels),
-                result.chosen.score(max_latency_ms)) if price and result.chosen.levels else None
+                result.chosen.estimate(max_latency_ms)) if price and result.chosen.levels else None
     with open(report.path, "w") as handle:
         handle.write(render.html(result, cost))
     for name, value in render.metrics(result, cost).items():
@@ -82,7 +84,7 @@ def tune_triton_config(
     chosen = {**asdict(options), "preferred_batch_sizes": list(options.preferred_batch_sizes)}
     mark(tuned_options, "TritonModelOptions", options=chosen, model_format=model_format,
          slo_ms=max_latency_ms, percentile=latency_percentile,
-         samples_per_s_at_slo=round(result.chosen.score(max_latency_ms), 1),
+         samples_per_s_at_slo=round(result.chosen.estimate(max_latency_ms), 1),
          trials=[render.trial_dict(t) for t in result.trials])
     with open(tuned_options.path, "w") as handle:
         json.dump(chosen, handle, indent=2)

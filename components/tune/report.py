@@ -16,8 +16,10 @@ def table_rows(result: TuneResult) -> list[list[str]]:
         best = trial.best_level(result.slo_ms)
         batch = best.server.mean_batch if best and best.server else None
         note = "chosen" if trial is result.chosen else ("defaults" if number == 1 else "")
+        confirmed = trial.confirmed_score(result.slo_ms)
         rows.append([
             str(number), trial.candidate.label, f"{trial.score(result.slo_ms):,.1f}",
+            f"{confirmed:,.1f}" if confirmed is not None else "-",
             str(best.concurrency) if best else "-", f"{best.latency_ms:.2f}" if best else "-",
             f"{batch:.2f}" if batch else "-", f"{trial.seconds:.1f}",
             trial.error or note,
@@ -25,7 +27,7 @@ def table_rows(result: TuneResult) -> list[list[str]]:
     return rows
 
 
-HEADER = ["#", "configuration", "samples/s within SLO", "at concurrency", "latency (ms)",
+HEADER = ["#", "configuration", "samples/s within SLO", "confirmed", "at concurrency", "latency (ms)",
           "batch formed", "seconds", "note"]
 
 
@@ -89,17 +91,21 @@ def frontier_svg(result: TuneResult, width: int = 640, height: int = 320) -> str
 
 def summary_lines(result: TuneResult, cost: Cost | None) -> list[str]:
     chosen, default = result.chosen, result.default
-    base = default.score(result.slo_ms)
-    gain = chosen.score(result.slo_ms) / base if base else None
+    base = default.estimate(result.slo_ms)
+    gain = chosen.estimate(result.slo_ms) / base if base else None
     lines = [
-        f"Chosen: {chosen.candidate.label} — {chosen.score(result.slo_ms):,.1f} samples/s within"
+        f"Chosen: {chosen.candidate.label} — {chosen.estimate(result.slo_ms):,.1f} samples/s within"
         f" p{result.percentile} <= {result.slo_ms:g} ms",
-        f"Defaults: {default.candidate.label} — {default.score(result.slo_ms):,.1f} samples/s"
+        f"Defaults: {default.candidate.label} — {base:,.1f} samples/s"
         + (f" ({gain:.2f}x)" if gain else ""),
         f"{len(result.trials)} candidates in {result.seconds:.0f} s on {result.cores} cores,"
         f" {result.model_format}, load over {result.transport}; scores within"
         " 5% count as a tie, won by the simpler configuration",
     ]
+    if default.repeats:
+        lines.append(f"The search's leader and the defaults were measured again, alternating, in"
+                     f" {len(default.repeats)} rounds ('confirmed': their mean); the choice rests"
+                     " on those")
     if cost:
         lines.append(cost.line())
     return lines
@@ -135,8 +141,8 @@ def html(result: TuneResult, cost: Cost | None) -> str:
 def metrics(result: TuneResult, cost: Cost | None) -> dict[str, float]:
     chosen = result.chosen
     values = {
-        "tuned_samples_per_s_at_slo": round(chosen.score(result.slo_ms), 1),
-        "default_samples_per_s_at_slo": round(result.default.score(result.slo_ms), 1),
+        "tuned_samples_per_s_at_slo": round(chosen.estimate(result.slo_ms), 1),
+        "default_samples_per_s_at_slo": round(result.default.estimate(result.slo_ms), 1),
         "candidates": len(result.trials),
         "tuner_seconds": round(result.seconds, 1),
         "instance_count": chosen.candidate.instance_count,
@@ -154,4 +160,5 @@ def trial_dict(trial: Trial) -> dict:
     return {"candidate": asdict(trial.candidate),
             "levels": [{"concurrency": lv.concurrency, "throughput": round(lv.throughput, 1),
                         "latency_ms": round(lv.latency_ms, 3), "errors": lv.errors}
-                       for lv in trial.levels], "error": trial.error}
+                       for lv in trial.levels], "error": trial.error,
+            "confirmed": [round(r.score(float("inf")), 1) for r in trial.repeats]}

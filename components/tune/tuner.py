@@ -26,8 +26,13 @@ from kfp_serve.components.tune.search import Candidate, coordinate_search, start
 from kfp_serve.components.validate.server_metrics import ServerStats, difference, read_counters
 
 MODEL_NAME = "model"
-#: a level must raise throughput by this much over the best so far, or the sweep stops
+#: a level must raise throughput by this much over the best before it; after two levels that
+#: do not, the sweep stops (one noisy level does not end it)
 MIN_GAIN = 0.05
+#: the search's leader is measured again against the defaults, alternating, this many rounds
+CONFIRM_ROUNDS = 2
+#: a short load that warms a freshly loaded candidate up before it is measured (seconds)
+WARM_UP_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -49,11 +54,23 @@ class Trial:
     levels: list[Level] = field(default_factory=list)
     error: str = ""
     seconds: float = 0.0
+    repeats: list[Trial] = field(default_factory=list)  # the confirmation rounds
 
     def score(self, slo_ms: float) -> float:
         """The highest throughput of a level that met the SLO without errors (0: none did)."""
         return max((lv.throughput for lv in self.levels
                     if lv.latency_ms <= slo_ms and not lv.errors), default=0.0)
+
+    def confirmed_score(self, slo_ms: float) -> float | None:
+        """The mean score of the confirmation rounds; None when it was not confirmed."""
+        if not self.repeats:
+            return None
+        return sum(r.score(slo_ms) for r in self.repeats) / len(self.repeats)
+
+    def estimate(self, slo_ms: float) -> float:
+        """The best estimate of the score: the confirmed one where measured again."""
+        confirmed = self.confirmed_score(slo_ms)
+        return self.score(slo_ms) if confirmed is None else confirmed
 
     def best_level(self, slo_ms: float) -> Level | None:
         met = [lv for lv in self.levels if lv.latency_ms <= slo_ms and not lv.errors]
@@ -163,16 +180,19 @@ def tune(folder: str | Path, model_format: str, slo_ms: float, percentile: int =
         metadata = {"url": record.url, "grpc_url": record.grpc_url, "model_name": MODEL_NAME,
                     "tensor_names": _served_names(model_format, signature)}
 
-        def evaluate(candidate: Candidate) -> float:
+        loaded = [start]
+
+        def measure(candidate: Candidate) -> Trial:
             trial = Trial(candidate)
-            trials.append(trial)
             trial_began = time.monotonic()
             try:
-                if len(trials) > 1:
+                if candidate != loaded[0]:
+                    loaded[0] = candidate
                     load_candidate(record.url, model_format, signature, candidate)
                 target = target_for("ServingEndpoint", metadata, signature, transport)
                 target.wait_ready(60)
-                target.infer(golden.slice(0, 1).inputs)  # warm the instance(s) up
+                target.infer(golden.slice(0, 1).inputs)
+                target.load(golden, [2], WARM_UP_S)  # thread pools and arenas warm, not measured
                 for clients in concurrency_sweep(max_concurrency):
                     _, before = read_counters(record.metrics_url, MODEL_NAME)
                     level = target.load(golden, [clients], seconds_per_level)[0]
@@ -180,34 +200,60 @@ def tune(folder: str | Path, model_format: str, slo_ms: float, percentile: int =
                     latency = level.p95_ms if percentile == 95 else level.p99_ms
                     trial.levels.append(Level(clients, level.throughput, latency, level.errors,
                                               difference(server, before, after, MODEL_NAME)))
-                    best = max(lv.throughput for lv in trial.levels[:-1]) if len(trial.levels) > 1 else 0
-                    if latency > slo_ms or level.errors or level.throughput < best * (1 + MIN_GAIN):
+                    if latency > slo_ms or level.errors or _levelled_off(trial.levels):
                         break
                 target.close()
             except (InfrastructureError, UserError) as err:  # a candidate that fails scores 0
                 trial.error = str(err).splitlines()[0][:300]
             trial.seconds = time.monotonic() - trial_began
+            return trial
+
+        def evaluate(candidate: Candidate) -> float:
+            trial = measure(candidate)
+            trials.append(trial)
             score = trial.score(slo_ms)
             progress(f"[{len(trials)}] {candidate.label}: {score:,.1f} samples/s within"
                      f" p{percentile} {slo_ms:g} ms" + (f" (failed: {trial.error})" if trial.error else "")
                      + f" [{trial.seconds:.1f}s]")
             return score
 
-        def out_of_time() -> bool:  # would one more candidate, as long as the average, overrun
+        def out_of_time() -> bool:
+            """Would one more candidate, as long as the average, leave too little budget to
+            confirm the leader against the defaults?"""
             if max_candidates is not None and len(trials) >= max_candidates:
                 return True
             per_trial = sum(t.seconds for t in trials) / max(len(trials), 1)
-            return time.monotonic() - began + per_trial > budget_s
+            reserve = 2 * CONFIRM_ROUNDS * per_trial
+            return time.monotonic() - began + per_trial + reserve > budget_s
 
         try:
             for _ in coordinate_search(evaluate, start, cores, 128 if signature.batched else 0,
                                        out_of_time):
                 pass
+            leader = _choose(trials, slo_ms)
+            if leader is not trials[0] and not leader.error:
+                # the search measured each candidate once, the defaults first on a fresh server:
+                # measure both again, alternating, so drift and warm-up count for both alike
+                for round_number in range(1, CONFIRM_ROUNDS + 1):
+                    for trial in (trials[0], leader):
+                        again = measure(trial.candidate)
+                        trial.repeats.append(again)
+                        progress(f"confirming {trial.candidate.label} ({round_number}/"
+                                 f"{CONFIRM_ROUNDS}): {again.score(slo_ms):,.1f} samples/s"
+                                 f" [{again.seconds:.1f}s]")
         finally:
             stop_server(record)
-    chosen = _choose(trials, slo_ms)
+    chosen = _confirmed(trials, slo_ms)
     return TuneResult(model_format, slo_ms, percentile, trials, chosen, time.monotonic() - began,
                       cores, transport)
+
+
+def _levelled_off(levels: list[Level]) -> bool:
+    """Did the last two levels both fail to beat the best level before them by MIN_GAIN?"""
+    if len(levels) < 3:
+        return False
+    best_before = max(lv.throughput for lv in levels[:-2])
+    return all(lv.throughput < best_before * (1 + MIN_GAIN) for lv in levels[-2:])
 
 
 def require_slo_met(result: TuneResult) -> None:
@@ -221,6 +267,18 @@ def require_slo_met(result: TuneResult) -> None:
     raise UserError(
         f"no configuration met p{result.percentile} <= {result.slo_ms:g} ms (the lowest measured"
         f" was {fastest:.2f} ms); raise max_latency_ms or serve on faster hardware")
+
+
+def _confirmed(trials: list[Trial], slo_ms: float) -> Trial:
+    """The search's leader, if the confirmation rounds still find it better than the defaults
+    (beyond the noise); otherwise the defaults."""
+    from kfp_serve.components.tune.search import better
+
+    leader, default = _choose(trials, slo_ms), trials[0]
+    if leader is default or leader.confirmed_score(slo_ms) is None:
+        return leader
+    return leader if better((leader.confirmed_score(slo_ms), leader.candidate),
+                            (default.confirmed_score(slo_ms), default.candidate)) else default
 
 
 def _choose(trials: list[Trial], slo_ms: float) -> Trial:
