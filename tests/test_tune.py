@@ -140,6 +140,11 @@ def test_a_leader_the_confirmation_rounds_do_not_confirm_loses_to_the_defaults()
     leader = trial(Candidate(instance_count=2, threads=1), 36.0, repeats=(45.0, 47.0))
     assert _confirmed([default, leader], 100.0) is leader
     assert leader.estimate(100.0) == 46.0 and default.estimate(100.0) == 38.5
+    # rounds that disagree by 21% make a 21% win noise (the transformer's case on 2 cores)
+    default = trial(Candidate(), 37.5, repeats=(28.8, 35.7))
+    leader = trial(Candidate(instance_count=2, threads=1), 42.4, repeats=(39.3, 39.0))
+    assert round(default.spread(100.0), 3) == 0.214
+    assert _confirmed([default, leader], 100.0) is default
 
 
 def _result(score: float) -> TuneResult:

@@ -32,7 +32,8 @@ def tune_triton_config(
     queue delay and preferred batch sizes, instance count and intra-op threads per instance; a
     coordinate search from the defaults visits a few dozen candidates at most and stops at the
     budget with the best so far; the leader is then measured again against the defaults,
-    alternating, in two rounds, and kept only if it still wins. Results within 5% are a tie,
+    alternating, in two rounds, and kept only if it still wins by more than 5% and more than the
+    rounds of one configuration lay apart. Results within 5% are a tie,
     won by the simpler configuration.
     Measured on this step's CPU: run it on the machine type you serve on for numbers that
     carry over.

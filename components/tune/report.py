@@ -105,7 +105,7 @@ def summary_lines(result: TuneResult, cost: Cost | None) -> list[str]:
     if default.repeats:
         lines.append(f"The search's leader and the defaults were measured again, alternating, in"
                      f" {len(default.repeats)} rounds ('confirmed': their mean); the choice rests"
-                     " on those")
+                     " on those, and a win must exceed how far one configuration's rounds lay apart")
     if cost:
         lines.append(cost.line())
     return lines

@@ -107,13 +107,14 @@ def neighbours(current: Candidate, dimension: str, cores: int, batch_ceiling: in
 DIMENSIONS = ("instances", "batching", "max_batch_size", "preferred")
 
 
-def better(a: tuple[float, Candidate], b: tuple[float, Candidate]) -> bool:
-    """Is scored candidate ``a`` better than ``b``: a higher score beyond the noise, or within
-    the noise and simpler."""
+def better(a: tuple[float, Candidate], b: tuple[float, Candidate], noise: float = NOISE) -> bool:
+    """Is scored candidate ``a`` better than ``b``: a higher score beyond the noise (``NOISE``
+    or a measured one, if larger), or within the noise and simpler."""
     (score_a, cand_a), (score_b, cand_b) = a, b
-    if score_a > score_b * (1 + NOISE):
+    noise = max(noise, NOISE)
+    if score_a > score_b * (1 + noise):
         return True
-    if score_b > score_a * (1 + NOISE):
+    if score_b > score_a * (1 + noise):
         return False
     return cand_a.complexity < cand_b.complexity
 

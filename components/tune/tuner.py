@@ -67,6 +67,12 @@ class Trial:
             return None
         return sum(r.score(slo_ms) for r in self.repeats) / len(self.repeats)
 
+    def spread(self, slo_ms: float) -> float:
+        """How far the confirmation rounds' scores lie apart, relative to their mean."""
+        scores = [r.score(slo_ms) for r in self.repeats]
+        mean = sum(scores) / len(scores) if scores else 0.0
+        return (max(scores) - min(scores)) / mean if mean else 0.0
+
     def estimate(self, slo_ms: float) -> float:
         """The best estimate of the score: the confirmed one where measured again."""
         confirmed = self.confirmed_score(slo_ms)
@@ -271,14 +277,17 @@ def require_slo_met(result: TuneResult) -> None:
 
 def _confirmed(trials: list[Trial], slo_ms: float) -> Trial:
     """The search's leader, if the confirmation rounds still find it better than the defaults
-    (beyond the noise); otherwise the defaults."""
+    beyond the noise (5%, or the spread between the rounds, whichever is larger); otherwise
+    the defaults."""
     from kfp_serve.components.tune.search import better
 
     leader, default = _choose(trials, slo_ms), trials[0]
     if leader is default or leader.confirmed_score(slo_ms) is None:
         return leader
+    # the win must also exceed how far the rounds of one configuration lay apart
+    noise = max(trial.spread(slo_ms) for trial in (leader, default))
     return leader if better((leader.confirmed_score(slo_ms), leader.candidate),
-                            (default.confirmed_score(slo_ms), default.candidate)) else default
+                            (default.confirmed_score(slo_ms), default.candidate), noise) else default
 
 
 def _choose(trials: list[Trial], slo_ms: float) -> Trial:
