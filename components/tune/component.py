@@ -33,8 +33,8 @@ def tune_triton_config(
     coordinate search from the defaults visits a few dozen candidates at most and stops at the
     budget with the best so far; the leader is then measured again against the defaults,
     alternating, in two rounds, and kept only if it still wins by more than 5% and more than the
-    rounds of one configuration lay apart. Results within 5% are a tie,
-    won by the simpler configuration.
+    rounds of one configuration lay apart (otherwise the defaults stay). In the search, results
+    within 5% are a tie, won by the simpler configuration.
     Measured on this step's CPU: run it on the machine type you serve on for numbers that
     carry over.
 

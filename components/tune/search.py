@@ -107,14 +107,13 @@ def neighbours(current: Candidate, dimension: str, cores: int, batch_ceiling: in
 DIMENSIONS = ("instances", "batching", "max_batch_size", "preferred")
 
 
-def better(a: tuple[float, Candidate], b: tuple[float, Candidate], noise: float = NOISE) -> bool:
-    """Is scored candidate ``a`` better than ``b``: a higher score beyond the noise (``NOISE``
-    or a measured one, if larger), or within the noise and simpler."""
+def better(a: tuple[float, Candidate], b: tuple[float, Candidate]) -> bool:
+    """Is scored candidate ``a`` better than ``b``: a higher score beyond the noise, or within
+    the noise and simpler."""
     (score_a, cand_a), (score_b, cand_b) = a, b
-    noise = max(noise, NOISE)
-    if score_a > score_b * (1 + noise):
+    if score_a > score_b * (1 + NOISE):
         return True
-    if score_b > score_a * (1 + noise):
+    if score_b > score_a * (1 + NOISE):
         return False
     return cand_a.complexity < cand_b.complexity
 

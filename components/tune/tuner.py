@@ -279,15 +279,16 @@ def _confirmed(trials: list[Trial], slo_ms: float) -> Trial:
     """The search's leader, if the confirmation rounds still find it better than the defaults
     beyond the noise (5%, or the spread between the rounds, whichever is larger); otherwise
     the defaults."""
-    from kfp_serve.components.tune.search import better
+    from kfp_serve.components.tune.search import NOISE
 
     leader, default = _choose(trials, slo_ms), trials[0]
     if leader is default or leader.confirmed_score(slo_ms) is None:
         return leader
-    # the win must also exceed how far the rounds of one configuration lay apart
-    noise = max(trial.spread(slo_ms) for trial in (leader, default))
-    return leader if better((leader.confirmed_score(slo_ms), leader.candidate),
-                            (default.confirmed_score(slo_ms), default.candidate), noise) else default
+    # the win must also exceed how far the rounds of one configuration lay apart; a tie with
+    # the defaults keeps the defaults (no change is the simplest answer)
+    noise = max(NOISE, *(trial.spread(slo_ms) for trial in (leader, default)))
+    won = leader.confirmed_score(slo_ms) > default.confirmed_score(slo_ms) * (1 + noise)
+    return leader if won else default
 
 
 def _choose(trials: list[Trial], slo_ms: float) -> Trial:
