@@ -47,8 +47,12 @@ NAVIGATOR_WORKER = textwrap.dedent('''
         data = [torch.rand(2, 1, 8, 8) for _ in range(4)]
     else:
         # the zoo's module, without the suite (not installed in this environment)
+        class Anything:
+            def __init__(self, *args, **kwargs):
+                pass
+
         stub = types.ModuleType("kfp_serve.components.signature")
-        stub.BATCH, stub.ModelSignature, stub.TensorSpec = "batch", object, object
+        stub.BATCH, stub.ModelSignature, stub.TensorSpec = "batch", Anything, Anything
         for name in ("kfp_serve", "kfp_serve.components"):
             sys.modules[name] = types.ModuleType(name)
         sys.modules["kfp_serve.components.signature"] = stub
