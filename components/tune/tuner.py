@@ -22,7 +22,13 @@ from pathlib import Path
 from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature
-from kfp_serve.components.tune.search import Candidate, coordinate_search, starting_point
+from kfp_serve.components.tune.search import (
+    NOISE,
+    Candidate,
+    better,
+    coordinate_search,
+    starting_point,
+)
 from kfp_serve.components.validate.server_metrics import ServerStats, difference, read_counters
 
 MODEL_NAME = "model"
@@ -279,8 +285,6 @@ def _confirmed(trials: list[Trial], slo_ms: float) -> Trial:
     """The search's leader, if the confirmation rounds still find it better than the defaults
     beyond the noise (5%, or the spread between the rounds, whichever is larger); otherwise
     the defaults."""
-    from kfp_serve.components.tune.search import NOISE
-
     leader, default = _choose(trials, slo_ms), trials[0]
     if leader is default or leader.confirmed_score(slo_ms) is None:
         return leader
@@ -292,8 +296,6 @@ def _confirmed(trials: list[Trial], slo_ms: float) -> Trial:
 
 
 def _choose(trials: list[Trial], slo_ms: float) -> Trial:
-    from kfp_serve.components.tune.search import better
-
     best = trials[0]
     for trial in trials[1:]:
         if better((trial.score(slo_ms), trial.candidate), (best.score(slo_ms), best.candidate)):
