@@ -167,6 +167,7 @@ def tune(folder: str | Path, model_format: str, slo_ms: float, percentile: int =
         progress: Called with one line per candidate.
     """
     from kfp_serve.components.local.triton_server import start_server, stop_server
+    from kfp_serve.components.triton.config import served_names
     from kfp_serve.components.triton.repository import build_repository
     from kfp_serve.components.validate.targets import target_for
 
@@ -190,7 +191,7 @@ def tune(folder: str | Path, model_format: str, slo_ms: float, percentile: int =
         record = start_server(Path(scratch) / "repository", MODEL_NAME,
                               f"tune-{uuid.uuid4().hex[:8]}", explicit=True)
         metadata = {"url": record.url, "grpc_url": record.grpc_url, "model_name": MODEL_NAME,
-                    "tensor_names": _served_names(model_format, signature)}
+                    "tensor_names": served_names(model_format, signature)}
 
         loaded = [start]
 
@@ -301,9 +302,3 @@ def _choose(trials: list[Trial], slo_ms: float) -> Trial:
         if better((trial.score(slo_ms), trial.candidate), (best.score(slo_ms), best.candidate)):
             best = trial
     return best
-
-
-def _served_names(model_format: str, signature: ModelSignature) -> dict[str, str]:
-    from kfp_serve.components.triton.config import served_names
-
-    return served_names(model_format, signature)
