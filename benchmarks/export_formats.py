@@ -78,7 +78,7 @@ def main() -> None:
         _timed("transformer: TorchScript (script)",
                lambda: export_torchscript(work / "text", work / "t_ts", method="script"), rows)
         _timed("transformer: TorchScript (trace)",
-               lambda: export_torchscript(work / "text", work / "t_trace", method="trace"), rows)
+               lambda: export_torchscript(work / "text", work / "t_trace", method="trace_program"), rows)
         profiles.append(("transformer encoder (seq 64)", profile_formats(
             {"eager": work / "text", "torchscript": work / "t_ts", "onnx": work / "t_onnx"},
             [1, 8], args.seconds, args.threads)))

@@ -22,10 +22,11 @@ from results_io import write_results
 
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.local.triton_server import start_server, stop_server
+from kfp_serve.components.machine import available_cores
 from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.triton.repository import build_repository
 from kfp_serve.components.tune.search import starting_point
-from kfp_serve.components.tune.tuner import available_cores, tune
+from kfp_serve.components.tune.tuner import tune
 from kfp_serve.components.validate.targets import OipBinaryRestTarget
 
 

@@ -11,6 +11,7 @@ fetched by this code: prices change and differ per region, discount and Spot —
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kfp_serve.components.errors import UserError
@@ -55,6 +56,17 @@ class Cost:
     source: str
     best_throughput: float
     slo_throughput: float | None  # the best throughput that met the latency SLO; None: no SLO
+
+    @classmethod
+    def from_levels(cls, price: tuple[float, str], levels: Sequence[tuple[float, float]],
+                    slo_ms: float | None = None, at_slo: float | None = None) -> Cost:
+        """The cost at measured load levels, each ``(throughput, latency_ms)`` at the latency
+        the SLO is stated in: the best throughput of all, and the best of those within
+        ``slo_ms`` (``at_slo`` instead, where a better estimate exists, e.g. confirmed rounds)."""
+        best = max((throughput for throughput, _ in levels), default=0.0)
+        if slo_ms is not None and at_slo is None:
+            at_slo = max((t for t, latency in levels if latency <= slo_ms), default=0.0)
+        return cls(price[0], price[1], best, at_slo)
 
     @staticmethod
     def per_million(price_per_hour: float, throughput: float) -> float | None:

@@ -7,6 +7,7 @@ the local backends) reads it here, so a file name is written down once.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from kfp_serve.components.errors import UserError
 
@@ -52,3 +53,18 @@ def format_of_kind(kind: str) -> ModelFormat:
         if candidate.artifact_kind == kind:
             return candidate
     raise UserError(f"a {kind} holds no servable model format; use one of {list(EXPORTED_KINDS)}")
+
+
+def onnx_ir_version(model_file: str | Path) -> int:
+    """The IR version of an ONNX file (its graph only: external weights are not read). An older
+    onnxruntime refuses a newer IR, so deploy steps compare it with the runtime's Triton."""
+    import onnx
+
+    return onnx.load(str(model_file), load_external_data=False).ir_version
+
+
+def highest_onnx_ir(repository: str | Path) -> int | None:
+    """The highest IR of the ONNX models in a Triton repository (``<model>/<version>/model.onnx``);
+    None when it holds none."""
+    found = [onnx_ir_version(p) for p in Path(repository).glob(f"*/*/{FORMATS['onnx'].file}")]
+    return max(found, default=None)

@@ -115,7 +115,9 @@ class TensorSpec:
     @classmethod
     def from_dict(cls, data: dict) -> TensorSpec:
         try:
-            return cls(name=data["name"], dtype=data["dtype"], dims=tuple(data["dims"]))
+            # a whole number that travelled as a float (KFP's metadata turns ints into floats)
+            dims = tuple(int(d) if isinstance(d, float) and d.is_integer() else d for d in data["dims"])
+            return cls(name=data["name"], dtype=data["dtype"], dims=dims)
         except (KeyError, TypeError) as err:
             raise UserError(
                 f"tensor spec {data!r} needs 'name', 'dtype' and 'dims' ({err})"

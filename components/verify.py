@@ -13,6 +13,7 @@ import numpy as np
 
 from kfp_serve.components.errors import VerificationError, first_line
 from kfp_serve.components.golden import GoldenSet
+from kfp_serve.components.report import Table
 
 
 @dataclass(frozen=True)
@@ -95,19 +96,11 @@ def summarize_failures(results: list[OutputComparison], context: str) -> str:
     return f"{context}: " + "; ".join(failed)
 
 
-def markdown_table(results: list[OutputComparison]) -> str:
-    """A Markdown table of the comparison, one row per output."""
-    lines = [
-        "| output | max abs error | max rel error | atol | rtol | result |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        verdict = "pass" if r.passed else f"FAIL: {r.problem}"
-        lines.append(
-            f"| `{r.name}` | {r.max_abs_error:.3g} | {r.max_rel_error:.3g} | {r.atol:g} |"
-            f" {r.rtol:g} | {verdict} |"
-        )
-    return "\n".join(lines)
+def comparison_table(results: list[OutputComparison]) -> Table:
+    """The comparison, one row per output (render with ``.markdown()`` or ``.html()``)."""
+    rows = [[f"`{r.name}`", f"{r.max_abs_error:.3g}", f"{r.max_rel_error:.3g}", f"{r.atol:g}",
+             f"{r.rtol:g}", "pass" if r.passed else f"FAIL: {r.problem}"] for r in results]
+    return Table(["output", "max abs error", "max rel error", "atol", "rtol", "result"], rows)
 
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]

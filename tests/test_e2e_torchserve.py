@@ -2,22 +2,20 @@
 API whose controller runs a real TorchServe behind KServe's v1 routes, both canary outcomes."""
 
 import pytest
-from fakes.crd_schema import SHARED_KSERVE
 from fakes.torchserve_runner import java_missing_reason
 
 from kfp_serve.pipelines.run_local import run_local
 
 pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not SHARED_KSERVE.is_dir(), reason=f"KServe CRD data not found at {SHARED_KSERVE}"),
               pytest.mark.skipif(bool(java_missing_reason()), reason=java_missing_reason() or "ok")]
 
 
 def test_torchserve_canary_is_promoted_when_valid_and_rolled_back_when_not(tmp_path, cluster_dns):
     from fakes.crd_schema import load_crd_schema
     from fakes.http_fake import FakeServer
-    from fakes.kube_api import FakeKServeController, FakeKubeApi, runtimes_from_shared
+    from fakes.kube_api import FakeKServeController, FakeKubeApi, kserve_runtimes
 
-    api = FakeKubeApi(namespaces=("models",), runtimes=runtimes_from_shared(SHARED_KSERVE),
+    api = FakeKubeApi(namespaces=("models",), runtimes=kserve_runtimes(),
                       crd_schema=load_crd_schema())
     controller = FakeKServeController(api, tmp_path)
     params = {"namespace": "models", "publish_destination": "gs://torchserve-e2e/models/digits",

@@ -3,20 +3,22 @@ the real kubernetes client against a fake API server whose controller serves wit
 
 import shutil
 import signal
+from dataclasses import replace
 
 import pytest
 from conftest import catches_sigterm
-from fakes.crd_schema import SHARED_KSERVE
 
-pytestmark = pytest.mark.skipif(not SHARED_KSERVE.is_dir(),
-                                reason=f"KServe CRD data not found at {SHARED_KSERVE}")
-
-from kfp_serve.components.errors import InfrastructureError, UserError  # noqa: E402
-from kfp_serve.components.kserve.manifest import (  # noqa: E402
+from kfp_serve.components import artifacts
+from kfp_serve.components.artifacts import KServeInferenceService
+from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.kserve.manifest import (
     InferenceServiceSpec,
     build_inference_service,
     deep_merge,
 )
+from kfp_serve.components.kserve.preflight import preflight
+from kfp_serve.components.kserve.wait import expect_after, wait_ready
+from kfp_serve.components.signature import ModelSignature
 
 VARIANTS = [
     {},
@@ -182,9 +184,9 @@ def kube(tmp_path):
     from fakes.cluster_gateway import install_cluster_dns
     from fakes.crd_schema import load_crd_schema
     from fakes.http_fake import FakeServer
-    from fakes.kube_api import FakeKServeController, FakeKubeApi, runtimes_from_shared
+    from fakes.kube_api import FakeKServeController, FakeKubeApi, kserve_runtimes
 
-    api = FakeKubeApi(namespaces=("models",), runtimes=runtimes_from_shared(SHARED_KSERVE),
+    api = FakeKubeApi(namespaces=("models",), runtimes=kserve_runtimes(),
                       crd_schema=load_crd_schema())
     controller = FakeKServeController(api, tmp_path)
     undo = install_cluster_dns()  # this process plays a pod inside the cluster
@@ -216,7 +218,7 @@ def published(gcs, digits_repository, tmp_path_factory):
 
 
 def cluster_for(url, namespace="models"):
-    from kfp_serve.components.kserve.cluster import KServeCluster, api_client
+    from kfp_serve.components.kserve.api import KServeCluster, api_client
 
     return KServeCluster(api_client(host=url), namespace)
 
@@ -236,7 +238,7 @@ def _validates(url, digits_onnx):
 
 
 def test_knative_deploy_validate_canary_roll_back_promote_delete(kube, published, digits_onnx):
-    from kfp_serve.components.kserve.cluster import deploy, promote, rollback
+    from kfp_serve.components.kserve.rollout import deploy, promote, rollback
 
     _, url = kube
     cluster = cluster_for(url)
@@ -263,7 +265,7 @@ def test_knative_deploy_validate_canary_roll_back_promote_delete(kube, published
     assert canary.validation_url.startswith("http://latest-digits-predictor.models.svc.cluster.local:")
     _validates(canary.validation_url, digits_onnx)
 
-    service = {"name": "digits", "namespace": "models", "mode": "Knative"}
+    service = KServeInferenceService(name="digits", namespace="models", model_name="digits", url="")
     rolled = rollback(service, 60, url)
     assert _split(rolled) == [("digits-predictor-00002", 0), ("digits-predictor-00001", 100)]
     promoted = promote(service, 60, url)
@@ -278,29 +280,29 @@ def test_a_stale_ready_is_not_taken_for_the_new_revision(kube, published):
     the InferenceService changed, so its observedGeneration (copied from the Knative Service)
     runs ahead: a replace looks 'current' and Ready while the old revision serves. The wait
     keys on the new revision instead."""
-    from kfp_serve.components.kserve.cluster import deploy, promote
+    from kfp_serve.components.kserve.rollout import deploy, promote
 
     api, url = kube
     cluster = cluster_for(url)
     for storage, canary in (("v1", None), ("v2", 50)):
         deploy(cluster, build_inference_service(make_spec(storage_uri=published[storage], canary_traffic_percent=canary)),
                timeout_s=120, poll_s=0.2, onnx_ir_version=published["ir"])
-    promote({"name": "digits", "namespace": "models", "mode": "Knative"}, 60, url)
+    promote(KServeInferenceService(name="digits", namespace="models", model_name="digits", url=""), 60, url)
     api.controller.pause()
     before = cluster.apply(build_inference_service(make_spec(storage_uri=published["v1"], runtime_version="24.05-py3")))
     isvc = cluster.get("digits")
     # the trap: what the old check accepted (generation observed, Ready) is there
     assert isvc["status"]["observedGeneration"] >= isvc["metadata"]["generation"]
     assert {c["type"]: c["status"] for c in isvc["status"]["conditions"]}["Ready"] == "True"
-    expect = cluster.expect_after(before, "digits", None)
+    expect = expect_after(cluster, before, "digits", None)
     with pytest.raises(InfrastructureError, match="not Ready after 1s: .*no new revision yet"):
-        cluster.wait_ready("digits", 1, 0.2, expect)
+        wait_ready(cluster, "digits", 1, 0.2, expect)
     api.controller.resume()
-    assert cluster.wait_ready("digits", 120, 0.2, expect).latest_ready_revision == "digits-predictor-00003"
+    assert wait_ready(cluster, "digits", 120, 0.2, expect).latest_ready_revision == "digits-predictor-00003"
 
 
 def test_standard_mode_rolls_out_validates_and_rolls_back_by_reapplying(kube, published, digits_onnx):
-    from kfp_serve.components.kserve.cluster import deploy, promote, rollback
+    from kfp_serve.components.kserve.rollout import deploy, promote, rollback
 
     api, url = kube
     cluster = cluster_for(url)
@@ -316,27 +318,27 @@ def test_standard_mode_rolls_out_validates_and_rolls_back_by_reapplying(kube, pu
     manifest = build_inference_service(make_spec(storage_uri=published["v2"], **spec))
     generation = cluster.generation("digits")
     before = cluster.apply(manifest)
-    expect = cluster.expect_after(before, "digits", generation)
+    expect = expect_after(cluster, before, "digits", generation)
     with pytest.raises(InfrastructureError, match="the predictor Deployment is not updated yet"):
-        cluster.wait_ready("digits", 1, 0.2, expect)
+        wait_ready(cluster, "digits", 1, 0.2, expect)
     api.controller.resume()
-    second = cluster.wait_ready("digits", 120, 0.2, expect)
+    second = wait_ready(cluster, "digits", 120, 0.2, expect)
     assert cluster.deployment("digits")["metadata"]["generation"] == 2
     assert second.previous_predictor["model"]["storageUri"] == published["v1"]
     _validates(second.validation_url, digits_onnx)
 
-    service = {"name": "digits", "namespace": "models", "mode": "Standard",
-               "previous_predictor": second.previous_predictor}
+    service = KServeInferenceService(name="digits", namespace="models", model_name="digits", url="",
+                                     mode="Standard", previous_predictor=second.previous_predictor)
     assert promote(service, 60, url).mode == "Standard"  # nothing to switch
     rollback(service, 120, url)
     assert cluster.get("digits")["spec"]["predictor"]["model"]["storageUri"] == published["v1"]
     assert cluster.deployment("digits")["metadata"]["generation"] == 3
     with pytest.raises(UserError, match="nothing to roll back to: InferenceService 'digits' was created by the deploy"):
-        rollback(dict(service, previous_predictor=None), 10, url)
+        rollback(replace(service, previous_predictor=None), 10, url)
 
 
 def test_the_mode_of_an_existing_service_cannot_change(kube, published):
-    from kfp_serve.components.kserve.cluster import deploy
+    from kfp_serve.components.kserve.rollout import deploy
 
     _, url = kube
     cluster = cluster_for(url)
@@ -348,7 +350,7 @@ def test_the_mode_of_an_existing_service_cannot_change(kube, published):
 
 
 def test_webhook_denials_are_not_reported_as_rbac(kube, published):
-    from kfp_serve.components.kserve.cluster import deploy
+    from kfp_serve.components.kserve.rollout import deploy
 
     _, url = kube
     manifest = build_inference_service(make_spec(
@@ -364,19 +366,19 @@ def test_knative_mode_needs_knative(kube, published):
     api, url = kube
     api.knative = False
     with pytest.raises(UserError, match="deployment_mode 'Knative' needs Knative Serving, which this cluster does not have"):
-        cluster_for(url).preflight(build_inference_service(make_spec(storage_uri=published["v1"])))
-    runtime, _ = cluster_for(url).preflight(build_inference_service(make_spec(deployment_mode="Standard")))
+        preflight(cluster_for(url), build_inference_service(make_spec(storage_uri=published["v1"])))
+    runtime, _ = preflight(cluster_for(url), build_inference_service(make_spec(deployment_mode="Standard")))
     assert runtime["metadata"]["name"] == "kserve-tritonserver"
 
 
 def test_forbidden_cluster_runtimes_skip_the_check_and_invalid_spec_fails_at_once(kube, published):
     import time
 
-    from kfp_serve.components.kserve.cluster import DeployError, deploy
+    from kfp_serve.components.kserve.rollout import DeployError, deploy
 
     api, url = kube
     api.forbidden_lists = {"clusterservingruntimes"}
-    runtime, notes = cluster_for(url).preflight(build_inference_service(make_spec(storage_uri=published["v1"])))
+    runtime, notes = preflight(cluster_for(url), build_inference_service(make_spec(storage_uri=published["v1"])))
     assert runtime is None and "cannot list ClusterServingRuntimes (RBAC" in notes[0]
     result = deploy(cluster_for(url), build_inference_service(make_spec(storage_uri=published["v1"], runtime_version="24.05-py3")),
                     timeout_s=120, poll_s=0.2)
@@ -409,7 +411,7 @@ def test_runtime_matching_follows_kserve():
 
 
 def test_onnx_ir_and_the_runtimes_triton(kube, published):
-    from kfp_serve.components.kserve.cluster import DeployError, deploy
+    from kfp_serve.components.kserve.rollout import DeployError, deploy
 
     _, url = kube
     with pytest.raises(UserError, match="runtime_version '23.05-py3' is Triton 23.05, whose onnxruntime cannot load"):
@@ -421,9 +423,9 @@ def test_onnx_ir_and_the_runtimes_triton(kube, published):
 
 
 def test_workload_identity_is_checked_and_the_network_policy_applied(kube, published):
-    from kfp_serve.components.kserve.cluster import deploy
     from kfp_serve.components.kserve.gke import GkePresets
     from kfp_serve.components.kserve.manifest import build_network_policy
+    from kfp_serve.components.kserve.rollout import deploy
 
     api, url = kube
     google = "serving@proj.iam.gserviceaccount.com"
@@ -449,7 +451,7 @@ def test_workload_identity_is_checked_and_the_network_policy_applied(kube, publi
 
 def test_an_unschedulable_pod_gets_a_grace_period(kube, published):
     """With a cluster autoscaler a GPU pod waits for a node: not fatal within the grace."""
-    from kfp_serve.components.kserve.cluster import deploy
+    from kfp_serve.components.kserve.rollout import deploy
 
     _, url = kube
     manifest = build_inference_service(make_spec(storage_uri=published["v1"], runtime_version="24.05-py3",
@@ -459,7 +461,7 @@ def test_an_unschedulable_pod_gets_a_grace_period(kube, published):
 
 
 def test_unknown_field_is_refused_by_the_schema(kube, published):
-    from kfp_serve.components.kserve.cluster import deploy
+    from kfp_serve.components.kserve.rollout import deploy
 
     api, url = kube
     manifest = build_inference_service(make_spec(storage_uri=published["v1"],
@@ -476,20 +478,20 @@ def test_rbac_namespace_and_runtime_preflight(kube, published):
     manifest = build_inference_service(make_spec(storage_uri=published["v1"]))
     api.denied_verbs = {"create", "patch"}
     with pytest.raises(UserError, match="RBAC: the service account may not create/patch inferenceservices in namespace 'models'"):
-        cluster_for(url).preflight(manifest)
+        preflight(cluster_for(url), manifest)
     api.denied_verbs = set()
     with pytest.raises(UserError, match="namespace 'elsewhere' does not exist"):
-        cluster_for(url, "elsewhere").preflight(build_inference_service(make_spec(namespace="elsewhere")))
+        preflight(cluster_for(url, "elsewhere"), build_inference_service(make_spec(namespace="elsewhere")))
     with pytest.raises(UserError, match="serving runtime 'kserve-mlserver' exists neither"):
-        cluster_for(url).preflight(build_inference_service(make_spec(runtime="kserve-mlserver")))
+        preflight(cluster_for(url), build_inference_service(make_spec(runtime="kserve-mlserver")))
     with pytest.raises(UserError, match="auto-selects model format 'tensorrt' over protocol 'v1'"):
-        cluster_for(url).preflight(build_inference_service(make_spec(model_format="tensorrt", protocol_version="v1")))
+        preflight(cluster_for(url), build_inference_service(make_spec(model_format="tensorrt", protocol_version="v1")))
     assert isinstance(api, FakeKubeApi) and api.objects == {}
 
 
 @pytest.mark.parametrize(
     ("case", "error", "message"),
-    [("missing-storage", UserError, r"ModelLoadFailed in storage-initializer: gs://kserve-models/nothing/v9 is not a committed"),
+    [("missing-storage", UserError, r"ModelLoadFailed in storage-initializer: NoModelFound: Failed to fetch model\. No model found in gs://kserve-models/nothing/v9\."),
      ("broken-model", UserError, r"ModelLoadFailed in kserve-container: .*INVALID_PROTOBUF"),
      ("never-ready", InfrastructureError, r"not Ready after 2s: conditions: .*Ready=Unknown; latest created"
                                          r" revision digits-predictor-00001, latest ready none"),
@@ -497,7 +499,7 @@ def test_rbac_namespace_and_runtime_preflight(kube, published):
      ("unschedulable", InfrastructureError, r"unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu")],
 )
 def test_failures_are_classified_diagnosed_and_cleaned_up(kube, published, case, error, message):
-    from kfp_serve.components.kserve.cluster import DeployError, deploy
+    from kfp_serve.components.kserve.rollout import DeployError, deploy
 
     api, url = kube
     storage = {"missing-storage": "gs://kserve-models/nothing/v9", "broken-model": published["broken"]}
@@ -511,13 +513,13 @@ def test_failures_are_classified_diagnosed_and_cleaned_up(kube, published, case,
     assert "## Conditions" in report and "## Pods" in report and "## Warning events" in report
     if case == "missing-storage":
         assert "storage-initializer: terminated Error (exit 1)" in report
-        assert "is not a committed kfp-serve version" in report  # the initializer's log tail
+        assert "No model found in gs://kserve-models/nothing/v9" in report  # the initializer's log tail
     assert "has been deleted (keep_failed=False)" in report
     assert api.objects == {}
 
 
 def test_keep_failed_keeps_the_service(kube, published):
-    from kfp_serve.components.kserve.cluster import DeployError, deploy
+    from kfp_serve.components.kserve.rollout import DeployError, deploy
 
     api, url = kube
     manifest = build_inference_service(make_spec(storage_uri=published["broken"]))
@@ -526,10 +528,20 @@ def test_keep_failed_keeps_the_service(kube, published):
     assert ("models", "digits") in api.objects
 
 
-def _artifact(kind, location="", **metadata):
+def _artifact(name, location="", record=None):
     from kfp import dsl
 
-    return dsl.Artifact(name=kind, uri=location, metadata={"kfp_serve_kind": kind, **metadata})
+    artifact = dsl.Artifact(name=name, uri=location)
+    if record is not None:
+        artifacts.mark(artifact, record)
+    return artifact
+
+
+def _published(uri, digits_onnx, ir):
+    signature = ModelSignature.load(digits_onnx) if digits_onnx else None
+    repository = artifacts.TritonRepository(model_name="digits", signature=signature,
+                                            model_format="onnx", onnx_ir_version=ir)
+    return _artifact("published", uri, artifacts.PublishedVersion(uri=uri, published_version=1, content=repository))
 
 
 def test_components_deploy_validate_and_roll_back(kube, published, digits_onnx, tmp_path):
@@ -539,16 +551,15 @@ def test_components_deploy_validate_and_roll_back(kube, published, digits_onnx, 
     from kfp_serve.components import delete_kserve, deploy_kserve, rollback_kserve, validate_endpoint
 
     api, url = kube
-    model = _artifact("PublishedVersion", published["v1"], uri=published["v1"],
-                      content_kind="TritonRepository", model_name="digits", onnx_ir_version=published["ir"])
-    isvc = _artifact("KServeInferenceService", str(tmp_path / "isvc"))
-    report = _artifact("Markdown", str(tmp_path / "report.md"))
+    model = _published(published["v1"], digits_onnx, published["ir"])
+    isvc = _artifact("inference_service", str(tmp_path / "isvc"))
+    report = _artifact("report", str(tmp_path / "report.md"))
     outputs = deploy_kserve.python_func(model=model, inference_service=isvc, report=report,
                                         name="digits", namespace="models", api_host=url,
                                         ready_timeout_s=120)
     assert outputs.url == isvc.metadata["url"] and isvc.metadata["model_name"] == "digits"
     assert "Ready" in (tmp_path / "report.md").read_text()
-    onnx = _artifact("OnnxModel", str(digits_onnx))
+    onnx = _artifact("onnx_model", str(digits_onnx), artifacts.OnnxModel(ModelSignature.load(digits_onnx)))
     passed = validate_endpoint.python_func(
         endpoint=isvc, model=onnx, metrics=dsl.Metrics(name="metrics", uri=str(tmp_path / "m")),
         report=dsl.Markdown(name="report", uri=str(tmp_path / "v.md")),
@@ -556,8 +567,7 @@ def test_components_deploy_validate_and_roll_back(kube, published, digits_onnx, 
         load_seconds=0.3, concurrency=[1, 2], max_error_rate=0.0)
     assert passed is True
     assert "<svg" in (tmp_path / "v.html").read_text()
-    second = _artifact("PublishedVersion", published["v2"], uri=published["v2"],
-                       content_kind="TritonRepository", model_name="digits", onnx_ir_version=published["ir"])
+    second = _published(published["v2"], digits_onnx, published["ir"])
     deploy_kserve.python_func(model=second, inference_service=isvc, report=report, name="digits",
                               namespace="models", api_host=url, canary_traffic_percent=25,
                               ready_timeout_s=120)
@@ -572,8 +582,7 @@ def test_component_failure_prints_diagnostics_and_raises_the_cause(kube, publish
     from kfp_serve.components import deploy_kserve
 
     _, url = kube
-    model = _artifact("PublishedVersion", published["broken"], uri=published["broken"],
-                      content_kind="TritonRepository")
+    model = _published(published["broken"], None, published["ir"])
     with pytest.raises(UserError, match="ModelLoadFailed in kserve-container"):
         deploy_kserve.python_func(model=model, inference_service=_artifact("x", str(tmp_path / "i")),
                                   report=_artifact("Markdown", str(tmp_path / "r")), name="digits",
@@ -592,9 +601,10 @@ def test_sigterm_stops_waiting_cleanly(kube, published):
                                                  annotations={"fake.kserve.io/behavior": "never-ready"}))
     cluster_for(url).apply(manifest)
     code = ("import sys\n"
-            "from kfp_serve.components.kserve.cluster import KServeCluster, api_client\n"
+            "from kfp_serve.components.kserve.api import KServeCluster, api_client\n"
+            "from kfp_serve.components.kserve.wait import wait_ready\n"
             f"cluster = KServeCluster(api_client(host={url!r}), 'models')\n"
-            "try:\n    cluster.wait_ready('digits', 120, 0.2)\n"
+            "try:\n    wait_ready(cluster, 'digits', 120, 0.2)\n"
             "except Exception as err:\n    print(err)\n    sys.exit(3)\n")
     waiter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     # signal only once the waiter catches SIGTERM (its handler is installed around the wait):
@@ -612,7 +622,7 @@ def test_sigterm_stops_waiting_cleanly(kube, published):
 def test_transient_api_errors_are_retried_and_every_call_has_a_timeout(kube, published):
     """An API server that answers 429/503 for a moment (overloaded, restarting) does not fail
     the deploy: each call is retried with backoff."""
-    from kfp_serve.components.kserve.cluster import deploy
+    from kfp_serve.components.kserve.rollout import deploy
 
     api, url = kube
     api.faults = [503, 429, 500, 503]
@@ -624,7 +634,8 @@ def test_transient_api_errors_are_retried_and_every_call_has_a_timeout(kube, pub
 def test_an_api_server_that_cannot_be_reached_is_one_line_naming_it():
     import socket
 
-    from kfp_serve.components.kserve.cluster import KServeCluster, api_client, deploy
+    from kfp_serve.components.kserve.api import KServeCluster, api_client
+    from kfp_serve.components.kserve.rollout import deploy
 
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
@@ -638,21 +649,23 @@ def test_an_api_server_that_cannot_be_reached_is_one_line_naming_it():
     assert "\n" not in message
 
 
-def test_persistent_server_errors_end_as_one_line_with_diagnostics_and_cleanup(kube, published):
+def test_persistent_server_errors_end_as_one_line_with_diagnostics_and_cleanup(kube, published, monkeypatch):
     """A 503 that outlasts the retry budget while waiting: the deploy fails with one line, and
     the InferenceService it created is deleted (the path a connection error used to skip)."""
-    from kfp_serve.components.kserve.cluster import DeployError, KServeCluster, api_client, deploy
+    from kfp_serve.components.kserve import rollout
+    from kfp_serve.components.kserve.api import KServeCluster, api_client
+    from kfp_serve.components.kserve.rollout import DeployError, deploy
 
     api, url = kube
     cluster = KServeCluster(api_client(host=url), "models", retry_budget_s=1)
     manifest = build_inference_service(make_spec(storage_uri=published["v1"]))
-    original = cluster.wait_ready
+    original = rollout.wait_ready
 
     def wait_through_an_outage(*args, **kwargs):
         api.faults = [503] * 2  # the API fails while we wait, then recovers for the cleanup
         return original(*args, **kwargs)
 
-    cluster.wait_ready = wait_through_an_outage
+    monkeypatch.setattr(rollout, "wait_ready", wait_through_an_outage)
     with pytest.raises(DeployError) as err:
         deploy(cluster, manifest, timeout_s=60, poll_s=0.2, onnx_ir_version=published["ir"])
     assert "the API server answered 503" in str(err.value) and "\n" not in str(err.value)
@@ -661,7 +674,7 @@ def test_persistent_server_errors_end_as_one_line_with_diagnostics_and_cleanup(k
 
 def test_a_packed_multi_model_repository_deploys_and_serves_both(kube, published, digits_repository, digits_onnx, tmp_path):
     """Two models in one repository behind one InferenceService (small models sharing a GPU)."""
-    from kfp_serve.components.kserve.cluster import deploy
+    from kfp_serve.components.kserve.rollout import deploy
     from kfp_serve.components.storage.publish import publish
     from kfp_serve.components.triton.config import TritonModelOptions
     from kfp_serve.components.triton.pack import pack_repositories
@@ -687,12 +700,12 @@ def test_a_packed_multi_model_repository_deploys_and_serves_both(kube, published
 def test_grpc_validation_dials_the_cluster_local_address_on_its_scheme_port(digits_onnx):
     """A grpc-v2 InferenceService is validated at status.address.url, which has no port:
     Knative serves h2c on 80 there (a bare host would make gRPC dial 443)."""
-    from kfp_serve.components.signature import ModelSignature
     from kfp_serve.components.validate.targets import target_for
 
     signature = ModelSignature.load(digits_onnx)
-    metadata = {"validation_url": "http://digits.models.svc.cluster.local", "url": "http://digits.models.example.com",
-                "model_name": "digits", "protocol": "grpc-v2"}
-    assert target_for("KServeInferenceService", metadata, signature).address == "digits.models.svc.cluster.local:80"
-    local = dict(metadata, validation_url="http://127.0.0.1:9000")
-    assert target_for("KServeInferenceService", local, signature).address == "127.0.0.1:9000"
+    service = KServeInferenceService(name="digits", namespace="models", model_name="digits",
+                                     validation_url="http://digits.models.svc.cluster.local",
+                                     url="http://digits.models.example.com", protocol="grpc-v2")
+    assert target_for(service, signature).address == "digits.models.svc.cluster.local:80"
+    local = replace(service, validation_url="http://127.0.0.1:9000")
+    assert target_for(local, signature).address == "127.0.0.1:9000"

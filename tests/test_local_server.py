@@ -3,11 +3,13 @@
 import os
 import shutil
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from conftest import catches_sigterm
 
+from kfp_serve.components.artifacts import ServingEndpoint
 from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.local import triton_server
@@ -45,8 +47,8 @@ def test_the_load_phase_runs_over_grpc_too(server, digits_onnx):
     from kfp_serve.components.validate.load import SloGates
     from kfp_serve.components.validate.validation import validate_target
 
-    meta = {"url": server.url, "grpc_url": server.grpc_url, "model_name": "digits", "protocol": "v2"}
-    result = validate_target("ServingEndpoint", meta, ModelSignature.load(digits_onnx),
+    meta = ServingEndpoint(url=server.url, grpc_url=server.grpc_url, model_name="digits")
+    result = validate_target(meta, ModelSignature.load(digits_onnx),
                              GoldenSet.load(digits_onnx), 1e-4, 1e-3, 8, 30, 0.5, [1, 4],
                              SloGates(max_error_rate=0.0), transport="grpc")
     assert result.passed, result.failure_line()
@@ -110,7 +112,8 @@ def test_missing_config_is_a_user_error(tmp_path):
 
 
 def test_load_phase_and_slo_gates(server, digits_onnx):
-    from kfp_serve.components.validate.load import SloGates, latency_svg
+    from kfp_serve.components.validate.load import SloGates
+    from kfp_serve.components.validate.result import latency_svg
 
     signature, golden = ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx)
     levels = OipRestTarget(server.url, "digits", signature).load(golden, [1, 4], 0.5)
@@ -142,7 +145,7 @@ def test_html_report_renders_the_chart_and_tables(server, digits_onnx, tmp_path)
                       concurrency=[1, 2])
     page = result.html()
     assert "<svg" in page and "Endpoint validation: <span class='PASSED'>PASSED" in page
-    assert page.count("<table>") == 2 and "<td>logits</td>" in page
+    assert page.count("<table>") == 2 and "<td><code>logits</code></td>" in page
     assert "## Load" in result.markdown()
 
 
@@ -193,8 +196,8 @@ def test_binary_tensors_golden_and_load_with_the_servers_own_view(server, digits
     from kfp_serve.components.validate.validation import validate_target
 
     assert server.metrics_url.startswith("http://127.0.0.1:")
-    meta = {"url": server.url, "model_name": "digits", "metrics_url": server.metrics_url}
-    result = validate_target("ServingEndpoint", meta, ModelSignature.load(digits_onnx),
+    meta = ServingEndpoint(url=server.url, model_name="digits", metrics_url=server.metrics_url)
+    result = validate_target(meta, ModelSignature.load(digits_onnx),
                              GoldenSet.load(digits_onnx), 1e-4, 1e-3, 8, 30, 0.5, [1, 8],
                              SloGates(max_error_rate=0.0), transport="rest-binary",
                              server_gates=ServerGates(max_queue_ms=10_000, min_mean_batch=1.0),
@@ -240,12 +243,12 @@ def test_an_unreadable_metrics_page_and_a_bad_price_are_one_line_errors(server, 
     from kfp_serve.components.validate.load import SloGates
     from kfp_serve.components.validate.validation import validate_target
 
-    meta = {"url": server.url, "model_name": "digits"}
+    meta = ServingEndpoint(url=server.url, model_name="digits")
     args = (ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx), 1e-4, 1e-3, 8, 30, 0.2,
             [1], SloGates())
     with pytest.raises(UserError, match="no Triton .* counters for model 'digits'"):
-        validate_target("ServingEndpoint", meta, *args, metrics_url=server.url + "/v2/health/ready")
+        validate_target(meta, *args, metrics_url=server.url + "/v2/health/ready")
     with pytest.raises(UserError, match="no price for machine type 'gke:z9-mega'"):
-        validate_target("ServingEndpoint", meta, *args, machine_type="gke:z9-mega")
+        validate_target(meta, *args, machine_type="gke:z9-mega")
     with pytest.raises(UserError, match=r"binary tensor \(rest-binary\) validation needs an Open Inference Protocol v2"):
-        validate_target("ServingEndpoint", {**meta, "protocol": "v1"}, *args, transport="rest-binary")
+        validate_target(replace(meta, protocol="v1"), *args, transport="rest-binary")

@@ -24,7 +24,7 @@ from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.local import triton_server
 from kfp_serve.components.model_artifact import ARTIFACT_INFO_FILE, save_torch_model
 from kfp_serve.components.signature import ModelSignature
-from kfp_serve.components.triton.config import TritonModelOptions, served_names
+from kfp_serve.components.triton.config import TritonModelOptions, triton_tensor_names
 from kfp_serve.components.triton.repository import ModelEntry, build_multi_model_repository
 from kfp_serve.components.validate.targets import HttpTarget, OipRestTarget
 from kfp_serve.components.validate.tensors import Instances
@@ -99,7 +99,7 @@ def test_the_zoo_is_served_by_triton_at_two_batch_sizes_and_two_lengths(zoo, tmp
                 name = f"{entry.name}_{fmt}"
                 signature = ModelSignature.load(zoo[entry.name][fmt])
                 golden = GoldenSet.load(zoo[entry.name][fmt])
-                names = served_names(fmt, signature)
+                names = triton_tensor_names(fmt, signature)
                 for case, data, step in (("batch 1", golden, 1), ("batch 4", golden, 0),
                                          ("resized", golden.resized, 0)):
                     if data is None:

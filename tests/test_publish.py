@@ -13,7 +13,10 @@ import pytest
 
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.storage.fetch import fetch_version
-from kfp_serve.components.storage.publish import MANIFEST, _gcs_versions, publish, storage_client
+from kfp_serve.components.storage.gcs_store import GcsStore, storage_client
+from kfp_serve.components.storage.local_store import LocalStore
+from kfp_serve.components.storage.manifest import MANIFEST
+from kfp_serve.components.storage.publish import publish
 from kfp_serve.components.storage.uris import parse_gcs_uri
 
 
@@ -85,7 +88,7 @@ def test_a_killed_publish_is_invisible_and_a_rerun_succeeds(bucket, tmp_path):
     worker.wait()
     uploaded = [b.name for b in client.list_blobs(bucket, prefix="big/v1/")]
     assert uploaded and f"big/v1/{MANIFEST}" not in uploaded and len(uploaded) < 24
-    assert _gcs_versions(client, parse_gcs_uri(f"gs://{bucket}/big")) == {1: False}
+    assert GcsStore(parse_gcs_uri(f"gs://{bucket}/big")).versions() == {1: False}
     with pytest.raises(UserError, match=f"gs://{bucket}/big/v1 is not a committed kfp-serve version"):
         fetch_version(f"gs://{bucket}/big/v1", tmp_path / "reader")
     rerun = publish(source, f"gs://{bucket}/big")
@@ -97,7 +100,7 @@ def test_a_killed_publish_is_invisible_and_a_rerun_succeeds(bucket, tmp_path):
 
 
 def test_parts_of_a_composite_upload():
-    from kfp_serve.components.storage.publish import split_parts
+    from kfp_serve.components.storage.gcs_store import split_parts
 
     mib = 1024 * 1024
     parts = split_parts(1024 * mib)
@@ -108,9 +111,9 @@ def test_parts_of_a_composite_upload():
 
 
 def test_a_large_file_is_composed_from_parallel_parts(bucket, tmp_path, monkeypatch):
-    from kfp_serve.components.storage import publish as publishing
+    from kfp_serve.components.storage import gcs_store
 
-    monkeypatch.setattr(publishing, "COMPOSITE_MIN_BYTES", 1024 * 1024)
+    monkeypatch.setattr(gcs_store, "COMPOSITE_MIN_BYTES", 1024 * 1024)
     source = tmp_path / "model"
     source.mkdir()
     (source / "weights.bin").write_bytes(os.urandom(40 * 1024 * 1024 + 12345))
@@ -123,31 +126,29 @@ def test_a_large_file_is_composed_from_parallel_parts(bucket, tmp_path, monkeypa
     assert _tree(fetch_version(result.uri, tmp_path / "back")) == _tree(source)
 
 
-def _stale_listing_once(monkeypatch, module, name):
+def _stale_listing_once(monkeypatch, store=GcsStore):
     """The next listing of versions sees none, as a publisher that listed before another one
     claimed would (the race of two publishers with version=0)."""
-    real = getattr(module, name)
+    real = store.versions
     calls = {"n": 0}
 
-    def listing(*args):
+    def listing(self):
         calls["n"] += 1
-        return {} if calls["n"] == 1 else real(*args)
+        return {} if calls["n"] == 1 else real(self)
 
-    monkeypatch.setattr(module, name, listing)
+    monkeypatch.setattr(store, "versions", listing)
 
 
 def test_a_racing_publisher_cannot_add_objects_to_a_committed_version(digits_repository, bucket,
                                                                        tmp_path, monkeypatch):
     """Two publishers both pick v1: the first claims and commits it; the second loses the claim
     and takes v2, so none of its objects enter v1 (KServe and Vertex copy the whole prefix)."""
-    from kfp_serve.components.storage import publish as publishing
-
     first = publish(digits_repository, f"gs://{bucket}/race")
     before = sorted(b.name for b in storage_client().list_blobs(bucket, prefix="race/v1/"))
     other = tmp_path / "other"
     other.mkdir()
     (other / "extra_model.bin").write_bytes(b"x" * 1000)
-    _stale_listing_once(monkeypatch, publishing, "_gcs_versions")
+    _stale_listing_once(monkeypatch)
     second = publish(other, f"gs://{bucket}/race")
     assert (first.version, second.version) == (1, 2)
     assert sorted(b.name for b in storage_client().list_blobs(bucket, prefix="race/v1/")) == before
@@ -158,27 +159,26 @@ def test_a_racing_publisher_cannot_add_objects_to_a_committed_version(digits_rep
 def test_a_create_only_retry_of_our_own_object_is_not_a_conflict(bucket, tmp_path):
     from google.api_core.exceptions import PreconditionFailed
 
-    from kfp_serve.components.storage.publish import _CountingFile, _ours_already, _Progress
+    from kfp_serve.components.storage.gcs_store import _ours_already
+    from kfp_serve.components.storage.progress import CountingFile, UploadProgress
 
     path = tmp_path / "weights.bin"
     path.write_bytes(b"abc" * 1000)
     blob = storage_client().bucket(bucket).blob("retry/weights.bin")
     blob.upload_from_filename(str(path), if_generation_match=0)  # the try whose answer was lost
-    view = _CountingFile(path, _Progress(path.stat().st_size, False))
+    view = CountingFile(path, UploadProgress(path.stat().st_size, False))
     view.close()
     assert _ours_already(PreconditionFailed("412"), blob, view)
     path.write_bytes(b"xyz" * 1000)  # a different object under that name is a real conflict
-    assert not _ours_already(PreconditionFailed("412"), blob, _CountingFile(path, _Progress(1, False)))
+    assert not _ours_already(PreconditionFailed("412"), blob, CountingFile(path, UploadProgress(1, False)))
 
 
 def test_a_racing_local_publisher_never_replaces_a_committed_version(digits_repository, tmp_path,
                                                                      monkeypatch):
-    from kfp_serve.components.storage import publish as publishing
-
     first = publish(digits_repository, str(tmp_path / "store"))
     committed = _tree(tmp_path / "store" / "v1")
     (tmp_path / "store" / ".v7-staging-abc").mkdir()  # left by a killed run of an older release
-    _stale_listing_once(monkeypatch, publishing, "_local_versions")
+    _stale_listing_once(monkeypatch, LocalStore)
     second = publish(digits_repository, str(tmp_path / "store"))
     assert (first.version, second.version) == (1, 2)
     assert _tree(tmp_path / "store" / "v1") == committed

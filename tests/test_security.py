@@ -37,7 +37,7 @@ def test_any_other_host_is_refused_before_a_token_is_fetched(url):
 
 def test_the_validator_and_the_vertex_client_refuse_a_foreign_api_endpoint():
     from kfp_serve.components.validate.vertex import access_token
-    from kfp_serve.components.vertex.client import VertexClient
+    from kfp_serve.components.vertex.api import VertexClient
 
     with pytest.raises(UserError, match="refusing to send Google credentials to 'https://evil.example"):
         access_token("https://evil.example/v1/projects/p/locations/l/endpoints/1")

@@ -133,6 +133,7 @@ def test_validator_speaks_kserve_v1_and_v2_to_torchserve(digits_torchscript, tmp
     no metadata API) and v2 (the wrapper publishes no tensor metadata)."""
     from fakes.kserve_torchserve import TorchServeBehindKServe
 
+    from kfp_serve.components.artifacts import KServeInferenceService
     from kfp_serve.components.validate.load import SloGates
     from kfp_serve.components.validate.validation import validate_target
 
@@ -144,15 +145,17 @@ def test_validator_speaks_kserve_v1_and_v2_to_torchserve(digits_torchscript, tmp
     served = TorchServeBehindKServe(tmp_path / "ts", work)
     try:
         for protocol in ("v1", "v2"):
-            meta = {"url": served.url, "model_name": "digits", "protocol": protocol}
-            result = validate_target("KServeInferenceService", meta, signature, golden, 1e-4, 1e-3, 8,
+            meta = KServeInferenceService(name="digits", namespace="models", model_name="digits",
+                                          url=served.url, protocol=protocol)
+            result = validate_target(meta, signature, golden, 1e-4, 1e-3, 8,
                                      60, 0.5, [1, 4], SloGates(max_error_rate=0.0))
             assert result.passed, (protocol, result.failure_line())
             assert result.samples == golden.batch_size and result.load[1].requests > 0
             assert "checked on every response" in result.markdown()
-        wrong = {"url": served.url, "model_name": "digits", "protocol": "v1"}
+        wrong = KServeInferenceService(name="digits", namespace="models", model_name="digits",
+                                       url=served.url, protocol="v1")
         with pytest.raises(UserError, match="gRPC validation needs an Open Inference Protocol v2 server"):
-            validate_target("KServeInferenceService", wrong, signature, golden, 1e-4, 1e-3, 8, 60, 0,
+            validate_target(wrong, signature, golden, 1e-4, 1e-3, 8, 60, 0,
                             [1], SloGates(), transport="grpc")
     finally:
         served.stop()

@@ -3,6 +3,7 @@ import pytest
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.signature import ModelSignature, TensorSpec
 from kfp_serve.components.triton.config import (
+    InstanceKind,
     TritonModelOptions,
     build_config,
     parse_pbtxt,
@@ -47,15 +48,27 @@ def test_torchscript_platform_and_gpu_instances():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (TritonModelOptions(max_batch_size=8, preferred_batch_sizes=(4, 16)), r"preferred batch sizes \[16\]"),
-        (TritonModelOptions(max_batch_size=-1), "max_batch_size must be >= 0"),
-        (TritonModelOptions(instance_kind="KIND_TPU"), "instance kind 'KIND_TPU' is not valid"),
-        (TritonModelOptions(instance_count=0), "instance_count must be >= 1"),
+        ({"max_batch_size": 8, "preferred_batch_sizes": (4, 16)}, r"preferred batch sizes \[16\]"),
+        ({"max_batch_size": -1}, "max_batch_size must be >= 0"),
+        ({"instance_kind": "KIND_TPU"}, "instance kind 'KIND_TPU' is not valid"),
+        ({"instance_count": 0}, "instance_count must be >= 1"),
+        ({"version_policy": "newest"}, "version policy 'newest' is not valid"),
+        ({"dynamic_batching": False, "preferred_batch_sizes": (8,)}, "preferred batch sizes belong to dynamic"),
     ],
 )
-def test_bad_options(options, message):
+def test_bad_options_are_refused_when_they_are_made(options, message):
     with pytest.raises(UserError, match=message):
-        build_config("m", "onnx", SIGNATURE, options)
+        TritonModelOptions(**options)
+
+
+def test_options_survive_plain_data_and_take_tuned_settings_but_keep_the_kind_asked():
+    tuned = TritonModelOptions(max_batch_size=8, preferred_batch_sizes=(8,), instance_count=3,
+                               parameters={"intra_op_thread_count": "1"}, instance_kind="KIND_CPU")
+    assert TritonModelOptions.from_dict(tuned.to_dict()) == tuned
+    asked = TritonModelOptions(instance_kind="KIND_GPU", version_policy="all", warmup=True)
+    merged = asked.with_tuned(tuned)
+    assert (merged.max_batch_size, merged.preferred_batch_sizes, merged.instance_count) == (8, (8,), 3)
+    assert (merged.instance_kind, merged.version_policy, merged.warmup) == (InstanceKind.GPU, "all", True)
 
 
 def test_batching_needs_a_batch_dim():

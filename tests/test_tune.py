@@ -6,7 +6,7 @@ import re
 import pytest
 
 from kfp_serve.components.errors import UserError
-from kfp_serve.components.triton.config import TritonModelOptions, build_config, options_from_dict
+from kfp_serve.components.triton.config import TritonModelOptions, build_config
 from kfp_serve.components.tune import report
 from kfp_serve.components.tune.search import (
     Candidate,
@@ -74,14 +74,14 @@ def test_candidates_become_options_the_builder_takes(digits_onnx):
         build_config("m", "onnx", signature, TritonModelOptions(dynamic_batching=False,
                                                                 preferred_batch_sizes=(8,)))
     # what an artifact's metadata gives back (numbers as floats) builds the same options
-    restored = options_from_dict(json.loads(json.dumps(
+    restored = TritonModelOptions.from_dict(json.loads(json.dumps(
         {"max_batch_size": 8.0, "preferred_batch_sizes": [4.0, 8.0], "instance_count": 2.0,
          "max_queue_delay_microseconds": 500.0, "parameters": {"intra_op_thread_count": "1"}})))
     assert restored == TritonModelOptions(max_batch_size=8, preferred_batch_sizes=(4, 8),
                                           instance_count=2, max_queue_delay_microseconds=500,
                                           parameters={"intra_op_thread_count": "1"})
     with pytest.raises(UserError, match=r"unknown Triton model options \['threads'\]"):
-        options_from_dict({"threads": 2})
+        TritonModelOptions.from_dict({"threads": 2})
 
 
 def test_tunes_the_digits_model_on_a_real_triton(digits_onnx):
@@ -105,7 +105,8 @@ def test_tunes_the_digits_model_on_a_real_triton(digits_onnx):
     page = report.html(result, None)
     assert page.count('class="chosen"') == len(result.chosen.levels)
     assert '<polyline class="frontier"' in page and 'class="slo"' in page
-    assert len(re.findall(r"<tr class=", page)) == len(result.trials)
+    assert len(re.findall(r"<tr(?: class='chosen')?><td>", page)) == len(result.trials)
+    assert page.count("<tr class='chosen'>") == 1
     assert report.metrics(result, None)["candidates"] == len(result.trials)
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from kfp_serve.components.verify import compare_outputs, markdown_table, summarize_failures
+from kfp_serve.components.verify import compare_outputs, comparison_table, summarize_failures
 
 
 def test_within_tolerance_passes_with_errors_reported():
@@ -34,7 +34,7 @@ def test_every_problem_is_collected():
     assert line.startswith("batch 2: a: 4/4 values exceed")
     assert all(name in line for name in "abcd")
     assert "\n" not in line
-    table = markdown_table(list(results.values()))
+    table = comparison_table(list(results.values())).markdown()
     assert table.count("FAIL") == 4
 
 

@@ -18,7 +18,8 @@ from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.storage.publish import publish
 from kfp_serve.components.validate.validation import validate
 from kfp_serve.components.validate.vertex import VertexTarget
-from kfp_serve.components.vertex import client as vertex
+from kfp_serve.components.vertex import api as vertex_api
+from kfp_serve.components.vertex import rollout as vertex
 from kfp_serve.components.vertex.spec import (
     VertexDeploySpec,
     check_machine,
@@ -130,7 +131,7 @@ def published_repository(gcs, digits_repository):
 
 
 def _target(api, result, signature, model_name="digits"):
-    base = vertex.rest_url("us-central1", result.endpoint, api.url)
+    base = vertex_api.rest_url("us-central1", result.endpoint, api.url)
     return VertexTarget(base, result.deployed_model_id, result.protocol, model_name, signature)
 
 
@@ -174,7 +175,7 @@ def test_deploy_canary_validate_promote_and_rollback_on_triton(fake_vertex, publ
 
 def test_a_retry_resumes_instead_of_duplicating(fake_vertex, published_repository):
     fake_vertex.op_seconds = 2.5
-    with pytest.raises(InfrastructureError, match=r"not done after 1s \(still running; created"):
+    with pytest.raises(InfrastructureError, match=r"not done after 1s: still running; created"):
         vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=1, poll_s=0.2)
     # the step is retried while the first attempt's operation is still running
     fake_vertex.op_seconds = 0.1
@@ -212,7 +213,7 @@ def test_an_operation_that_never_finishes_times_out_with_its_status(fake_vertex,
     with pytest.raises(InfrastructureError) as info:
         vertex.deploy(_spec(published_repository), fake_vertex.url, timeout_s=1.5, poll_s=0.2)
     assert "deploying the model: operation projects/my-project/locations/us-central1/endpoints/" in str(info.value)
-    assert "not done after 2s (still running; created" in str(info.value)
+    assert "not done after 2s: still running; created" in str(info.value)
 
 
 def test_sigterm_cancels_the_running_operation(fake_vertex, published_repository):
@@ -287,7 +288,7 @@ def test_pending_operations_are_found_on_every_page(fake_vertex):
     fake_vertex.extra_operations[resource] = [
         *({"name": f"{resource}/operations/{i}", "done": True, "metadata": metadata} for i in range(3)),
         {"name": f"{resource}/operations/late", "done": False, "metadata": metadata}]
-    client = vertex.VertexClient("my-project", "us-central1", fake_vertex.url)
+    client = vertex_api.VertexClient("my-project", "us-central1", fake_vertex.url)
     assert client.pending_operations(client.models, resource) == [f"{resource}/operations/late"]
 
 
@@ -295,7 +296,7 @@ def test_an_operation_of_a_type_this_client_lacks_is_one_line(fake_vertex):
     resource = "projects/my-project/locations/us-central1/models/digits"
     fake_vertex.extra_operations[resource] = [{"name": f"{resource}/operations/1", "done": False, "metadata": {
         "@type": "type.googleapis.com/google.cloud.aiplatform.v1.SomethingNewerOperationMetadata"}}]
-    client = vertex.VertexClient("my-project", "us-central1", fake_vertex.url)
+    client = vertex_api.VertexClient("my-project", "us-central1", fake_vertex.url)
     with pytest.raises(InfrastructureError) as info:
         client.pending_operations(client.models, resource)
     message = str(info.value)
@@ -315,12 +316,12 @@ def test_a_version_found_by_label_must_hold_this_deploys_artifact(fake_vertex, p
 def test_rate_limits_and_failed_servers_are_told_apart_from_quota():
     from google.api_core import exceptions as gexc
 
-    limited = vertex.translate(gexc.TooManyRequests("Quota exceeded for quota metric 'Online prediction"
+    limited = vertex_api.translate(gexc.TooManyRequests("Quota exceeded for quota metric 'Online prediction"
                                                     " requests' per minute"), "reading the endpoint")
     assert isinstance(limited, InfrastructureError) and "per-minute request limit" in str(limited)
-    failed = vertex.operation_error("op/1", 9, "Model server never became ready", "deploying the model")
+    failed = vertex_api.operation_error("op/1", 9, "Model server never became ready", "deploying the model")
     assert isinstance(failed, UserError) and "Cloud Logging" in str(failed)
-    denied = vertex.translate(gexc.Forbidden("Permission denied on bucket"), "uploading the model")
+    denied = vertex_api.translate(gexc.Forbidden("Permission denied on bucket"), "uploading the model")
     assert "Vertex AI Service Agent" in str(denied)
 
 
@@ -376,14 +377,14 @@ def test_dedicated_endpoints_are_called_on_their_own_host_and_private_ones_refus
                                     "dedicatedEndpointDns": f"localhost:{port}"}
     result = vertex.deploy(_spec(published_repository, endpoint="555"), fake_vertex.url, timeout_s=120, poll_s=0.2)
     assert result.dedicated_dns == f"localhost:{port}"
-    metadata = result.endpoint_metadata(_spec(published_repository), fake_vertex.url, {})
-    assert metadata["predict_base"] == f"http://localhost:{port}/v1/{parent}/endpoints/555"
+    record = result.endpoint_record(_spec(published_repository), fake_vertex.url, {})
+    assert record.predict_base == f"http://localhost:{port}/v1/{parent}/endpoints/555"
     signature = ModelSignature.load(digits_onnx)
-    target = VertexTarget(metadata["predict_base"], result.deployed_model_id, result.protocol, "digits",
-                          signature, api_base=metadata["api_base"])
+    target = VertexTarget(record.predict_base, result.deployed_model_id, result.protocol, "digits",
+                          signature, api_base=record.api_base)
     checked = validate(target, GoldenSet.load(digits_onnx), max_batch_size=16)
     assert checked.passed, checked.failure_line()
-    shared = VertexTarget(metadata["api_base"], result.deployed_model_id, result.protocol, "digits", signature)
+    shared = VertexTarget(record.api_base, result.deployed_model_id, result.protocol, "digits", signature)
     with pytest.raises(UserError, match="Dedicated endpoint cannot be accessed through the shared domain"):
         validate(shared, GoldenSet.load(digits_onnx), max_batch_size=16)
 

@@ -42,14 +42,17 @@ def export_onnx(
         metrics: Max absolute and relative error per output and batch size, export seconds.
         report: The verification tables.
     """
-    from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components import artifacts
     from kfp_serve.components.export.component_io import write_export_outputs
     from kfp_serve.components.export.onnx_export import export_onnx as export
+    from kfp_serve.components.formats import onnx_ir_version
 
-    expect(model, "TorchModel")
+    artifacts.read(model, artifacts.TorchModel)
     result = export(model.path, onnx_model.path, opset=opset, atol=atol, rtol=rtol, exporter=exporter)
-    write_export_outputs(result, onnx_model, metrics, report)
-    mark(onnx_model, "OnnxModel", opset=opset, exporter=exporter)
+    write_export_outputs(result, metrics, report)
+    artifacts.mark(onnx_model, artifacts.OnnxModel(
+        signature=result.signature, export=result.details, opset=opset,
+        exporter=result.details["exporter"], onnx_ir_version=onnx_ir_version(result.path)))
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
@@ -67,7 +70,7 @@ def export_torchscript(
     """Exports a model artifact to TorchScript (``model.pt``) and verifies it.
 
     ``saved`` uses the artifact's ``model.ts`` (traced from the eager model and checked at a
-    second size, or scripted, when the model was saved); ``trace`` traces the exported
+    second size, or scripted, when the model was saved); ``trace_program`` traces the exported
     ``model.pt2`` (which often fixes the batch size); ``auto`` is ``saved`` where there is one.
     The output returns a tuple in signature order, as Triton's pytorch backend needs. The saved
     file is reloaded and run on the golden set at two batch sizes (and a second size of the
@@ -75,7 +78,8 @@ def export_torchscript(
 
     Args:
         model: A TorchModel artifact.
-        method: ``auto``, ``saved`` or ``trace``.
+        method: ``auto``, ``saved`` (the artifact's model.ts) or ``trace_program`` (a trace of
+            the exported model.pt2).
         freeze: Inline weights and attributes (torch.jit.freeze).
         optimize_for_inference: Also apply torch.jit.optimize_for_inference (CPU-specific).
         atol: Absolute tolerance per value.
@@ -86,15 +90,16 @@ def export_torchscript(
         metrics: Max absolute and relative error per output and batch size, export seconds.
         report: The verification tables.
     """
-    from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components import artifacts
     from kfp_serve.components.export.component_io import write_export_outputs
     from kfp_serve.components.export.torchscript_export import export_torchscript as export
 
-    expect(model, "TorchModel")
+    artifacts.read(model, artifacts.TorchModel)
     result = export(model.path, torchscript_model.path, method=method, freeze=freeze,
                     optimize_for_inference=optimize_for_inference, atol=atol, rtol=rtol)
-    write_export_outputs(result, torchscript_model, metrics, report)
-    mark(torchscript_model, "TorchScriptModel", method=method)
+    write_export_outputs(result, metrics, report)
+    artifacts.mark(torchscript_model, artifacts.TorchScriptModel(
+        signature=result.signature, export=result.details, method=result.details["method"]))
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
@@ -136,16 +141,17 @@ def export_tensorrt(
         metrics: Max absolute and relative error per output and batch size, build seconds.
         report: The verification tables.
     """
-    from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components import artifacts
     from kfp_serve.components.export.component_io import write_export_outputs
     from kfp_serve.components.export.tensorrt_export import export_tensorrt as export
 
-    expect(onnx_model, "OnnxModel")
+    artifacts.read(onnx_model, artifacts.OnnxModel)
     result = export(onnx_model.path, tensorrt_model.path, precision=precision, min_batch=min_batch,
                     opt_batch=opt_batch, max_batch=max_batch, dim_ranges=dim_ranges,
                     workspace_mib=workspace_mib, atol=atol, rtol=rtol)
-    write_export_outputs(result, tensorrt_model, metrics, report)
-    mark(tensorrt_model, "TensorRTModel", precision=precision, max_batch=max_batch)
+    write_export_outputs(result, metrics, report)
+    artifacts.mark(tensorrt_model, artifacts.TensorRTModel(
+        signature=result.signature, export=result.details, precision=precision, max_batch=max_batch))
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
@@ -185,12 +191,12 @@ def profile_formats(
         report: The table, the recommendation and why (a clear winner, or a tie and its rule).
         Output: The recommended format for serving (``onnx`` or ``torchscript``).
     """
-    from kfp_serve.components.artifacts import expect
+    from kfp_serve.components import artifacts
     from kfp_serve.components.export.profile import profile_formats as profile
 
-    expect(model, "TorchModel")
-    expect(onnx_model, "OnnxModel")
-    expect(torchscript_model, "TorchScriptModel")
+    artifacts.read(model, artifacts.TorchModel)
+    artifacts.read(onnx_model, artifacts.OnnxModel)
+    artifacts.read(torchscript_model, artifacts.TorchScriptModel)
     result = profile({"eager": model.path, "torchscript": torchscript_model.path,
                       "onnx": onnx_model.path}, [int(b) for b in batch_sizes], seconds_per_batch,
                      threads, budget_s=budget_s)

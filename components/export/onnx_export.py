@@ -184,7 +184,7 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path, opset: int = 18,
         golden.save(staging)
     details = {"opset": str(opset), "exporter": exporter, "runtime": "onnxruntime (CPU)",
                "weights": ONNX_EXTERNAL_DATA_FILE if external else "inside model.onnx"}
-    return ExportResult("ONNX", Path(output_dir) / ONNX_FILE, comparisons, details,
+    return ExportResult("ONNX", Path(output_dir) / ONNX_FILE, signature, comparisons, details,
                         time.perf_counter() - started,
                         resized_shapes=golden.resized_shapes)
 
@@ -199,4 +199,3 @@ def _check_model(model_path: Path) -> None:
             onnx.checker.check_model(str(model_path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise UserError(f"onnx.checker rejected the export: {first_line(err)}") from err
-

@@ -30,6 +30,7 @@ import numpy as np
 from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.formats import FORMATS, TORCH_PROGRAM_FILE
 from kfp_serve.components.golden import GoldenSet
+from kfp_serve.components.report import Table
 from kfp_serve.components.signature import ModelSignature
 
 WINDOW_S = 0.05
@@ -69,13 +70,11 @@ class ProfileResult:
     seconds: float = 0.0
 
     def table(self) -> str:
-        lines = ["| format | batch | p50 latency (ms) | p95 latency (ms) | throughput (samples/s) |"
-                 " spread | calls |", "|---|---|---|---|---|---|---|"]
-        for m in self.measurements:
-            lines.append(f"| {m.model_format} | {m.batch_size} | {m.p50_ms:.3f} | {m.p95_ms:.3f} |"
-                         f" {m.samples_per_s:,.0f} | {m.spread:.1%}{'' if m.stable else ' (capped)'} |"
-                         f" {m.iterations} |")
-        return "\n".join(lines)
+        rows = [[m.model_format, str(m.batch_size), f"{m.p50_ms:.3f}", f"{m.p95_ms:.3f}",
+                 f"{m.samples_per_s:,.0f}", f"{m.spread:.1%}{'' if m.stable else ' (capped)'}",
+                 str(m.iterations)] for m in self.measurements]
+        return Table(["format", "batch", "p50 latency (ms)", "p95 latency (ms)",
+                      "throughput (samples/s)", "spread", "calls"], rows).markdown()
 
     def markdown(self) -> str:
         return "\n".join([
@@ -111,7 +110,8 @@ def _runner(model_format: str, path: Path, signature: ModelSignature, threads: i
         module = torch.jit.load(str(path), map_location="cpu").eval()
         return lambda inputs: run_torchscript(module, signature, inputs)
     if model_format == "eager":
-        from kfp_serve.components.model_artifact import open_model, run_module
+        from kfp_serve.components.capture import run_module
+        from kfp_serve.components.model_artifact import open_model
 
         # the exported program as saved (open_model's checks already ran at export), else
         # the TorchScript that save_torch_model wrote for models torch.export cannot take

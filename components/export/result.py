@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kfp_serve.components.verify import OutputComparison, markdown_table
+from kfp_serve.components.signature import ModelSignature
+from kfp_serve.components.verify import OutputComparison, comparison_table
 
 
 @dataclass(frozen=True)
@@ -14,6 +15,7 @@ class ExportResult:
 
     model_format: str
     path: Path
+    signature: ModelSignature
     comparisons: dict[str, list[OutputComparison]]  # "batch 16", "batch 1", "resized"
     details: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -44,5 +46,5 @@ class ExportResult:
         resized = ", ".join(f"`{k}` {list(v)}" for k, v in self.resized_shapes.items())
         for case, comparisons in self.comparisons.items():
             title = f"Other dynamic dims resized: {resized}" if case == "resized" else case.capitalize()
-            lines += [f"## {title}", "", markdown_table(comparisons), ""]
+            lines += [f"## {title}", "", comparison_table(comparisons).markdown(), ""]
         return "\n".join(lines)

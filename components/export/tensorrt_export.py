@@ -187,6 +187,6 @@ def export_tensorrt(onnx_dir: str | Path, output_dir: str | Path, precision: str
         golden.save(staging)
     details = {"precision": precision, "batch profile": f"{min_batch}/{opt_batch}/{max_batch}",
                "workspace": f"{workspace_mib} MiB", "tensorrt": trt.__version__}
-    return ExportResult("TensorRT", Path(output_dir) / ENGINE_FILE, comparisons, details,
+    return ExportResult("TensorRT", Path(output_dir) / ENGINE_FILE, signature, comparisons, details,
                         time.perf_counter() - started,
                         resized_shapes=in_profile.resized_shapes)

@@ -16,13 +16,15 @@ from kfp_serve.components.staging import quiet_export, staged_directory
 from kfp_serve.components.verify import verify_at_batches
 
 TORCHSCRIPT_FILE = FORMATS["torchscript"].file  # what Triton's pytorch_libtorch backend loads
-METHODS = ("auto", "saved", "trace")
+#: ``trace_program`` traces the exported program (model.pt2); save_torch_model's "trace" is of
+#: the eager model, which ``saved`` takes
+METHODS = ("auto", "saved", "trace_program")
 
 
 def run_torchscript(module: Any, signature: ModelSignature,
                     inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run a TorchScript module positionally on named inputs; returns named outputs."""
-    from kfp_serve.components.model_artifact import run_module
+    from kfp_serve.components.capture import run_module
 
     return run_module(module, signature, inputs)
 
@@ -43,15 +45,18 @@ def export_torchscript(model_dir: str | Path, output_dir: str | Path, method: st
 
     ``saved`` takes the artifact's ``model.ts``: traced from the eager model and checked at a
     second size, or scripted, by ``save_torch_model`` where the Python class was at hand.
-    ``trace`` traces the artifact's ``model.pt2`` (no class needed; the exported program bakes
-    in the golden batch size on many models). ``auto`` is ``saved`` where the artifact has a
-    ``model.ts``, else ``trace``. ``freeze`` inlines weights and attributes;
+    ``trace_program`` traces the artifact's ``model.pt2`` (no class needed; the exported program
+    bakes in the golden batch size on many models). ``auto`` is ``saved`` where the artifact has
+    a ``model.ts``, else ``trace_program``. ``freeze`` inlines weights and attributes;
     ``optimize_for_inference`` also fuses ops for CPU inference (specialised to the CPU).
     """
     import torch
 
     from kfp_serve.components.model_artifact import open_model
 
+    if method == "trace":
+        raise UserError("method 'trace' is now 'trace_program' (it traces the exported model.pt2;"
+                        " a trace of the eager model is what 'saved' takes)")
     if method not in METHODS:
         raise UserError(f"method {method!r} is not known; use one of {list(METHODS)}")
     if optimize_for_inference and not freeze:
@@ -62,10 +67,10 @@ def export_torchscript(model_dir: str | Path, output_dir: str | Path, method: st
     artifact = open_model(model_dir)
     signature, golden = artifact.signature, artifact.golden
     if method == "auto":
-        method = "saved" if artifact.has_torchscript else "trace"
+        method = "saved" if artifact.has_torchscript else "trace_program"
     with staged_directory(output_dir) as staging, quiet_export():
         try:
-            module = (_trace_program(artifact.program(), signature, golden) if method == "trace"
+            module = (_trace_program(artifact.program(), signature, golden) if method == "trace_program"
                       else artifact.torchscript())
             module = module.eval()
             if freeze:
@@ -91,7 +96,7 @@ def export_torchscript(model_dir: str | Path, output_dir: str | Path, method: st
                 f"the TorchScript export ({method})",
             )
         except VerificationError as err:
-            if method == "trace":
+            if method == "trace_program":
                 raise VerificationError(
                     f"{err}; tracing the exported program fixes dims such as the batch size:"
                     " save the model with save_torch_model (its model.ts is traced from the eager"
@@ -101,9 +106,9 @@ def export_torchscript(model_dir: str | Path, output_dir: str | Path, method: st
         signature.save(staging)
         golden.save(staging)
     how = f"model.ts, {artifact.info.get('torchscript', 'saved')}" if method == "saved" else "model.pt2"
-    details = {"method": f"{method} ({how})", "frozen": str(freeze),
+    details = {"method": method, "source": how, "frozen": str(freeze),
                "optimize_for_inference": str(optimize_for_inference),
                "runtime": f"torch.jit {torch.__version__} (CPU)"}
-    return ExportResult("TorchScript", Path(output_dir) / TORCHSCRIPT_FILE, comparisons, details,
+    return ExportResult("TorchScript", Path(output_dir) / TORCHSCRIPT_FILE, signature, comparisons, details,
                         time.perf_counter() - started,
                         resized_shapes=golden.resized_shapes)

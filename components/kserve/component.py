@@ -138,8 +138,8 @@ def deploy_kserve(
     """
     from collections import namedtuple
 
-    from kfp_serve.components.artifacts import expect_published, mark
-    from kfp_serve.components.kserve.cluster import DeployError, KServeCluster, api_client, deploy
+    from kfp_serve.components import artifacts
+    from kfp_serve.components.kserve.api import KServeCluster, api_client
     from kfp_serve.components.kserve.gke import GkePresets
     from kfp_serve.components.kserve.manifest import (
         DEFAULT_MODEL_FORMATS,
@@ -147,11 +147,12 @@ def deploy_kserve(
         build_inference_service,
         build_network_policy,
     )
+    from kfp_serve.components.kserve.rollout import DeployError, deploy
 
-    content = expect_published(model, *DEFAULT_MODEL_FORMATS)
+    published = artifacts.read_published(model, artifacts.TritonRepository, artifacts.TorchServeArchive)
     spec = InferenceServiceSpec(
-        name=name, namespace=namespace, storage_uri=model.metadata["uri"],
-        model_format=model_format or DEFAULT_MODEL_FORMATS[content],
+        name=name, namespace=namespace, storage_uri=published.uri,
+        model_format=model_format or DEFAULT_MODEL_FORMATS[published.content_kind],
         protocol_version=protocol_version, runtime=runtime, service_account=service_account,
         cpu=cpu or None, memory=memory or None, gpus=gpus, node_selector=node_selector or {},
         tolerations=tolerations or [], min_replicas=min_replicas,
@@ -169,10 +170,11 @@ def deploy_kserve(
                        model_load_timeout_s=model_load_timeout_s or None),
         ingress_from_namespaces=tuple(ingress_from_namespaces or ()),
     )
+    onnx_ir_version = getattr(published.content, "onnx_ir_version", None)
     cluster = KServeCluster(api_client(api_host), namespace)
     try:
         result = deploy(cluster, build_inference_service(spec), timeout_s=ready_timeout_s,
-                        keep_failed=keep_failed, onnx_ir_version=model.metadata.get("onnx_ir_version"),
+                        keep_failed=keep_failed, onnx_ir_version=onnx_ir_version,
                         unschedulable_grace_s=unschedulable_grace_s,
                         network_policy=build_network_policy(spec),
                         workload_identity=(service_account, gcp_service_account)
@@ -183,7 +185,7 @@ def deploy_kserve(
     summary = result.summary(spec.storage_uri)
     with open(report.path, "w") as handle:
         handle.write(summary)
-    mark(inference_service, "KServeInferenceService", **result.artifact_metadata(spec, model.metadata))
+    artifacts.mark(inference_service, result.record(spec, published.content))
     inference_service.uri = result.url or inference_service.uri
     print(summary)
     return namedtuple("Outputs", ["url"])(result.url)
@@ -207,11 +209,11 @@ def promote_kserve(
     Returns:
         Output: The revision that now takes all traffic.
     """
-    from kfp_serve.components.artifacts import expect
-    from kfp_serve.components.kserve.cluster import promote
+    from kfp_serve.components import artifacts
+    from kfp_serve.components.kserve.rollout import promote
 
-    expect(inference_service, "KServeInferenceService")
-    return promote(inference_service.metadata, ready_timeout_s, api_host).latest_ready_revision
+    service = artifacts.read(inference_service, artifacts.KServeInferenceService)
+    return promote(service, ready_timeout_s, api_host).latest_ready_revision
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
@@ -234,11 +236,11 @@ def rollback_kserve(
     Returns:
         Output: The URL, now serving the previous revision.
     """
-    from kfp_serve.components.artifacts import expect
-    from kfp_serve.components.kserve.cluster import rollback
+    from kfp_serve.components import artifacts
+    from kfp_serve.components.kserve.rollout import rollback
 
-    expect(inference_service, "KServeInferenceService")
-    return rollback(inference_service.metadata, ready_timeout_s, api_host).url
+    service = artifacts.read(inference_service, artifacts.KServeInferenceService)
+    return rollback(service, ready_timeout_s, api_host).url
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
@@ -253,7 +255,7 @@ def delete_kserve(name: str, namespace: str, api_host: Optional[str] = None) -> 
     Returns:
         Output: True if it existed and was deleted.
     """
-    from kfp_serve.components.kserve.cluster import KServeCluster, api_client
+    from kfp_serve.components.kserve.api import KServeCluster, api_client
 
     deleted = KServeCluster(api_client(api_host), namespace).delete(name)
     print(f"deleted {namespace}/{name}" if deleted else f"{namespace}/{name} did not exist")

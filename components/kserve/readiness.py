@@ -15,10 +15,16 @@ so it is never compared with the InferenceService's own generation here. Instead
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from kfp_serve.components.kserve.manifest import DEPLOYMENT_MODE_ANNOTATION, DEPLOYMENT_MODES
+from kfp_serve.components.artifacts import KServeInferenceService, TorchServeArchive, TritonRepository
+from kfp_serve.components.kserve.manifest import (
+    DEPLOYMENT_MODE_ANNOTATION,
+    DEPLOYMENT_MODES,
+    InferenceServiceSpec,
+)
 
 #: predictor fields that change only the autoscaler or the traffic split in Standard mode
 #: (an HPA or KEDA object), never the Deployment's pod template
@@ -42,7 +48,7 @@ def _template(predictor: dict[str, Any] | None, mode: str) -> dict[str, Any] | N
     return {k: v for k, v in predictor.items() if k not in ignored}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Expectation:
     """What the wait after an apply (or a promote/rollback patch) has to see."""
 
@@ -69,8 +75,9 @@ def expectation(before: dict[str, Any] | None, after: dict[str, Any],
         percent = None if before is None else 100 if canary is None else int(canary)
     created_before = (before or {}).get("status", {}).get("components", {}).get(
         "predictor", {}).get("latestCreatedRevision", "")
-    return Expectation(mode, new_rollout, created_before, deployment_generation_before,
-                       percent, previous)
+    return Expectation(mode=mode, new_rollout=new_rollout, latest_created_before=created_before,
+                       deployment_generation_before=deployment_generation_before,
+                       latest_percent=percent, previous_predictor=previous)
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -155,3 +162,68 @@ def tagged_internal_url(address_url: str, name: str, tag: str) -> str:
     if not rest.startswith(f"{name}."):
         return ""
     return f"{scheme}://{tag}-{name}-predictor.{rest[len(name) + 1:]}"
+
+
+@dataclass
+class KServeDeployment:
+    """The ready InferenceService, as the outputs report it."""
+
+    name: str
+    namespace: str
+    url: str  # status.url: the external host on the ingress domain, what clients outside call
+    internal_url: str  # status.address.url: cluster-local, what validation inside calls
+    latest_ready_revision: str
+    mode: str = "Knative"
+    traffic: list[dict[str, Any]] = field(default_factory=list)
+    created: bool = False
+    canary_url: str = ""  # the latest revision's tagged external URL, while traffic is split
+    canary_internal_url: str = ""  # ... and its cluster-local URL
+    previous_predictor: dict[str, Any] | None = None  # what Standard-mode rollback re-applies
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def validation_url(self) -> str:
+        """Where validation inside the cluster calls: the canary itself while traffic is split."""
+        return self.canary_internal_url or self.internal_url or self.url
+
+    def summary(self, storage_uri: str) -> str:
+        """The deployment summary (Markdown) the step's report shows."""
+        rollout = ("canary by traffic split (Knative)" if self.mode == "Knative" else
+                   "Standard: the new model serves all traffic once rolled out; rollback_kserve"
+                   " re-applies the previous one")
+        notes = "".join(f"- note: {n}\n" for n in self.notes)
+        return (f"# InferenceService `{self.namespace}/{self.name}`: Ready\n\n- mode: {self.mode}"
+                f" ({rollout})\n- url: {self.url}\n- internal url: {self.internal_url}\n"
+                f"- validated at: {self.validation_url}\n- revision: {self.latest_ready_revision}\n"
+                f"- traffic: {json.dumps(self.traffic)}\n- storageUri: {storage_uri}\n{notes}")
+
+    def record(self, spec: InferenceServiceSpec,
+               content: TritonRepository | TorchServeArchive) -> KServeInferenceService:
+        """The KServeInferenceService artifact's record: what validation, promote and rollback
+        read (``content``: what the published version holds, for the model and tensor names)."""
+        return KServeInferenceService(
+            name=self.name, namespace=self.namespace, model_name=content.model_name, url=self.url,
+            internal_url=self.internal_url, validation_url=self.validation_url, mode=self.mode,
+            protocol=spec.protocol_version, latest_ready_revision=self.latest_ready_revision,
+            traffic=self.traffic, canary_url=self.canary_url,
+            canary_internal_url=self.canary_internal_url,
+            previous_predictor=self.previous_predictor, storage_uri=spec.storage_uri,
+            tensor_names=getattr(content, "tensor_names", {}))
+
+
+def deployed(isvc: dict, expect: Expectation) -> KServeDeployment:
+    """The ready InferenceService as the outputs report it."""
+    status = isvc.get("status", {})
+    name = isvc["metadata"]["name"]
+    predictor = status.get("components", {}).get("predictor", {})
+    internal = status.get("address", {}).get("url", "")
+    url = status.get("url") or internal
+    traffic = predictor.get("traffic", [])
+    canary = next((t for t in traffic
+                   if t.get("latestRevision") and t.get("tag") and (t.get("percent") or 0) < 100), {})
+    return KServeDeployment(
+        name, isvc["metadata"]["namespace"], url, internal,
+        predictor.get("latestReadyRevision", "") or f"{name}-predictor", expect.mode, traffic,
+        canary_url=canary.get("url", ""),
+        canary_internal_url=tagged_internal_url(internal, name, canary["tag"]) if canary else "",
+        previous_predictor=expect.previous_predictor)

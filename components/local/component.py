@@ -22,8 +22,8 @@ def deploy_local(
 
     Args:
         repository: A TritonRepository artifact, or a PublishedVersion of one (fetched from
-            GCS or a folder and checked against its manifest, as KServe's storage initializer
-            would).
+            GCS or a folder with every file checked against the version's manifest; KServe's
+            storage initializer copies whatever lies under the URI and checks nothing).
         deployment: A name for this deployment, unique on the machine (pipelines pass the run
             id); ``undeploy_local`` stops the server by the same name.
         http_port: HTTP port on 127.0.0.1; 0 picks a free one (as binding port 0 does).
@@ -36,20 +36,22 @@ def deploy_local(
     """
     import json
 
-    from kfp_serve.components.artifacts import expect, expect_published, mark
+    from kfp_serve.components import artifacts
     from kfp_serve.components.local.triton_server import hold_while_serving, start_server
 
-    kind = expect(repository, "TritonRepository", "PublishedVersion")
-    if kind == "PublishedVersion":
-        expect_published(repository, "TritonRepository")
+    given = artifacts.read(repository, artifacts.TritonRepository, artifacts.PublishedVersion)
+    if isinstance(given, artifacts.PublishedVersion):
+        served = artifacts.read_published(repository, artifacts.TritonRepository).content
+        source = given.uri
+    else:
+        served, source = given, repository.path
     # Ports are plain ints (0 = any free port): kfp.local 2.17.3 crashes on Optional[int] = None.
-    record = start_server(repository.metadata["uri"] if kind == "PublishedVersion" else repository.path,
-                          repository.metadata["model_name"], deployment,
-                          http_port=http_port, grpc_port=grpc_port, timeout_s=ready_timeout_s)
-    mark(endpoint, "ServingEndpoint", url=record.url, grpc_url=record.grpc_url,
-         model_name=record.model_name, protocol="v2", pid=record.pid,
-         deployment=record.deployment, log_path=record.log_path, metrics_url=record.metrics_url,
-         tensor_names=repository.metadata.get("tensor_names", {}))
+    record = start_server(source, served.model_name, deployment, http_port=http_port,
+                          grpc_port=grpc_port, timeout_s=ready_timeout_s)
+    artifacts.mark(endpoint, artifacts.ServingEndpoint(
+        url=record.url, model_name=record.model_name, grpc_url=record.grpc_url,
+        metrics_url=record.metrics_url, tensor_names=served.tensor_names, pid=record.pid,
+        deployment=record.deployment, log_path=record.log_path))
     with open(endpoint.path, "w") as handle:
         json.dump(endpoint.metadata, handle, indent=2)
     print(f"serving {record.model_name!r} at {record.url} (pid {record.pid})")

@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -225,11 +224,8 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
         log_path=str(log_path), metrics_url=f"http://127.0.0.1:{metrics}/metrics",
     )
     record.save(root)
-    from kfp_serve.components.cancellation import sigterm_flag
-
     try:  # a cancelled step (SIGTERM) stops the server it started, not the exit handler later
-        with sigterm_flag() as cancelled:
-            wait_for_model(record, timeout_s, process, cancelled)
+        wait_for_model(record, timeout_s, process, cancellable=True)
     except BaseException:
         stop_server(record)
         raise
@@ -247,18 +243,18 @@ def _get_status(url: str) -> int | None:
 
 
 def wait_for_model(record: LocalDeployment, timeout_s: float,
-                   process: subprocess.Popen | None = None,
-                   cancelled: threading.Event | None = None) -> None:
+                   process: subprocess.Popen | None = None, cancellable: bool = False) -> None:
     """Poll server and model readiness; raise with the server's state and log tail on failure,
-    or at once when ``cancelled`` is set (SIGTERM)."""
+    or (``cancellable``) at once on SIGTERM."""
     from kfp_serve.components.polling import poll
 
     model_url = f"{record.url}/v2/models/{record.model_name}/ready"
 
+    def cancelled(_: str) -> InfrastructureError:
+        return InfrastructureError(f"cancelled (SIGTERM) while {record.model_name!r} was loading;"
+                                   " the server was stopped")
+
     def check() -> tuple[bool | None, str]:
-        if cancelled is not None and cancelled.is_set():
-            raise InfrastructureError(f"cancelled (SIGTERM) while {record.model_name!r} was loading;"
-                                      " the server was stopped")
         if process is not None and process.poll() is not None:
             raise InfrastructureError(
                 f"tritonserver exited with code {process.returncode} before the model was ready;"
@@ -269,7 +265,8 @@ def wait_for_model(record: LocalDeployment, timeout_s: float,
         return (True if model == 200 else None), f"server live={server}, model ready={model}"
 
     poll(check, timeout_s, f"model {record.model_name!r} not ready", interval_s=0.25,
-         detail=lambda: f"log tail: {log_tail(record.log_path)}")
+         detail=lambda: f"log tail: {log_tail(record.log_path)}",
+         on_cancel=cancelled if cancellable else None)
 
 
 _GLOG_ERROR = re.compile(r'^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "?(?P<message>.*?)"?$')

@@ -39,17 +39,17 @@ def build_torchserve_archive(
     Returns:
         archive: A TorchServeArchive artifact; metadata holds the model name and signature.
     """
-    from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components import artifacts
     from kfp_serve.components.formats import format_of_kind
-    from kfp_serve.components.signature import ModelSignature
     from kfp_serve.components.torchserve.archive import ArchiveOptions, build_archive
 
-    model_format = format_of_kind(expect(model, "OnnxModel", "TorchScriptModel")).name
+    exported = artifacts.read(model, artifacts.OnnxModel, artifacts.TorchScriptModel)
+    model_format = format_of_kind(exported.kind()).name
     options = ArchiveOptions(batch_size=batch_size, max_batch_delay_ms=max_batch_delay_ms,
                              workers=workers, response_timeout_s=response_timeout_s,
                              service_envelope=service_envelope)
     result = build_archive(model.path, model_format, archive.path, model_name, options,
                            vertex_layout=vertex_layout)
-    mark(archive, "TorchServeArchive", model_name=model_name, model_format=model_format,
-         signature=ModelSignature.load(model.path).to_dict())
+    artifacts.mark(archive, artifacts.TorchServeArchive(
+        model_name=model_name, model_format=model_format, signature=exported.signature))
     print(result.config_properties)

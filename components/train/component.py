@@ -35,13 +35,12 @@ def train_digits_classifier(
         model: A TorchModel artifact (``model.pt2``, ``signature.json``, ``golden.npz``).
         metrics: ``test_accuracy`` on the held-out split.
     """
-    from kfp_serve.components.artifacts import mark
-    from kfp_serve.components.signature import ModelSignature
-    from kfp_serve.components.train.digits import train_digits
+    from kfp_serve.components import artifacts
+    from kfp_serve.components.train.digits import SIGNATURE, train_digits
 
     result = train_digits(model.path, epochs=epochs, learning_rate=learning_rate, seed=seed,
                           min_accuracy=min_accuracy, golden_size=golden_size, device=device)
     metrics.log_metric("test_accuracy", round(result.test_accuracy, 4))
-    mark(model, "TorchModel", framework="pytorch", test_accuracy=round(result.test_accuracy, 4),
-         signature=ModelSignature.load(model.path).to_dict())
+    artifacts.mark(model, artifacts.TorchModel(signature=SIGNATURE,
+                                               test_accuracy=round(result.test_accuracy, 4)))
     print(f"test accuracy {result.test_accuracy:.4f} after {epochs} epochs")

@@ -48,25 +48,14 @@ def build_triton_repository(
         repository: A TritonRepository artifact; metadata holds the model name, the served
             tensor names, the signature and, for ONNX, its IR version.
     """
-    import os
-    from dataclasses import replace
-
-    from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components import artifacts
     from kfp_serve.components.errors import UserError
-    from kfp_serve.components.formats import EXPORTED_KINDS, format_of_kind
-    from kfp_serve.components.signature import ModelSignature
-    from kfp_serve.components.triton.config import TritonModelOptions, options_from_dict
+    from kfp_serve.components.formats import format_of_kind
+    from kfp_serve.components.triton.config import TritonModelOptions
     from kfp_serve.components.triton.repository import build_repository
 
-    model_format = format_of_kind(expect(model, *EXPORTED_KINDS))
-    tuned = {}
-    if tuned_options is not None:
-        expect(tuned_options, "TritonModelOptions")
-        if tuned_options.metadata["model_format"] != model_format.name:
-            raise UserError(f"tuned_options were measured on {tuned_options.metadata['model_format']},"
-                            f" this model is {model_format.name}; tune this export")
-        tuned = {k: v for k, v in tuned_options.metadata["options"].items()
-                 if k not in ("instance_kind", "version_policy", "warmup")}
+    exported = artifacts.read(model, *artifacts.EXPORTED)
+    model_format = format_of_kind(exported.kind())
     options = TritonModelOptions(
         max_batch_size=max_batch_size,
         preferred_batch_sizes=tuple(int(s) for s in preferred_batch_sizes or ()),
@@ -76,19 +65,17 @@ def build_triton_repository(
         version_policy=version_policy,
         warmup=warmup,
     )
-    if tuned:  # the measured settings; the kind, version policy and warm-up stay as asked
-        options = replace(options_from_dict(tuned), instance_kind=instance_kind,
-                          version_policy=version_policy, warmup=warmup)
+    if tuned_options is not None:
+        tuned = artifacts.read(tuned_options, artifacts.TritonModelOptions)
+        if tuned.model_format != model_format.name:
+            raise UserError(f"tuned_options were measured on {tuned.model_format}, this model is"
+                            f" {model_format.name}; tune this export")
+        options = options.with_tuned(TritonModelOptions.from_dict(tuned.options))
     result = build_repository(model.path, model_format.name, repository.path, model_name, options)
-    onnx_ir = {}
-    if model_format.name == "onnx":  # deploy_kserve checks the runtime's Triton loads this IR
-        import onnx
-
-        onnx_ir["onnx_ir_version"] = onnx.load(os.path.join(model.path, model_format.file),
-                                               load_external_data=False).ir_version
-    mark(repository, "TritonRepository", model_name=result.model_name, version=result.version,
-         model_format=model_format.name, max_batch_size=options.max_batch_size, **onnx_ir,
-         tensor_names=result.tensor_names, signature=ModelSignature.load(model.path).to_dict())
+    artifacts.mark(repository, artifacts.TritonRepository(
+        model_name=result.model_name, tensor_names=result.tensor_names, signature=exported.signature,
+        model_format=model_format.name, version=result.version,
+        max_batch_size=options.max_batch_size, onnx_ir_version=result.onnx_ir_version))
     print(result.config_text)
 
 
@@ -121,7 +108,7 @@ def pack_triton_repositories(
     import tempfile
     from pathlib import Path
 
-    from kfp_serve.components.artifacts import mark
+    from kfp_serve.components import artifacts
     from kfp_serve.components.storage.fetch import fetch_version
     from kfp_serve.components.triton.pack import pack_repositories
 
@@ -129,7 +116,7 @@ def pack_triton_repositories(
         sources = [fetch_version(uri, Path(scratch) / str(index))
                    for index, uri in enumerate(published_uris)]
         result = pack_repositories(sources, repository.path, instance_counts, instance_kind or None)
-    extra = {"onnx_ir_version": result.onnx_ir_version} if result.onnx_ir_version else {}
-    mark(repository, "TritonRepository", model_name=result.models[0], models=result.models,
-         sources=list(published_uris), **extra)
+    artifacts.mark(repository, artifacts.TritonRepository(
+        model_name=result.models[0], models=tuple(result.models), sources=tuple(published_uris),
+        onnx_ir_version=result.onnx_ir_version))
     print(f"packed {result.models} into one repository")

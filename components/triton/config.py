@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from typing import Any
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
@@ -16,37 +19,93 @@ MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 _POLICY = re.compile(r"^(latest(:\d+)?|all|specific:\d+(,\d+)*)$")
 
 
+class InstanceKind(str, Enum):
+    """Where Triton places a model's instances (``instance_group.kind``)."""
+
+    CPU = "KIND_CPU"
+    GPU = "KIND_GPU"
+    AUTO = "KIND_AUTO"
+
+    @classmethod
+    def parse(cls, value: str | InstanceKind) -> InstanceKind:
+        try:
+            return cls(value)
+        except ValueError:
+            raise UserError(f"instance kind {value!r} is not valid; use"
+                            f" {', '.join(k.value for k in cls)}") from None
+
+
+#: the settings tune_triton_config measures; the rest stay as the user asked
+TUNED_FIELDS = ("max_batch_size", "preferred_batch_sizes", "max_queue_delay_microseconds",
+                "dynamic_batching", "instance_count", "parameters")
+
+
 @dataclass(frozen=True)
 class TritonModelOptions:
-    """What the user chooses about serving; everything tensor-related comes from the signature."""
+    """What the user chooses about serving; everything tensor-related comes from the signature.
+
+    Checks itself on construction: a bad value is a one-line UserError here, not a Triton load
+    error later.
+    """
 
     max_batch_size: int = 32
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_microseconds: int = 100
     dynamic_batching: bool = True  # off: each request runs as sent (the queue delay is unused)
-    instance_kind: str = "KIND_CPU"
+    instance_kind: InstanceKind = InstanceKind.CPU
     instance_count: int = 1
     parameters: dict[str, str] = field(default_factory=dict)
     version_policy: str = "latest:1"
     warmup: bool = False
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "instance_kind", InstanceKind.parse(self.instance_kind))
+        object.__setattr__(self, "preferred_batch_sizes", tuple(self.preferred_batch_sizes))
+        if self.max_batch_size < 0:
+            raise UserError("max_batch_size must be >= 0 (0 turns batching off)")
+        bad_sizes = [s for s in self.preferred_batch_sizes if not 1 <= s <= self.max_batch_size]
+        if bad_sizes:
+            raise UserError(f"preferred batch sizes {bad_sizes} must lie in"
+                            f" 1..max_batch_size={self.max_batch_size}")
+        if not self.dynamic_batching and self.preferred_batch_sizes:
+            raise UserError("preferred batch sizes belong to dynamic batching; turn dynamic_batching"
+                            " on or leave them unset")
+        if self.max_queue_delay_microseconds < 0:
+            raise UserError("max_queue_delay_microseconds must be >= 0")
+        if self.instance_count < 1:
+            raise UserError("instance_count must be >= 1")
+        parse_version_policy(self.version_policy)
 
-def options_from_dict(values: dict) -> TritonModelOptions:
-    """TritonModelOptions from plain data (an artifact's metadata, where numbers may arrive as
-    floats); unknown keys are refused."""
-    unknown = sorted(set(values) - set(TritonModelOptions.__dataclass_fields__))
-    if unknown:
-        raise UserError(f"unknown Triton model options {unknown}")
-    ints = ("max_batch_size", "max_queue_delay_microseconds", "instance_count")
-    coerced = {k: int(v) if k in ints else v for k, v in values.items()}
-    if "preferred_batch_sizes" in coerced:
-        coerced["preferred_batch_sizes"] = tuple(int(b) for b in coerced["preferred_batch_sizes"])
-    if "parameters" in coerced:
-        coerced["parameters"] = {str(k): str(v) for k, v in coerced["parameters"].items()}
-    for flag in ("dynamic_batching", "warmup"):
-        if flag in coerced:
-            coerced[flag] = bool(coerced[flag])
-    return TritonModelOptions(**coerced)
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON, artifact metadata); :meth:`from_dict` reads it back."""
+        return {**asdict(self), "instance_kind": self.instance_kind.value,
+                "preferred_batch_sizes": list(self.preferred_batch_sizes)}
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TritonModelOptions:
+        """Options from plain data, where numbers may arrive as floats (artifact metadata);
+        unknown keys are refused."""
+        unknown = sorted(set(values) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise UserError(f"unknown Triton model options {unknown}")
+        coerced = dict(values)
+        for key in ("max_batch_size", "max_queue_delay_microseconds", "instance_count"):
+            if key in coerced:
+                coerced[key] = int(coerced[key])
+        if "preferred_batch_sizes" in coerced:
+            coerced["preferred_batch_sizes"] = tuple(int(b) for b in coerced["preferred_batch_sizes"])
+        if "parameters" in coerced:
+            coerced["parameters"] = {str(k): str(v) for k, v in coerced["parameters"].items()}
+        for flag in ("dynamic_batching", "warmup"):
+            if flag in coerced:
+                coerced[flag] = bool(coerced[flag])
+        return cls(**coerced)
+
+    def with_tuned(self, tuned: TritonModelOptions) -> TritonModelOptions:
+        """These options with the settings a tuner measured (batching, queue delay, preferred
+        sizes, instances and threads) taken from ``tuned``; the instance kind, version policy
+        and warm-up stay as asked here."""
+        return replace(self, **{name: getattr(tuned, name) for name in TUNED_FIELDS})
 
 
 def validate_model_name(name: str) -> str:
@@ -59,7 +118,7 @@ def validate_model_name(name: str) -> str:
     return name
 
 
-def served_names(model_format: str, signature: ModelSignature) -> dict[str, str]:
+def triton_tensor_names(model_format: str, signature: ModelSignature) -> dict[str, str]:
     """Signature name -> the tensor name the server uses.
 
     Triton's pytorch_libtorch backend binds TorchScript tensors by position and requires the
@@ -102,8 +161,6 @@ def build_config(name: str, model_format: str, signature: ModelSignature,
     """
     validate_model_name(name)
     served = formats.model_format(model_format)
-    if options.max_batch_size < 0:
-        raise UserError("max_batch_size must be >= 0 (0 turns batching off)")
     if options.max_batch_size > 0 and not signature.batched:
         raise UserError(
             "max_batch_size > 0 needs every input and output to start with the dynamic 'batch'"
@@ -118,17 +175,6 @@ def build_config(name: str, model_format: str, signature: ModelSignature,
             " more dim: set max_batch_size=0 (the batch dim stays dynamic, requests are not"
             " batched together) or give them a trailing dim of 1 in the model ([batch, 1])"
         )
-    bad_sizes = [s for s in options.preferred_batch_sizes if not 1 <= s <= options.max_batch_size]
-    if bad_sizes:
-        raise UserError(
-            f"preferred batch sizes {bad_sizes} must lie in 1..max_batch_size={options.max_batch_size}"
-        )
-    if options.instance_kind not in ("KIND_CPU", "KIND_GPU", "KIND_AUTO"):
-        raise UserError(
-            f"instance kind {options.instance_kind!r} is not valid; use KIND_CPU, KIND_GPU or KIND_AUTO"
-        )
-    if options.instance_count < 1:
-        raise UserError("instance_count must be >= 1")
     config = mc.ModelConfig(
         name=name,
         platform=served.triton_platform,
@@ -138,7 +184,7 @@ def build_config(name: str, model_format: str, signature: ModelSignature,
         version_policy=parse_version_policy(options.version_policy),
     )
     batched = options.max_batch_size > 0
-    names = served_names(model_format, signature)
+    names = triton_tensor_names(model_format, signature)
     config.input.extend(
         mc.ModelInput(name=names[t.name], data_type=_dtype(t), dims=_dims(t, batched))
         for t in signature.inputs
@@ -157,15 +203,12 @@ def build_config(name: str, model_format: str, signature: ModelSignature,
                 data_type=_dtype(spec), dims=dims[1:] if batched else dims,
                 input_data_file=warmup_file_name(names[spec.name])))
         config.model_warmup.append(warmup)
-    if not options.dynamic_batching and options.preferred_batch_sizes:
-        raise UserError("preferred batch sizes belong to dynamic batching; turn dynamic_batching"
-                        " on or leave them unset")
     if batched and options.dynamic_batching:
         config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_microseconds
         config.dynamic_batching.preferred_batch_size.extend(options.preferred_batch_sizes)
     config.instance_group.append(
         mc.ModelInstanceGroup(
-            kind=mc.ModelInstanceGroup.Kind.Value(options.instance_kind),
+            kind=mc.ModelInstanceGroup.Kind.Value(options.instance_kind.value),
             count=options.instance_count,
         )
     )

@@ -7,13 +7,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from kfp_serve.components.errors import UserError
+from kfp_serve.components.formats import highest_onnx_ir
+from kfp_serve.components.triton.config import InstanceKind, parse_pbtxt, to_pbtxt
 from kfp_serve.components.triton.repository import CONFIG_FILE
-
-INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
 
 
 @dataclass(frozen=True)
@@ -38,8 +37,7 @@ def pack_repositories(sources: list[Path], target: str | Path,
     from kfp_serve.components.staging import staged_directory
 
     counts = dict(instance_counts or {})
-    if instance_kind is not None and instance_kind not in INSTANCE_KINDS:
-        raise UserError(f"instance_kind {instance_kind!r} is not one of {list(INSTANCE_KINDS)}")
+    kind_asked = InstanceKind.parse(instance_kind) if instance_kind is not None else None
     if len(sources) < 2:
         raise UserError("packing needs at least two repositories")
     owner: dict[str, Path] = {}
@@ -59,24 +57,19 @@ def pack_repositories(sources: list[Path], target: str | Path,
     bad = {name: count for name, count in counts.items() if count < 1}
     if bad:
         raise UserError(f"instance_counts must be >= 1: {bad}")
-    ir_versions = []
     with staged_directory(target) as staging:
         for name, source in owner.items():
             shutil.copytree(source / name, staging / name)
-            config = text_format.Parse((source / name / CONFIG_FILE).read_text(), mc.ModelConfig())
+            config = parse_pbtxt((source / name / CONFIG_FILE).read_text())
             if name in counts:
-                kind = instance_kind or (mc.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind)
-                                         if config.instance_group else "KIND_AUTO")
+                kind = kind_asked or (mc.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind)
+                                      if config.instance_group else InstanceKind.AUTO)
                 del config.instance_group[:]
                 config.instance_group.append(mc.ModelInstanceGroup(
-                    kind=mc.ModelInstanceGroup.Kind.Value(kind), count=counts[name]))
-            elif instance_kind:
+                    kind=mc.ModelInstanceGroup.Kind.Value(InstanceKind.parse(kind).value),
+                    count=counts[name]))
+            elif kind_asked:
                 for group in config.instance_group:
-                    group.kind = mc.ModelInstanceGroup.Kind.Value(instance_kind)
-            (staging / name / CONFIG_FILE).write_text(text_format.MessageToString(config))
-            if config.platform == "onnxruntime_onnx" or config.backend == "onnxruntime":
-                import onnx
-
-                ir_versions += [onnx.load(str(path), load_external_data=False).ir_version
-                                for path in (staging / name).glob("*/model.onnx")]
-    return PackResult(Path(target), list(owner), max(ir_versions) if ir_versions else None)
+                    group.kind = mc.ModelInstanceGroup.Kind.Value(kind_asked.value)
+            (staging / name / CONFIG_FILE).write_text(to_pbtxt(config))
+    return PackResult(Path(target), list(owner), highest_onnx_ir(target))

@@ -13,8 +13,8 @@ from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.triton.config import (
     TritonModelOptions,
     build_config,
-    served_names,
     to_pbtxt,
+    triton_tensor_names,
     validate_model_name,
     warmup_file_name,
 )
@@ -42,6 +42,7 @@ class RepositoryResult:
     version: int
     config_text: str
     tensor_names: dict[str, str]  # signature name -> served name (first model)
+    onnx_ir_version: int | None = None  # the highest ONNX IR in the repository, if any
 
 
 def check_model_file(model_dir: Path, model_format: str, signature: ModelSignature) -> None:
@@ -121,7 +122,7 @@ def build_multi_model_repository(entries: list[ModelEntry],
         config = build_config(entry.name, entry.model_format, signature, entry.options,
                               {k: v.shape for k, v in sample.inputs.items()})
         check_model_file(entry.model_dir, entry.model_format, signature)
-        planned.append((entry, config, served_names(entry.model_format, signature), sample))
+        planned.append((entry, config, triton_tensor_names(entry.model_format, signature), sample))
     with staged_directory(repository_dir) as staging:
         for entry, config, tensor_names, sample in planned:
             model_root = staging / entry.name
@@ -140,4 +141,4 @@ def build_multi_model_repository(entries: list[ModelEntry],
             (model_root / CONFIG_FILE).write_text(to_pbtxt(config))
     first, config, tensor_names, _ = planned[0]
     return RepositoryResult(Path(repository_dir), first.name, first.version, to_pbtxt(config),
-                            tensor_names)
+                            tensor_names, formats.highest_onnx_ir(repository_dir))

@@ -60,32 +60,33 @@ def tune_triton_config(
         report: The throughput/latency frontier as a chart and every candidate in a table.
     """
     import json
-    from dataclasses import asdict
 
-    from kfp_serve.components.artifacts import expect, mark
+    from kfp_serve.components import artifacts
     from kfp_serve.components.cost import Cost
     from kfp_serve.components.cost import hourly_price as price_of
     from kfp_serve.components.formats import format_of_kind
     from kfp_serve.components.tune import report as render
     from kfp_serve.components.tune.tuner import require_slo_met, tune
 
-    model_format = format_of_kind(expect(model, "OnnxModel", "TorchScriptModel")).name
+    model_format = format_of_kind(artifacts.read(model, artifacts.OnnxModel,
+                                                 artifacts.TorchScriptModel).kind()).name
     price = price_of(machine_type, hourly_price)
     result = tune(model.path, model_format, max_latency_ms, latency_percentile, budget_s,
                   seconds_per_level, max_concurrency, transport, max_candidates=max_candidates)
-    cost = Cost(price[0], price[1], max(lv.throughput for lv in result.chosen.levels),
-                result.chosen.estimate(max_latency_ms)) if price and result.chosen.levels else None
+    cost = Cost.from_levels(price, [(lv.throughput, lv.latency_ms) for lv in result.chosen.levels],
+                            max_latency_ms, result.chosen.estimate(max_latency_ms)) \
+        if price and result.chosen.levels else None
     with open(report.path, "w") as handle:
         handle.write(render.html(result, cost))
     for name, value in render.metrics(result, cost).items():
         metrics.log_metric(name, value)
     print(render.markdown(result, cost))
     require_slo_met(result)
-    options = result.chosen.candidate.options(model_format)
-    chosen = {**asdict(options), "preferred_batch_sizes": list(options.preferred_batch_sizes)}
-    mark(tuned_options, "TritonModelOptions", options=chosen, model_format=model_format,
-         slo_ms=max_latency_ms, percentile=latency_percentile,
-         samples_per_s_at_slo=round(result.chosen.estimate(max_latency_ms), 1),
-         trials=[render.trial_dict(t) for t in result.trials])
+    chosen = result.chosen.candidate.options(model_format).to_dict()
+    artifacts.mark(tuned_options, artifacts.TritonModelOptions(
+        options=chosen, model_format=model_format, slo_ms=max_latency_ms,
+        percentile=latency_percentile,
+        samples_per_s_at_slo=round(result.chosen.estimate(max_latency_ms), 1),
+        trials=[render.trial_dict(t) for t in result.trials]))
     with open(tuned_options.path, "w") as handle:
         json.dump(chosen, handle, indent=2)

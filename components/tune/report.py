@@ -7,6 +7,7 @@ import html as escape
 from dataclasses import asdict
 
 from kfp_serve.components.cost import Cost
+from kfp_serve.components.report import Table, bullets, page
 from kfp_serve.components.tune.tuner import Trial, TuneResult
 
 
@@ -111,31 +112,23 @@ def summary_lines(result: TuneResult, cost: Cost | None) -> list[str]:
     return lines
 
 
+def candidates_table(result: TuneResult) -> Table:
+    rows = table_rows(result)
+    return Table(HEADER, rows, marks=["chosen" if row[-1] == "chosen" else "" for row in rows])
+
+
 def markdown(result: TuneResult, cost: Cost | None) -> str:
     lines = ["# Serving configuration search", ""] + [f"- {line}" for line in summary_lines(result, cost)]
-    lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(result)]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", candidates_table(result).markdown()]) + "\n"
 
 
 def html(result: TuneResult, cost: Cost | None) -> str:
-    head = "".join(f"<th>{escape.escape(h)}</th>" for h in HEADER)
-    body = "".join(
-        f"<tr class='{'chosen' if row[-1] == 'chosen' else ''}'>"
-        + "".join(f"<td>{escape.escape(cell)}</td>" for cell in row) + "</tr>"
-        for row in table_rows(result))
-    summary = "".join(f"<li>{escape.escape(line)}</li>" for line in summary_lines(result, cost))
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Serving configuration search</title>"
-        "<style>body{font-family:sans-serif;margin:24px}table{border-collapse:collapse;margin:12px 0}"
-        "td,th{border:1px solid #bbb;padding:4px 8px}tr.chosen{background:#fff4e5;font-weight:bold}"
-        "</style></head><body><h1>Serving configuration search</h1>"
-        f"<ul>{summary}</ul><h2>Throughput against latency</h2>{frontier_svg(result)}"
+    return page("Serving configuration search", (
+        f"<h1>Serving configuration search</h1>{bullets(summary_lines(result, cost))}"
+        f"<h2>Throughput against latency</h2>{frontier_svg(result)}"
         "<p>Grey: every concurrency level of every candidate; orange: the chosen configuration;"
         " blue: the frontier (the most throughput seen at each latency).</p>"
-        f"<h2>Every candidate</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        "</body></html>"
-    )
+        f"<h2>Every candidate</h2>{candidates_table(result).html()}"))
 
 
 def metrics(result: TuneResult, cost: Cost | None) -> dict[str, float]:

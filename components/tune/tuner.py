@@ -12,15 +12,16 @@ the dynamic batcher formed at each level.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kfp_serve.components.artifacts import ServingEndpoint
 from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.golden import GoldenSet
+from kfp_serve.components.machine import available_cores
 from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.tune.search import (
     NOISE,
@@ -107,13 +108,6 @@ class TuneResult:
         return self.trials[0]
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def concurrency_sweep(max_concurrency: int) -> list[int]:
     levels, c = [], 1
     while c <= max_concurrency:
@@ -167,7 +161,7 @@ def tune(folder: str | Path, model_format: str, slo_ms: float, percentile: int =
         progress: Called with one line per candidate.
     """
     from kfp_serve.components.local.triton_server import start_server, stop_server
-    from kfp_serve.components.triton.config import served_names
+    from kfp_serve.components.triton.config import triton_tensor_names
     from kfp_serve.components.triton.repository import build_repository
     from kfp_serve.components.validate.targets import target_for
 
@@ -190,8 +184,8 @@ def tune(folder: str | Path, model_format: str, slo_ms: float, percentile: int =
                          start.options(model_format))
         record = start_server(Path(scratch) / "repository", MODEL_NAME,
                               f"tune-{uuid.uuid4().hex[:8]}", explicit=True)
-        metadata = {"url": record.url, "grpc_url": record.grpc_url, "model_name": MODEL_NAME,
-                    "tensor_names": served_names(model_format, signature)}
+        endpoint = ServingEndpoint(url=record.url, model_name=MODEL_NAME, grpc_url=record.grpc_url,
+                                   tensor_names=triton_tensor_names(model_format, signature))
 
         loaded = [start]
 
@@ -202,7 +196,7 @@ def tune(folder: str | Path, model_format: str, slo_ms: float, percentile: int =
                 if candidate != loaded[0]:
                     loaded[0] = candidate
                     load_candidate(record.url, model_format, signature, candidate)
-                target = target_for("ServingEndpoint", metadata, signature, transport)
+                target = target_for(endpoint, signature, transport)
                 target.wait_ready(60)
                 target.infer(golden.slice(0, 1).inputs)
                 target.load(golden, [2], WARM_UP_S)  # thread pools and arenas warm, not measured

@@ -80,7 +80,7 @@ def validate_endpoint(
         html_report: The same with a latency chart, for the Kubeflow UI.
         Output: True when everything matched.
     """
-    from kfp_serve.components.artifacts import expect
+    from kfp_serve.components import artifacts
     from kfp_serve.components.errors import VerificationError
     from kfp_serve.components.golden import GoldenSet
     from kfp_serve.components.signature import ModelSignature
@@ -88,10 +88,10 @@ def validate_endpoint(
     from kfp_serve.components.validate.server_metrics import ServerGates
     from kfp_serve.components.validate.validation import validate_target
 
-    kind = expect(endpoint, "ServingEndpoint", "KServeInferenceService", "VertexEndpoint")
-    expect(model, "OnnxModel", "TorchScriptModel", "TensorRTModel", "TorchModel")
+    served = artifacts.read(endpoint, *artifacts.ENDPOINTS)
+    artifacts.read(model, *artifacts.EXPORTED, artifacts.TorchModel)
     result = validate_target(
-        kind, dict(endpoint.metadata), ModelSignature.load(model.path), GoldenSet.load(model.path),
+        served, ModelSignature.load(model.path), GoldenSet.load(model.path),
         atol=atol, rtol=rtol, max_batch_size=max_batch_size, ready_timeout_s=ready_timeout_s,
         load_seconds=load_seconds, concurrency=[int(c) for c in concurrency],
         gates=SloGates(max_p95_latency_ms, min_throughput, max_error_rate), transport=transport,

@@ -1,8 +1,10 @@
-"""One HTTP endpoint: its URL parsed once, connections, JSON calls with one-line errors."""
+"""HTTP transports: one endpoint (its URL parsed once, connections, JSON calls with one-line
+errors), and the raw keep-alive connection the load generator drives."""
 
 from __future__ import annotations
 
 import json
+import socket
 from dataclasses import dataclass
 from http.client import HTTPConnection, HTTPResponse, HTTPSConnection
 from urllib.parse import urlparse
@@ -63,3 +65,58 @@ def answer_error(status: int, body: bytes, what: str) -> KfpServeError:
     detail = body.decode(errors="replace")[:300]
     kind = UserError if status in (400, 403, 404) else InfrastructureError
     return kind(f"{what} answered {status}: {detail}")
+
+
+class RawHttpConnection:
+    """One keep-alive HTTP/1.1 connection for the load generator: sends pre-encoded requests,
+    reads each response's status line, headers and body (Content-Length or chunked) and keeps
+    only the status (http.client spends more time on headers than a fast server on answering)."""
+
+    def __init__(self, host: str, port: int, timeout: float = 60.0):
+        self.address, self.timeout = (host, port), timeout
+        self._connect()
+
+    def _connect(self) -> None:
+        self.sock = socket.create_connection(self.address, timeout=self.timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+        self.open = True
+
+    def exchange(self, request: bytes) -> int:
+        if not self.open:  # the server ended the last exchange by closing (HTTP/1.0 servers)
+            self.close()
+            self._connect()
+        self.sock.sendall(request)
+        status_line = self.file.readline()
+        if not status_line:
+            raise ConnectionError("the server closed the connection")
+        status = int(status_line.split(None, 2)[1])
+        length, chunked, close = 0, False, status_line.startswith(b"HTTP/1.0")
+        while True:
+            line = self.file.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = b"close" in value.lower() or (close and b"keep-alive" not in value.lower())
+        if chunked:
+            while True:
+                size = int(self.file.readline().split(b";")[0], 16)
+                self.file.read(size + 2)
+                if size == 0:
+                    break
+        elif length:
+            self.file.read(length)
+        elif close:
+            self.file.read()  # the body runs to the end of the connection
+        self.open = not close
+        return status
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()

@@ -18,6 +18,8 @@ from http.client import HTTPConnection
 import numpy as np
 
 from kfp_serve.components.errors import UserError
+from kfp_serve.components.machine import available_cores
+from kfp_serve.components.validate.http import RawHttpConnection
 
 MAX_REQUESTS_PER_LEVEL = 200_000
 
@@ -97,7 +99,7 @@ def run_requests(make_connection, path: str, requests: list[tuple[bytes, dict[st
             if status != 200:
                 raise RuntimeError(f"HTTP {status}")
 
-        return [_Level(clients, seconds).run(lambda: _RawHttp(host, port), exchange)
+        return [_Level(clients, seconds).run(lambda: RawHttpConnection(host, port), exchange)
                 for clients in concurrency]
 
     def send(conn, i: int) -> None:
@@ -109,62 +111,6 @@ def run_requests(make_connection, path: str, requests: list[tuple[bytes, dict[st
             raise RuntimeError(f"HTTP {response.status}")
 
     return [_Level(clients, seconds).run(make_connection, send) for clients in concurrency]
-
-
-class _RawHttp:
-    """One keep-alive HTTP/1.1 connection: sends pre-encoded requests, reads each response's
-    status line, headers and body (Content-Length or chunked) and keeps only the status."""
-
-    def __init__(self, host: str, port: int, timeout: float = 60.0):
-        self.address, self.timeout = (host, port), timeout
-        self._connect()
-
-    def _connect(self) -> None:
-        import socket
-
-        self.sock = socket.create_connection(self.address, timeout=self.timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.file = self.sock.makefile("rb")
-        self.open = True
-
-    def exchange(self, request: bytes) -> int:
-        if not self.open:  # the server ended the last exchange by closing (HTTP/1.0 servers)
-            self.close()
-            self._connect()
-        self.sock.sendall(request)
-        status_line = self.file.readline()
-        if not status_line:
-            raise ConnectionError("the server closed the connection")
-        status = int(status_line.split(None, 2)[1])
-        length, chunked, close = 0, False, status_line.startswith(b"HTTP/1.0")
-        while True:
-            line = self.file.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                close = b"close" in value.lower() or (close and b"keep-alive" not in value.lower())
-        if chunked:
-            while True:
-                size = int(self.file.readline().split(b";")[0], 16)
-                self.file.read(size + 2)
-                if size == 0:
-                    break
-        elif length:
-            self.file.read(length)
-        elif close:
-            self.file.read()  # the body runs to the end of the connection
-        self.open = not close
-        return status
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
 
 
 def run_load_grpc(address: str, model_name: str, requests: list[list], outputs: list,
@@ -236,7 +182,7 @@ class _Level:
         """Run the level: its clients spread over worker processes (one per core, so Python's
         GIL does not cap the request rate), threads within each."""
         started = time.perf_counter()
-        processes = min(self.clients, _cores()) if self.fork else 1
+        processes = min(self.clients, available_cores()) if self.fork else 1
         if processes <= 1:
             self.run_threads(make_client, send)
         else:
@@ -271,64 +217,3 @@ class _Level:
             self.errors += errors
         for worker in workers:
             worker.join(timeout=30)
-
-
-def _cores() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def markdown_table(levels: list[LoadLevel], server: list | None = None) -> str:
-    """One row per level; with the server's view per level (ServerStats), its queue and compute
-    time and the batch size it formed."""
-    extra = server and len(server) == len(levels)
-    head = "| concurrency | requests | errors | throughput (req/s) | p50 (ms) | p95 (ms) | p99 (ms) |"
-    rule = "|---|---|---|---|---|---|---|"
-    if extra:
-        head += " server queue (ms) | server compute (ms) | batch formed |"
-        rule += "---|---|---|"
-    lines = [head, rule]
-    for k, lv in enumerate(levels):
-        row = (f"| {lv.concurrency} | {lv.requests} | {lv.errors} | {lv.throughput:,.1f} |"
-               f" {lv.p50_ms:.2f} | {lv.p95_ms:.2f} | {lv.p99_ms:.2f} |")
-        if extra:
-            stats = server[k]
-            batch = f"{stats.mean_batch:.2f}" if stats.mean_batch is not None else "n/a"
-            compute = f"{stats.compute_ms:.3f}" if stats.server == "triton" else "n/a"
-            row += f" {stats.queue_ms:.3f} | {compute} | {batch} |"
-        lines.append(row)
-    return "\n".join(lines)
-
-
-def latency_svg(levels: list[LoadLevel], width: int = 560, height: int = 260) -> str:
-    """A grouped bar chart of p50/p95/p99 per concurrency level (inline SVG, no dependencies)."""
-    top = max([lv.p99_ms for lv in levels if np.isfinite(lv.p99_ms)] or [1.0]) * 1.15
-    left, bottom, plot_h = 60, height - 40, height - 70
-    group = (width - left - 20) / max(len(levels), 1)
-    bar = group / 4
-    colors = {"p50": "#4c78a8", "p95": "#f58518", "p99": "#e45756"}
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
-             ' role="img" aria-label="latency percentiles per concurrency">',
-             f'<line x1="{left}" y1="{bottom}" x2="{width - 10}" y2="{bottom}" stroke="#333"/>',
-             f'<line x1="{left}" y1="{bottom}" x2="{left}" y2="20" stroke="#333"/>',
-             '<text x="10" y="30" font-size="12">ms</text>',
-             f'<text x="{left - 8}" y="24" font-size="11" text-anchor="end">{top:.1f}</text>']
-    for g, level in enumerate(levels):
-        x0 = left + g * group + bar / 2
-        for k, (name, value) in enumerate((("p50", level.p50_ms), ("p95", level.p95_ms),
-                                           ("p99", level.p99_ms))):
-            h = 0 if not np.isfinite(value) else plot_h * value / top
-            parts.append(f'<rect class="bar" x="{x0 + k * bar:.1f}" y="{bottom - h:.1f}"'
-                         f' width="{bar * 0.9:.1f}" height="{h:.1f}" fill="{colors[name]}">'
-                         f'<title>{name} {value:.2f} ms</title></rect>')
-        parts.append(f'<text x="{x0 + 1.5 * bar:.1f}" y="{bottom + 16}" font-size="12"'
-                     f' text-anchor="middle">c={level.concurrency}</text>')
-    for k, (name, color) in enumerate(colors.items()):
-        parts.append(f'<rect x="{width - 180 + k * 55}" y="8" width="10" height="10" fill="{color}"/>'
-                     f'<text x="{width - 166 + k * 55}" y="17" font-size="11">{name}</text>')
-    parts.append("</svg>")
-    return "".join(parts)

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kfp_serve.components.cost import Cost
-from kfp_serve.components.validate.load import LoadLevel, latency_svg
-from kfp_serve.components.validate.load import markdown_table as load_table
+from kfp_serve.components.report import Table, bullets, page
+from kfp_serve.components.validate.load import LoadLevel
 from kfp_serve.components.validate.server_metrics import ServerStats
-from kfp_serve.components.verify import OutputComparison, markdown_table
+from kfp_serve.components.verify import OutputComparison, comparison_table
 
 
 @dataclass
@@ -84,9 +84,9 @@ class ValidationResult:
             lines.append("- names, dtypes and shapes match the signature")
         if self.metadata_note:
             lines.append(f"- {self.metadata_note}")
-        lines += ["", "## Golden outputs", "", markdown_table(self.comparisons), ""]
+        lines += ["", "## Golden outputs", "", comparison_table(self.comparisons).markdown(), ""]
         if self.load:
-            lines += [f"## Load ({self.transport})", "", load_table(self.load, self.server), ""]
+            lines += [f"## Load ({self.transport})", "", load_table(self.load, self.server).markdown(), ""]
             lines += [f"- SLO: {p}" for p in self.slo_problems] or ["- all SLO gates met"]
             if self.server:
                 lines += ["", f"What the server saw at concurrency {self.load[-1].concurrency}:",
@@ -100,27 +100,65 @@ class ValidationResult:
         """A standalone HTML report: verdict, latency chart, comparison and load tables."""
         import html as escape
 
-        def table(markdown: str) -> str:
-            rows = [r.strip("|").split("|") for r in markdown.splitlines() if not r.startswith("|---")]
-            head = "".join(f"<th>{escape.escape(c.strip())}</th>" for c in rows[0])
-            body = "".join("<tr>" + "".join(f"<td>{escape.escape(c.strip().strip('`'))}</td>" for c in r)
-                           + "</tr>" for r in rows[1:])
-            return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
         verdict = "PASSED" if self.passed else "FAILED"
-        problems = "".join(f"<li>{escape.escape(p)}</li>" for p in
-                           [*self.metadata_problems, *self.slo_problems]) or "<li>none</li>"
+        problems = [*self.metadata_problems, *self.slo_problems] or ["none"]
         load = (f"<h2>Latency under load ({escape.escape(self.transport)})</h2>"
-                f"{latency_svg(self.load)}{table(load_table(self.load, self.server))}"
+                f"{latency_svg(self.load)}{load_table(self.load, self.server).html()}"
                 + (f"<p>{escape.escape(self.cost.line())}</p>" if self.cost else "")
                 if self.load else "")
-        return (
-            "<!doctype html><html><head><meta charset='utf-8'><title>Endpoint validation</title>"
-            "<style>body{font-family:sans-serif;margin:24px}table{border-collapse:collapse;"
-            "margin:12px 0}td,th{border:1px solid #bbb;padding:4px 8px}"
-            ".PASSED{color:#1a7f37}.FAILED{color:#cf222e}</style></head><body>"
+        return page("Endpoint validation", (
             f"<h1>Endpoint validation: <span class='{verdict}'>{verdict}</span></h1>"
             f"<p>{escape.escape(self.url)} — model <code>{escape.escape(self.model_name)}</code>,"
-            f" {self.samples} golden samples</p><h2>Problems</h2><ul>{problems}</ul>"
-            f"<h2>Golden outputs</h2>{table(markdown_table(self.comparisons))}{load}</body></html>"
-        )
+            f" {self.samples} golden samples</p><h2>Problems</h2>{bullets(problems)}"
+            f"<h2>Golden outputs</h2>{comparison_table(self.comparisons).html()}{load}"))
+
+
+def load_table(levels: list[LoadLevel], server: list[ServerStats] | None = None) -> Table:
+    """One row per load level; with the server's view per level, its queue and compute time and
+    the batch size it formed."""
+    extra = bool(server) and len(server) == len(levels)
+    header = ["concurrency", "requests", "errors", "throughput (req/s)", "p50 (ms)", "p95 (ms)",
+              "p99 (ms)"]
+    if extra:
+        header += ["server queue (ms)", "server compute (ms)", "batch formed"]
+    rows = []
+    for k, lv in enumerate(levels):
+        row = [str(lv.concurrency), str(lv.requests), str(lv.errors), f"{lv.throughput:,.1f}",
+               f"{lv.p50_ms:.2f}", f"{lv.p95_ms:.2f}", f"{lv.p99_ms:.2f}"]
+        if extra:
+            stats = server[k]
+            row += [f"{stats.queue_ms:.3f}",
+                    f"{stats.compute_ms:.3f}" if stats.server == "triton" else "n/a",
+                    f"{stats.mean_batch:.2f}" if stats.mean_batch is not None else "n/a"]
+        rows.append(row)
+    return Table(header, rows)
+
+
+def latency_svg(levels: list[LoadLevel], width: int = 560, height: int = 260) -> str:
+    """A grouped bar chart of p50/p95/p99 per concurrency level (inline SVG, no dependencies)."""
+    top = max([lv.p99_ms for lv in levels if np.isfinite(lv.p99_ms)] or [1.0]) * 1.15
+    left, bottom, plot_h = 60, height - 40, height - 70
+    group = (width - left - 20) / max(len(levels), 1)
+    bar = group / 4
+    colors = {"p50": "#4c78a8", "p95": "#f58518", "p99": "#e45756"}
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+             ' role="img" aria-label="latency percentiles per concurrency">',
+             f'<line x1="{left}" y1="{bottom}" x2="{width - 10}" y2="{bottom}" stroke="#333"/>',
+             f'<line x1="{left}" y1="{bottom}" x2="{left}" y2="20" stroke="#333"/>',
+             '<text x="10" y="30" font-size="12">ms</text>',
+             f'<text x="{left - 8}" y="24" font-size="11" text-anchor="end">{top:.1f}</text>']
+    for g, level in enumerate(levels):
+        x0 = left + g * group + bar / 2
+        for k, (name, value) in enumerate((("p50", level.p50_ms), ("p95", level.p95_ms),
+                                           ("p99", level.p99_ms))):
+            h = 0 if not np.isfinite(value) else plot_h * value / top
+            parts.append(f'<rect class="bar" x="{x0 + k * bar:.1f}" y="{bottom - h:.1f}"'
+                         f' width="{bar * 0.9:.1f}" height="{h:.1f}" fill="{colors[name]}">'
+                         f'<title>{name} {value:.2f} ms</title></rect>')
+        parts.append(f'<text x="{x0 + 1.5 * bar:.1f}" y="{bottom + 16}" font-size="12"'
+                     f' text-anchor="middle">c={level.concurrency}</text>')
+    for k, (name, color) in enumerate(colors.items()):
+        parts.append(f'<rect x="{width - 180 + k * 55}" y="8" width="10" height="10" fill="{color}"/>'
+                     f'<text x="{width - 166 + k * 55}" y="17" font-size="11">{name}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

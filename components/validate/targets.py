@@ -13,10 +13,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from kfp_serve.components.artifacts import KServeInferenceService, ServingEndpoint, VertexEndpoint
 from kfp_serve.components.errors import InfrastructureError, UserError, first_line
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.polling import poll
-from kfp_serve.components.signature import ModelSignature, protocol_dtype
+from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.validate.http import HttpEndpoint, answer_error
 from kfp_serve.components.validate.load import LoadLevel, run_load_grpc, run_requests
 from kfp_serve.components.validate.tensors import (
@@ -24,7 +25,9 @@ from kfp_serve.components.validate.tensors import (
     Instances,
     OipJson,
     check_metadata,
-    served_names,
+    tritonclient_payload,
+    tritonclient_request,
+    wire_names,
 )
 
 
@@ -141,14 +144,7 @@ class OipBinaryRestTarget(OipRestTarget):
     def request(self, inputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
         import tritonclient.http as httpclient
 
-        tensors = []
-        for spec in self.signature.inputs:
-            tensor = httpclient.InferInput(self.codec.served[spec.name],
-                                           list(inputs[spec.name].shape), protocol_dtype(spec.dtype))
-            tensor.set_data_from_numpy(inputs[spec.name], binary_data=True)
-            tensors.append(tensor)
-        outputs = [httpclient.InferRequestedOutput(self.codec.served[n], binary_data=True)
-                   for n in self.signature.output_names]
+        tensors, outputs = tritonclient_request("rest-binary", self.signature, self.codec.served, inputs)
         body, json_size = httpclient.InferenceServerClient.generate_request_body(tensors, outputs)
         headers = {"Content-Type": "application/octet-stream"}
         if json_size is not None:
@@ -170,8 +166,7 @@ class OipBinaryRestTarget(OipRestTarget):
         try:
             result = httpclient.InferResult.from_response_body(
                 data, header_length=int(length) if length else None)
-            payload = {"outputs": [{**o, "data": result.as_numpy(o["name"])}
-                                   for o in result.get_response().get("outputs", [])]}
+            payload = tritonclient_payload(result, result.get_response().get("outputs", []))
         except (InferenceServerException, ValueError) as err:
             raise InfrastructureError(f"{self.infer_path} answered a body that is not a binary"
                                       f" tensor response: {first_line(err)}") from err
@@ -223,7 +218,7 @@ class OipGrpcTarget:
             target += ":80" if scheme == "http" else ":443"
         self.address, self.model_name, self.signature = target, model_name, signature
         self.tensor_names = tensor_names
-        self.served = served_names(signature, tensor_names)
+        self.served = wire_names(signature, tensor_names)
         self.codec = OipJson(signature, tensor_names)
         self.description = url
         self.client = grpcclient.InferenceServerClient(target, ssl=url.startswith("grpcs://"))
@@ -247,17 +242,7 @@ class OipGrpcTarget:
         return check_metadata(metadata, self.signature, self.tensor_names)
 
     def _request(self, inputs: dict[str, np.ndarray]) -> tuple[list, list]:
-        """tritonclient's ``InferInput`` list and requested outputs for named inputs."""
-        import tritonclient.grpc as grpcclient
-
-        request = []
-        for spec in self.signature.inputs:
-            tensor = grpcclient.InferInput(self.served[spec.name], list(inputs[spec.name].shape),
-                                           protocol_dtype(spec.dtype))
-            tensor.set_data_from_numpy(inputs[spec.name])
-            request.append(tensor)
-        outputs = [grpcclient.InferRequestedOutput(self.served[n]) for n in self.signature.output_names]
-        return request, outputs
+        return tritonclient_request("grpc", self.signature, self.served, inputs)
 
     def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
         from tritonclient.utils import InferenceServerException
@@ -270,9 +255,7 @@ class OipGrpcTarget:
         # decoded as the JSON codec decodes (its "data" may be an array): one check of names,
         # datatypes and shapes for every protocol
         response = result.get_response(as_json=True)
-        payload = {"outputs": [{**o, "data": result.as_numpy(o["name"])}
-                               for o in response.get("outputs", [])]}
-        return self.codec.decode(payload)
+        return self.codec.decode(tritonclient_payload(result, response.get("outputs", [])))
 
     def load(self, golden: GoldenSet, concurrency: list[int], seconds: float) -> list[LoadLevel]:
         requests = [self._request(golden.slice(i, i + 1).inputs)[0] for i in range(golden.batch_size)]
@@ -287,39 +270,43 @@ class OipGrpcTarget:
 TRANSPORTS = ("rest", "rest-binary", "grpc")
 
 
-def target_for(kind: str, metadata: dict[str, Any], signature: ModelSignature,
-               transport: str = "rest") -> Target:
-    """The target an endpoint artifact of ``kind`` describes (its ``metadata``).
+def target_for(endpoint: ServingEndpoint | KServeInferenceService | VertexEndpoint,
+               signature: ModelSignature, transport: str = "rest") -> Target:
+    """The target an endpoint artifact's record describes.
 
     ``ServingEndpoint`` / ``KServeInferenceService``: an Open Inference Protocol v2 server (a
     KServe canary is called through its tagged URL, so the canary itself is checked); with
     ``transport="grpc"`` (or a ``grpc-v2`` InferenceService) over gRPC, with
-    ``transport="rest-binary"`` over REST with binary tensor data. ``protocol: v1`` in the
-    metadata: KServe v1. ``VertexEndpoint``: the deployed model under test, through rawPredict
-    or predict.
+    ``transport="rest-binary"`` over REST with binary tensor data. Protocol ``v1``: KServe v1.
+    ``VertexEndpoint``: the deployed model under test, through rawPredict or predict.
     """
     if transport not in TRANSPORTS:
         raise UserError(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
-    protocol = metadata.get("protocol")
+    protocol = endpoint.protocol
     grpc = transport == "grpc" or protocol == "grpc-v2"
-    if transport != "rest" and (kind == "VertexEndpoint" or protocol == "v1"):
+    vertex = isinstance(endpoint, VertexEndpoint)
+    if transport != "rest" and (vertex or protocol == "v1"):
         what = "gRPC" if grpc else "binary tensor (rest-binary)"
         raise UserError(f"{what} validation needs an Open Inference Protocol v2 server; this"
                         " endpoint speaks JSON over REST (transport=rest)")
-    tensor_names = metadata.get("tensor_names") or None
-    if kind == "VertexEndpoint":
+    tensor_names = endpoint.tensor_names or None
+    if vertex:
         from kfp_serve.components.validate.vertex import VertexTarget, access_token
 
-        return VertexTarget(metadata["predict_base"], metadata["deployed_model_id"], protocol,
-                            metadata["model_name"], signature, tensor_names,
-                            access_token(metadata["predict_base"]), metadata.get("api_base", ""))
+        return VertexTarget(endpoint.predict_base, endpoint.deployed_model_id, protocol,
+                            endpoint.model_name, signature, tensor_names,
+                            access_token(endpoint.predict_base), endpoint.api_base)
     # inside the cluster (KServe: the cluster-local address, not status.url on the ingress
     # domain); while a canary takes part of the traffic, the canary itself, not the mix
-    url = metadata.get("validation_url") or metadata.get("canary_url") or metadata["url"]
+    url = endpoint.url
+    grpc_url = ""
+    if isinstance(endpoint, KServeInferenceService):
+        url = endpoint.validation_url or endpoint.canary_url or endpoint.url
+    else:
+        grpc_url = endpoint.grpc_url
     if protocol == "v1":
-        return KServeV1Target(url, metadata["model_name"], signature)
+        return KServeV1Target(url, endpoint.model_name, signature)
     if grpc:
-        return OipGrpcTarget(metadata.get("grpc_url") or url, metadata["model_name"], signature,
-                             tensor_names)
+        return OipGrpcTarget(grpc_url or url, endpoint.model_name, signature, tensor_names)
     rest = OipBinaryRestTarget if transport == "rest-binary" else OipRestTarget
-    return rest(url, metadata["model_name"], signature, tensor_names)
+    return rest(url, endpoint.model_name, signature, tensor_names)

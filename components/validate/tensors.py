@@ -23,10 +23,39 @@ from kfp_serve.components.signature import (
 )
 
 
-def served_names(signature: ModelSignature, tensor_names: dict[str, str] | None) -> dict[str, str]:
+def wire_names(signature: ModelSignature, tensor_names: dict[str, str] | None) -> dict[str, str]:
     """Signature name -> the name the server uses (TorchScript on Triton: ``<name>__<index>``)."""
     given = tensor_names or {}
     return {n: given.get(n, n) for n in (*signature.input_names, *signature.output_names)}
+
+
+def tritonclient_request(protocol: str, signature: ModelSignature, served: dict[str, str],
+                         inputs: dict[str, np.ndarray]) -> tuple[list, list]:
+    """tritonclient's ``InferInput`` list and requested outputs for named inputs: the one place
+    requests are built for ``grpc`` (protobuf tensors) and ``rest-binary`` (binary tensor data,
+    as tritonclient.http sends it)."""
+    if protocol == "grpc":
+        import tritonclient.grpc as client
+
+        binary: dict = {}
+    else:
+        import tritonclient.http as client
+
+        binary = {"binary_data": True}
+    tensors = []
+    for spec in signature.inputs:
+        tensor = client.InferInput(served[spec.name], list(inputs[spec.name].shape),
+                                   protocol_dtype(spec.dtype))
+        tensor.set_data_from_numpy(inputs[spec.name], **binary)
+        tensors.append(tensor)
+    outputs = [client.InferRequestedOutput(served[n], **binary) for n in signature.output_names]
+    return tensors, outputs
+
+
+def tritonclient_payload(result, described: list[dict]) -> dict:
+    """A tritonclient ``InferResult`` as the JSON codec's payload (arrays as ``data``), so every
+    protocol's response is checked by the one decoder."""
+    return {"outputs": [{**o, "data": result.as_numpy(o["name"])} for o in described]}
 
 
 def tensor_problems(kind: str, spec: TensorSpec, datatype: str | None,
@@ -45,7 +74,7 @@ def tensor_problems(kind: str, spec: TensorSpec, datatype: str | None,
 def check_metadata(metadata: dict, signature: ModelSignature,
                    tensor_names: dict[str, str] | None = None) -> list[str]:
     """Compare a v2 server's model metadata with the signature; returns the problems found."""
-    served = served_names(signature, tensor_names)
+    served = wire_names(signature, tensor_names)
     problems = []
     for kind, specs, listed in (("input", signature.inputs, metadata.get("inputs", [])),
                                 ("output", signature.outputs, metadata.get("outputs", []))):
@@ -90,7 +119,7 @@ class OipJson:
 
     def __init__(self, signature: ModelSignature, tensor_names: dict[str, str] | None = None):
         self.signature = signature
-        self.served = served_names(signature, tensor_names)
+        self.served = wire_names(signature, tensor_names)
 
     def encode(self, inputs: dict[str, np.ndarray]) -> bytes:
         return json.dumps({

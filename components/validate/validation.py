@@ -9,10 +9,10 @@ phase per concurrency level.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 
+from kfp_serve.components.artifacts import KServeInferenceService, ServingEndpoint, VertexEndpoint
 from kfp_serve.components.cost import Cost
 from kfp_serve.components.cost import hourly_price as hourly_price_of
 from kfp_serve.components.errors import UserError
@@ -86,27 +86,24 @@ def validate(target: Target, golden: GoldenSet, atol: float = 1e-4, rtol: float 
     return result
 
 
-def validate_target(kind: str, metadata: dict[str, Any], signature: ModelSignature,
+def validate_target(endpoint: ServingEndpoint | KServeInferenceService | VertexEndpoint,
+                    signature: ModelSignature,
                     golden: GoldenSet, atol: float, rtol: float, max_batch_size: int,
                     ready_timeout_s: float, load_seconds: float, concurrency: list[int],
                     gates: SloGates, transport: str = "rest", metrics_url: str | None = None,
                     server_gates: ServerGates | None = None, machine_type: str | None = None,
                     hourly_price: float | None = None) -> ValidationResult:
-    """Validate the endpoint an artifact of ``kind`` describes (its ``metadata``); see
+    """Validate the endpoint an artifact's record describes; see
     :func:`~kfp_serve.components.validate.targets.target_for` for the kinds and protocols. The
-    server's metrics are read from ``metrics_url``, else from the artifact's (local Triton).
+    server's metrics are read from ``metrics_url``, else from the record's (local Triton).
     With a machine type or an hourly price the result states the cost per million inferences."""
     price = hourly_price_of(machine_type, hourly_price)  # a bad machine type fails first
-    target = target_for(kind, metadata, signature, transport)
+    target = target_for(endpoint, signature, transport)
     result = validate(target, golden, atol, rtol, max_batch_size, ready_timeout_s, load_seconds,
-                      concurrency, gates, metrics_url or metadata.get("metrics_url") or None,
+                      concurrency, gates, metrics_url or getattr(endpoint, "metrics_url", "") or None,
                       server_gates)
     result.transport = transport
     if price and result.load:  # each load request carries one sample
-        best = max(level.throughput for level in result.load)
-        slo = None
-        if gates.max_p95_ms is not None:
-            met = [lv.throughput for lv in result.load if lv.p95_ms <= gates.max_p95_ms]
-            slo = max(met, default=0.0)
-        result.cost = Cost(price[0], price[1], best, slo)
+        result.cost = Cost.from_levels(price, [(lv.throughput, lv.p95_ms) for lv in result.load],
+                                       gates.max_p95_ms)
     return result

@@ -82,16 +82,18 @@ def deploy_vertex(
     """
     from collections import namedtuple
 
-    from kfp_serve.components.artifacts import expect_published, mark
-    from kfp_serve.components.vertex.client import deploy, rest_url
+    from kfp_serve.components import artifacts
+    from kfp_serve.components.vertex.api import rest_url
+    from kfp_serve.components.vertex.rollout import deploy
     from kfp_serve.components.vertex.spec import VertexDeploySpec
 
-    content = expect_published(model, "TritonRepository", "TorchServeArchive")
+    published = artifacts.read_published(model, artifacts.TritonRepository, artifacts.TorchServeArchive)
+    content = published.content
     spec = VertexDeploySpec(
         project=project, location=location, display_name=display_name,
-        artifact_uri=model.metadata["uri"], content_kind=content,
-        archive_format=model.metadata.get("model_format", "") if content == "TorchServeArchive" else "",
-        model_name=model.metadata.get("model_name", display_name),
+        artifact_uri=published.uri, content_kind=published.content_kind,
+        archive_format=content.model_format if isinstance(content, artifacts.TorchServeArchive) else "",
+        model_name=content.model_name,
         serving_image=serving_image or "", endpoint=endpoint or "", machine_type=machine_type,
         accelerator_type=accelerator_type or "", accelerator_count=accelerator_count,
         min_replicas=min_replicas, max_replicas=max_replicas,
@@ -102,10 +104,10 @@ def deploy_vertex(
     )
     result = deploy(spec, api_endpoint or "", operation_timeout_s)
     vertex_model.uri = rest_url(location, result.version_name, api_endpoint or "")
-    mark(vertex_model, "VertexModel", **result.model_metadata(spec))
+    artifacts.mark(vertex_model, result.model_record(spec))
     vertex_endpoint.uri = rest_url(location, result.endpoint, api_endpoint or "")
-    mark(vertex_endpoint, "VertexEndpoint", **result.endpoint_metadata(
-        spec, api_endpoint or "", model.metadata.get("tensor_names", {})))
+    artifacts.mark(vertex_endpoint, result.endpoint_record(
+        spec, api_endpoint or "", getattr(content, "tensor_names", {})))
     summary = result.summary(spec)
     with open(report.path, "w") as handle:
         handle.write(summary)
@@ -133,11 +135,11 @@ def promote_vertex(
     Returns:
         Output: The endpoint's traffic split after the change, as JSON.
     """
-    from kfp_serve.components.artifacts import expect
-    from kfp_serve.components.vertex.client import promote_deployed
+    from kfp_serve.components import artifacts
+    from kfp_serve.components.vertex.rollout import promote_deployed
 
-    expect(vertex_endpoint, "VertexEndpoint")
-    return promote_deployed(vertex_endpoint.metadata, undeploy_previous, operation_timeout_s)
+    endpoint = artifacts.read(vertex_endpoint, artifacts.VertexEndpoint)
+    return promote_deployed(endpoint, undeploy_previous, operation_timeout_s)
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
@@ -156,11 +158,11 @@ def rollback_vertex(
     Returns:
         Output: The endpoint's traffic split after the change, as JSON.
     """
-    from kfp_serve.components.artifacts import expect
-    from kfp_serve.components.vertex.client import rollback_deployed
+    from kfp_serve.components import artifacts
+    from kfp_serve.components.vertex.rollout import rollback_deployed
 
-    expect(vertex_endpoint, "VertexEndpoint")
-    return rollback_deployed(vertex_endpoint.metadata, undeploy_canary, operation_timeout_s)
+    endpoint = artifacts.read(vertex_endpoint, artifacts.VertexEndpoint)
+    return rollback_deployed(endpoint, undeploy_canary, operation_timeout_s)
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
@@ -185,10 +187,10 @@ def undeploy_vertex(
     Returns:
         Output: True if it was deployed and is now undeployed.
     """
-    from kfp_serve.components.vertex.client import VertexClient
+    from kfp_serve.components.vertex.api import VertexClient
+    from kfp_serve.components.vertex.endpoints import undeploy
 
     client = VertexClient(project, location, api_endpoint or "")
-    done = client.undeploy(endpoint, deployed_model_id, operation_timeout_s)
+    done = undeploy(client, endpoint, deployed_model_id, operation_timeout_s)
     print(f"undeployed {deployed_model_id}" if done else f"{deployed_model_id} was not deployed")
     return done
-

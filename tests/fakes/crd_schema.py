@@ -7,13 +7,14 @@ from pathlib import Path
 
 import yaml
 
-SHARED_KSERVE = Path(__file__).resolve().parents[3] / "shared" / "kserve"
+#: KServe's CRD and runtime manifests, kept with the tests (tests/data/kserve/README.md)
+KSERVE_DATA = Path(__file__).resolve().parent.parent / "data" / "kserve"
 
 
 @functools.lru_cache(maxsize=2)
 def load_crd_schema(version: str = "v1beta1") -> dict:
     """The CRD's openAPIV3Schema (parsed once: the file is 2 MB of YAML)."""
-    text = (SHARED_KSERVE / "serving.kserve.io_inferenceservices.yaml").read_text()
+    text = (KSERVE_DATA / "serving.kserve.io_inferenceservices.yaml").read_text()
     crd = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
 

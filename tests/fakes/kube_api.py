@@ -14,7 +14,8 @@ Knative is installed (``knative``); listing ClusterServingRuntimes can be forbid
 
 The controller reconciles each InferenceService the way KServe does in its mode, on this
 machine (tests/fakes/KSERVE_BEHAVIOUR.md is the list of behaviours, with their upstream
-sources): it fetches ``storageUri`` from the GCS emulator like the storage initializer, serves
+sources): it copies ``storageUri`` from the GCS emulator as the storage initializer does (every
+object under the prefix, unchecked: fakes/storage_copy.py), serves
 it with the local Triton runtime, and writes status (conditions, revisions, traffic, URLs,
 observedGeneration of the child object); a gateway routes the cluster-local hosts. The
 annotation ``fake.kserve.io/behavior`` asks for failures instead: ``never-ready``,
@@ -33,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fakes.cluster_gateway import CLUSTER_SUFFIX
-from fakes.crd_schema import schema_errors
+from fakes.crd_schema import KSERVE_DATA, schema_errors
+from fakes.storage_copy import copy_prefix
 
 MODE_KEY = "serving.kserve.io/deploymentMode"
 TAG_KEY = "serving.kserve.io/enable-tag-routing"
@@ -484,12 +486,10 @@ class FakeKServeController:
         model = obj["spec"]["predictor"]["model"]
         storage_uri = model["storageUri"]
         target = Path(tempfile.mkdtemp(dir=self.workdir, prefix=f"{name}-{revision}-"))
-        try:
-            from kfp_serve.components.storage.fetch import fetch_version
-
-            repository = fetch_version(storage_uri, target / "repository")
-        except KfpServeError as err:
-            self._failed(key, revision, pod, "storage-initializer", str(err))
+        try:  # everything under the prefix, unchecked, as KServe's storage initializer copies
+            repository = copy_prefix(storage_uri, target / "repository")
+        except Exception as err:  # the initializer exits 1 with its exception in the log
+            self._failed(key, revision, pod, "storage-initializer", f"{type(err).__name__}: {err}")
             return None
         self.api.logs[(pod, "storage-initializer")] = f"Copied {storage_uri} to /mnt/models\n"
         too_new = self._onnx_too_new(repository, model)
@@ -731,15 +731,16 @@ def _pod_object(name, isvc, phase, failed_container="", image_pull=False, unsche
 
 
 #: the images KServe's kustomization gives the runtimes (config/runtimes/kustomization.yaml at
-#: aaac4e29); the shared yaml files hold placeholders
+#: aaac4e29); the copies in tests/data/kserve hold placeholders
 RUNTIME_IMAGES = {"kserve-tritonserver": "nvcr.io/nvidia/tritonserver:23.05-py3",
                   "kserve-torchserve": "pytorch/torchserve-kfs:0.9.0"}
 
 
-def runtimes_from_shared(shared: Path) -> list[dict]:
+def kserve_runtimes() -> list[dict]:
+    """KServe's Triton and TorchServe ClusterServingRuntimes, with the images they ship with."""
     import yaml
 
-    runtimes = [yaml.safe_load((shared / f).read_text())
+    runtimes = [yaml.safe_load((KSERVE_DATA / f).read_text())
                 for f in ("kserve-tritonserver.yaml", "kserve-torchserve.yaml")]
     for runtime in runtimes:
         for container in runtime["spec"]["containers"]:

@@ -1,0 +1,114 @@
+"""Deploy, promote and roll back an InferenceService: preflight, apply, wait, and on failure a
+diagnostics report (and the clean-up of what this deploy created)."""
+
+from __future__ import annotations
+
+from kfp_serve.components.artifacts import KServeInferenceService
+from kfp_serve.components.errors import KfpServeError, UserError
+from kfp_serve.components.kserve.api import KServeCluster, api_client
+from kfp_serve.components.kserve.diagnostics import diagnostics
+from kfp_serve.components.kserve.preflight import check_workload_identity, preflight
+from kfp_serve.components.kserve.readiness import Expectation, KServeDeployment, mode_of
+from kfp_serve.components.kserve.runtimes import runtime_version_for_onnx
+from kfp_serve.components.kserve.wait import expect_after, wait_ready
+
+
+class DeployError(KfpServeError):
+    """A deploy that failed, with the diagnostics report gathered at the time."""
+
+    def __init__(self, cause: KfpServeError, diagnostics: str):
+        super().__init__(str(cause))
+        self.cause = cause
+        self.diagnostics = diagnostics
+        self.exit_code = cause.exit_code
+
+
+def promote(service: KServeInferenceService, timeout_s: float,
+            api_host: str | None = None) -> KServeDeployment:
+    """All traffic to the latest revision of the InferenceService ``service`` records, then
+    wait for it. In Standard mode the new model already takes all traffic: nothing changes."""
+    name = service.name
+    cluster = KServeCluster(api_client(api_host), service.namespace)
+    if service.mode == "Knative":
+        cluster.patch_predictor(name, {"canaryTrafficPercent": None})
+        result = wait_ready(cluster, name, timeout_s,
+                            expect=Expectation(mode="Knative", new_rollout=False, latest_percent=100))
+    else:
+        result = wait_ready(cluster, name, timeout_s)
+    print(f"promoted {name}: traffic {result.traffic or 'all to ' + result.latest_ready_revision}")
+    return result
+
+
+def rollback(service: KServeInferenceService, timeout_s: float,
+             api_host: str | None = None) -> KServeDeployment:
+    """Knative: 0 % to the latest revision, all traffic back to the last rolled-out one.
+    Standard: re-apply the predictor from before the deploy (a Deployment rollout back to the
+    previous model), then wait for it to complete."""
+    name = service.name
+    cluster = KServeCluster(api_client(api_host), service.namespace)
+    if service.mode == "Knative":
+        cluster.patch_predictor(name, {"canaryTrafficPercent": 0})
+        result = wait_ready(cluster, name, timeout_s,
+                            expect=Expectation(mode="Knative", new_rollout=False, latest_percent=0))
+    else:
+        previous = service.previous_predictor
+        if not previous:
+            raise UserError(f"nothing to roll back to: InferenceService {name!r} was created by"
+                            " the deploy (Standard mode keeps no earlier model); delete it with"
+                            " delete_kserve, or deploy a known-good version")
+        before, generation = cluster.get(name), cluster.generation(name)
+        cluster.replace_predictor(name, previous)
+        result = wait_ready(cluster, name, timeout_s,
+                            expect=expect_after(cluster, before, name, generation))
+    print(f"rolled back {name}: traffic {result.traffic or 'all to the previous model'}")
+    return result
+
+
+def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
+           keep_failed: bool = False, poll_s: float = 2.0, onnx_ir_version: int | None = None,
+           unschedulable_grace_s: float = 0.0, network_policy: dict | None = None,
+           workload_identity: tuple[str, str] | None = None) -> KServeDeployment:
+    """Preflight, apply, wait until this apply serves. On failure raise DeployError with
+    diagnostics, and delete an InferenceService this call created unless ``keep_failed``.
+
+    ``onnx_ir_version``: the IR of the ONNX model the repository holds, if any; when the
+    runtime's Triton cannot load it, ``runtimeVersion`` is set to one that can."""
+    name = manifest["metadata"]["name"]
+    runtime, notes = preflight(cluster, manifest)
+    if workload_identity:
+        notes += check_workload_identity(cluster, *workload_identity)
+    model = manifest["spec"]["predictor"]["model"]
+    if runtime is not None and model["modelFormat"]["name"] in ("triton", "onnx"):
+        version = runtime_version_for_onnx(runtime, model.get("runtimeVersion"), onnx_ir_version)
+        if version:
+            model["runtimeVersion"] = version
+            notes.append(f"runtime {runtime['metadata']['name']!r} runs an older Triton whose"
+                         f" onnxruntime cannot load ONNX IR {onnx_ir_version}: runtimeVersion set"
+                         f" to {version}")
+    for note in notes:
+        print(f"note: {note}")
+    if network_policy:  # before the pods exist, so none serves unprotected
+        cluster.apply_network_policy(network_policy)
+    generation = cluster.generation(name) if mode_of(manifest) == "Standard" else None
+    before = cluster.apply(manifest)
+    created = before is None
+    try:
+        expect = expect_after(cluster, before, name, generation)
+        result = wait_ready(cluster, name, timeout_s, poll_s, expect, unschedulable_grace_s)
+    except KfpServeError as err:
+        try:  # best effort: the API may be what failed
+            report = diagnostics(cluster, name)
+        except KfpServeError as unavailable:
+            report = f"(no diagnostics: {unavailable})\n"
+        if created and not keep_failed:
+            try:
+                cluster.delete(name)
+                report += "\nThe InferenceService was created by this deploy and has been deleted" \
+                          " (keep_failed=False).\n"
+            except KfpServeError as undeleted:
+                report += (f"\nThe InferenceService was created by this deploy but could not be"
+                           f" deleted ({undeleted}); delete it by hand.\n")
+        raise DeployError(err, report) from err
+    result.created = created
+    result.notes = notes
+    return result

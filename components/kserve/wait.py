@@ -1,0 +1,101 @@
+"""Wait until an apply serves: the InferenceService Ready with what the apply asked for (a new
+revision and its traffic share, or the predictor Deployment's rollout), failing at once on
+terminal states and on pods that cannot start."""
+
+from __future__ import annotations
+
+import time
+
+from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.kserve.api import KServeCluster
+from kfp_serve.components.kserve.readiness import (
+    Expectation,
+    KServeDeployment,
+    condition,
+    deployed,
+    expectation,
+    knative_progress,
+    rollout_failure,
+    rollout_progress,
+    summary,
+    terminal_failure,
+)
+from kfp_serve.components.polling import poll
+
+INFRA_WAITING_REASONS = ("ImagePullBackOff", "ErrImagePull", "CreateContainerConfigError")
+
+
+def expect_after(cluster: KServeCluster, before: dict | None, name: str,
+                 generation_before: int | None) -> Expectation:
+    """What the wait must see after an apply that found ``before`` (and, in Standard mode,
+    the predictor Deployment at ``generation_before``)."""
+    after = cluster.get(name)
+    if after is None:
+        raise InfrastructureError(f"InferenceService {name!r} disappeared after the apply")
+    return expectation(before, after, generation_before)
+
+
+def wait_ready(cluster: KServeCluster, name: str, timeout_s: float, poll_s: float = 2.0,
+               expect: Expectation | None = None,
+               unschedulable_grace_s: float = 0.0) -> KServeDeployment:
+    """Poll until the InferenceService serves what ``expect`` describes (by default: what
+    it holds now, nothing new) and is Ready; fail at once on InvalidSpec, ReconcileFailed,
+    a failed model load of this apply, an image that cannot be pulled, or a pod still
+    unschedulable after ``unschedulable_grace_s`` (a cluster autoscaler may be adding a
+    node). SIGTERM (pipeline cancellation) stops the wait with an InfrastructureError.
+    """
+    unschedulable_since: float | None = None
+
+    def check() -> tuple[KServeDeployment | None, str]:
+        nonlocal unschedulable_since
+        isvc = cluster.get(name)
+        if isvc is None:
+            raise InfrastructureError(f"InferenceService {name!r} disappeared while waiting")
+        status = isvc.get("status", {})
+        wait_for = expect or expectation(isvc, isvc)
+        if wait_for.mode == "Standard":
+            deployment = cluster.deployment(name)
+            missing = rollout_progress(deployment, wait_for)
+            # the controller has updated the Deployment for this apply
+            reconciled = deployment is not None and (
+                not wait_for.new_rollout or deployment["metadata"].get("generation")
+                != wait_for.deployment_generation_before)
+            failure = rollout_failure(deployment) if reconciled else ""
+        else:
+            missing, reconciled, failure = knative_progress(status, wait_for), True, ""
+        if condition(status, "Ready").get("status") == "True" and not missing:
+            return deployed(isvc, wait_for), "Ready"
+        failure = failure or terminal_failure(status, wait_for, reconciled)
+        if failure:
+            raise UserError(f"InferenceService {name!r} failed: {failure}")
+        infra, unschedulable = _pod_infrastructure_failure(cluster, name)
+        if unschedulable and unschedulable_since is None:
+            unschedulable_since = time.monotonic()
+        elif not unschedulable:
+            unschedulable_since = None
+        if infra and (not unschedulable
+                      or time.monotonic() - unschedulable_since >= unschedulable_grace_s):
+            raise InfrastructureError(f"InferenceService {name!r} cannot start: {infra}"
+                                      + (f" (for {unschedulable_grace_s:.0f}s)"
+                                         if unschedulable and unschedulable_grace_s else ""))
+        return None, summary(status) + (f"; {missing}" if missing else "")
+
+    def cancelled(state: str) -> InfrastructureError:
+        return InfrastructureError(f"cancelled while waiting for {name!r} ({state})")
+
+    return poll(check, timeout_s, f"InferenceService {name!r} not Ready", interval_s=poll_s,
+                on_cancel=cancelled)
+
+
+def _pod_infrastructure_failure(cluster: KServeCluster, name: str) -> tuple[str, bool]:
+    """(why a predictor pod cannot start, whether that is only 'unschedulable')."""
+    for pod in cluster.pods(name):
+        for container in [*(pod.status.init_container_statuses or []),
+                          *(pod.status.container_statuses or [])]:
+            waiting = container.state.waiting if container.state else None
+            if waiting and waiting.reason in INFRA_WAITING_REASONS:
+                return f"container {container.name} is {waiting.reason}: {waiting.message}", False
+        for pod_condition in pod.status.conditions or []:
+            if pod_condition.type == "PodScheduled" and pod_condition.reason == "Unschedulable":
+                return f"pod {pod.metadata.name} is unschedulable: {pod_condition.message}", True
+    return "", False

@@ -1,0 +1,85 @@
+"""Model versions in the Vertex AI Model Registry: one version per deploy under one model per
+display name, found again by this deploy's label when a step is retried."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from kfp_serve.components.errors import UserError
+from kfp_serve.components.vertex.api import VertexClient, translate
+from kfp_serve.components.vertex.spec import LABEL_KEY, VertexDeploySpec
+
+
+def get_model(client: VertexClient, name: str) -> Any | None:
+    """The model (or version) ``name``; None when Vertex AI has none."""
+    from google.api_core import exceptions as gexc
+
+    try:
+        return client.models.get_model(name=name, **client.options())
+    except gexc.NotFound:
+        return None
+    except Exception as err:
+        raise translate(err, f"reading model {name}") from err
+
+
+def find_version(client: VertexClient, model: str, key: str) -> Any | None:
+    """The newest version of ``model`` labelled with ``key`` (this deploy's), or None."""
+    pager = client.call(f"listing versions of {model}", client.models.list_model_versions,
+                        request={"name": model, "filter": f'labels.{LABEL_KEY}="{key}"'})
+    found = sorted(pager, key=lambda m: int(m.version_id or 0))
+    return found[-1] if found else None
+
+
+def upload(client: VertexClient, spec: VertexDeploySpec, timeout_s: float) -> tuple[Any, list[str]]:
+    """Upload a new version of the model with the spec's display name (its id derives from
+    it, so each run adds a version, not a model). A retry resumes: it waits for an upload
+    an earlier attempt left running and reuses the version it made.
+    Returns (model version, what was reused)."""
+    from google.api_core import exceptions as gexc
+
+    name = f"{client.parent}/models/{spec.model_id}"
+    reused = client.finish_pending(client.models, name, "an earlier upload", timeout_s)
+    body = client.types.Model.from_json(json.dumps(spec.model_body()), ignore_unknown_fields=False)
+    for attempt in range(5):
+        parent_model = get_model(client, name)
+        if parent_model is not None:
+            existing = find_version(client, name, spec.key)
+            if existing is not None:
+                _check_same_version(existing, body, f"{name}@{existing.version_id}")
+                return existing, [*reused, f"model version {name}@{existing.version_id}"]
+        request: dict[str, Any] = {"parent": client.parent, "model": body}
+        if parent_model is not None:
+            request["parent_model"] = name
+        else:
+            request["model_id"] = spec.model_id
+        try:
+            started = client.models.upload_model(request=request, **client.options())
+            break
+        except gexc.AlreadyExists as err:  # another attempt created the model meanwhile
+            if attempt == 4:
+                raise translate(err, "uploading the model") from err
+            time.sleep(0.5 * 2 ** attempt)
+        except Exception as err:
+            raise translate(err, "uploading the model") from err
+    response = client.wait(client.models, started.operation.name, "uploading the model", timeout_s)
+    uploaded = client.types.UploadModelResponse.deserialize(response.value)
+    version = uploaded.model_version_id
+    model = client.call("reading the uploaded model", client.models.get_model,
+                        name=f"{uploaded.model}@{version}" if version else uploaded.model)
+    return model, reused
+
+
+def _check_same_version(found: Any, wanted: Any, name: str) -> None:
+    """A version found by this run's label must hold this run's artifact and image: Vertex AI
+    merges model-level labels into every version, so a label alone can match another one."""
+    differs = [what for what, a, b in (
+        ("artifact", found.artifact_uri, wanted.artifact_uri),
+        ("serving image", found.container_spec.image_uri, wanted.container_spec.image_uri)) if a != b]
+    if differs:
+        raise UserError(f"model version {name} carries this deploy's label but another"
+                        f" {' and '.join(differs)} ({found.artifact_uri},"
+                        f" {found.container_spec.image_uri}); remove the label"
+                        f" {LABEL_KEY} from the model or its other versions, or use another"
+                        " model display name")
