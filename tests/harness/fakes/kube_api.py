@@ -1,0 +1,748 @@
+"""A behavioural fake of the Kubernetes API for KServe, and a fake KServe controller.
+
+The API side speaks the real REST protocol the official client uses: namespaces, pods, pod
+logs, events, SelfSubjectAccessReview, (Cluster)ServingRuntimes and InferenceServices with
+create/get/replace/merge-patch/delete, the status subresource, generation/resourceVersion
+bookkeeping, 409 on a stale resourceVersion or an existing name, dryRun=All, and 422 when an
+object violates the CRD schema (unknown fields under fieldValidation=Strict included).
+
+KServe's admission webhooks are part of the API side: the deprecated mode names are rewritten,
+a mode change and autoscaling settings KServe refuses are denied with 403, as
+controller-runtime's validators do. API discovery lists ``serving.knative.dev`` only when
+Knative is installed (``knative``); listing ClusterServingRuntimes can be forbidden
+(``forbidden_lists``).
+
+The controller reconciles each InferenceService the way KServe does in its mode, on this
+machine (tests/harness/fakes/KSERVE_BEHAVIOUR.md is the list of behaviours, with their upstream
+sources): it copies ``storageUri`` from the GCS emulator as the storage initializer does (every
+object under the prefix, unchecked: fakes/storage_copy.py), serves
+it with the local Triton runtime, and writes status (conditions, revisions, traffic, URLs,
+observedGeneration of the child object); a gateway routes the cluster-local hosts. The
+annotation ``fake.kserve.io/behavior`` asks for failures instead: ``never-ready``,
+``image-pull``, ``unschedulable``, ``unschedulable-for-a-while``.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fakes.cluster_gateway import CLUSTER_SUFFIX
+from fakes.crd_schema import KSERVE_DATA, schema_errors
+from fakes.storage_copy import copy_prefix
+
+MODE_KEY = "serving.kserve.io/deploymentMode"
+TAG_KEY = "serving.kserve.io/enable-tag-routing"
+LEGACY_MODES = {"Serverless": "Knative", "RawDeployment": "Standard"}
+WEBHOOK = 'admission webhook "inferenceservice.kserve-webhook-server.validator" denied the request: '
+DEPLOYMENT = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)$")
+SERVICE_ACCOUNT = re.compile(r"^/api/v1/namespaces/([^/]+)/serviceaccounts/([^/]+)$")
+
+ISVC = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices(?:/([^/]+))?(/status)?$")
+RUNTIMES = re.compile(r"^/apis/serving\.kserve\.io/v1alpha1/(?:namespaces/([^/]+)/)?(servingruntimes|clusterservingruntimes)$")
+POD_LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+
+
+def _status(code: int, reason: str, message: str) -> tuple[int, dict]:
+    return code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+                  "reason": reason, "code": code}
+
+
+class FakeKubeApi:
+    def __init__(self, namespaces=("models",), runtimes=(), denied_verbs=(), crd_schema=None,
+                 knative=True, default_mode="Knative", forbidden_lists=()):
+        self.knative = knative
+        self.default_mode = default_mode
+        self.forbidden_lists = set(forbidden_lists)
+        self.deployments: dict[tuple[str, str], dict] = {}
+        self.service_accounts: dict[tuple[str, str], dict] = {}
+        self.network_policies: dict[tuple[str, str], dict] = {}
+        self.namespaces = set(namespaces)
+        self.runtimes = list(runtimes)
+        self.denied_verbs = set(denied_verbs)
+        self.schema = crd_schema
+        self.objects: dict[tuple[str, str], dict] = {}
+        self.pods: dict[str, list[dict]] = {}
+        self.logs: dict[tuple[str, str], str] = {}
+        self.events: list[dict] = []
+        self.lock = threading.RLock()
+        self.version = 0
+        self.controller: FakeKServeController | None = None
+        # failure injection: the next requests answer these statuses, as an overloaded or
+        # restarting API server does (429 TooManyRequests, 5xx), then everything is normal
+        self.faults: list[int] = []
+        self.requests = 0
+
+    def _next_version(self) -> str:
+        self.version += 1
+        return str(self.version)
+
+    def __call__(self, method, path, query, body):
+        with self.lock:
+            self.requests += 1
+            if self.faults:
+                code = self.faults.pop(0)
+                reason = "TooManyRequests" if code == 429 else "ServiceUnavailable"
+                return _status(code, reason, "the server is currently unable to handle the request")
+            return self._route(method, path, query, body)
+
+    def _route(self, method, path, query, body):
+        if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and method == "POST":
+            attributes = body["spec"]["resourceAttributes"]
+            allowed = attributes["verb"] not in self.denied_verbs
+            return 201, dict(body, status={"allowed": allowed})
+        if path in ("/apis", "/apis/") and method == "GET":
+            groups = ["serving.kserve.io", "apps"] + (["serving.knative.dev"] if self.knative else [])
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
+                 "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}} for g in groups]}
+        for pattern, store, kind in ((DEPLOYMENT, self.deployments, "deployments.apps"),
+                                     (SERVICE_ACCOUNT, self.service_accounts, "serviceaccounts")):
+            match = pattern.match(path)
+            if match and method == "GET":  # read-only objects the tests place
+                found = store.get((match.group(1), match.group(2)))
+                if found is None:
+                    return _status(404, "NotFound", f'{kind} "{match.group(2)}" not found')
+                return 200, copy.deepcopy(found)
+        match = re.match(r"^/apis/networking\.k8s\.io/v1/namespaces/([^/]+)/networkpolicies(?:/([^/]+))?$", path)
+        if match:
+            return self._network_policy(method, match.group(1), match.group(2), body)
+        match = re.match(r"^/api/v1/namespaces/([^/]+)$", path)
+        if match and method == "GET":
+            if match.group(1) not in self.namespaces:
+                return _status(404, "NotFound", f'namespaces "{match.group(1)}" not found')
+            return 200, {"kind": "Namespace", "metadata": {"name": match.group(1)}}
+        match = re.match(r"^/api/v1/namespaces/([^/]+)/pods$", path)
+        if match:
+            selector = query.get("labelSelector", "")
+            name = selector.split("=", 1)[1] if "=" in selector else ""
+            return 200, {"kind": "PodList", "items": copy.deepcopy(self.pods.get(name, []))}
+        match = POD_LOG.match(path)
+        if match:
+            return 200, self.logs.get((match.group(2), query.get("container", "")), "")
+        if re.match(r"^/api/v1/namespaces/([^/]+)/events$", path):
+            return 200, {"kind": "EventList", "items": copy.deepcopy(self.events)}
+        match = RUNTIMES.match(path)
+        if match:
+            namespaced = match.group(2) == "servingruntimes"
+            if match.group(2) in self.forbidden_lists:
+                return _status(403, "Forbidden", f'{match.group(2)}.serving.kserve.io is forbidden: User'
+                               ' "system:serviceaccount:kubeflow:kfp-serve-deployer" cannot list resource'
+                               f' "{match.group(2)}" in API group "serving.kserve.io" at the cluster scope')
+            items = [r for r in self.runtimes if (r["kind"] == "ServingRuntime") == namespaced]
+            return 200, {"items": copy.deepcopy(items)}
+        match = ISVC.match(path)
+        if match:
+            return self._isvc(method, match.group(1), match.group(2), bool(match.group(3)), query, body)
+        return _status(404, "NotFound", f"the server could not find the requested resource ({path})")
+
+    def _network_policy(self, method, namespace, name, body):
+        key = (namespace, name or body.get("metadata", {}).get("name", ""))
+        current = self.network_policies.get(key)
+        if method == "POST":
+            if current is not None:
+                return _status(409, "AlreadyExists", f'networkpolicies.networking.k8s.io "{key[1]}" already exists')
+            obj = copy.deepcopy(body)
+            obj["metadata"]["resourceVersion"] = self._next_version()
+            self.network_policies[key] = obj
+            return 201, copy.deepcopy(obj)
+        if current is None:
+            return _status(404, "NotFound", f'networkpolicies.networking.k8s.io "{key[1]}" not found')
+        if method == "GET":
+            return 200, copy.deepcopy(current)
+        if method == "PUT":
+            if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                return _status(409, "Conflict", "the object has been modified")
+            obj = copy.deepcopy(body)
+            obj["metadata"]["resourceVersion"] = self._next_version()
+            self.network_policies[key] = obj
+            return 200, copy.deepcopy(obj)
+        return _status(405, "MethodNotAllowed", method)
+
+    def _invalid(self, obj) -> tuple[int, dict] | None:
+        if self.schema is None:
+            return None
+        errors = schema_errors(obj, self.schema)
+        if errors:
+            name = obj.get("metadata", {}).get("name", "")
+            return _status(422, "Invalid",
+                           f'InferenceService.serving.kserve.io "{name}" is invalid: ' + "; ".join(errors))
+        return None
+
+    def _isvc(self, method, namespace, name, status_sub, query, body):
+        if namespace not in self.namespaces:
+            return _status(404, "NotFound", f'namespaces "{namespace}" not found')
+        dry = query.get("dryRun") == "All"
+        key = (namespace, name or body.get("metadata", {}).get("name", ""))
+        current = self.objects.get(key)
+        if method == "GET":
+            if name is None:
+                return 200, {"items": [copy.deepcopy(o) for (ns, _), o in self.objects.items() if ns == namespace]}
+            if current is None:
+                return _status(404, "NotFound", f'inferenceservices.serving.kserve.io "{name}" not found')
+            return 200, copy.deepcopy(current)
+        if method == "POST":
+            if current is not None:
+                return _status(409, "AlreadyExists", f'inferenceservices.serving.kserve.io "{key[1]}" already exists')
+            invalid = self._invalid(body)
+            if invalid:
+                return invalid
+            body = _mutate(copy.deepcopy(body))
+            denied = _validate(body, None)
+            if denied:
+                return _status(403, "Forbidden", WEBHOOK + denied)
+            obj = copy.deepcopy(body)
+            obj["metadata"].update(namespace=namespace, uid=str(uuid.uuid4()), generation=1,
+                                   resourceVersion=self._next_version())
+            obj["status"] = {}
+            if not dry:
+                self.objects[key] = obj
+                self._reconcile(key)
+            return 201, copy.deepcopy(obj)
+        if current is None:
+            return _status(404, "NotFound", f'inferenceservices.serving.kserve.io "{name}" not found')
+        if method == "DELETE":
+            del self.objects[key]
+            if self.controller:
+                self.controller.forget(key)
+            return 200, {"kind": "Status", "status": "Success"}
+        if method == "PUT":
+            sent = body.get("metadata", {}).get("resourceVersion")
+            if sent != current["metadata"]["resourceVersion"]:
+                return _status(409, "Conflict", f'Operation cannot be fulfilled on inferenceservices.serving.kserve.io "{name}": the object has been modified; please apply your changes to the latest version and try again')
+            new = copy.deepcopy(body)
+        elif method == "PATCH":  # JSON merge patch
+            new = _merge_patch(copy.deepcopy(current), body)
+        else:
+            return _status(405, "MethodNotAllowed", method)
+        if status_sub:
+            updated = copy.deepcopy(current)
+            updated["status"] = new.get("status", {})
+        else:
+            invalid = self._invalid({k: v for k, v in new.items() if k != "status"})
+            if invalid:
+                return invalid
+            new = _mutate(new)
+            denied = _validate(new, current)
+            if denied:
+                return _status(403, "Forbidden", WEBHOOK + denied)
+            updated = copy.deepcopy(new)
+            updated["status"] = current.get("status", {})
+            for field in ("uid", "namespace", "generation"):
+                updated["metadata"][field] = current["metadata"][field]
+            if updated.get("spec") != current.get("spec"):
+                updated["metadata"]["generation"] += 1
+        updated["metadata"]["resourceVersion"] = self._next_version()
+        if dry:
+            return 200, updated
+        self.objects[key] = updated
+        if not status_sub and updated["metadata"]["generation"] != current["metadata"]["generation"]:
+            self._reconcile(key)
+        return 200, copy.deepcopy(updated)
+
+    def _reconcile(self, key):
+        if self.controller:
+            self.controller.enqueue(key)
+
+    # used by the controller
+    def set_status(self, key, status):
+        with self.lock:
+            if key in self.objects:
+                self.objects[key]["status"] = status
+                self.objects[key]["metadata"]["resourceVersion"] = self._next_version()
+
+
+def _mutate(obj):
+    """KServe's mutating webhook (inference_service_defaults.go): deprecated mode names become
+    Knative/Standard."""
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    if annotations.get(MODE_KEY) in LEGACY_MODES:
+        annotations[MODE_KEY] = LEGACY_MODES[annotations[MODE_KEY]]
+    return obj
+
+
+def _validate(obj, old):
+    """KServe's validating webhook (inference_service_validation.go): the mode of an existing
+    InferenceService cannot change; autoscaling fields per mode and autoscaler class."""
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    mode = annotations.get(MODE_KEY)
+    was = (old or {}).get("status", {}).get("deploymentMode", "")
+    if was and mode is not None and mode != was:
+        return f"update rejected: deploymentMode cannot be changed from '{was}' to '{mode}'"
+    predictor = obj.get("spec", {}).get("predictor", {})
+    metric = predictor.get("scaleMetric")
+    if mode == "Standard":
+        scaler = annotations.get("serving.kserve.io/autoscalerClass")
+        if scaler == "hpa" and (metric or "cpu") not in ("cpu", "memory"):
+            return f"[{metric}] is not a supported metric"
+        if scaler == "keda" and metric:
+            return "ScaleMetric is not supported for KEDA"
+        return ""
+    if annotations.get("autoscaling.knative.dev/class") == "hpa.autoscaling.knative.dev":
+        return f"[{metric}] is not a supported metric" if (metric or "cpu") not in ("cpu", "memory") else ""
+    if (metric or "concurrency") not in ("concurrency", "rps"):
+        return f"[{metric}] is not a supported metric"
+    return ""
+
+
+def _merge_patch(target, patch):
+    if not isinstance(patch, dict):
+        return patch
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            target[key] = _merge_patch(target[key], value)
+        else:
+            target[key] = value
+    return target
+
+
+def _mode(obj, default):
+    """The mode KServe runs an InferenceService in: its annotation (after the webhook rewrote
+    the deprecated names), else the cluster default; an unknown value falls back to the default
+    (KSERVE_BEHAVIOUR.md: modes)."""
+    value = obj["metadata"].get("annotations", {}).get(MODE_KEY, "")
+    return value if value in ("Knative", "Standard") else default
+
+
+def _template(predictor, mode):
+    """What a new revision (Knative) or a Deployment rollout (Standard) is made of."""
+    ignored = ("canaryTrafficPercent",) if mode == "Knative" else (
+        "canaryTrafficPercent", "minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "autoScaling")
+    return {k: v for k, v in predictor.items() if k not in ignored}
+
+
+@dataclass
+class _Revision:
+    name: str
+    template: dict
+    storage_uri: str
+    server: object
+
+
+@dataclass
+class _State:
+    """One InferenceService as KServe and its child (Knative Service or Deployment) hold it."""
+
+    mode: str
+    created: int = 0  # revisions created (failed ones included)
+    revisions: list = field(default_factory=list)  # ready ones, oldest first
+    template: dict | None = None  # of the latest created revision / Deployment template
+    latest_created: str = ""
+    latest_ready: str = ""
+    rolled_latest: str = ""
+    rolled_previous: str = ""
+    child_generation: int = 0
+    traffic: list = field(default_factory=list)
+    deployment: dict | None = None
+    failure: dict | None = None  # (conditions, modelStatus) of the latest failed revision
+
+
+class FakeKServeController:
+    """Reconciles InferenceServices the way KServe does per mode (KSERVE_BEHAVIOUR.md), with
+    real storage and serving, in background threads; a gateway routes cluster-local hosts."""
+
+    def __init__(self, api: FakeKubeApi, workdir: Path, unschedulable_for_s: float = 1.5):
+        from fakes.cluster_gateway import Gateway
+
+        self.api = api
+        api.controller = self
+        self.workdir = workdir
+        self.states: dict[tuple[str, str], _State] = {}
+        self.lock = threading.RLock()
+        self.key_locks: dict[tuple[str, str], threading.Lock] = {}
+        self.unschedulable_for_s = unschedulable_for_s
+        self.gateway = Gateway(self._routes)
+        self.paused: list | None = None  # keys queued while paused (a controller that lags)
+
+    # -- network ----------------------------------------------------------------------
+    def _routes(self, host):
+        with self.lock:
+            for (namespace, name), st in self.states.items():
+                by_name = {r.name: r.server.url for r in st.revisions}
+                if st.mode == "Standard" and host == f"{name}-predictor.{namespace}{CLUSTER_SUFFIX}":
+                    return [(st.revisions[-1].server.url, 1)] if st.revisions else []
+                if st.mode != "Knative":
+                    continue
+                if host == f"{name}.{namespace}{CLUSTER_SUFFIX}":
+                    return [(by_name[t["revisionName"]], t["percent"]) for t in st.traffic
+                            if t["revisionName"] in by_name]
+                for t in st.traffic:
+                    if t.get("tag") and host == f"{t['tag']}-{name}-predictor.{namespace}{CLUSTER_SUFFIX}":
+                        return [(by_name[t["revisionName"]], 1)] if t["revisionName"] in by_name else []
+        return []
+
+    # -- reconcile --------------------------------------------------------------------
+    def enqueue(self, key):
+        if self.paused is not None:
+            self.paused.append(key)
+            return
+        threading.Thread(target=self._reconcile, args=(key,), daemon=True).start()
+
+    def pause(self):
+        self.paused = []
+
+    def resume(self):
+        queued, self.paused = self.paused or [], None
+        for key in dict.fromkeys(queued):
+            self.enqueue(key)
+
+    def _reconcile(self, key):
+        with self.lock:
+            key_lock = self.key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            with self.api.lock:
+                obj = copy.deepcopy(self.api.objects.get(key))
+            if obj is None:
+                return
+            mode = _mode(obj, self.api.default_mode)
+            if mode == "Knative" and not self.api.knative:
+                return  # no Knative Service can be made: never Ready, no status
+            with self.lock:
+                st = self.states.setdefault(key, _State(mode))
+            invalid = self._runtime_problem(obj)
+            if invalid:
+                self.api.set_status(key, {"modelStatus": {"transitionStatus": "InvalidSpec",
+                                                          "lastFailureInfo": invalid}})
+                return
+            template = _template(obj["spec"]["predictor"], mode)
+            if template != st.template:
+                self._roll(key, obj, st, template)
+            else:
+                self._publish(key, st)
+
+    def _runtime_problem(self, obj):
+        """KServe's runtime selection failures (predictor.go): InvalidSpec, no child object."""
+        model = obj["spec"]["predictor"]["model"]
+        named, fmt = model.get("runtime"), model["modelFormat"]["name"]
+        protocol = model.get("protocolVersion", "v1")
+        for runtime in self.api.runtimes:
+            spec = runtime["spec"]
+            if named and runtime["metadata"]["name"] != named:
+                continue
+            if named and spec.get("disabled"):
+                return {"reason": "RuntimeDisabled", "message": "Specified runtime is disabled"}
+            formats = [f for f in spec.get("supportedModelFormats", [])
+                       if f["name"] == fmt and (named or f.get("autoSelect"))]
+            protocols = spec.get("protocolVersions") or [protocol]
+            if formats and protocol in protocols and not spec.get("disabled") and not spec.get("multiModel"):
+                return None
+        return {"reason": "NoSupportingRuntime", "message": "No runtime found to support specified framework/version"}
+
+    def _roll(self, key, obj, st, template):
+        name = key[1]
+        with self.lock:
+            st.created += 1
+            st.template = template
+            revision = f"{name}-predictor-{st.created:05d}"
+            st.latest_created = revision
+            st.failure = None
+            if st.mode == "Standard":
+                self._deployment_rolling(key, st)
+            else:
+                st.child_generation += 1
+        self._publish(key, st)
+        pod = f"{revision}-deployment-0"
+        behavior = obj["metadata"].get("annotations", {}).get("fake.kserve.io/behavior", "")
+        if behavior == "never-ready":
+            return
+        if behavior in ("image-pull", "unschedulable"):
+            self._pod(key, pod, behavior)
+            return
+        if behavior == "unschedulable-for-a-while":  # a cluster autoscaler adds a node
+            self._pod(key, pod, "unschedulable")
+            time.sleep(self.unschedulable_for_s)
+        server = self._start(key, obj, pod, revision)
+        if server is None:
+            return
+        with self.lock:
+            if key not in self.states:  # deleted while it started: garbage-collected
+                _stop(server)
+                return
+            old = list(st.revisions)
+            st.revisions.append(_Revision(revision, template, obj["spec"]["predictor"]["model"]["storageUri"], server))
+            st.latest_ready = revision
+            if st.mode == "Standard":  # the Deployment's old ReplicaSet scales down
+                st.revisions = st.revisions[-1:]
+                self._deployment_complete(st)
+        if st.mode == "Standard":
+            for gone in old:
+                _stop(gone.server)
+        self.api.pods[name] = [_pod_object(pod, name, "Running")]
+        self._publish(key, st)
+
+    def _start(self, key, obj, pod, revision):
+        from kfp_serve.components.errors import KfpServeError
+        from kfp_serve.components.local.triton_server import start_server
+
+        namespace, name = key
+        model = obj["spec"]["predictor"]["model"]
+        storage_uri = model["storageUri"]
+        target = Path(tempfile.mkdtemp(dir=self.workdir, prefix=f"{name}-{revision}-"))
+        try:  # everything under the prefix, unchecked, as KServe's storage initializer copies
+            repository = copy_prefix(storage_uri, target / "repository")
+        except Exception as err:  # the initializer exits 1 with its exception in the log
+            self._failed(key, revision, pod, "storage-initializer", f"{type(err).__name__}: {err}")
+            return None
+        self.api.logs[(pod, "storage-initializer")] = f"Copied {storage_uri} to /mnt/models\n"
+        too_new = self._onnx_too_new(repository, model)
+        if too_new:
+            self._failed(key, revision, pod, "kserve-container", too_new)
+            return None
+        models = [p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file()]
+        try:
+            if (repository / "model-store").is_dir():  # a TorchServe archive: KServe's torchserve runtime
+                from fakes.kserve_torchserve import TorchServeBehindKServe
+
+                server = TorchServeBehindKServe(repository, target)
+            else:
+                server = start_server(repository, models[0], f"{namespace}-{revision}-{uuid.uuid4().hex[:6]}",
+                                      timeout_s=60)
+        except (KfpServeError, RuntimeError) as err:
+            self._failed(key, revision, pod, "kserve-container", str(err))
+            return None
+        self.api.logs[(pod, "kserve-container")] = Path(server.log_path).read_text(errors="replace")[-4000:]
+        return server
+
+    def _onnx_too_new(self, repository, model):
+        """Triton before 24.05 runs onnxruntime < 1.18, which refuses ONNX IR 10."""
+        import onnx
+
+        runtime = next((r for r in self.api.runtimes if any(
+            f["name"] == model["modelFormat"]["name"] for f in r["spec"].get("supportedModelFormats", []))
+            and (not model.get("runtime") or r["metadata"]["name"] == model["runtime"])), None)
+        image = next((c["image"] for c in (runtime or {}).get("spec", {}).get("containers", [])), "")
+        tag = model.get("runtimeVersion") or image.rsplit(":", 1)[-1]
+        match = re.match(r"^(\d{2})\.(\d{2})", tag)
+        if "tritonserver" not in image or not match or (int(match[1]), int(match[2])) >= (24, 5):
+            return ""
+        for path in repository.glob("*/*/model.onnx"):
+            try:
+                ir = onnx.load(str(path), load_external_data=False).ir_version
+            except Exception:  # not a model at all: Triton's own load reports it
+                continue
+            if ir > 9:
+                return (f"failed to load '{path.parent.parent.name}' version 1: Internal: onnx runtime"
+                        f" error 1: Load model from {path} failed:Unsupported model IR version: {ir},"
+                        " max supported IR version: 9")
+        return ""
+
+    # -- status -------------------------------------------------------------------------
+    def _knative_traffic(self, obj, st):
+        """ksvc_reconciler.go: canary only against the last rolled-out revision."""
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        canary = obj["spec"]["predictor"].get("canaryTrafficPercent")
+        tagged = obj["metadata"].get("annotations", {}).get(TAG_KEY) == "true"
+        latest = {"revisionName": st.latest_ready, "latestRevision": True,
+                  "percent": 100 if canary is None or not st.rolled_latest else canary}
+        if tagged:
+            latest["tag"] = "latest"
+        traffic = [latest]
+        if canary is not None and st.rolled_latest and canary < 100:
+            traffic.append({"tag": "prev", "revisionName": st.rolled_latest, "latestRevision": False,
+                            "percent": 100 - canary})
+        for t in traffic:
+            if t.get("tag"):
+                t["url"] = f"http://{t['tag']}-{name}-predictor.{namespace}.example.com"
+        return traffic
+
+    def _propagate_rolled_out(self, st):
+        """inference_service_status.go PropagateStatus: the last revision that took 100 %."""
+        shares = {}
+        for t in st.traffic:
+            shares[t["revisionName"]] = shares.get(t["revisionName"], 0) + t["percent"]
+        for t in st.traffic:
+            if t["revisionName"] != st.latest_ready or not t["latestRevision"]:
+                continue
+            if st.rolled_latest != st.latest_ready:
+                if t["percent"] == 100:
+                    st.rolled_previous, st.rolled_latest = st.rolled_latest, st.latest_ready
+            elif (st.latest_ready == st.latest_created and t["percent"] < 100
+                  and shares.get(t["revisionName"]) == 100 and st.rolled_previous):
+                st.rolled_latest = st.rolled_previous
+
+    def _publish(self, key, st):
+        with self.api.lock:
+            obj = copy.deepcopy(self.api.objects.get(key))
+        if obj is None:
+            return
+        with self.lock:
+            if st.mode == "Standard":
+                status = self._standard_status(key, st)
+            else:
+                for _ in range(2):  # the second pass: KServe re-splits after a rollout changed
+                    if not st.latest_ready:
+                        break
+                    traffic = self._knative_traffic(obj, st)
+                    if traffic != st.traffic:
+                        st.traffic = traffic
+                        st.child_generation += 1
+                    self._propagate_rolled_out(st)
+                status = self._knative_status(key, st)
+        self.api.set_status(key, status)
+
+    def _knative_status(self, key, st):
+        namespace, name = key
+        ready = bool(st.latest_ready) and st.latest_ready == st.latest_created
+        conditions = [{"type": "IngressReady", "status": "True" if st.latest_ready else "Unknown"},
+                      {"type": "PredictorReady", "status": "True" if ready else "Unknown"},
+                      {"type": "Ready", "status": "True" if ready else "Unknown"}]
+        status = {
+            "observedGeneration": st.child_generation,  # the Knative Service's, not ours
+            "deploymentMode": "Knative",
+            "conditions": conditions,
+            "components": {"predictor": {
+                "latestCreatedRevision": st.latest_created, "latestReadyRevision": st.latest_ready,
+                "latestRolledoutRevision": st.rolled_latest,
+                "previousRolledoutRevision": st.rolled_previous, "traffic": copy.deepcopy(st.traffic),
+                "url": f"http://{name}-predictor.{namespace}.example.com"}},
+            "modelStatus": {"transitionStatus": "UpToDate" if ready else "InProgress",
+                            "states": {"activeModelState": "Loaded" if st.latest_ready else "Pending",
+                                       "targetModelState": "Loaded" if ready else "Loading"}},
+        }
+        if st.latest_ready:
+            status["url"] = f"http://{name}.{namespace}.example.com"
+            status["address"] = {"url": self.gateway.url(f"{name}.{namespace}{CLUSTER_SUFFIX}")}
+        if st.failure:
+            status["conditions"], status["modelStatus"] = copy.deepcopy(st.failure)
+        return status
+
+    def _deployment_rolling(self, key, st):
+        namespace, name = key
+        previous = st.deployment
+        generation = (previous["metadata"]["generation"] if previous else 0) + 1
+        old = 1 if st.revisions else 0
+        st.deployment = {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": f"{name}-predictor", "namespace": namespace, "generation": generation},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": f"isvc.{name}-predictor"}},
+                     "template": {"metadata": {"labels": {"app": f"isvc.{name}-predictor"}},
+                                  "spec": {"containers": [{"name": "kserve-container",
+                                                           "image": "tritonserver"}]}}},
+            "status": {"observedGeneration": generation, "replicas": old + 1, "updatedReplicas": 1,
+                       "availableReplicas": old, "unavailableReplicas": 1,
+                       "conditions": [{"type": "Available", "status": "True" if old else "False",
+                                       "reason": "MinimumReplicasAvailable" if old else "MinimumReplicasUnavailable"},
+                                      {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}}
+        self.api.deployments[(namespace, f"{name}-predictor")] = st.deployment
+
+    def _deployment_complete(self, st):
+        status = st.deployment["status"]
+        status.update(replicas=1, updatedReplicas=1, availableReplicas=1, unavailableReplicas=0)
+        status["conditions"] = [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]
+
+    def _standard_status(self, key, st):
+        """PropagateRawStatus: Ready follows the Deployment's Available/Progressing conditions,
+        observedGeneration is the Deployment's."""
+        namespace, name = key
+        conditions = {c["type"]: c for c in st.deployment["status"]["conditions"]}
+        ready = conditions["Available"]["status"] == "True"
+        status = {
+            "observedGeneration": st.deployment["status"]["observedGeneration"],
+            "deploymentMode": "Standard",
+            "conditions": [{"type": "IngressReady", "status": "True"},
+                           {"type": "PredictorReady", "status": "True" if ready else "False",
+                            "reason": conditions["Progressing"]["reason"]},
+                           {"type": "Ready", "status": "True" if ready else "False"}],
+            "components": {"predictor": {"url": f"http://{name}-predictor-{namespace}.example.com"}},
+            "url": f"http://{name}-{namespace}.example.com",
+            "address": {"url": self.gateway.url(f"{name}-predictor.{namespace}{CLUSTER_SUFFIX}")},
+            "modelStatus": {"transitionStatus": "UpToDate" if ready else "InProgress",
+                            "states": {"activeModelState": "Loaded" if ready else "Pending",
+                                       "targetModelState": "Loaded"}},
+        }
+        if st.failure:
+            status["modelStatus"] = copy.deepcopy(st.failure[1])
+        return status
+
+    def _failed(self, key, revision, pod, container, message):
+        self.api.logs[(pod, container)] = message + "\n"
+        self.api.pods[key[1]] = [_pod_object(pod, key[1], "Pending", failed_container=container)]
+        self.api.events.append({"type": "Warning", "reason": "BackOff", "message": f"Back-off restarting failed container {container}",
+                                "involvedObject": {"kind": "Pod", "name": pod}, "metadata": {"name": f"{pod}.1"}})
+        conditions = [{"type": "PredictorReady", "status": "False", "reason": "RevisionFailed",
+                       "message": f"Revision \"{revision}\" failed with message: {message[:200]}"},
+                      {"type": "Ready", "status": "False", "reason": "RevisionFailed"}]
+        model_status = {"transitionStatus": "BlockedByFailedLoad",
+                        "states": {"activeModelState": "FailedToLoad", "targetModelState": "Loaded"},
+                        "lastFailureInfo": {"reason": "ModelLoadFailed", "location": container,
+                                            "message": message, "modelRevisionName": revision}}
+        with self.lock:
+            st = self.states.get(key)
+            if st is None:
+                return
+            st.failure = (conditions, model_status)
+        self._publish(key, st)
+
+    def _pod(self, key, pod, behavior):
+        waiting = behavior == "image-pull"
+        self.api.pods[key[1]] = [_pod_object(pod, key[1], "Pending", image_pull=waiting,
+                                             unschedulable=not waiting)]
+
+    def forget(self, key):
+        with self.lock:
+            st = self.states.pop(key, None)
+        self.api.deployments.pop((key[0], f"{key[1]}-predictor"), None)
+        for revision in (st.revisions if st else []):
+            _stop(revision.server)
+
+    def stop(self):
+        for key in list(self.states):
+            self.forget(key)
+        self.gateway.stop()
+
+
+def _stop(server):
+    from kfp_serve.components.local.triton_server import stop_server
+
+    server.stop() if hasattr(server, "stop") else stop_server(server)
+
+
+def _pod_object(name, isvc, phase, failed_container="", image_pull=False, unschedulable=False):
+    containers = [{"name": "kserve-container", "ready": phase == "Running", "restartCount": 0,
+                   "image": "kserve-tritonserver", "imageID": "",
+                   "state": {"running": {}} if phase == "Running" else {"waiting": {"reason": "PodInitializing"}}}]
+    init = [{"name": "storage-initializer", "ready": True, "restartCount": 0, "image": "storage-initializer",
+             "imageID": "", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]
+    if failed_container == "storage-initializer":
+        init[0]["state"] = {"terminated": {"exitCode": 1, "reason": "Error"}}
+        init[0]["restartCount"] = 3
+    elif failed_container == "kserve-container":
+        containers[0]["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}
+        containers[0]["restartCount"] = 3
+    if image_pull:
+        containers[0]["state"] = {"waiting": {"reason": "ImagePullBackOff",
+                                              "message": 'Back-off pulling image "kserve-tritonserver:missing"'}}
+    conditions = []
+    if unschedulable:
+        conditions = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                       "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
+    return {"kind": "Pod", "metadata": {"name": name, "labels": {"serving.kserve.io/inferenceservice": isvc}},
+            "status": {"phase": phase, "conditions": conditions, "initContainerStatuses": init,
+                       "containerStatuses": containers}}
+
+
+#: the images KServe's kustomization gives the runtimes (config/runtimes/kustomization.yaml at
+#: aaac4e29); the copies in tests/data/kserve hold placeholders
+RUNTIME_IMAGES = {"kserve-tritonserver": "nvcr.io/nvidia/tritonserver:23.05-py3",
+                  "kserve-torchserve": "pytorch/torchserve-kfs:0.9.0"}
+
+
+def kserve_runtimes() -> list[dict]:
+    """KServe's Triton and TorchServe ClusterServingRuntimes, with the images they ship with."""
+    import yaml
+
+    runtimes = [yaml.safe_load((KSERVE_DATA / f).read_text())
+                for f in ("kserve-tritonserver.yaml", "kserve-torchserve.yaml")]
+    for runtime in runtimes:
+        for container in runtime["spec"]["containers"]:
+            container["image"] = RUNTIME_IMAGES[runtime["metadata"]["name"]]
+    return runtimes

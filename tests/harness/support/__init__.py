@@ -1,0 +1,93 @@
+"""What tests share besides fixtures: the repository's root, process checks, and the optional
+parts of the machine a group of tests needs, each with the one command that provides it.
+
+A test that needs one of them says so with ``@requires("java")`` (or ``pytestmark``); where the
+part is missing it is skipped with a reason that names the command, and ``make test`` ends by
+listing every skipped group that way (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import shutil
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether a process has a handler for SIGTERM (its SigCgt mask in /proc): tests signal only
+    then, never on a timer that races interpreter start-up on a busy machine."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """An optional part of the machine: which tests need it and the one command that enables them."""
+
+    tests: str
+    missing: Callable[[], str]  # why it is missing ('' when present)
+    enable: str
+
+    @functools.cached_property
+    def why(self) -> str:
+        return self.missing()
+
+
+def _java() -> str:
+    from fakes.torchserve_runner import java_missing_reason
+
+    return java_missing_reason()
+
+
+def _chromium() -> str:
+    return "" if shutil.which("chromium") or shutil.which("chromium-browser") else "chromium is not installed"
+
+
+def _podman() -> str:
+    from kfp_serve.pipelines.image_build import podman_missing_reason
+
+    return podman_missing_reason()
+
+
+def _tensorrt_gpu() -> str:
+    if importlib.util.find_spec("tensorrt") is None:
+        return "TensorRT is not installed"
+    import torch
+
+    return "" if torch.cuda.is_available() else "no CUDA GPU is visible"
+
+
+REQUIREMENTS = {
+    "java": Requirement("TorchServe tests", _java,
+                        "apt-get install -y openjdk-17-jre-headless (TorchServe 0.12 needs Java 17)"),
+    "chromium": Requirement("report screenshot tests", _chromium,
+                            "apt-get install -y chromium (what .ci/run does as root)"),
+    "podman": Requirement("container image tests", _podman,
+                          "apt-get install -y podman runc debootstrap (what .ci/run does as root)"),
+    "tensorrt": Requirement("TensorRT engine tests", _tensorrt_gpu,
+                            "pytest -m gpu in the GPU image on a machine with an NVIDIA GPU"
+                            " (docker build -f Dockerfile.gpu .)"),
+}
+
+#: the prefix of every reason a requirement gives (the terminal summary groups by it)
+SKIP_PREFIX = "needs "
+
+
+def requires(name: str) -> pytest.MarkDecorator:
+    """Skip unless the machine has ``name`` (a key of REQUIREMENTS), saying how to get it."""
+    requirement = REQUIREMENTS[name]
+    why = requirement.why
+    return pytest.mark.skipif(bool(why), reason=f"{SKIP_PREFIX}{name} ({why}): the"
+                              f" {requirement.tests}; enable with: {requirement.enable}")

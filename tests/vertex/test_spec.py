@@ -1,0 +1,87 @@
+"""A Vertex AI deploy checked before any call: regions, machines, accelerators, images, the split."""
+
+
+import pytest
+from support.vertex import vertex_spec
+
+from kfp_serve.components.errors import UserError
+from kfp_serve.components.vertex.spec import (
+    check_machine,
+    check_region,
+    traffic_split,
+)
+
+
+# -- bad input, each a one-line error before any call ------------------------------------
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"location": "us-central"}, "location 'us-central' is not a Vertex AI prediction region (did you mean us-central1?)"),
+    ({"machine_type": "n1-standard-4", "accelerator_type": "NVIDIA_L4", "accelerator_count": 1},
+     "machine type 'n1-standard-4' cannot take NVIDIA_L4 on Vertex AI (use g2-standard-<N>)"),
+    ({"machine_type": "a2-highgpu-2g", "accelerator_type": "NVIDIA_TESLA_A100", "accelerator_count": 1},
+     "a2-highgpu-2g takes 2 x NVIDIA_TESLA_A100, not 1"),
+    ({"machine_type": "g2-standard-8"}, "machine type 'g2-standard-8' comes with GPUs"),
+    ({"accelerator_count": 2}, "accelerator_count=2 needs an accelerator_type"),
+    ({"traffic_percentage": 101}, "traffic_percentage 101 must be between 0 and 100"),
+    ({"traffic_percentage": -5}, "traffic_percentage -5 must be between 0 and 100"),
+    ({"artifact_uri": "s3://models/digits/v1"}, "artifact URI 's3://models/digits/v1' is not on GCS"),
+    ({"artifact_uri": "/tmp/digits/v1"}, "artifact URI '/tmp/digits/v1' is not on GCS"),
+    ({"min_replicas": 0}, "Vertex AI endpoints do not scale to zero"),
+    ({"serving_image": "nvcr.io/nvidia/tritonserver:24.09-py3"}, "Vertex AI pulls serving images only from"),
+    ({"serving_image": ""}, "a Triton repository needs serving_image"),
+    ({"project": "My Project"}, "is not a Google Cloud project id"),
+    ({"content_kind": "OnnxModel"}, "Vertex AI serves a published TritonRepository or TorchServeArchive"),
+])
+def test_bad_input_is_one_line_before_any_call(overrides, message):
+    with pytest.raises(UserError) as info:
+        vertex_spec("gs://models-bucket/digits/v1", **overrides).check()
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_machine_and_accelerator_combinations_vertex_allows():
+    check_machine("n1-standard-8", "NVIDIA_TESLA_T4", 2)
+    check_machine("g2-standard-24", "NVIDIA_L4", 2)
+    check_machine("a2-highgpu-4g", "NVIDIA_TESLA_A100", 4)
+    check_machine("a3-highgpu-8g", "NVIDIA_H100_80GB", 8)
+    check_machine("e2-standard-4", "", 0)
+    assert check_region("europe-west4") == "europe-west4"
+    # regions and GPUs the hand-written lists refused, now from aiplatform's own lists
+    for region in ("asia-south2", "europe-west12", "us-east7"):
+        assert check_region(region) == region
+    for machine, accelerator, count in (("a3-highgpu-1g", "NVIDIA_H100_80GB", 1),
+                                        ("a3-highgpu-2g", "NVIDIA_H100_80GB", 2),
+                                        ("a3-highgpu-4g", "NVIDIA_H100_80GB", 4),
+                                        ("a3-megagpu-8g", "NVIDIA_H100_MEGA_80GB", 8),
+                                        ("a3-ultragpu-8g", "NVIDIA_H200_141GB", 8),
+                                        ("a4-highgpu-8g", "NVIDIA_B200", 8)):
+        check_machine(machine, accelerator, count)
+
+
+@pytest.mark.parametrize(("machine", "accelerator", "count", "message"), [
+    ("n1-standard-16", "NVIDIA_TESLA_V100", 1, "n1-standard-16 takes 2 or 4 or 8 x NVIDIA_TESLA_V100, not 1"),
+    ("n1-highmem-96", "NVIDIA_TESLA_P100", 4, "more vCPUs than any count of NVIDIA_TESLA_P100 allows \\(at most 64\\)"),
+    ("a3-highgpu-8g", "NVIDIA_H200_141GB", 8, "use a3-ultragpu-8g"),
+    ("n1-standard-4", "NVIDIA_TESLA_K80", 1, "is not one Vertex AI serves on"),
+])
+def test_vcpu_per_gpu_limits_and_families_are_checked_before_any_call(machine, accelerator, count, message):
+    with pytest.raises(UserError, match=message):
+        check_machine(machine, accelerator, count)
+
+
+def test_docker_hub_images_are_refused():
+    from kfp_serve.components.vertex.spec import check_image
+
+    with pytest.raises(UserError, match="only from Artifact Registry .* or Container Registry"):
+        check_image("docker.io/pytorch/torchserve:latest")
+    assert check_image("us-docker.pkg.dev/p/r/triton:24.05") == "us-docker.pkg.dev/p/r/triton:24.05"
+
+
+def test_traffic_split_is_computed_from_the_live_split():
+    assert traffic_split({}, "0", 20) == {"0": 100}  # nothing else serves
+    assert traffic_split({"a": 100}, "0", 20) == {"a": 80, "0": 20}
+    assert traffic_split({"a": 50, "b": 50}, "0", 33) == {"a": 34, "b": 33, "0": 33}
+    assert traffic_split({"a": 70, "b": 30}, "0", 100) == {"0": 100}
+    assert traffic_split({"a": 100}, "0", 0) == {"a": 100}
+    for current in ({"a": 1, "b": 2, "c": 97}, {"a": 33, "b": 33, "c": 34}):
+        for percent in range(0, 101, 7):
+            assert sum(traffic_split(current, "0", percent).values()) == 100
