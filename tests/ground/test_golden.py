@@ -2,21 +2,10 @@
 
 import numpy as np
 import pytest
+from support import make_signature
 
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.golden import GoldenSet
-from kfp_serve.components.signature import (
-    ModelSignature,
-    TensorSpec,
-)
-
-
-def make_signature(**metadata):
-    return ModelSignature(
-        inputs=(TensorSpec("ids", "int64", ("batch", "seq")), TensorSpec("mask", "float32", ("batch", "seq"))),
-        outputs=(TensorSpec("scores", "float32", ("batch", 3)),),
-        metadata=metadata,
-    )
 
 
 def test_golden_set_round_trip_and_checks(tmp_path):

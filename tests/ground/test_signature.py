@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from support import make_signature
 
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.signature import (
@@ -12,14 +13,6 @@ from kfp_serve.components.signature import (
     protocol_dtype,
     triton_config_dtype,
 )
-
-
-def make_signature(**metadata):
-    return ModelSignature(
-        inputs=(TensorSpec("ids", "int64", ("batch", "seq")), TensorSpec("mask", "float32", ("batch", "seq"))),
-        outputs=(TensorSpec("scores", "float32", ("batch", 3)),),
-        metadata=metadata,
-    )
 
 
 def test_round_trip_through_json(tmp_path):

@@ -18,7 +18,18 @@ from pathlib import Path
 
 import pytest
 
+from kfp_serve.components.signature import ModelSignature, TensorSpec
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def make_signature(**metadata) -> ModelSignature:
+    """Two inputs sharing a dynamic sequence dim, one output: a signature for unit tests."""
+    return ModelSignature(
+        inputs=(TensorSpec("ids", "int64", ("batch", "seq")), TensorSpec("mask", "float32", ("batch", "seq"))),
+        outputs=(TensorSpec("scores", "float32", ("batch", 3)),),
+        metadata=metadata,
+    )
 
 
 def catches_sigterm(pid: int) -> bool:
