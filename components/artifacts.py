@@ -333,8 +333,10 @@ class VertexEndpoint(Record):
     api_endpoint: str = ""
     protocol: str = "vertex-raw"
     traffic: dict[str, int] = field(default_factory=dict)
+    #: the split this deploy found (what a rollback restores)
     previous_traffic: dict[str, int] = field(default_factory=dict)
     tensor_names: dict[str, str] = field(default_factory=dict)
+    model: str = ""  # the model (no version) whose earlier versions a promote replaces
 
 
 #: the kinds validate_endpoint calls

@@ -23,7 +23,7 @@ def validate_endpoint(
     concurrency: List[int] = [1, 4, 16],  # noqa: B006 (KFP reads the default; never mutated)
     max_p95_latency_ms: Optional[float] = None,
     min_throughput: Optional[float] = None,
-    max_error_rate: Optional[float] = None,
+    max_error_rate: Optional[float] = 0.0,
     fail_on_mismatch: bool = True,
     transport: str = "rest",
     metrics_url: Optional[str] = None,
@@ -54,7 +54,9 @@ def validate_endpoint(
         concurrency: Concurrent clients per level of the load phase.
         max_p95_latency_ms: SLO gate: p95 latency at every level (empty: no gate).
         min_throughput: SLO gate: best requests/s over the levels (empty: no gate).
-        max_error_rate: SLO gate: failed share of requests at every level (empty: no gate).
+        max_error_rate: SLO gate: failed share of requests at every level. Default 0: one
+            failed request (an error answer, a lost or refused connection) fails the verdict;
+            empty: no gate. A level where no request succeeded fails it whatever this says.
         fail_on_mismatch: Fail the step when validation fails; otherwise only return False.
         transport: How tensors travel: ``rest`` (JSON), ``rest-binary`` (REST with binary
             tensor data, as tritonclient sends them) or ``grpc`` (tritonclient's gRPC client);

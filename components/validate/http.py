@@ -82,7 +82,9 @@ class RawHttpConnection:
         self.file = self.sock.makefile("rb")
         self.open = True
 
-    def exchange(self, request: bytes) -> int:
+    def exchange(self, request: bytes, header: bytes = b"") -> int | tuple[int, str, bytes]:
+        """Send one request; its status, or with ``header`` (lowercase) ``(status, that header's
+        value, body)``: what a caller needs to tell which model answered."""
         if not self.open:  # the server ended the last exchange by closing (HTTP/1.0 servers)
             self.close()
             self._connect()
@@ -92,30 +94,34 @@ class RawHttpConnection:
             raise ConnectionError("the server closed the connection")
         status = int(status_line.split(None, 2)[1])
         length, chunked, close = 0, False, status_line.startswith(b"HTTP/1.0")
+        wanted = ""
         while True:
             line = self.file.readline()
             if line in (b"\r\n", b"\n", b""):
                 break
             name, _, value = line.partition(b":")
             name = name.strip().lower()
+            if header and name == header:
+                wanted = value.strip().decode(errors="replace")
             if name == b"content-length":
                 length = int(value)
             elif name == b"transfer-encoding":
                 chunked = b"chunked" in value.lower()
             elif name == b"connection":
                 close = b"close" in value.lower() or (close and b"keep-alive" not in value.lower())
+        body = b""
         if chunked:
             while True:
                 size = int(self.file.readline().split(b";")[0], 16)
-                self.file.read(size + 2)
+                body += self.file.read(size + 2)[:size]
                 if size == 0:
                     break
         elif length:
-            self.file.read(length)
+            body = self.file.read(length)
         elif close:
-            self.file.read()  # the body runs to the end of the connection
+            body = self.file.read()  # the body runs to the end of the connection
         self.open = not close
-        return status
+        return (status, wanted, body) if header else status
 
     def close(self) -> None:
         self.file.close()

@@ -117,14 +117,17 @@ def load_table(levels: list[LoadLevel], server: list[ServerStats] | None = None)
     """One row per load level; with the server's view per level, its queue and compute time and
     the batch size it formed."""
     extra = bool(server) and len(server) == len(levels)
+    others = any(lv.excluded for lv in levels)
     header = ["concurrency", "requests", "errors", "throughput (req/s)", "p50 (ms)", "p95 (ms)",
-              "p99 (ms)"]
+              "p99 (ms)"] + (["answered by other models (not counted)"] if others else [])
     if extra:
         header += ["server queue (ms)", "server compute (ms)", "batch formed"]
     rows = []
     for k, lv in enumerate(levels):
         row = [str(lv.concurrency), str(lv.requests), str(lv.errors), f"{lv.throughput:,.1f}",
                f"{lv.p50_ms:.2f}", f"{lv.p95_ms:.2f}", f"{lv.p99_ms:.2f}"]
+        if others:
+            row.append(str(lv.excluded))
         if extra:
             stats = server[k]
             row += [f"{stats.queue_ms:.3f}",

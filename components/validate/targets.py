@@ -19,7 +19,7 @@ from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.polling import poll
 from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.validate.http import HttpEndpoint, answer_error
-from kfp_serve.components.validate.load import LoadLevel, run_load_grpc, run_requests
+from kfp_serve.components.validate.load import LoadLevel, Selector, run_load_grpc, run_requests
 from kfp_serve.components.validate.tensors import (
     Codec,
     Instances,
@@ -89,10 +89,13 @@ class HttpTarget:
         """One encoded request: its body and headers."""
         return self.codec.encode(inputs), self.headers()
 
+    #: which answers of the load phase are the model under test's (None: every answer)
+    load_selector: Selector | None = None
+
     def load(self, golden: GoldenSet, concurrency: list[int], seconds: float) -> list[LoadLevel]:
         requests = [self.request(golden.slice(i, i + 1).inputs) for i in range(golden.batch_size)]
         return run_requests(self.endpoint.connection, self.infer_path, requests, concurrency,
-                            seconds)
+                            seconds, self.load_selector)
 
     def close(self) -> None:
         if self._connection is not None:

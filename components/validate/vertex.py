@@ -26,6 +26,8 @@ from kfp_serve.components.validate.tensors import Instances, OipJson
 PROTOCOLS = ("vertex-raw", "vertex-predict")
 #: Vertex AI online prediction refuses request bodies over 1.5 MB (its quotas and limits page)
 MAX_REQUEST_BYTES = 1_500_000
+#: the header in which Vertex AI names the deployed model that answered
+DEPLOYED_MODEL_HEADER = "X-Vertex-AI-Deployed-Model-Id"
 MISS_PROBABILITY = 1e-9  # tries per request are sized so the model under test answers
 MAX_TRIES_PER_REQUEST = 5000
 
@@ -33,8 +35,16 @@ MAX_TRIES_PER_REQUEST = 5000
 class VertexTarget(HttpTarget):
     """One deployed model on a Vertex AI endpoint: ``base`` is ``http(s)://HOST/v1/<endpoint>``."""
 
-    response_check_note = ("Vertex AI forwards only predictions: names, dtypes and shapes were"
-                           " checked on every response")
+    @property
+    def response_check_note(self) -> str:  # type: ignore[override]
+        note = ("Vertex AI forwards only predictions: names, dtypes and shapes were checked on"
+                " every response")
+        others = {k: v for k, v in self.served_by.items() if k and k != self.deployed_model_id}
+        if others:
+            note += (f"; the endpoint's traffic split sent {sum(others.values())} of the golden"
+                     f" requests to other deployed models ({others}): they were sent again until"
+                     f" deployed model {self.deployed_model_id} answered, and not counted")
+        return note
 
     def __init__(self, base: str, deployed_model_id: str, protocol: str, model_name: str,
                  signature: ModelSignature, tensor_names: dict[str, str] | None = None,
@@ -51,6 +61,9 @@ class VertexTarget(HttpTarget):
         self.description = f"{self.endpoint.url} (deployed model {deployed_model_id})"
         self.tries = 1
         self.served_by: dict[str, int] = {}
+        # the load phase measures the model under test only: answers of the models it shares
+        # the endpoint with are counted apart (the production model a canary may replace)
+        self.load_selector = (DEPLOYED_MODEL_HEADER, self._answered_by_us)
         # the endpoint's state is read on the regional API host; a dedicated endpoint takes
         # predictions only on its own host (``base``)
         self.api = HttpEndpoint.parse(api_base) if api_base else self.endpoint
@@ -110,6 +123,15 @@ class VertexTarget(HttpTarget):
         self.infer(golden.slice(0, 1).inputs)  # a single row over the limit: one clear error
         return super().load(golden, concurrency, seconds)
 
+    def _answered_by_us(self, header: str, body: bytes) -> bool:
+        served = header
+        if not served and self.protocol == "vertex-predict":
+            try:
+                served = json.loads(body).get("deployedModelId", "")
+            except ValueError:
+                served = ""
+        return not served or served == self.deployed_model_id
+
     def post(self, body: bytes) -> dict:
         """Send ``body`` until the deployed model under test answers it (the
         ``X-Vertex-AI-Deployed-Model-Id`` header, or ``deployedModelId`` in a predict body)."""
@@ -121,7 +143,7 @@ class VertexTarget(HttpTarget):
             if status != 200:
                 raise answer_error(status, data, self.infer_path)
             payload = json.loads(data)
-            served = response.getheader("X-Vertex-AI-Deployed-Model-Id") or payload.get("deployedModelId", "")
+            served = response.getheader(DEPLOYED_MODEL_HEADER) or payload.get("deployedModelId", "")
             self.served_by[served] = self.served_by.get(served, 0) + 1
             if not served or served == self.deployed_model_id:
                 return payload

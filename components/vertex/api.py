@@ -19,12 +19,11 @@ from kfp_serve.components.polling import poll
 # google.rpc.Code values whose fix lies with the user: INVALID_ARGUMENT, NOT_FOUND,
 # ALREADY_EXISTS, PERMISSION_DENIED, RESOURCE_EXHAUSTED (quota), FAILED_PRECONDITION
 _USER_CODES = {3: "invalid argument", 5: "not found", 6: "already exists",
-               7: "permission denied", 8: "quota exhausted", 9: "failed precondition"}
+               7: "permission denied", 8: "resource exhausted", 9: "failed precondition"}
 _HTTP_TO_RPC = {400: 3, 404: 5, 409: 6, 403: 7, 429: 8, 412: 9}
 _FIX = {7: "grant the pipeline's service account roles/aiplatform.user, and the Vertex AI Service"
            " Agent (service-PROJECT_NUMBER@gcp-sa-aiplatform.iam.gserviceaccount.com)"
            " storage.objectViewer on the artifact bucket",
-        8: "request more quota for the region or use a smaller machine/fewer replicas",
         9: "the serving container did not start or become ready: read its log in Cloud Logging"
            " (resource.type=\"aiplatform.googleapis.com/Endpoint\")"}
 
@@ -35,6 +34,42 @@ REQUEST_TIMEOUT_S = 60.0  # every Vertex AI call; long work runs as operations, 
 def api_endpoint_for(location: str, api_endpoint: str = "") -> str:
     """The Vertex AI API host: ``api_endpoint``, else the region's."""
     return api_endpoint or f"{location}-aiplatform.googleapis.com"
+
+
+#: words of Vertex AI's answers that say why a resource was exhausted
+_STOCKOUT = re.compile(r"resource pool exhausted|ZONE_RESOURCE_POOL_EXHAUSTED|stockout|(do(es)? not|n't)"
+                       r" have enough resources|not enough resources|resources? (is|are) (currently )?"
+                       r"(not|un)available|temporarily unavailable", re.IGNORECASE)
+_SERVING_QUOTA = re.compile(r"quota", re.IGNORECASE)
+_RATE = re.compile(r"per minute|requests per|rate limit|online prediction requests", re.IGNORECASE)
+
+
+def exhaustion(message: str) -> str:
+    """Why Vertex AI answered RESOURCE_EXHAUSTED / 429: ``stockout`` (no capacity of that
+    machine in the region now), ``rate`` (a per-minute API request limit) or ``quota`` (the
+    project's serving quota for a resource is used up); each has its own fix."""
+    if _STOCKOUT.search(message):
+        return "stockout"
+    if _RATE.search(message) or not _SERVING_QUOTA.search(message):
+        return "rate"
+    return "quota"
+
+
+_EXHAUSTED_FIX = {
+    "stockout": ("Vertex AI has no capacity for this machine or accelerator in the region right now"
+                 " (a stockout, not your quota): retry later, pick another region or machine type,"
+                 " or deploy on a reservation"),
+    "rate": ("the per-minute request limit held through the retries: run again later or ask for a"
+             " higher API quota"),
+    "quota": ("the project's serving quota for that resource is used up in this region: request"
+              " more (IAM & Admin > Quotas) or use fewer or smaller machines"),
+}
+
+
+def _exhausted(text: str, message: str) -> KfpServeError:
+    kind = exhaustion(message)
+    error = UserError if kind == "quota" else InfrastructureError
+    return error(f"{text}; {_EXHAUSTED_FIX[kind]}")
 
 
 def translate(err: Exception, what: str) -> KfpServeError:
@@ -48,9 +83,8 @@ def translate(err: Exception, what: str) -> KfpServeError:
         # REST errors start with the method and URL: the message after them is what tells
         detail = re.sub(r"^(GET|POST|PATCH|PUT|DELETE) \S+: ", "", first_line(err.message or str(err)))
         message = f"{what}: Vertex AI answered {err.code} {detail}"
-        if err.code == 429:  # a per-minute request limit, already retried: not a resource quota
-            return InfrastructureError(f"{message}; the per-minute request limit held through the"
-                                       " retries: run again later or ask for a higher API quota")
+        if err.code == 429 or code == 8:  # already retried where the call allowed it
+            return _exhausted(message, detail)
         if code in _USER_CODES:
             fix = _FIX.get(code)
             return UserError(f"{message}{'; ' + fix if fix else ''}")
@@ -61,6 +95,8 @@ def translate(err: Exception, what: str) -> KfpServeError:
 def operation_error(name: str, code: int, message: str, what: str) -> KfpServeError:
     """A finished operation that carries an error (google.rpc.Status)."""
     text = f"{what} failed: operation {name} ended with {_USER_CODES.get(code, f'code {code}')}: {message}"
+    if code == 8:
+        return _exhausted(text, message)
     fix = _FIX.get(code)
     if code in _USER_CODES:
         return UserError(f"{text}{'; ' + fix if fix else ''}")
@@ -94,25 +130,30 @@ class VertexClient:
         self.types = aiplatform_v1
 
     # -- calls through the boundary ------------------------------------------------------
-    def options(self) -> dict[str, Any]:
-        """``timeout`` and ``retry`` for every call: retried with backoff while Vertex AI answers
-        429/503 or the connection is refused (no work was done)."""
+    def options(self, idempotent: bool = True) -> dict[str, Any]:
+        """``timeout`` and ``retry`` for a call: retried with backoff while Vertex AI answers 429
+        or the connection is refused (no work was done); 503 too where repeating the call
+        cannot do the work twice. A call that creates or changes something is not repeated on
+        503: the request may have been carried out, and a retried step resumes from its
+        operation instead."""
         from google.api_core import exceptions as gexc
         from google.api_core import retry as retries
 
+        transient = (gexc.TooManyRequests, ConnectionRefusedError)
+        if idempotent:
+            transient += (gexc.ServiceUnavailable, ConnectionError)
         return {"timeout": REQUEST_TIMEOUT_S, "retry": retries.Retry(
-            predicate=retries.if_exception_type(gexc.TooManyRequests, gexc.ServiceUnavailable,
-                                                ConnectionError),
+            predicate=retries.if_exception_type(*transient),
             initial=0.5, maximum=8.0, multiplier=2.0, timeout=self.retry_budget_s)}
 
-    def call(self, what: str, fn, *args, **kwargs):
-        """One API call with a timeout, retried with backoff while Vertex AI answers 429/503 or
-        the connection fails (refused before any work was done), translated at this boundary."""
+    def call(self, what: str, fn, *args, idempotent: bool = True, **kwargs):
+        """One API call with a timeout, retried as :meth:`options` says, translated at this
+        boundary."""
         from google.api_core import exceptions as gexc
         from google.protobuf.json_format import ParseError
 
         try:
-            return fn(*args, **{**self.options(), **kwargs})
+            return fn(*args, **{**self.options(idempotent), **kwargs})
         except (gexc.GoogleAPICallError, OSError) as err:
             raise translate(err, what) from err
         except ParseError as err:  # the REST transport meets a type or field it does not know
@@ -148,7 +189,7 @@ class VertexClient:
                                        " to cancel")
 
         # short operations finish fast, long ones are polled gently
-        return poll(check, timeout_s, f"{what}: operation {name} not done", interval_s=0.25,
+        return poll(check, timeout_s, f"{what}: operation {name} not done", interval_s=min(0.25, self.poll_s),
                     backoff=1.5, max_interval_s=self.poll_s, on_cancel=cancel,
                     detail=lambda: "it goes on in Vertex AI, and a retry resumes it")
 

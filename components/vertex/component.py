@@ -41,11 +41,14 @@ def deploy_vertex(
     time), so each run adds a version instead of a new model. The endpoint is found by display
     name (created when missing) or given as an id/resource name. The traffic split is computed
     from the endpoint's live state: the new deployed model gets traffic_percentage and the ones
-    serving now share the rest in their current proportions. Long-running operations are waited
-    for with a timeout; one that ends with an error fails the step with that error; SIGTERM
-    cancels the running operation. A retried step resumes: it reuses the model version and
-    deployed model an earlier attempt made and waits for an operation still running on the
-    endpoint, instead of starting duplicates.
+    serving now share the rest in their current proportions (each keeps at least 1 %). Every
+    deploy makes its own deployed model, even of a version that already serves, and records the
+    split it found, which rollback_vertex restores. Long-running operations are waited for with
+    a timeout; one that ends with an error fails the step with that error (a serving quota, a
+    stockout of the machine and a request-rate limit each say so, with their fix); SIGTERM
+    cancels the running operation. A retried step resumes: it reuses the model version and the
+    deployed model an earlier attempt of this step made (and the split it found), and waits for
+    an operation still running on the endpoint, instead of starting duplicates.
 
     Args:
         model: A PublishedVersion on gs:// of a TritonRepository (served by Triton through
@@ -102,7 +105,9 @@ def deploy_vertex(
         traffic_percentage=traffic_percentage, labels=labels or {}, env=env or {},
         version_aliases=version_aliases or [], service_account=service_account or "",
     )
-    result = deploy(spec, api_endpoint or "", operation_timeout_s)
+    # this step's identity, the same on each of its retries: its output's URI names the run and
+    # the task (a retry resumes what an earlier attempt made; another run makes its own)
+    result = deploy(spec, api_endpoint or "", operation_timeout_s, deploy_id=vertex_endpoint.uri)
     vertex_model.uri = rest_url(location, result.version_name, api_endpoint or "")
     artifacts.mark(vertex_model, result.model_record(spec))
     vertex_endpoint.uri = rest_url(location, result.endpoint, api_endpoint or "")
@@ -122,14 +127,17 @@ def promote_vertex(
     undeploy_previous: bool = True,
     operation_timeout_s: float = 1800.0,
 ) -> str:
-    """Promotes the new deployed model: 100 % of the endpoint's traffic goes to it.
+    """Promotes the new deployed model: it takes the traffic of the versions it replaces.
 
-    Its model version becomes the model's ``default`` (Vertex AI never moves that alias on
-    upload, so the model name alone would otherwise keep meaning version 1).
+    The versions of the same model that served before the deploy hand it their shares (and are
+    undeployed if asked); other models on the endpoint, such as another pipeline's canary or an
+    unrelated model, keep their shares and stay deployed. Its model version becomes the model's
+    ``default`` (Vertex AI never moves that alias on upload, so the model name alone would
+    otherwise keep meaning version 1). Safe to retry.
 
     Args:
         vertex_endpoint: The google.VertexEndpoint from deploy_vertex.
-        undeploy_previous: Undeploy the models it replaces (they stop costing node hours).
+        undeploy_previous: Undeploy the versions it replaces (they stop costing node hours).
         operation_timeout_s: How long to wait for each undeploy operation.
 
     Returns:
@@ -148,7 +156,11 @@ def rollback_vertex(
     undeploy_canary: bool = True,
     operation_timeout_s: float = 1800.0,
 ) -> str:
-    """Rolls back: the traffic split from before the deploy is restored.
+    """Rolls back: the canary's share goes back to the models that served before the deploy.
+
+    They get it in their proportions from before the deploy; models deployed since keep their
+    shares. With nothing serving before, undeploying the canary leaves the endpoint empty, as it
+    was. Safe to retry.
 
     Args:
         vertex_endpoint: The google.VertexEndpoint from deploy_vertex.

@@ -1,23 +1,31 @@
 """Endpoints: found or created by name, a model version deployed with a traffic share, the
-split changed, a deployed model undeployed; a retried step resumes instead of duplicating."""
+split changed, a deployed model undeployed; a retried step resumes instead of duplicating.
+
+Every deploy makes its own deployed model, named with a marker of the step that made it and the
+split it found (:func:`.traffic.deployed_name`): a retry finds exactly what its earlier attempt
+made, and a version that already serves is deployed again as a canary beside itself instead of
+being mistaken for this step's work.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from kfp_serve.components.artifacts import VertexEndpoint, VertexModel
 from kfp_serve.components.errors import UserError
-from kfp_serve.components.vertex.api import VertexClient, predict_url, rest_url
-from kfp_serve.components.vertex.spec import VertexDeploySpec, traffic_split
+from kfp_serve.components.vertex.api import VertexClient, predict_url, rest_url, translate
+from kfp_serve.components.vertex.spec import VertexDeploySpec, idempotency_key
+from kfp_serve.components.vertex.traffic import deployed_name, read_deployed_name, rescale, with_new
 
 
 @dataclass
 class VertexDeployment:
     """What deploy_vertex outputs."""
 
-    model: str  # projects/P/locations/L/models/ID
+    model: str  # projects/P/locations/L/models/ID (Vertex AI names it by project number)
     model_version_id: str
     endpoint: str  # projects/P/locations/L/endpoints/ID
     deployed_model_id: str
@@ -60,7 +68,7 @@ class VertexDeployment:
             predict_base=predict_url(spec.location, self.endpoint, api_endpoint, self.dedicated_dns),
             api_base=rest_url(spec.location, self.endpoint, api_endpoint), api_endpoint=api_endpoint,
             protocol=self.protocol, traffic=self.traffic, previous_traffic=self.previous_traffic,
-            tensor_names=tensor_names)
+            tensor_names=tensor_names, model=self.model)
 
 
 def endpoint_name(client: VertexClient, endpoint: str) -> str:
@@ -73,10 +81,19 @@ def get_endpoint(client: VertexClient, endpoint: str) -> Any:
                        name=endpoint_name(client, endpoint))
 
 
+def endpoint_id(display_name: str) -> str:
+    """The id a created endpoint gets, derived from its display name: two runs creating the
+    same endpoint at once make one (the second is told it exists) instead of two."""
+    slug = re.sub(r"[^a-z0-9]+", "-", display_name.lower()).strip("-")[:40] or "endpoint"
+    return f"{'e-' if not slug[0].isalpha() else ''}{slug}-{idempotency_key(display_name)[:8]}"
+
+
 def get_or_create_endpoint(client: VertexClient, endpoint: str, labels: dict[str, str],
                            timeout_s: float) -> tuple[Any, bool]:
     """An endpoint by resource name or numeric id (must exist), or by display name (created
-    when missing). Returns (endpoint, created)."""
+    when missing, under an id derived from the name). Returns (endpoint, created)."""
+    from google.api_core import exceptions as gexc
+
     if endpoint.startswith("projects/") or endpoint.isdigit():
         return get_endpoint(client, endpoint), False
     pager = client.call("listing endpoints", client.endpoints.list_endpoints, request={
@@ -88,42 +105,81 @@ def get_or_create_endpoint(client: VertexClient, endpoint: str, labels: dict[str
     if found:
         return found[0], False
     body = client.types.Endpoint(display_name=endpoint, labels={**labels, "managed-by": "kfp-serve"})
-    started = client.call("creating the endpoint", client.endpoints.create_endpoint,
-                          parent=client.parent, endpoint=body)
+    wanted = endpoint_id(endpoint)
+    try:
+        started = client.endpoints.create_endpoint(
+            parent=client.parent, endpoint=body, endpoint_id=wanted, **client.options(idempotent=False))
+    except gexc.AlreadyExists:  # another run created it meanwhile: use that one
+        return get_endpoint(client, wanted), False
+    except Exception as err:
+        raise translate(err, "creating the endpoint") from err
     response = client.wait(client.endpoints, started.operation.name, "creating the endpoint", timeout_s)
     created = client.types.Endpoint.deserialize(response.value)
     return get_endpoint(client, created.name), True
 
 
-def deploy_to_endpoint(client: VertexClient, spec: VertexDeploySpec, model: Any, endpoint: Any,
-                       timeout_s: float) -> VertexDeployment:
-    """Deploy ``model`` (a version) to ``endpoint`` with the asked-for traffic share.
+def find_deployment(endpoint: Any, marker: str) -> tuple[Any, dict[str, int] | None] | None:
+    """The deployed model this deploy (``marker``) made, and the split it recorded; None."""
+    for deployed in endpoint.deployed_models:
+        found = read_deployed_name(deployed.display_name)
+        if found is not None and found[0] == marker:
+            return deployed, found[1]
+    return None
 
-    A retry resumes: an operation still running on the endpoint is waited for, and a
-    deployed model of this very version is reused instead of deploying it twice.
+
+def deploy_to_endpoint(client: VertexClient, spec: VertexDeploySpec, model: Any, endpoint: Any,
+                       timeout_s: float, deploy_id: str) -> VertexDeployment:
+    """Deploy ``model`` (a version) to ``endpoint`` with the asked-for traffic share, as a new
+    deployed model of its own, and say what the split was before.
+
+    ``deploy_id`` names this deploy step (stable across its retries): a retry resumes, waiting
+    for an operation still running on the endpoint and taking the deployed model its earlier
+    attempt made, with the split that attempt found.
     """
     version_name = f"{model.name.split('@')[0]}@{model.version_id}"
     _, protocol = spec.container()
-    dedicated = check_endpoint_kind(endpoint)
+    check_endpoint_kind(endpoint)
+    marker = idempotency_key(deploy_id, endpoint.name)[:12]
     reused = client.finish_pending(client.endpoints, endpoint.name,
                                    "an earlier operation on the endpoint", timeout_s)
-    if reused:
-        endpoint = get_endpoint(client, endpoint.name)
-    previous = dict(endpoint.traffic_split)
-    mine = deployed_model_of(endpoint, version_name)
-    if mine is not None:
-        reused.append(f"deployed model {mine}")
-        return VertexDeployment(version_name.split("@")[0], model.version_id, endpoint.name, mine,
-                                dict(endpoint.traffic_split), previous, protocol, reused, dedicated)
-    split = traffic_split(previous, "0", spec.traffic_percentage)
-    deployed = client.types.DeployedModel.from_json(json.dumps(spec.deployed_model_body(version_name)))
-    started = client.call("deploying the model", client.endpoints.deploy_model,
-                          endpoint=endpoint.name, deployed_model=deployed, traffic_split=split)
-    response = client.wait(client.endpoints, started.operation.name, "deploying the model", timeout_s)
-    deployed_id = client.types.DeployModelResponse.deserialize(response.value).deployed_model.id
     endpoint = get_endpoint(client, endpoint.name)
+    found = find_deployment(endpoint, marker)
+    if found is not None:
+        deployed, recorded = found
+        reused.append(f"deployed model {deployed.id}")
+        current = dict(endpoint.traffic_split)
+        previous = recorded if recorded is not None else rescale(
+            {k: v for k, v in current.items() if k != deployed.id})
+        deployed_id = deployed.id
+    else:
+        previous = dict(endpoint.traffic_split)
+        split = with_new(previous, "0", spec.traffic_percentage)
+        body = spec.deployed_model_body(version_name)
+        body["displayName"] = deployed_name(spec.display_name, marker, previous)
+        started = client.call("deploying the model", client.endpoints.deploy_model,
+                              endpoint=endpoint.name, traffic_split=split, idempotent=False,
+                              deployed_model=client.types.DeployedModel.from_json(json.dumps(body)))
+        response = client.wait(client.endpoints, started.operation.name, "deploying the model", timeout_s)
+        deployed_id = client.types.DeployModelResponse.deserialize(response.value).deployed_model.id
+    endpoint = dedicated_ready(client, endpoint.name, timeout_s)
     return VertexDeployment(version_name.split("@")[0], model.version_id, endpoint.name, deployed_id,
-                            dict(endpoint.traffic_split), previous, protocol, reused, dedicated)
+                            dict(endpoint.traffic_split), previous, protocol, reused,
+                            check_endpoint_kind(endpoint))
+
+
+def dedicated_ready(client: VertexClient, endpoint: str, timeout_s: float) -> Any:
+    """The endpoint, read again; a dedicated one once its DNS name is assigned (a new dedicated
+    endpoint reports it empty for a while, and its predictions go nowhere else)."""
+    from kfp_serve.components.polling import poll
+
+    def check() -> tuple[Any, str]:
+        current = get_endpoint(client, endpoint)
+        if current.dedicated_endpoint_enabled and not current.dedicated_endpoint_dns:
+            return None, "dedicated endpoint without a DNS name yet"
+        return current, "ready"
+
+    return poll(check, timeout_s, f"endpoint {endpoint}: no dedicatedEndpointDns", interval_s=1.0,
+                backoff=1.5, max_interval_s=10.0)
 
 
 def set_traffic(client: VertexClient, endpoint: str, split: dict[str, int]) -> dict[str, int]:
@@ -142,18 +198,23 @@ def set_traffic(client: VertexClient, endpoint: str, split: dict[str, int]) -> d
 
 
 def undeploy(client: VertexClient, endpoint: str, deployed_model_id: str, timeout_s: float) -> bool:
-    """Undeploy one deployed model; the others keep their shares, rescaled to 100."""
+    """Undeploy one deployed model. Vertex AI undeploys a model only when it has no traffic or
+    the request's split takes its traffic away (UndeployModelRequest.traffic_split): the split
+    sent is the others' shares rescaled to 100 (empty when it is the last one). A model whose
+    traffic no other model could take is refused here, in one line."""
     current = get_endpoint(client, endpoint)
     if deployed_model_id not in {m.id for m in current.deployed_models}:
         return False
+    share = current.traffic_split.get(deployed_model_id, 0)
     rest = {k: v for k, v in current.traffic_split.items() if k != deployed_model_id and v > 0}
-    if not rest:
-        others = [m.id for m in current.deployed_models if m.id != deployed_model_id]
-        rest = {others[0]: 100} if others else {}
-    split = rescale(rest)
+    others = [m.id for m in current.deployed_models if m.id != deployed_model_id]
+    if share and others and not rest:
+        raise UserError(f"deployed model {deployed_model_id} takes all of {current.name}'s traffic"
+                        f" and the others ({others}) take none: give them traffic first (a"
+                        " rollback or promote does), or undeploy them before it")
     started = client.call("undeploying the model", client.endpoints.undeploy_model,
                           endpoint=current.name, deployed_model_id=deployed_model_id,
-                          traffic_split=split)
+                          traffic_split=rescale(rest) if share else {}, idempotent=False)
     client.wait(client.endpoints, started.operation.name, "undeploying the model", timeout_s)
     return True
 
@@ -170,23 +231,6 @@ def check_endpoint_kind(endpoint: Any) -> str:
     return endpoint.dedicated_endpoint_dns if endpoint.dedicated_endpoint_enabled else ""
 
 
-def deployed_model_of(endpoint: Any, version_name: str) -> str | None:
-    """The id of the deployed model of ``version_name`` on ``endpoint``, or None."""
-    model, _, version = version_name.partition("@")
-    for deployed in endpoint.deployed_models:
-        name, _, deployed_version = deployed.model.partition("@")
-        if name == model and (deployed.model_version_id or deployed_version) == version:
-            return deployed.id
-    return None
-
-
-def rescale(split: dict[str, int]) -> dict[str, int]:
-    """Shares scaled to sum to exactly 100 (largest remainder)."""
-    total = sum(split.values())
-    if not split or total == 100:
-        return dict(split)
-    exact = {k: 100 * v / total for k, v in split.items()}
-    out = {k: int(v) for k, v in exact.items()}
-    for k in sorted(exact, key=lambda k: exact[k] - out[k], reverse=True)[:100 - sum(out.values())]:
-        out[k] += 1
-    return out
+def model_of(deployed: Any) -> str:
+    """The model (without its version) a deployed model serves."""
+    return deployed.model.split("@")[0]

@@ -55,7 +55,7 @@ def upload(client: VertexClient, spec: VertexDeploySpec, timeout_s: float) -> tu
         else:
             request["model_id"] = spec.model_id
         try:
-            started = client.models.upload_model(request=request, **client.options())
+            started = client.models.upload_model(request=request, **client.options(idempotent=False))
             break
         except gexc.AlreadyExists as err:  # another attempt created the model meanwhile
             if attempt == 4:
@@ -72,11 +72,17 @@ def upload(client: VertexClient, spec: VertexDeploySpec, timeout_s: float) -> tu
 
 
 def _check_same_version(found: Any, wanted: Any, name: str) -> None:
-    """A version found by this run's label must hold this run's artifact and image: Vertex AI
-    merges model-level labels into every version, so a label alone can match another one."""
+    """A version found by this deploy's label must hold this deploy's artifact and serving
+    container: Vertex AI merges model-level labels into every version, so a label alone can
+    match another one."""
+    def container(model: Any) -> dict:
+        spec = type(model.container_spec).to_dict(model.container_spec)
+        spec["env"] = sorted(spec.get("env", []), key=lambda e: e.get("name", ""))
+        return {k: v for k, v in spec.items() if v not in ("", [], {}, None, 0)}
+
     differs = [what for what, a, b in (
         ("artifact", found.artifact_uri, wanted.artifact_uri),
-        ("serving image", found.container_spec.image_uri, wanted.container_spec.image_uri)) if a != b]
+        ("serving container", container(found), container(wanted))) if a != b]
     if differs:
         raise UserError(f"model version {name} carries this deploy's label but another"
                         f" {' and '.join(differs)} ({found.artifact_uri},"

@@ -1,20 +1,22 @@
 """Pure, typed descriptions of a Vertex AI deployment, checked before any API call.
 
 Everything here is plain Python: the allowed regions and machine/accelerator combinations, the
-serving container for a Triton repository or a TorchServe archive, the idempotency key that lets
-a retried step find what an earlier attempt made, and the traffic split computed from the
-endpoint's live state (users give a percentage, never deployed-model ids).
+serving container for a Triton repository or a TorchServe archive, and the idempotency key that
+lets a retried step find the model version an earlier attempt uploaded (the traffic arithmetic
+is in :mod:`.traffic`).
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.storage.uris import parse_gcs_uri
+from kfp_serve.components.vertex.traffic import check_percent
 
 _N1 = re.compile(r"^n1-(standard|highmem|highcpu)-(2|4|8|16|32|64|96)$")
 _CPU_FAMILIES = re.compile(r"^(n1|n2|n2d|e2|c2|c2d|c3|m1)-[a-z]+-\d+$")
@@ -137,12 +139,6 @@ def _which_machines(accelerator: str) -> str:
         accelerator, "use an n1-standard/highmem/highcpu machine type")
 
 
-def check_traffic(percent: int) -> int:
-    if not 0 <= percent <= 100:
-        raise UserError(f"traffic_percentage {percent} must be between 0 and 100")
-    return percent
-
-
 def check_image(image: str) -> str:
     if not _REGISTRY.match(image):
         raise UserError(f"serving image {image!r}: Vertex AI pulls serving images only from"
@@ -236,7 +232,7 @@ class VertexDeploySpec:
         check_region(self.location)
         artifact_dir(self.artifact_uri)
         check_machine(self.machine_type, self.accelerator_type, self.accelerator_count)
-        check_traffic(self.traffic_percentage)
+        check_percent(self.traffic_percentage)
         if not 1 <= self.min_replicas <= self.max_replicas:
             raise UserError(f"replicas: need 1 <= min_replicas ({self.min_replicas}) <= max_replicas"
                             f" ({self.max_replicas}); Vertex AI endpoints do not scale to zero")
@@ -276,8 +272,12 @@ class VertexDeploySpec:
 
     @property
     def key(self) -> str:
+        """What the model version holds: the artifact and the whole serving container (image,
+        arguments, environment, ports, routes). A version is reused only when all of it agrees;
+        a redeploy with another environment variable or argument uploads a new version."""
+        container, _ = self.container()
         return idempotency_key(self.project, self.location, self.display_name, self.artifact_uri,
-                               self.serving_image)
+                               json.dumps(container.to_api(), sort_keys=True))
 
     def container(self) -> tuple[ContainerSpec, str]:
         return container_for(self.content_kind, self.model_name, self.serving_image,
@@ -313,25 +313,3 @@ class VertexDeploySpec:
         if self.service_account:
             body["serviceAccount"] = self.service_account
         return body
-
-
-def traffic_split(current: dict[str, int], new_id: str, percent: int) -> dict[str, int]:
-    """The endpoint's split after giving ``percent`` to ``new_id``.
-
-    The rest is shared by the models that serve now, in proportion to their current shares
-    (largest remainder, so it sums to exactly 100). With nothing else serving, the new model
-    takes everything whatever ``percent`` says.
-    """
-    check_traffic(percent)
-    others = {k: v for k, v in current.items() if k != new_id and v > 0}
-    if not others:
-        return {new_id: 100}
-    rest = 100 - percent
-    total = sum(others.values())
-    exact = {k: rest * v / total for k, v in others.items()}
-    split = {k: int(v) for k, v in exact.items()}
-    leftover = rest - sum(split.values())
-    for k in sorted(exact, key=lambda k: (split[k] - exact[k], k))[:leftover]:
-        split[k] += 1
-    split[new_id] = percent
-    return {k: v for k, v in split.items() if v > 0} or {new_id: 100}

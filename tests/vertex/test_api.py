@@ -17,8 +17,8 @@ def test_an_operation_that_ends_with_a_quota_error_fails_with_it(fake_vertex, pu
     with pytest.raises(UserError) as info:
         vertex.deploy(vertex_spec(published_repository), fake_vertex.url, timeout_s=60, poll_s=0.2)
     message = str(info.value)
-    assert "deploying the model failed" in message and "quota exhausted" in message
-    assert "custom_model_serving_cpus" in message and "request more quota" in message
+    assert "deploying the model failed" in message and "resource exhausted" in message
+    assert "custom_model_serving_cpus" in message and "request more (IAM & Admin > Quotas)" in message
 
 
 def test_permission_denied_names_the_role(fake_vertex, published_repository):
@@ -33,7 +33,7 @@ def test_an_operation_that_never_finishes_times_out_with_its_status(fake_vertex,
     fake_vertex.faults["deployModel"] = "hang"
     with pytest.raises(InfrastructureError) as info:
         vertex.deploy(vertex_spec(published_repository), fake_vertex.url, timeout_s=1.5, poll_s=0.2)
-    assert "deploying the model: operation projects/my-project/locations/us-central1/endpoints/" in str(info.value)
+    assert "deploying the model: operation projects/812345678901/locations/us-central1/endpoints/" in str(info.value)
     assert "not done after 2s: still running; created" in str(info.value)
 
 
@@ -63,12 +63,14 @@ def test_sigterm_cancels_the_running_operation(fake_vertex, published_repository
     assert fake_vertex.calls.count("cancel_operation") == 1
 
 
-def test_a_transient_unavailable_answer_is_retried(fake_vertex, published_repository):
-    fake_vertex.faults["upload"] = "unavailable"
-    fake_vertex.faults["deployModel"] = "unavailable"
+def test_a_transient_unavailable_answer_is_retried_where_repeating_is_harmless(fake_vertex, published_repository):
+    """503 on reads (and on the reads that poll an operation) is retried: asking again cannot
+    do anything twice."""
+    fake_vertex.faults["list_endpoints"] = "unavailable"
+    fake_vertex.faults["get_operation"] = "unavailable"
     result = vertex.deploy(vertex_spec(published_repository), fake_vertex.url, timeout_s=120, poll_s=0.2)
     assert result.deployed_model_id and fake_vertex.faults == {}
-    assert fake_vertex.calls.count("upload") == 2 and fake_vertex.calls.count("deployModel") == 2
+    assert fake_vertex.calls.count("list_endpoints") == 2 and fake_vertex.calls.count("deployModel") == 1
 
 
 def test_pending_operations_are_found_on_every_page(fake_vertex):
@@ -104,3 +106,25 @@ def test_rate_limits_and_failed_servers_are_told_apart_from_quota():
     assert isinstance(failed, UserError) and "Cloud Logging" in str(failed)
     denied = vertex_api.translate(gexc.Forbidden("Permission denied on bucket"), "uploading the model")
     assert "Vertex AI Service Agent" in str(denied)
+
+
+@pytest.mark.parametrize(("fault", "kind", "says"), [
+    ("quota", UserError, "serving quota for that resource is used up in this region: request more"),
+    ("stockout", InfrastructureError, "a stockout, not your quota): retry later, pick another region"),
+])
+def test_a_serving_quota_and_a_stockout_are_told_apart(fake_vertex, published_repository, fault, kind, says):
+    """RESOURCE_EXHAUSTED is three different failures with three fixes: the project's serving
+    quota, no capacity of the machine in the region, and a per-minute request limit."""
+    fake_vertex.faults["deployModel"] = fault
+    with pytest.raises(kind) as info:
+        vertex.deploy(vertex_spec(published_repository), fake_vertex.url, timeout_s=60, poll_s=0.2)
+    assert "ended with resource exhausted" in str(info.value) and says in str(info.value)
+
+
+def test_a_call_that_changes_something_is_not_repeated_on_503(fake_vertex, published_repository):
+    """503 on deployModel: the request may have been carried out, so it is not sent again (a
+    duplicate deploy); the step fails, and a retry of the step resumes (test_rollout)."""
+    fake_vertex.faults["deployModel"] = "unavailable"
+    with pytest.raises(InfrastructureError, match="deploying the model: Vertex AI answered 503"):
+        vertex.deploy(vertex_spec(published_repository), fake_vertex.url, timeout_s=60, poll_s=0.2)
+    assert fake_vertex.calls.count("deployModel") == 1

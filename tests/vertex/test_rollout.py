@@ -31,11 +31,16 @@ def test_deploy_canary_validate_promote_and_rollback_on_triton(fake_vertex, publ
     second = vertex.deploy(vertex_spec(second_uri, traffic_percentage=30), fake_vertex.url, 120, 0.2)
     assert second.model == first.model and second.model_version_id == "2"  # a version, not a model
     assert second.traffic == {first.deployed_model_id: 70, second.deployed_model_id: 30}
-    canary = validate(vertex_target(fake_vertex, second, signature), golden, max_batch_size=8)
+    canary = validate(vertex_target(fake_vertex, second, signature), golden, max_batch_size=8,
+                      load_seconds=0.5, concurrency=[2])
     assert canary.passed, canary.failure_line()
+    # the load phase measured the canary alone: the first model's answers were counted apart
+    [level] = canary.load
+    assert level.requests > 0 and level.excluded > level.requests  # 70 % went to the first model
+    assert "other deployed models" in canary.markdown()
 
-    split = vertex.rollback("my-project", "us-central1", second.endpoint, second.deployed_model_id,
-                            second.previous_traffic, True, fake_vertex.url, 60, 0.2)
+    record = second.endpoint_record(vertex_spec(second_uri), fake_vertex.url, {})
+    split = vertex.rollback(record, True, 60, 0.2)
     assert split == {first.deployed_model_id: 100}
     assert [d["id"] for d in fake_vertex.endpoints[second.endpoint.rsplit("/", 1)[-1]]["deployedModels"]] \
         == [first.deployed_model_id]
@@ -44,8 +49,7 @@ def test_deploy_canary_validate_promote_and_rollback_on_triton(fake_vertex, publ
     assert third.traffic == {first.deployed_model_id: 90, third.deployed_model_id: 10}
     versions = fake_vertex.models[first.model.rsplit("/", 1)[-1]]
     assert ["default" in v["versionAliases"] for v in versions] == [True, False]  # uploads leave it
-    split = vertex.promote("my-project", "us-central1", third.endpoint, third.deployed_model_id, True,
-                           fake_vertex.url, 60, 0.2)
+    split = vertex.promote(third.endpoint_record(vertex_spec(second_uri), fake_vertex.url, {}), True, 60, 0.2)
     assert split == {third.deployed_model_id: 100}
     endpoint = fake_vertex.endpoints[third.endpoint.rsplit("/", 1)[-1]]
     assert [d["id"] for d in endpoint["deployedModels"]] == [third.deployed_model_id]

@@ -8,7 +8,6 @@ from kfp_serve.components.errors import UserError
 from kfp_serve.components.vertex.spec import (
     check_machine,
     check_region,
-    traffic_split,
 )
 
 
@@ -74,14 +73,3 @@ def test_docker_hub_images_are_refused():
     with pytest.raises(UserError, match="only from Artifact Registry .* or Container Registry"):
         check_image("docker.io/pytorch/torchserve:latest")
     assert check_image("us-docker.pkg.dev/p/r/triton:24.05") == "us-docker.pkg.dev/p/r/triton:24.05"
-
-
-def test_traffic_split_is_computed_from_the_live_split():
-    assert traffic_split({}, "0", 20) == {"0": 100}  # nothing else serves
-    assert traffic_split({"a": 100}, "0", 20) == {"a": 80, "0": 20}
-    assert traffic_split({"a": 50, "b": 50}, "0", 33) == {"a": 34, "b": 33, "0": 33}
-    assert traffic_split({"a": 70, "b": 30}, "0", 100) == {"0": 100}
-    assert traffic_split({"a": 100}, "0", 0) == {"a": 100}
-    for current in ({"a": 1, "b": 2, "c": 97}, {"a": 33, "b": 33, "c": 34}):
-        for percent in range(0, 101, 7):
-            assert sum(traffic_split(current, "0", percent).values()) == 100

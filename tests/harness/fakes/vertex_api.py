@@ -1,12 +1,18 @@
 """A behavioural fake of Vertex AI's REST API (v1): models, endpoints, operations, prediction.
 
 It speaks the real JSON shapes, so google-cloud-aiplatform's GAPIC clients (REST transport,
-``api_endpoint`` on 127.0.0.1) run unchanged against it. Long-running operations finish in the
-background; deploying a model fetches its artifact from (fake) GCS and serves it for real with
-local Triton (a Triton repository) or TorchServe (a .mar); predict/rawPredict forward to it and
-pick a deployed model by the endpoint's traffic split, answering with the id of the one that
-served. Failure injection: ``faults[method] = "quota" | "permission" | "hang" |
-"unavailable"`` (the next call of that method answers 503 UNAVAILABLE, then the fault clears).
+``api_endpoint`` on 127.0.0.1) and its high-level SDK run unchanged against it. It is no kinder
+than Vertex AI (VERTEX_BEHAVIOUR.md): resources are named by project number whatever the caller
+wrote, ids are its own, operations take time, and what Vertex AI refuses it refuses (undeploying
+a model that keeps traffic, images outside Artifact/Container Registry, machine and accelerator
+combinations, replica counts, alias formats). Deploying a model copies its artifact from (fake)
+GCS and serves it for real with local Triton (a Triton repository) or TorchServe (a .mar);
+``serve=False`` keeps only the control plane (for long sequences of steps). predict/rawPredict
+forward to it and pick a deployed model by the endpoint's traffic split, answering with the id
+of the one that served. Failure injection: ``faults[method] = "quota" | "stockout" |
+"rate-limit" | "permission" | "hang" | "unavailable"`` (503 once, then the fault clears) |
+``"fail-after-done"`` (the operation is carried out, then reading it answers 500 once: a step
+that dies after its work finished).
 """
 
 from __future__ import annotations
@@ -51,6 +57,30 @@ def _error(code: int, status: str, message: str) -> tuple[int, dict]:
     return code, {"error": {"code": code, "status": status, "message": message}}
 
 
+def _deployment_problem(deployed: dict) -> str:
+    """What Vertex AI refuses in a DeployedModel's resources ('' when nothing)."""
+    if not deployed.get("dedicatedResources"):
+        return "a custom model is deployed on dedicated_resources (machine_spec and replica counts)"
+    resources = deployed["dedicatedResources"]
+    spec = resources.get("machineSpec", {})
+    low, high = int(resources.get("minReplicaCount", 0)), int(resources.get("maxReplicaCount", 0) or 0)
+    if low < 1:
+        return "dedicated_resources.min_replica_count must be at least 1"
+    if high and high < low:
+        return "dedicated_resources.max_replica_count must be at least min_replica_count"
+    accelerator = spec.get("acceleratorType", "")
+    if isinstance(accelerator, int):  # the REST clients send enums as numbers (enum-encoding=int)
+        from google.cloud.aiplatform_v1.types import AcceleratorType
+
+        accelerator = AcceleratorType(accelerator).name
+    machine = spec.get("machineType", "")
+    if accelerator and not machine.startswith(_GPU_FAMILIES.get(accelerator, "-")):
+        return f"Machine type {machine} does not support accelerator {accelerator}"
+    if not accelerator and machine.startswith(("a2-", "a3-", "a4-", "a4x-", "g2-", "g4-")):
+        return f"Machine type {machine} requires an accelerator"
+    return ""
+
+
 def _matches(resource: dict, expression: str) -> bool:
     """The subset of AIP-160 filters the suite sends: ``a="x" AND labels.k="v"``."""
     for term in filter(None, (t.strip() for t in expression.split(" AND "))):
@@ -64,10 +94,29 @@ def _matches(resource: dict, expression: str) -> bool:
     return True
 
 
+#: project id -> project number (Vertex AI names every resource by number: "projects/123...")
+PROJECT_NUMBERS = {"my-project": "812345678901"}
+_REGISTRY = re.compile(r"^([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io)/")
+_ALIAS = re.compile(r"^[a-z][a-z0-9-]{0,126}[a-z0-9]$")
+#: accelerator -> machine families it is attached to (Compute Engine GPU machine types)
+_GPU_FAMILIES = {"NVIDIA_TESLA_T4": "n1-", "NVIDIA_TESLA_P4": "n1-", "NVIDIA_TESLA_P100": "n1-",
+                 "NVIDIA_TESLA_V100": "n1-", "NVIDIA_L4": "g2-", "NVIDIA_TESLA_A100": "a2-highgpu-",
+                 "NVIDIA_A100_80GB": "a2-ultragpu-", "NVIDIA_H100_80GB": "a3-highgpu-",
+                 "NVIDIA_H100_MEGA_80GB": "a3-megagpu-", "NVIDIA_H200_141GB": "a3-ultragpu-",
+                 "NVIDIA_B200": "a4-highgpu-", "NVIDIA_GB200": "a4x-highgpu-",
+                 "NVIDIA_RTX_PRO_6000": "g4-"}
+
+
+def number_of(project: str) -> str:
+    return project if project.isdigit() else PROJECT_NUMBERS.setdefault(
+        project, str(800000000000 + len(PROJECT_NUMBERS)))
+
+
 class FakeVertexApi:
-    def __init__(self, workdir: Path, op_seconds: float = 0.2):
+    def __init__(self, workdir: Path, op_seconds: float = 0.2, serve: bool = True):
         self.workdir = workdir
         self.op_seconds = op_seconds
+        self.serve = serve
         self.models: dict[str, list[dict]] = {}  # model id -> versions
         self.endpoints: dict[str, dict] = {}
         self.operations: dict[str, dict] = {}
@@ -78,13 +127,25 @@ class FakeVertexApi:
         #: resource -> operations listed beside the real ones (e.g. of a type the client lacks)
         self.extra_operations: dict[str, list[dict]] = {}
         self.calls: list[str] = []
+        self.dying: set[str] = set()  # operations whose next read answers 500 (fail-after-done)
+        self.creating: set[str] = set()  # endpoint ids whose creation is under way
         self.lock = threading.RLock()
         self._ids = 1000
 
     def _id(self) -> str:
+        """Vertex AI's ids are its own: long numbers nobody can guess."""
         with self.lock:
             self._ids += 1
-            return str(self._ids)
+            return str(4_000_000_000_000_000_000 + self._ids * 7919)
+
+    @staticmethod
+    def _parent(m) -> str:
+        return f"projects/{number_of(m['project'])}/locations/{m['location']}"
+
+    @staticmethod
+    def _by_number(name: str) -> str:
+        """A resource name as Vertex AI writes it back: with the project number."""
+        return re.sub(r"^projects/([^/]+)/", lambda g: f"projects/{number_of(g[1])}/", name)
 
     # -- routing ------------------------------------------------------------------------
     wants_headers = True  # rawPredict passes the caller's headers on
@@ -147,6 +208,10 @@ class FakeVertexApi:
             if fault == "quota":
                 result = {"error": {"code": 8, "message": "The following quota metrics exceed quota"
                                     " limits: aiplatform.googleapis.com/custom_model_serving_cpus"}}
+            elif fault == "stockout":
+                result = {"error": {"code": 8, "message": "The zone 'us-central1-a' does not have"
+                                    " enough resources available to fulfill the request. Try a"
+                                    " different zone, or try again later."}}
             else:
                 try:
                     result = {"response": work()}
@@ -155,18 +220,25 @@ class FakeVertexApi:
             with self.lock:
                 if not op["done"]:
                     op.update(result, done=True)
+                    if fault == "fail-after-done":
+                        self.faults.pop(kind[0].lower() + kind[1:], None)
+                        self.dying.add(name)
 
         threading.Thread(target=run, daemon=True).start()
         return 200, copy.deepcopy(op)
 
     def _get_operation(self, m, query, body):
+        name = self._by_number(m["name"])
         with self.lock:
-            op = self.operations.get(m["name"])
+            if name in self.dying:  # the step that waits for it dies now; the work is done
+                self.dying.discard(name)
+                return _error(500, "INTERNAL", "the connection was reset (the step died)")
+            op = self.operations.get(name)
             return (200, copy.deepcopy(op)) if op else _error(404, "NOT_FOUND", m["name"])
 
     def _cancel_operation(self, m, query, body):
         with self.lock:
-            op = self.operations.get(m["name"])
+            op = self.operations.get(self._by_number(m["name"]))
             if op is None:
                 return _error(404, "NOT_FOUND", m["name"])
             if not op["done"]:
@@ -176,7 +248,7 @@ class FakeVertexApi:
     def _list_operations(self, m, query, body):
         """Pages of ``operations_page_size`` (google.longrunning ListOperations: pageToken in,
         nextPageToken out); finished operations first, as older ones are."""
-        prefix = m["name"] + "/operations/"
+        prefix = self._by_number(m["name"]) + "/operations/"
         with self.lock:
             ops = [copy.deepcopy(op) for n, op in self.operations.items() if n.startswith(prefix)]
             ops += copy.deepcopy(self.extra_operations.get(m["name"], []))
@@ -193,7 +265,15 @@ class FakeVertexApi:
         model = copy.deepcopy(body.get("model", {}))
         if not model.get("artifactUri", "").startswith("gs://"):
             return _error(400, "INVALID_ARGUMENT", "artifact_uri must be a gs:// URI")
-        parent = f"projects/{m['project']}/locations/{m['location']}"
+        image = model.get("containerSpec", {}).get("imageUri", "")
+        if not _REGISTRY.match(image):
+            return _error(400, "INVALID_ARGUMENT", f"Container image {image} must be in Artifact"
+                          " Registry or Container Registry")
+        bad = [a for a in model.get("versionAliases", []) if not _ALIAS.match(a)]
+        if bad:  # "default" is allowed: it moves the default alias (the SDK's is_default_version)
+            return _error(400, "INVALID_ARGUMENT", f"Invalid version aliases {bad}: use"
+                          " [a-z][a-z0-9-]*[a-z0-9]")
+        parent = self._parent(m)
         parent_model = body.get("parentModel", "")
         with self.lock:
             if parent_model:
@@ -214,6 +294,8 @@ class FakeVertexApi:
                 aliases = list(model.get("versionAliases", []))
                 for other in versions:  # an alias names one version; "default" stays where it is
                     other["versionAliases"] = [a for a in other.get("versionAliases", []) if a not in aliases]
+                # a custom container model is deployed on dedicated (or shared) resources
+                model["supportedDeploymentResourcesTypes"] = ["DEDICATED_RESOURCES", "SHARED_RESOURCES"]
                 versions.append(dict(model, name=name, versionId=version,
                                      versionAliases=["default", *aliases] if not versions else aliases))
             return {"@type": f"{_T}UploadModelResponse", "model": name, "modelVersionId": version}
@@ -263,12 +345,17 @@ class FakeVertexApi:
     # -- endpoints ----------------------------------------------------------------------
     def _create_endpoint(self, m, query, body):
         endpoint_id = query.get("endpointId") or self._id()
-        name = f"projects/{m['project']}/locations/{m['location']}/endpoints/{endpoint_id}"
+        name = f"{self._parent(m)}/endpoints/{endpoint_id}"
+        with self.lock:
+            if endpoint_id in self.endpoints or endpoint_id in self.creating:
+                return _error(409, "ALREADY_EXISTS", f"Endpoint {name} already exists")
+            self.creating.add(endpoint_id)
 
         def work():
             endpoint = dict(body, name=name, deployedModels=[], trafficSplit={})
             with self.lock:
                 self.endpoints[endpoint_id] = endpoint
+                self.creating.discard(endpoint_id)
                 return dict(copy.deepcopy(endpoint), **{"@type": f"{_T}Endpoint"})
 
         return self._operation(name, "CreateEndpoint", work)
@@ -305,6 +392,14 @@ class FakeVertexApi:
         if split and sum(split.values()) != 100:
             return _error(400, "INVALID_ARGUMENT", f"traffic split {split} does not sum to 100")
         deployed = copy.deepcopy(body["deployedModel"])
+        refused = _deployment_problem(deployed)
+        if refused:
+            return _error(400, "INVALID_ARGUMENT", refused)
+        with self.lock:
+            known = {d["id"] for d in endpoint["deployedModels"]}
+        if set(split) - known - {"0"}:
+            return _error(400, "INVALID_ARGUMENT", f"traffic split {split} names models that are not"
+                          " deployed")
 
         def work():
             model_name, _, version = deployed["model"].partition("@")
@@ -312,7 +407,8 @@ class FakeVertexApi:
                 versions = self.models[model_name.rsplit("/", 1)[-1]]
                 model = next(v for v in versions if v["versionId"] == version)
             deployed_id = self._id()
-            self._start_runtime(deployed_id, model)
+            if self.serve:
+                self._start_runtime(deployed_id, model)
             deployed.update(id=deployed_id, modelVersionId=version,
                             createTime=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
             with self.lock:
@@ -331,14 +427,32 @@ class FakeVertexApi:
             return _error(404, "NOT_FOUND", m["id"])
         deployed_id = body.get("deployedModelId")
         split = body.get("trafficSplit") or {}
-        remaining = {k: v for k, v in endpoint["trafficSplit"].items() if k != deployed_id}
-        if not split and remaining and sum(remaining.values()) != 100:
-            return _error(400, "FAILED_PRECONDITION", "the remaining traffic split must sum to 100")
+        with self.lock:
+            ids = [d["id"] for d in endpoint["deployedModels"]]
+            share = endpoint["trafficSplit"].get(deployed_id, 0)
+        if deployed_id not in ids:
+            return _error(404, "NOT_FOUND", f"deployed model {deployed_id} is not on {endpoint['name']}")
+        others = [i for i in ids if i != deployed_id]
+        # UndeployModelRequest.traffic_split: a model is undeployed only if it has no traffic or
+        # the request's split takes it away; the last one may go with its traffic
+        if split and (split.get(deployed_id) or set(split) - set(others) or sum(split.values()) != 100):
+            return _error(400, "INVALID_ARGUMENT", f"invalid traffic split {split} for undeploying"
+                          f" {deployed_id}: it must give the remaining models 100")
+        if share and others and not split:
+            return _error(400, "FAILED_PRECONDITION", f"Model {deployed_id} has {share}% of the"
+                          " endpoint's traffic; set the traffic split so that it has none before"
+                          " undeploying it")
 
         def work():
             with self.lock:
                 endpoint["deployedModels"] = [d for d in endpoint["deployedModels"] if d["id"] != deployed_id]
-                endpoint["trafficSplit"] = split or remaining
+                if not others:
+                    endpoint["trafficSplit"] = {}
+                elif split:
+                    endpoint["trafficSplit"] = split
+                else:  # it had no traffic: the others keep theirs
+                    endpoint["trafficSplit"] = {k: v for k, v in endpoint["trafficSplit"].items()
+                                                if k != deployed_id}
             self._stop_runtime(deployed_id)
             return {"@type": f"{_T}UndeployModelResponse"}
 
