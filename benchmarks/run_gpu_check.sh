@@ -13,5 +13,5 @@ export PYTHONPATH=/tmp/pkg
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/nvidia-smi.txt"
 python3 -c "import torch, onnx, onnxruntime, onnxscript, sklearn, numpy; print('torch', torch.__version__, 'onnx', onnx.__version__, 'ort', onnxruntime.__version__, 'onnxscript', onnxscript.__version__, 'numpy', numpy.__version__)"
 timeout 300 python3 benchmarks/gpu_check.py --output "$OUT/gpu_check.md" 2>&1 | tee "$OUT/gpu_check.log" | tail -30
-timeout 200 python3 -m pytest -q -p no:cacheprovider tests/test_train_export.py tests/test_export_formats.py \
-  tests/test_tensorrt.py tests/test_verify.py tests/test_signature.py -rs 2>&1 | tee "$OUT/pytest.log" | tail -25
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/export tests/train \
+  tests/ground/test_verify.py tests/ground/test_signature.py -rs 2>&1 | tee "$OUT/pytest.log" | tail -25

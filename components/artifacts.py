@@ -302,6 +302,8 @@ class KServeInferenceService(Record):
     previous_predictor: dict[str, Any] | None = None  # what Standard-mode rollback re-applies
     storage_uri: str = ""
     tensor_names: dict[str, str] = field(default_factory=dict)
+    #: the predictor as this deploy applied it: promote and rollback check nobody changed it since
+    predictor: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

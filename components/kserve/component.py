@@ -45,6 +45,7 @@ def deploy_kserve(
     spot: bool = False,
     gcp_service_account: Optional[str] = None,
     model_load_timeout_s: int = 0,
+    rollout_strategy: Optional[str] = None,
     ingress_from_namespaces: Optional[List[str]] = None,
     ready_timeout_s: float = 900.0,
     unschedulable_grace_s: float = 600.0,
@@ -53,14 +54,18 @@ def deploy_kserve(
 ) -> NamedTuple("Outputs", [("url", str)]):
     """Creates or updates a KServe InferenceService for a published model and waits until Ready.
 
-    Before anything changes: a SelfSubjectAccessReview for the RBAC it needs, the namespace,
-    Knative Serving (Knative mode), the ServingRuntime KServe would pick for the format and
-    protocol (and a Triton that loads the repository's ONNX IR), and a server-side dry run with
-    strict field validation. Then create, or replace at the current resourceVersion (conflicts
-    retried). It waits until this apply serves: in Knative mode a new revision is the latest
-    ready one with the traffic share asked for; in Standard mode the predictor Deployment's
-    rollout completes. It fails at once on InvalidSpec, ReconcileFailed, a failed model load or
-    an image that cannot be pulled, and on a pod still unschedulable after
+    Before anything changes: the names KServe and Knative derive from ``name`` (each a DNS label
+    of at most 63 characters: ``<name>-predictor``, the canary's tagged host, Standard mode's
+    ``<name>-predictor-<namespace>`` host and ``isvc.<name>-predictor`` pod label), a
+    SelfSubjectAccessReview for the RBAC it needs, the namespace, Knative Serving (Knative
+    mode), the ServingRuntime KServe would pick for the format and protocol (and a Triton that
+    loads the repository's ONNX IR), and a server-side dry run with strict field validation.
+    Then create, or replace at the current resourceVersion (conflicts retried). It waits until
+    this apply serves: in Knative mode a new revision (a changed predictor, label or annotation
+    makes one) is the latest ready one with the traffic share asked for; in Standard mode the
+    predictor Deployment's rollout completes. It fails at once on InvalidSpec, a failed model
+    load of this revision or an image that cannot be pulled, on ReconcileFailed that lasts a
+    minute (KServe retries a transient one), and on a pod still unschedulable after
     unschedulable_grace_s; on failure the log shows
     a diagnostics report (conditions, model status, pods, storage-initializer and
     kserve-container log tails, Warning events) and an InferenceService this step created is
@@ -118,6 +123,9 @@ def deploy_kserve(
         model_load_timeout_s: A startup probe allowing this long for the models to load (and,
             in Knative mode, a progress deadline above it; Knative Serving 1.15+ accepts
             startup probes).
+        rollout_strategy: Standard mode: ``RollingUpdate`` (Kubernetes' default: the new pod
+            starts before the old one stops, so a GPU model needs a spare GPU) or ``Recreate``
+            (the old pod stops first: a short outage, no spare GPU). Empty: KServe's default.
         ingress_from_namespaces: Namespaces allowed to call the predictor: a NetworkPolicy
             ``<name>-ingress`` (Knative mode adds knative-serving, whose activator proxies
             requests); include your ingress gateway's namespace. Empty: no policy.
@@ -169,6 +177,7 @@ def deploy_kserve(
                        gcp_service_account=gcp_service_account or None,
                        model_load_timeout_s=model_load_timeout_s or None),
         ingress_from_namespaces=tuple(ingress_from_namespaces or ()),
+        rollout_strategy=rollout_strategy or None,
     )
     onnx_ir_version = getattr(published.content, "onnx_ir_version", None)
     cluster = KServeCluster(api_client(api_host), namespace)

@@ -35,6 +35,10 @@ AUTOSCALER_CLASSES = ("hpa", "keda", "external", "none")  # constants.Autoscaler
 KNATIVE_MAX_TIMEOUT_S = 600
 #: the port Triton serves gRPC on in KServe's runtime (kserve-tritonserver: --grpc-port=9000)
 TRITON_GRPC_PORT = 9000
+#: ... and REST on 8080 (kserve-tritonserver: --http-port=8080)
+TRITON_HTTP_PORT = 8080
+#: how a Standard-mode predictor Deployment replaces its pods (Kubernetes DeploymentStrategy)
+ROLLOUT_STRATEGIES = ("RollingUpdate", "Recreate")
 STORAGE_SCHEMES = ("gs://", "s3://", "pvc://", "https://", "http://", "hdfs://", "oci://")
 # InferenceService names become DNS-1035 labels of Services and Knative routes
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -73,6 +77,10 @@ class InferenceServiceSpec:
     #: dotted paths in ``override`` that change identity or privilege, allowed on purpose
     override_allowed: tuple[str, ...] = ()
     gke: gke.GkePresets = field(default_factory=gke.GkePresets)
+    #: Standard mode: ``RollingUpdate`` (Kubernetes' default: a new pod starts before an old one
+    #: stops, so a GPU model needs a spare GPU) or ``Recreate`` (the old pod stops first: a short
+    #: outage, no spare GPU); None leaves KServe's default
+    rollout_strategy: str | None = None
     #: namespaces whose pods may call the predictor (a NetworkPolicy); empty: no policy
     ingress_from_namespaces: tuple[str, ...] = ()
 
@@ -84,6 +92,57 @@ def validate_name(name: str, what: str = "InferenceService name") -> str:
             " digits and '-', starting with a letter and ending with a letter or digit"
         )
     return name
+
+
+#: a DNS label (RFC 1123) and a label value have at most 63 characters
+DNS_LABEL_MAX = 63
+
+
+def derived_names(name: str, namespace: str, mode: str, tagged: bool) -> list[tuple[str, str]]:
+    """The names KServe and Knative derive from an InferenceService's name, each of which must
+    be a DNS label or label value of at most 63 characters, with what makes it:
+
+    - both modes: the predictor's Service/Knative Service ``<name>-predictor``
+      (pkg/constants/constants.go PredictorServiceName);
+    - Knative: the route's host label ``<name>-predictor`` (Knative's default domain template
+      ``{{.Name}}.{{.Namespace}}.{{.Domain}}``) and, with tag routing, the tagged hosts
+      ``latest-<name>-predictor`` and ``prev-<name>-predictor`` (tag template
+      ``{{.Tag}}-{{.Name}}``); revision names are shortened by Knative and never fail;
+    - Standard: the host label ``<name>-predictor-<namespace>`` and the top-level
+      ``<name>-<namespace>`` (KServe's default domain template ``{{ .Name }}-{{ .Namespace }}``,
+      checked by IsFullyQualifiedDomainName in reconcilers/ingress/domain.go), and the pod label
+      ``app: isvc.<name>-predictor`` (constants.GetRawServiceLabel).
+    """
+    predictor = f"{name}-predictor"
+    names = [(predictor, "the predictor's Service")]
+    if mode == "Knative":
+        names.append((predictor, "Knative's route host label"))
+        if tagged:
+            names += [(f"latest-{predictor}", "the canary's tagged host label"),
+                      (f"prev-{predictor}", "the previous revision's tagged host label")]
+    else:
+        names += [(f"{predictor}-{namespace}", "the predictor's host label"),
+                  (f"{name}-{namespace}", "the InferenceService's host label"),
+                  (f"isvc.{predictor}", "the pods' app label")]
+    return names
+
+
+def check_derived_names(name: str, namespace: str, mode: str, tagged: bool) -> None:
+    """Refuse, before anything is applied, a name whose derived names outgrow a DNS label:
+    KServe would accept the InferenceService and fail to reconcile it (or, for a tagged
+    Knative route, never become Ready)."""
+    names = derived_names(name, namespace, mode, tagged)
+    for derived, what in names:
+        if len(derived) > DNS_LABEL_MAX:
+            most = DNS_LABEL_MAX - max(len(d) - len(name) for d, _ in names)
+            fix = (f"use a name of at most {most} characters" if most >= 1 else
+                   f"use a namespace of at most {DNS_LABEL_MAX - len(derived) + len(namespace)}"
+                   " characters")
+            raise UserError(
+                f"InferenceService name {name!r} is too long for {mode} mode"
+                f"{' with a canary' if tagged else ''} in namespace {namespace!r}: {what}"
+                f" {derived!r} has {len(derived)} characters, over the {DNS_LABEL_MAX} a DNS label"
+                f" allows; {fix}")
 
 
 def deployment_mode(value: str) -> str:
@@ -165,6 +224,13 @@ def _check(spec: InferenceServiceSpec) -> None:
             " rollback_kserve re-applies the previous one), or validate the candidate under"
             " another InferenceService name first")
     _check_scaling(spec, mode)
+    if spec.rollout_strategy is not None:
+        if spec.rollout_strategy not in ROLLOUT_STRATEGIES:
+            raise UserError(f"rollout_strategy {spec.rollout_strategy!r} is not one of"
+                            f" {list(ROLLOUT_STRATEGIES)}")
+        if mode != "Standard":
+            raise UserError("rollout_strategy applies to deployment_mode 'Standard' (a Deployment);"
+                            " Knative mode rolls out revisions beside each other")
     gke.check(spec.gke, spec.gpus, spec.service_account)
     for namespace in spec.ingress_from_namespaces:
         if not _NAMESPACE.match(namespace):
@@ -234,9 +300,13 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
     if spec.runtime_version:
         model["runtimeVersion"] = spec.runtime_version
     if spec.protocol_version == "grpc-v2":
-        # KServe serves gRPC only through a port named h2c (Knative: the one port; Standard:
-        # the Service's gRPC port); the Triton runtime listens for gRPC on 9000
+        # KServe serves gRPC only through a port named h2c; the Triton runtime listens for gRPC
+        # on 9000. Knative takes one port. A Standard-mode Service exposes the first port on 80
+        # and every further one on its own number (service_reconciler.go createDefaultSvc), so
+        # REST stays reachable on 8080 beside gRPC
         model["ports"] = [{"name": "h2c", "protocol": "TCP", "containerPort": TRITON_GRPC_PORT}]
+        if mode == "Standard" and spec.model_format in ("triton", "onnx", "tensorrt"):
+            model["ports"].append({"name": "http1", "protocol": "TCP", "containerPort": TRITON_HTTP_PORT})
     if resources:
         model["resources"] = resources
     model.update(container)
@@ -253,6 +323,7 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
         "canaryTrafficPercent": None if spec.canary_traffic_percent == 100 else spec.canary_traffic_percent,
         "nodeSelector": node_selector or None,
         "tolerations": tolerations or None,
+        "deploymentStrategy": {"type": spec.rollout_strategy} if spec.rollout_strategy else None,
     }
     predictor.update({k: v for k, v in optional.items() if v is not None})
     annotations = {DEPLOYMENT_MODE_ANNOTATION: MANIFEST_MODE[mode], **preset_annotations,
@@ -285,6 +356,8 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
     merged = deep_merge(manifest, spec.override)
     if (merged["metadata"].get("name"), merged["metadata"].get("namespace")) != (spec.name, spec.namespace):
         raise UserError("the override may not change metadata.name or metadata.namespace")
+    tagged = merged["metadata"].get("annotations", {}).get(TAG_ROUTING_ANNOTATION) == "true"
+    check_derived_names(spec.name, spec.namespace, mode, tagged)
     return merged
 
 

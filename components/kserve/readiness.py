@@ -31,7 +31,10 @@ from kfp_serve.components.kserve.manifest import (
 _NOT_IN_TEMPLATE = ("canaryTrafficPercent", "minReplicas", "maxReplicas", "scaleMetric",
                     "scaleTarget", "autoScaling")
 #: a Ready condition with one of these reasons will not become True without a new spec
-TERMINAL_REASONS = ("ReconcileFailed", "InvalidSpec")
+TERMINAL_REASONS = ("InvalidSpec",)
+#: a reconcile error KServe retries (a conflict, a webhook timeout) or keeps hitting (a name the
+#: API server refuses): final only once it has lasted (wait.py)
+RECONCILE_FAILED = "ReconcileFailed"
 
 
 def mode_of(isvc: dict[str, Any]) -> str:
@@ -41,11 +44,24 @@ def mode_of(isvc: dict[str, Any]) -> str:
     return DEPLOYMENT_MODES.get(reported, reported)
 
 
-def _template(predictor: dict[str, Any] | None, mode: str) -> dict[str, Any] | None:
-    if predictor is None:
+#: metadata KServe does not copy onto the revision (or pod) template: everything else in the
+#: InferenceService's labels and annotations does, so changing it rolls a new revision
+#: (pkg/constants/constants.go ServiceAnnotationDisallowedList, RevisionTemplateLabelDisallowedList)
+_NOT_PROPAGATED = ("autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale",
+                   "internal.serving.kserve.io/storage-initializer-sourceuri",
+                   "kubectl.kubernetes.io/last-applied-configuration", "modelFormat",
+                   "networking.knative.dev/visibility")
+
+
+def _template(isvc: dict[str, Any] | None, mode: str) -> dict[str, Any] | None:
+    """What a new revision (Knative) or Deployment rollout (Standard) is made of."""
+    if isvc is None:
         return None
     ignored = _NOT_IN_TEMPLATE if mode == "Standard" else ("canaryTrafficPercent",)
-    return {k: v for k, v in predictor.items() if k not in ignored}
+    metadata = isvc.get("metadata", {})
+    return {"predictor": {k: v for k, v in isvc["spec"]["predictor"].items() if k not in ignored},
+            **{part: {k: v for k, v in (metadata.get(part) or {}).items() if k not in _NOT_PROPAGATED}
+               for part in ("labels", "annotations")}}
 
 
 @dataclass(kw_only=True)
@@ -66,7 +82,7 @@ def expectation(before: dict[str, Any] | None, after: dict[str, Any],
     mode = mode_of(after)
     predictor = after["spec"]["predictor"]
     previous = copy.deepcopy(before["spec"]["predictor"]) if before else None
-    new_rollout = _template(previous, mode) != _template(predictor, mode)
+    new_rollout = _template(before, mode) != _template(after, mode)
     percent = None
     if mode == "Knative":
         canary = predictor.get("canaryTrafficPercent")
@@ -108,7 +124,11 @@ def terminal_failure(status: dict[str, Any], expect: Expectation, reconciled: bo
     transition = model_status.get("transitionStatus")
     if ready.get("status") == "False" and ready.get("reason") in TERMINAL_REASONS:
         return f"{ready['reason']}: {ready.get('message', '')}"
-    stale = (info.get("modelRevisionName") == expect.latest_created_before != ""
+    # KServe never says which revision a failure belongs to (FailureInfo has no revision it
+    # fills in): it computes the model status from the pods of status.latestCreatedRevision, so
+    # a failure read before that names this apply's revision is the old one's
+    created = status.get("components", {}).get("predictor", {}).get("latestCreatedRevision", "")
+    stale = (expect.new_rollout and created in ("", expect.latest_created_before)
              if expect.mode == "Knative" else not reconciled)
     if transition == "InvalidSpec" or (transition == "BlockedByFailedLoad" and not stale):
         where = f" in {info['location']}" if info.get("location") else ""
@@ -180,6 +200,7 @@ class KServeDeployment:
     canary_internal_url: str = ""  # ... and its cluster-local URL
     previous_predictor: dict[str, Any] | None = None  # what Standard-mode rollback re-applies
     notes: list[str] = field(default_factory=list)
+    predictor: dict[str, Any] | None = None  # as applied: a later deploy changes it
 
     @property
     def validation_url(self) -> str:
@@ -208,7 +229,7 @@ class KServeDeployment:
             traffic=self.traffic, canary_url=self.canary_url,
             canary_internal_url=self.canary_internal_url,
             previous_predictor=self.previous_predictor, storage_uri=spec.storage_uri,
-            tensor_names=getattr(content, "tensor_names", {}))
+            tensor_names=getattr(content, "tensor_names", {}), predictor=self.predictor)
 
 
 def deployed(isvc: dict, expect: Expectation) -> KServeDeployment:
@@ -226,4 +247,5 @@ def deployed(isvc: dict, expect: Expectation) -> KServeDeployment:
         predictor.get("latestReadyRevision", "") or f"{name}-predictor", expect.mode, traffic,
         canary_url=canary.get("url", ""),
         canary_internal_url=tagged_internal_url(internal, name, canary["tag"]) if canary else "",
-        previous_predictor=expect.previous_predictor)
+        previous_predictor=expect.previous_predictor,
+        predictor=copy.deepcopy(isvc.get("spec", {}).get("predictor")))

@@ -3,6 +3,8 @@ diagnostics report (and the clean-up of what this deploy created)."""
 
 from __future__ import annotations
 
+import json
+
 from kfp_serve.components.artifacts import KServeInferenceService
 from kfp_serve.components.errors import KfpServeError, UserError
 from kfp_serve.components.kserve.api import KServeCluster, api_client
@@ -29,6 +31,10 @@ def promote(service: KServeInferenceService, timeout_s: float,
     wait for it. In Standard mode the new model already takes all traffic: nothing changes."""
     name = service.name
     cluster = KServeCluster(api_client(api_host), service.namespace)
+    changed = changed_since(cluster, service)
+    if changed:
+        raise UserError(f"promote refused, nothing changed: InferenceService {name!r} {changed};"
+                        " promoting now would promote that, not what this pipeline validated")
     if service.mode == "Knative":
         cluster.patch_predictor(name, {"canaryTrafficPercent": None})
         result = wait_ready(cluster, name, timeout_s,
@@ -46,6 +52,18 @@ def rollback(service: KServeInferenceService, timeout_s: float,
     previous model), then wait for it to complete."""
     name = service.name
     cluster = KServeCluster(api_client(api_host), service.namespace)
+    if service.mode == "Standard" and _same(cluster.get(name), service.previous_predictor):
+        print(f"{name} already serves the predictor from before this deploy: nothing to roll back")
+        return wait_ready(cluster, name, timeout_s)  # a retried rollback
+    changed = changed_since(cluster, service)
+    if changed and service.mode == "Knative":
+        # a later deploy's revision holds the canary's place: this one has no traffic left
+        print(f"nothing to roll back: InferenceService {name!r} {changed}, which takes the canary's"
+              " place; this deploy's revision serves nothing")
+        return wait_ready(cluster, name, timeout_s)
+    if changed:
+        raise UserError(f"rollback refused, nothing changed: InferenceService {name!r} {changed};"
+                        " re-applying the predictor from before this deploy would undo that one")
     if service.mode == "Knative":
         cluster.patch_predictor(name, {"canaryTrafficPercent": 0})
         result = wait_ready(cluster, name, timeout_s,
@@ -64,10 +82,62 @@ def rollback(service: KServeInferenceService, timeout_s: float,
     return result
 
 
+def changed_since(cluster: KServeCluster, service: KServeInferenceService) -> str:
+    """How the InferenceService changed since the deploy ``service`` records ('' if it did not):
+    another deploy made a newer revision (Knative) or another predictor (Standard)."""
+    current = cluster.get(service.name)
+    if current is None:
+        raise UserError(f"InferenceService {service.name!r} no longer exists in namespace"
+                        f" {service.namespace!r}; nothing to promote or roll back")
+    if service.mode == "Knative":
+        latest = current.get("status", {}).get("components", {}).get("predictor", {}).get(
+            "latestCreatedRevision", "")
+        if latest and service.latest_ready_revision and latest != service.latest_ready_revision:
+            return f"has revision {latest}, made after this deploy's {service.latest_ready_revision}"
+        return ""
+    if service.predictor is not None and not _same(current, service.predictor):
+        return (f"serves another predictor than this deploy applied (storageUri"
+                f" {current['spec']['predictor'].get('model', {}).get('storageUri')})")
+    return ""
+
+
+def _same(isvc: dict | None, predictor: dict | None) -> bool:
+    """Whether ``isvc`` serves ``predictor`` (the canary percentage aside)."""
+    if isvc is None or predictor is None:
+        return False
+    ignore = ("canaryTrafficPercent",)
+    return ({k: v for k, v in isvc["spec"]["predictor"].items() if k not in ignore}
+            == {k: v for k, v in predictor.items() if k not in ignore})
+
+
+#: Standard mode: the predictor a deploy replaced, written in the same apply, so a retry of a
+#: deploy that died after it applied still knows what a rollback must re-apply
+PREVIOUS_PREDICTOR_ANNOTATION = "kfp-serve.io/previous-predictor"
+
+
+def record_previous_predictor(manifest: dict, current: dict | None) -> None:
+    """Write into ``manifest`` the predictor it replaces: the current one when it differs
+    (a new deploy), else the one the current object recorded (a retry, or the same spec again)."""
+    if current is None:
+        return
+    annotations = manifest["metadata"].setdefault("annotations", {})
+    recorded = current["metadata"].get("annotations", {}).get(PREVIOUS_PREDICTOR_ANNOTATION)
+    if current["spec"]["predictor"] != manifest["spec"]["predictor"]:
+        annotations[PREVIOUS_PREDICTOR_ANNOTATION] = json.dumps(current["spec"]["predictor"], sort_keys=True)
+    elif recorded:
+        annotations[PREVIOUS_PREDICTOR_ANNOTATION] = recorded
+
+
+def recorded_previous_predictor(manifest: dict) -> dict | None:
+    text = manifest["metadata"].get("annotations", {}).get(PREVIOUS_PREDICTOR_ANNOTATION)
+    return json.loads(text) if text else None
+
+
 def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
            keep_failed: bool = False, poll_s: float = 2.0, onnx_ir_version: int | None = None,
            unschedulable_grace_s: float = 0.0, network_policy: dict | None = None,
-           workload_identity: tuple[str, str] | None = None) -> KServeDeployment:
+           workload_identity: tuple[str, str] | None = None,
+           reconcile_grace_s: float = 60.0) -> KServeDeployment:
     """Preflight, apply, wait until this apply serves. On failure raise DeployError with
     diagnostics, and delete an InferenceService this call created unless ``keep_failed``.
 
@@ -89,12 +159,18 @@ def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
         print(f"note: {note}")
     if network_policy:  # before the pods exist, so none serves unprotected
         cluster.apply_network_policy(network_policy)
-    generation = cluster.generation(name) if mode_of(manifest) == "Standard" else None
+    standard = mode_of(manifest) == "Standard"
+    generation = cluster.generation(name) if standard else None
+    if standard:
+        record_previous_predictor(manifest, cluster.get(name))
     before = cluster.apply(manifest)
     created = before is None
     try:
         expect = expect_after(cluster, before, name, generation)
-        result = wait_ready(cluster, name, timeout_s, poll_s, expect, unschedulable_grace_s)
+        if standard:  # a retried deploy: what it replaced is the recorded one, not itself
+            expect.previous_predictor = recorded_previous_predictor(manifest)
+        result = wait_ready(cluster, name, timeout_s, poll_s, expect, unschedulable_grace_s,
+                            reconcile_grace_s)
     except KfpServeError as err:
         try:  # best effort: the API may be what failed
             report = diagnostics(cluster, name)

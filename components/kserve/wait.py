@@ -9,6 +9,7 @@ import time
 from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.kserve.api import KServeCluster
 from kfp_serve.components.kserve.readiness import (
+    RECONCILE_FAILED,
     Expectation,
     KServeDeployment,
     condition,
@@ -36,23 +37,26 @@ def expect_after(cluster: KServeCluster, before: dict | None, name: str,
 
 
 def wait_ready(cluster: KServeCluster, name: str, timeout_s: float, poll_s: float = 2.0,
-               expect: Expectation | None = None,
-               unschedulable_grace_s: float = 0.0) -> KServeDeployment:
+               expect: Expectation | None = None, unschedulable_grace_s: float = 0.0,
+               reconcile_grace_s: float = 60.0) -> KServeDeployment:
     """Poll until the InferenceService serves what ``expect`` describes (by default: what
-    it holds now, nothing new) and is Ready; fail at once on InvalidSpec, ReconcileFailed,
-    a failed model load of this apply, an image that cannot be pulled, or a pod still
-    unschedulable after ``unschedulable_grace_s`` (a cluster autoscaler may be adding a
-    node). SIGTERM (pipeline cancellation) stops the wait with an InfrastructureError.
+    it holds now, nothing new) and is Ready; fail at once on InvalidSpec, a failed model load
+    of this apply or an image that cannot be pulled; fail on ReconcileFailed that lasts
+    ``reconcile_grace_s`` (KServe retries a transient one) and on a pod still unschedulable
+    after ``unschedulable_grace_s`` (a cluster autoscaler may be adding a node). SIGTERM
+    (pipeline cancellation) stops the wait with an InfrastructureError.
     """
     unschedulable_since: float | None = None
+    reconcile_failing_since: float | None = None
 
     def check() -> tuple[KServeDeployment | None, str]:
-        nonlocal unschedulable_since
+        nonlocal unschedulable_since, reconcile_failing_since
         isvc = cluster.get(name)
         if isvc is None:
             raise InfrastructureError(f"InferenceService {name!r} disappeared while waiting")
         status = isvc.get("status", {})
         wait_for = expect or expectation(isvc, isvc)
+        deployment = None
         if wait_for.mode == "Standard":
             deployment = cluster.deployment(name)
             missing = rollout_progress(deployment, wait_for)
@@ -68,6 +72,14 @@ def wait_ready(cluster: KServeCluster, name: str, timeout_s: float, poll_s: floa
         failure = failure or terminal_failure(status, wait_for, reconciled)
         if failure:
             raise UserError(f"InferenceService {name!r} failed: {failure}")
+        ready = condition(status, "PredictorReady") or condition(status, "Ready")
+        if ready.get("status") == "False" and ready.get("reason") == RECONCILE_FAILED:
+            reconcile_failing_since = reconcile_failing_since or time.monotonic()
+            if time.monotonic() - reconcile_failing_since >= reconcile_grace_s:
+                raise UserError(f"InferenceService {name!r} failed: {RECONCILE_FAILED} for"
+                                f" {reconcile_grace_s:.0f}s: {ready.get('message', '')}")
+        else:
+            reconcile_failing_since = None
         infra, unschedulable = _pod_infrastructure_failure(cluster, name)
         if unschedulable and unschedulable_since is None:
             unschedulable_since = time.monotonic()
@@ -75,9 +87,16 @@ def wait_ready(cluster: KServeCluster, name: str, timeout_s: float, poll_s: floa
             unschedulable_since = None
         if infra and (not unschedulable
                       or time.monotonic() - unschedulable_since >= unschedulable_grace_s):
-            raise InfrastructureError(f"InferenceService {name!r} cannot start: {infra}"
-                                      + (f" (for {unschedulable_grace_s:.0f}s)"
-                                         if unschedulable and unschedulable_grace_s else ""))
+            surge = (wait_for.mode == "Standard" and wait_for.new_rollout and unschedulable
+                     and deployment is not None and deployment.get("status", {}).get("replicas", 0)
+                     > deployment.get("spec", {}).get("replicas", 1)
+                     and deployment.get("spec", {}).get("strategy", {}).get("type") != "Recreate")
+            raise InfrastructureError(
+                f"InferenceService {name!r} cannot start: {infra}"
+                + (f" (for {unschedulable_grace_s:.0f}s)" if unschedulable and unschedulable_grace_s else "")
+                + ("; a rolling update starts the new pod before it stops the old one, which needs"
+                   " a spare GPU: use rollout_strategy='Recreate' (a short outage) or add a node"
+                   if surge else ""))
         return None, summary(status) + (f"; {missing}" if missing else "")
 
     def cancelled(state: str) -> InfrastructureError:

@@ -147,14 +147,35 @@ def port_is_free(port: int) -> bool:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports on 127.0.0.1. The sockets are held open together while
+    they are chosen: ports asked for one at a time can come back the same once closed."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                 for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def _choose_ports(asked: dict[str, int]) -> list[int]:
+    """The ports asked for (0: any free one), checked, and distinct from each other."""
+    given = [port for port in asked.values() if port]
+    if len(set(given)) < len(given):
+        raise UserError(f"{', '.join(f'{k}={v}' for k, v in asked.items())}: each server needs a"
+                        " port of its own; pass different ports, or 0 to pick free ones")
+    chosen = [_choose_port(port, what) for what, port in asked.items()]
+    spare = iter(p for p in free_ports(len(chosen) * 2) if p not in given)
+    return [port or next(spare) for port in chosen]
 
 
 def _choose_port(port: int, what: str) -> int:
+    """``port`` checked (0 stays 0: :func:`_choose_ports` picks a free one)."""
     if port == 0:
-        return free_port()
+        return 0
     if not 1 <= port <= 65535:
         raise UserError(f"{what} {port} is not a TCP port; use 1-65535, or 0 for any free port")
     if not port_is_free(port):
@@ -183,9 +204,8 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
             f"deployment {name!r} is already running (pid {existing.pid}, {existing.url});"
             " undeploy it first or choose another name"
         )
-    http = _choose_port(http_port, "http_port")
-    grpc = _choose_port(grpc_port, "grpc_port")
-    metrics = _choose_port(metrics_port, "metrics_port")
+    http, grpc, metrics = _choose_ports(
+        {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port})
     workdir = root / name
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)

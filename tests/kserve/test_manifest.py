@@ -95,3 +95,41 @@ def test_override_is_merged_not_substituted():
 def test_bad_specs(kwargs, message):
     with pytest.raises(UserError, match=message):
         build_inference_service(make_spec(**kwargs))
+
+
+@pytest.mark.parametrize(("name", "namespace", "variant", "refused"), [
+    ("a" * 46, "models", {"canary_traffic_percent": 10}, None),
+    ("a" * 47, "models", {"canary_traffic_percent": 10},
+     "the canary's tagged host label 'latest-a{47}-predictor' has 64 characters.* at most 46 characters"),
+    ("a" * 53, "models", {}, None),
+    ("a" * 54, "models", {}, "the predictor's Service 'a{54}-predictor' has 64 characters.* at most 53"),
+    ("a" * 46, "models", {"deployment_mode": "Standard"}, None),
+    ("a" * 47, "models", {"deployment_mode": "Standard"},
+     "the predictor's host label 'a{47}-predictor-models' has 64 characters.* at most 46 characters"),
+    ("digits", "n" * 60, {"deployment_mode": "Standard"}, "use a namespace of at most 46 characters"),
+])
+def test_names_kserve_would_fail_to_reconcile_are_refused_before_the_apply(name, namespace, variant, refused):
+    """Each limit is derived from the name upstream builds (manifest.derived_names)."""
+    spec = make_spec(name=name, namespace=namespace, **variant)
+    if refused is None:
+        build_inference_service(spec)
+        return
+    with pytest.raises(UserError, match=refused) as info:
+        build_inference_service(spec)
+    assert info.value.exit_code == 2
+
+
+def test_standard_mode_grpc_keeps_rest_reachable_and_takes_a_rollout_strategy():
+    """A Standard-mode Service exposes the first container port on 80 and the others on their
+    own numbers: gRPC first (h2c), REST beside it on 8080; Knative takes one port."""
+    standard = build_inference_service(make_spec(deployment_mode="Standard", protocol_version="grpc-v2",
+                                                 rollout_strategy="Recreate"))
+    model = standard["spec"]["predictor"]["model"]
+    assert [p["containerPort"] for p in model["ports"]] == [9000, 8080]
+    assert standard["spec"]["predictor"]["deploymentStrategy"] == {"type": "Recreate"}
+    knative = build_inference_service(make_spec(protocol_version="grpc-v2"))
+    assert [p["name"] for p in knative["spec"]["predictor"]["model"]["ports"]] == ["h2c"]
+    with pytest.raises(UserError, match="rollout_strategy applies to deployment_mode 'Standard'"):
+        build_inference_service(make_spec(rollout_strategy="Recreate"))
+    with pytest.raises(UserError, match="rollout_strategy 'BlueGreen' is not one of"):
+        build_inference_service(make_spec(deployment_mode="Standard", rollout_strategy="BlueGreen"))

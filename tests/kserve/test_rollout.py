@@ -20,17 +20,19 @@ def test_knative_deploy_validate_canary_roll_back_promote_delete(kube, published
 
     _, url = kube
     cluster = cluster_for(url)
-    first = deploy(cluster, build_inference_service(make_spec(storage_uri=published["v1"])),
+    # a canary percentage on the first deploy: KServe splits the one revision with itself
+    first = deploy(cluster, build_inference_service(make_spec(storage_uri=published["v1"], canary_traffic_percent=20)),
                    timeout_s=120, poll_s=0.2, onnx_ir_version=published["ir"])
     assert first.created and first.mode == "Knative"
     # status.url is on the ingress domain; inside the cluster validation uses status.address.url
     assert first.url == "http://digits.models.example.com"
-    assert first.validation_url == first.internal_url
     assert first.internal_url.startswith("http://digits.models.svc.cluster.local:")
+    # with tag routing the latest revision is validated at its own tagged address
+    assert first.validation_url.startswith("http://latest-digits-predictor.models.svc.cluster.local:")
     assert first.latest_ready_revision == "digits-predictor-00001"
     assert any("runtimeVersion set to 24.05-py3" in note for note in first.notes)
     validates(first.validation_url, digits_onnx)
-    # a canary percentage on the first deploy: KServe splits the one revision with itself
+    # the same spec again: nothing to roll out
     again = deploy(cluster, build_inference_service(make_spec(storage_uri=published["v1"], canary_traffic_percent=20)),
                    timeout_s=60, poll_s=0.2, onnx_ir_version=published["ir"])
     assert {t["revisionName"] for t in again.traffic} == {"digits-predictor-00001"}

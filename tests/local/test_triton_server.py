@@ -11,6 +11,16 @@ from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.local import triton_server
 
 
+def test_ports_are_distinct():
+    """Ports picked one at a time could come back the same once their sockets closed (Triton
+    then refuses HTTP and gRPC on one port); picked together they cannot."""
+    for _ in range(50):
+        ports = triton_server.free_ports(3)
+        assert len(set(ports)) == 3
+    with pytest.raises(UserError, match="each server needs a port of its own"):
+        triton_server.start_server("/nonexistent", "digits", "same", http_port=18000, grpc_port=18000)
+
+
 def test_port_in_use_is_a_one_line_error(digits_repository):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -86,6 +86,7 @@ def test_load_errors_are_measured_not_raised(server, digits_onnx):
     [level] = OipRestTarget(server.url, "no_such_model", signature).load(golden, [2], 0.3)
     assert level.requests > 0 and level.error_rate == 1.0
     assert SloGates(max_error_rate=0.01).violations([level]) == [
+        f"no request succeeded at concurrency 2 ({level.requests} sent, {level.requests} failed)",
         "error rate 100.0% at concurrency 2 exceeds 1.0%"]
     with pytest.raises(UserError, match="must each be between 1 and 256"):
         OipRestTarget(server.url, "digits", signature).load(golden, [0], 0.3)

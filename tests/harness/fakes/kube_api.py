@@ -78,6 +78,9 @@ class FakeKubeApi:
         # restarting API server does (429 TooManyRequests, 5xx), then everything is normal
         self.faults: list[int] = []
         self.requests = 0
+        #: the step that writes an InferenceService next dies right after the write: the request
+        #: after it is never answered (the client sees its connection reset)
+        self.die_after_write = False
 
     def _next_version(self) -> str:
         self.version += 1
@@ -90,7 +93,14 @@ class FakeKubeApi:
                 code = self.faults.pop(0)
                 reason = "TooManyRequests" if code == 429 else "ServiceUnavailable"
                 return _status(code, reason, "the server is currently unable to handle the request")
-            return self._route(method, path, query, body)
+            if self.die_after_write == "dead":
+                self.die_after_write = False
+                return _status(401, "Unauthorized", "the step's token was revoked: it is gone")
+            answer = self._route(method, path, query, body)
+            if (self.die_after_write is True and method in ("POST", "PUT") and ISVC.match(path)
+                    and not query.get("dryRun") and answer[0] < 300):
+                self.die_after_write = "dead"
+            return answer
 
     def _route(self, method, path, query, body):
         if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and method == "POST":
@@ -242,7 +252,9 @@ class FakeKubeApi:
         if dry:
             return 200, updated
         self.objects[key] = updated
-        if not status_sub and updated["metadata"]["generation"] != current["metadata"]["generation"]:
+        # KServe watches InferenceServices with no predicate (controller.go SetupWithManager:
+        # For(&InferenceService{})): any change but the status, metadata included, reconciles
+        if not status_sub and _observed(updated) != _observed(current):
             self._reconcile(key)
         return 200, copy.deepcopy(updated)
 
@@ -256,6 +268,12 @@ class FakeKubeApi:
             if key in self.objects:
                 self.objects[key]["status"] = status
                 self.objects[key]["metadata"]["resourceVersion"] = self._next_version()
+
+
+def _observed(obj):
+    """What a controller watching the object reacts to: all but its status and bookkeeping."""
+    metadata = {k: v for k, v in obj.get("metadata", {}).items() if k not in ("resourceVersion",)}
+    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": metadata}
 
 
 def _mutate(obj):
@@ -312,11 +330,26 @@ def _mode(obj, default):
     return value if value in ("Knative", "Standard") else default
 
 
-def _template(predictor, mode):
-    """What a new revision (Knative) or a Deployment rollout (Standard) is made of."""
+#: annotations and labels KServe does not copy onto the revision template
+#: (constants.ServiceAnnotationDisallowedList, RevisionTemplateLabelDisallowedList)
+_NOT_PROPAGATED = ("autoscaling.knative.dev/min-scale", "autoscaling.knative.dev/max-scale",
+                   "internal.serving.kserve.io/storage-initializer-sourceuri",
+                   "kubectl.kubernetes.io/last-applied-configuration", "modelFormat",
+                   "networking.knative.dev/visibility")
+
+
+def _template(obj, mode):
+    """What a new revision (Knative) or a Deployment rollout (Standard) is made of: the predictor
+    and the InferenceService's labels and annotations, which KServe copies onto the revision's
+    (or pods') template (knative_service_reconciler.go / raw deployment reconciler: componentMeta)."""
+    predictor = obj["spec"]["predictor"]
     ignored = ("canaryTrafficPercent",) if mode == "Knative" else (
         "canaryTrafficPercent", "minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "autoScaling")
-    return {k: v for k, v in predictor.items() if k not in ignored}
+    metadata = obj["metadata"]
+    return {"predictor": {k: v for k, v in predictor.items() if k not in ignored},
+            "labels": {k: v for k, v in metadata.get("labels", {}).items() if k not in _NOT_PROPAGATED},
+            "annotations": {k: v for k, v in metadata.get("annotations", {}).items()
+                            if k not in _NOT_PROPAGATED}}
 
 
 @dataclass
@@ -343,6 +376,7 @@ class _State:
     traffic: list = field(default_factory=list)
     deployment: dict | None = None
     failure: dict | None = None  # (conditions, modelStatus) of the latest failed revision
+    last_failure_info: dict | None = None  # kept across revisions, as KServe keeps it
 
 
 class FakeKServeController:
@@ -361,6 +395,9 @@ class FakeKServeController:
         self.unschedulable_for_s = unschedulable_for_s
         self.gateway = Gateway(self._routes)
         self.paused: list | None = None  # keys queued while paused (a controller that lags)
+        self.failed_once: set = set()  # InferenceServices whose reconcile failed once already
+        #: serve=False: revisions become ready with no server (the control plane alone)
+        self.serve = True
 
     # -- network ----------------------------------------------------------------------
     def _routes(self, host):
@@ -412,11 +449,57 @@ class FakeKServeController:
                 self.api.set_status(key, {"modelStatus": {"transitionStatus": "InvalidSpec",
                                                           "lastFailureInfo": invalid}})
                 return
-            template = _template(obj["spec"]["predictor"], mode)
+            failed = self._reconcile_failure(key, obj, mode)
+            if failed:  # predictor.go: PropagateRawStatusWithMessages(..., "ReconcileFailed", err)
+                conditions = [{"type": t, "status": "False", "reason": "ReconcileFailed", "message": failed}
+                              for t in ("PredictorReady", "Ready")]
+                self.api.set_status(key, {"conditions": conditions, "deploymentMode": mode})
+                return
+            template = _template(obj, mode)
             if template != st.template:
                 self._roll(key, obj, st, template)
             else:
                 self._publish(key, st)
+
+    def _reconcile_failure(self, key, obj, mode):
+        """Why KServe's reconcile of the child objects fails ('' when it does not): a child name
+        or label the API server refuses, or (``reconcile-fails-once``) a transient error that
+        the controller's requeue gets past."""
+        name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
+        predictor = f"{name}-predictor"
+        if len(predictor) > 63:  # the Knative Service / Service / Deployment name
+            kind = "Service.serving.knative.dev" if mode == "Knative" else "Service"
+            return (f"fails to reconcile predictor: {kind} \"{predictor}\" is invalid: metadata.name:"
+                    f" Invalid value: \"{predictor}\": must be no more than 63 characters")
+        if mode == "Standard":
+            host = f"{predictor}-{namespace}"  # domain.go GenerateDomainName, default template
+            if len(host) > 63 or len(f"{name}-{namespace}") > 63:
+                return (f"fails to reconcile predictor: invalid domain name \"{host}.example.com\":"
+                        " url: Invalid value: a lowercase RFC 1123 subdomain must consist of labels"
+                        " of at most 63 characters")
+            label = f"isvc.{predictor}"  # constants.GetRawServiceLabel: the pods' app label
+            if len(label) > 63:
+                return (f"fails to reconcile predictor: Deployment.apps \"{predictor}\" is invalid:"
+                        f" spec.template.labels: Invalid value: \"{label}\": must be no more than"
+                        " 63 characters")
+        behavior = obj["metadata"].get("annotations", {}).get("fake.kserve.io/behavior", "")
+        if behavior == "reconcile-fails-once" and key not in self.failed_once:
+            self.failed_once.add(key)
+            threading.Timer(0.5, self.enqueue, args=(key,)).start()  # the controller's requeue
+            return "fails to reconcile predictor: Operation cannot be fulfilled: the object has been modified"
+        return ""
+
+    def _route_problem(self, obj):
+        """A tagged host Knative cannot make (the route never becomes ready), or ''."""
+        name = obj["metadata"]["name"]
+        if obj["metadata"].get("annotations", {}).get(TAG_KEY) != "true":
+            return ""
+        for tag in ("latest", "prev"):
+            label = f"{tag}-{name}-predictor"
+            if len(label) > 63:
+                return (f"Ingress has not yet been reconciled: invalid domain name for tag {tag}:"
+                        f" \"{label}\" must be no more than 63 characters")
+        return ""
 
     def _runtime_problem(self, obj):
         """KServe's runtime selection failures (predictor.go): InvalidSpec, no child object."""
@@ -485,6 +568,9 @@ class FakeKServeController:
         namespace, name = key
         model = obj["spec"]["predictor"]["model"]
         storage_uri = model["storageUri"]
+        if not self.serve:  # the control plane alone: the revision is ready, nothing serves
+            self.api.logs[(pod, "storage-initializer")] = f"Copied {storage_uri} to /mnt/models\n"
+            return _NoServer()
         target = Path(tempfile.mkdtemp(dir=self.workdir, prefix=f"{name}-{revision}-"))
         try:  # everything under the prefix, unchecked, as KServe's storage initializer copies
             repository = copy_prefix(storage_uri, target / "repository")
@@ -610,6 +696,18 @@ class FakeKServeController:
         if st.latest_ready:
             status["url"] = f"http://{name}.{namespace}.example.com"
             status["address"] = {"url": self.gateway.url(f"{name}.{namespace}{CLUSTER_SUFFIX}")}
+        if st.last_failure_info:  # SetModelFailureInfo replaces it only with a newer failure
+            status["modelStatus"]["lastFailureInfo"] = copy.deepcopy(st.last_failure_info)
+        with self.api.lock:
+            obj = self.api.objects.get(key)
+            route = self._route_problem(obj) if obj else ""
+        if route and st.latest_ready:  # the revision serves, the route never becomes ready
+            status["conditions"] = [{"type": "IngressReady", "status": "False",
+                                     "reason": "IngressNotConfigured", "message": route},
+                                    {"type": "PredictorReady", "status": "False",
+                                     "reason": "IngressNotConfigured", "message": route},
+                                    {"type": "Ready", "status": "False", "reason": "IngressNotConfigured",
+                                     "message": route}]
         if st.failure:
             status["conditions"], status["modelStatus"] = copy.deepcopy(st.failure)
         return status
@@ -618,11 +716,14 @@ class FakeKServeController:
         namespace, name = key
         previous = st.deployment
         generation = (previous["metadata"]["generation"] if previous else 0) + 1
-        old = 1 if st.revisions else 0
+        strategy = (st.template or {}).get("predictor", {}).get("deploymentStrategy") or {"type": "RollingUpdate"}
+        # RollingUpdate starts the new pod beside the old one (maxSurge); Recreate stops it first
+        old = 1 if st.revisions and strategy.get("type") != "Recreate" else 0
         st.deployment = {
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": f"{name}-predictor", "namespace": namespace, "generation": generation},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": f"isvc.{name}-predictor"}},
+            "spec": {"replicas": 1, "strategy": strategy,
+                     "selector": {"matchLabels": {"app": f"isvc.{name}-predictor"}},
                      "template": {"metadata": {"labels": {"app": f"isvc.{name}-predictor"}},
                                   "spec": {"containers": [{"name": "kserve-container",
                                                            "image": "tritonserver"}]}}},
@@ -674,12 +775,13 @@ class FakeKServeController:
         model_status = {"transitionStatus": "BlockedByFailedLoad",
                         "states": {"activeModelState": "FailedToLoad", "targetModelState": "Loaded"},
                         "lastFailureInfo": {"reason": "ModelLoadFailed", "location": container,
-                                            "message": message, "modelRevisionName": revision}}
+                                            "message": message}}  # KServe names no revision
         with self.lock:
             st = self.states.get(key)
             if st is None:
                 return
             st.failure = (conditions, model_status)
+            st.last_failure_info = model_status["lastFailureInfo"]
         self._publish(key, st)
 
     def _pod(self, key, pod, behavior):
@@ -698,6 +800,15 @@ class FakeKServeController:
         for key in list(self.states):
             self.forget(key)
         self.gateway.stop()
+
+
+class _NoServer:
+    """A revision's stand-in when the controller serves nothing (serve=False)."""
+
+    url = "http://127.0.0.1:9"
+
+    def stop(self) -> None:
+        pass
 
 
 def _stop(server):

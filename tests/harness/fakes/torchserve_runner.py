@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +12,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from kfp_serve.components.local.triton_server import free_ports
 
 
 def java_missing_reason() -> str:
@@ -48,7 +43,7 @@ def torchserve(archive_folder: Path, model_name: str, workdir: Path, timeout_s: 
     metrics API's ``/metrics`` URL); stops the server by PID."""
     from kfp_serve.components.torchserve.archive import ArchiveOptions, config_properties
 
-    ports = [_free_port() for _ in range(5)]
+    ports = free_ports(5)
     shipped = (archive_folder / "config" / "config.properties").read_text()
     snapshot = json.loads(shipped.split("model_snapshot=", 1)[1].splitlines()[0])
     model = snapshot["models"][model_name]["1.0"]
@@ -66,7 +61,7 @@ def torchserve_store(model_store: Path, model_names: list[str], workdir: Path, t
     """Serve every ``<name>.mar`` of ``model_store`` from one TorchServe on 127.0.0.1 (one
     worker each, no batching, no per-model pip installs; ``envelope``: TorchServe's
     ``service_envelope``); yields the inference base URL."""
-    ports = [_free_port() for _ in range(5)]
+    ports = free_ports(5)
     config = "\n".join([
         f"inference_address=http://127.0.0.1:{ports[0]}", f"management_address=http://127.0.0.1:{ports[1]}",
         f"metrics_address=http://127.0.0.1:{ports[2]}", f"grpc_inference_port={ports[3]}",
