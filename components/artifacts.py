@@ -304,6 +304,9 @@ class KServeInferenceService(Record):
     tensor_names: dict[str, str] = field(default_factory=dict)
     #: the predictor as this deploy applied it: promote and rollback check nobody changed it since
     predictor: dict[str, Any] | None = None
+    #: Standard mode: this deploy's spec.canary entry, and the predictor promoting it applies
+    canary: dict[str, Any] | None = None
+    promoted_predictor: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from kfp_serve.components.errors import InfrastructureError, KfpServeError, UserError, first_line
+from kfp_serve.components.kserve.canary import service_name
 from kfp_serve.components.kserve.manifest import GROUP, PLURAL, VERSION
 from kfp_serve.components.kserve.readiness import mode_of
 
@@ -129,12 +130,15 @@ class KServeCluster:
                 return None
             raise translate(err, f"reading InferenceService {name!r}") from err
 
-    def deployment(self, name: str) -> dict | None:
-        """The predictor Deployment KServe's Standard mode made (``{name}-predictor``; releases
-        before 0.9 named it ``{name}-predictor-default``), or None."""
+    def deployment(self, name: str, predictor_name: str | None = None) -> dict | None:
+        """The predictor Deployment KServe's Standard mode made (``{name}-predictor``, or
+        ``{name}-{predictor_name}-predictor`` for a named predictor or a canary; releases before
+        0.9 named it ``{name}-predictor-default``), or None."""
         from kubernetes.client.exceptions import ApiException
 
-        for deployment in (f"{name}-predictor", f"{name}-predictor-default"):
+        candidates = ([service_name(name, predictor_name)] if predictor_name
+                      else [f"{name}-predictor", f"{name}-predictor-default"])
+        for deployment in candidates:
             try:
                 found = self.apps.read_namespaced_deployment(deployment, self.namespace)
             except ApiException as err:
@@ -144,9 +148,9 @@ class KServeCluster:
             return self._api.sanitize_for_serialization(found)
         return None
 
-    def generation(self, name: str) -> int | None:
+    def generation(self, name: str, predictor_name: str | None = None) -> int | None:
         """The predictor Deployment's generation (Standard mode), read before an apply."""
-        return (self.deployment(name) or {}).get("metadata", {}).get("generation")
+        return (self.deployment(name, predictor_name) or {}).get("metadata", {}).get("generation")
 
     def apply_network_policy(self, policy: dict) -> None:
         """Create or replace the NetworkPolicy that admits inference traffic."""
@@ -217,13 +221,20 @@ class KServeCluster:
 
     def replace_predictor(self, name: str, predictor: dict) -> None:
         """Set spec.predictor as a whole (a merge patch could not remove fields)."""
+        self.replace_spec(name, predictor=predictor)
+
+    def replace_spec(self, name: str, **fields: Any) -> None:
+        """Set these fields of spec as a whole, in one update (None removes one)."""
         from kubernetes.client.exceptions import ApiException
 
         for attempt in range(5):
             current = self.get(name)
             if current is None:
                 raise UserError(f"InferenceService {name!r} does not exist")
-            current["spec"]["predictor"] = predictor
+            for key, value in fields.items():
+                current["spec"].pop(key, None)
+                if value is not None:
+                    current["spec"][key] = value
             current.pop("status", None)
             try:
                 self.custom.replace_namespaced_custom_object(

@@ -56,14 +56,16 @@ def deploy_kserve(
 
     Before anything changes: the names KServe and Knative derive from ``name`` (each a DNS label
     of at most 63 characters: ``<name>-predictor``, the canary's tagged host, Standard mode's
-    ``<name>-predictor-<namespace>`` host and ``isvc.<name>-predictor`` pod label), a
+    ``<name>-predictor-<namespace>`` host and ``isvc.<name>-predictor`` pod label, and the same
+    for a Standard-mode canary's ``<name>-cXXXX-predictor``), a
     SelfSubjectAccessReview for the RBAC it needs, the namespace, Knative Serving (Knative
     mode), the ServingRuntime KServe would pick for the format and protocol (and a Triton that
     loads the repository's ONNX IR), and a server-side dry run with strict field validation.
     Then create, or replace at the current resourceVersion (conflicts retried). It waits until
     this apply serves: in Knative mode a new revision (a changed predictor, label or annotation
     makes one) is the latest ready one with the traffic share asked for; in Standard mode the
-    predictor Deployment's rollout completes. It fails at once on InvalidSpec, a failed model
+    predictor Deployment's rollout completes, or, for a canary, KServe reports the canary ready
+    and its own Deployment's rollout completes. It fails at once on InvalidSpec, a failed model
     load of this revision or an image that cannot be pulled, on ReconcileFailed that lasts a
     minute (KServe retries a transient one), and on a pod still unschedulable after
     unschedulable_grace_s; on failure the log shows
@@ -94,14 +96,18 @@ def deploy_kserve(
         container_concurrency: Max in-flight requests per replica (0: unlimited); Knative only.
         timeout_s: Request timeout in seconds (0: KServe's default); at most 600 in Knative mode.
         deployment_mode: ``Knative`` (revisions, traffic split, scale to zero) or ``Standard``
-            (a Deployment and an HPA; no canary). ``Serverless`` and ``RawDeployment`` are
-            accepted as their deprecated names.
+            (a Deployment and an HPA; a canary in its own Deployment with KServe 0.20+).
+            ``Serverless`` and ``RawDeployment`` are accepted as their deprecated names.
         autoscaler_class: Standard mode: ``hpa`` (KServe's default), ``keda``, ``external`` or
             ``none``.
         runtime_version: The runtime image tag (``runtimeVersion``); empty keeps the runtime's,
             except that a Triton too old for the repository's ONNX IR is moved to 24.05-py3.
-        canary_traffic_percent: Share of traffic for the new revision (Knative mode); 100 rolls
-            out fully. Standard mode refuses anything else: it cannot split traffic.
+        canary_traffic_percent: Below 100, a canary beside the model that serves: Knative mode
+            gives the new revision that share of traffic; Standard mode (KServe 0.20+) runs it
+            in its own Deployment (``spec.canary``, trafficPercent this share: KServe 0.20.0
+            routes none of the users' traffic to it, later releases weight their Gateway API
+            route), validated at its own Service. 100 rolls out fully. The first deploy of an
+            InferenceService has nothing to canary against and takes all traffic.
         labels: Extra labels.
         annotations: Extra annotations.
         override: A partial manifest deep-merged into the generated one (lists replace). Keys
@@ -139,8 +145,10 @@ def deploy_kserve(
         inference_service: A KServeInferenceService artifact: name, namespace, mode, url
             (status.url, external), internal_url (status.address.url, cluster-local),
             validation_url (what validate_endpoint calls: the canary's cluster-local tagged URL
-            while traffic is split, else internal_url), latest_ready_revision, traffic, and
-            previous_predictor (what rollback re-applies in Standard mode).
+            while traffic is split, a Standard-mode canary's own Service, else internal_url),
+            latest_ready_revision, traffic, previous_predictor (what rollback re-applies in
+            Standard mode), and for a Standard-mode canary its spec.canary entry and the
+            predictor promoting it applies.
         report: The deployment summary.
         url: The URL clients call.
     """
@@ -208,7 +216,12 @@ def promote_kserve(
 ) -> str:
     """Promotes the canary: all traffic to the latest revision (canaryTrafficPercent removed).
 
-    In Standard mode the new model already serves everything; this waits until it is Ready.
+    Standard mode: a canary becomes the predictor (``predictor.name`` set to the canary's, its
+    entry removed), so its Deployment carries on as the stable one and the old one is deleted;
+    after a full rollout the new model already serves everything and this waits until it is
+    Ready. Refused, changing nothing, when another deploy changed the InferenceService since
+    (a newer revision, predictor or canary): promoting then would promote what was not
+    validated. A retried promote that finds its work done does nothing.
 
     Args:
         inference_service: The KServeInferenceService artifact from deploy_kserve.
@@ -233,9 +246,12 @@ def rollback_kserve(
 ) -> str:
     """Rolls the canary back: 0 % to the latest revision, all traffic to the previous one.
 
-    Knative mode: traffic goes back to the last fully rolled-out revision. Standard mode: the
+    Knative mode: traffic goes back to the last fully rolled-out revision. Standard mode: a
+    canary's entry is removed (the stable predictor never changed); after a full rollout the
     predictor from before the deploy is applied again and its Deployment rollout awaited (an
-    InferenceService the deploy created has nothing to roll back to: that is an error).
+    InferenceService the deploy created has nothing to roll back to: that is an error). A
+    canary already replaced by a later deploy leaves nothing to do; a full rollout overtaken
+    by another deploy is refused, changing nothing.
 
     Args:
         inference_service: The KServeInferenceService artifact from deploy_kserve.

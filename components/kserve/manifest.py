@@ -98,7 +98,11 @@ def validate_name(name: str, what: str = "InferenceService name") -> str:
 DNS_LABEL_MAX = 63
 
 
-def derived_names(name: str, namespace: str, mode: str, tagged: bool) -> list[tuple[str, str]]:
+#: how a Standard-mode canary's name (``c`` and four hex digits, canary.py) shows in messages
+CANARY_PLACEHOLDER = "cXXXX"
+
+
+def derived_names(name: str, namespace: str, mode: str, canary: bool) -> list[tuple[str, str]]:
     """The names KServe and Knative derive from an InferenceService's name, each of which must
     be a DNS label or label value of at most 63 characters, with what makes it:
 
@@ -111,27 +115,32 @@ def derived_names(name: str, namespace: str, mode: str, tagged: bool) -> list[tu
     - Standard: the host label ``<name>-predictor-<namespace>`` and the top-level
       ``<name>-<namespace>`` (KServe's default domain template ``{{ .Name }}-{{ .Namespace }}``,
       checked by IsFullyQualifiedDomainName in reconcilers/ingress/domain.go), and the pod label
-      ``app: isvc.<name>-predictor`` (constants.GetRawServiceLabel).
+      ``app: isvc.<name>-predictor`` (constants.GetRawServiceLabel); with a canary the same
+      for ``<name>-<canary>-predictor``, the canary's Deployment and Service, which become the
+      stable ones when it is promoted.
     """
     predictor = f"{name}-predictor"
     names = [(predictor, "the predictor's Service")]
     if mode == "Knative":
         names.append((predictor, "Knative's route host label"))
-        if tagged:
+        if canary:
             names += [(f"latest-{predictor}", "the canary's tagged host label"),
                       (f"prev-{predictor}", "the previous revision's tagged host label")]
-    else:
-        names += [(f"{predictor}-{namespace}", "the predictor's host label"),
-                  (f"{name}-{namespace}", "the InferenceService's host label"),
-                  (f"isvc.{predictor}", "the pods' app label")]
+        return names
+    predictors = [predictor] + ([f"{name}-{CANARY_PLACEHOLDER}-predictor"] if canary else [])
+    for service in predictors:
+        whose = "the canary's" if service != predictor else "the predictor's"
+        names += [(service, f"{whose} Service"), (f"{service}-{namespace}", f"{whose} host label"),
+                  (f"isvc.{service}", f"{whose} pods' app label")]
+    names.append((f"{name}-{namespace}", "the InferenceService's host label"))
     return names
 
 
-def check_derived_names(name: str, namespace: str, mode: str, tagged: bool) -> None:
+def check_derived_names(name: str, namespace: str, mode: str, canary: bool) -> None:
     """Refuse, before anything is applied, a name whose derived names outgrow a DNS label:
     KServe would accept the InferenceService and fail to reconcile it (or, for a tagged
     Knative route, never become Ready)."""
-    names = derived_names(name, namespace, mode, tagged)
+    names = derived_names(name, namespace, mode, canary)
     for derived, what in names:
         if len(derived) > DNS_LABEL_MAX:
             most = DNS_LABEL_MAX - max(len(d) - len(name) for d, _ in names)
@@ -140,7 +149,7 @@ def check_derived_names(name: str, namespace: str, mode: str, tagged: bool) -> N
                    " characters")
             raise UserError(
                 f"InferenceService name {name!r} is too long for {mode} mode"
-                f"{' with a canary' if tagged else ''} in namespace {namespace!r}: {what}"
+                f"{' with a canary' if canary else ''} in namespace {namespace!r}: {what}"
                 f" {derived!r} has {len(derived)} characters, over the {DNS_LABEL_MAX} a DNS label"
                 f" allows; {fix}")
 
@@ -216,13 +225,6 @@ def _check(spec: InferenceServiceSpec) -> None:
             and spec.max_replicas < spec.min_replicas):
         raise UserError(f"max_replicas {spec.max_replicas} is below min_replicas {spec.min_replicas}")
     mode = deployment_mode(spec.deployment_mode)
-    if mode == "Standard" and spec.canary_traffic_percent not in (None, 100):
-        raise UserError(
-            f"canary_traffic_percent {spec.canary_traffic_percent} needs deployment_mode 'Knative':"
-            " KServe's Standard mode ignores it and sends all traffic to the new model at once;"
-            " set canary_traffic_percent=100 (validation then checks the new model, and"
-            " rollback_kserve re-applies the previous one), or validate the candidate under"
-            " another InferenceService name first")
     _check_scaling(spec, mode)
     if spec.rollout_strategy is not None:
         if spec.rollout_strategy not in ROLLOUT_STRATEGIES:
@@ -319,7 +321,8 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
         "scaleTarget": spec.scale_target,
         "containerConcurrency": spec.container_concurrency,
         "timeout": spec.timeout_s,
-        # 100 % to the new revision is a full rollout: KServe's default, so no field
+        # 100 % to the new revision is a full rollout: KServe's default, so no field. In
+        # Standard mode the deploy turns it into a spec.canary entry (canary.py)
         "canaryTrafficPercent": None if spec.canary_traffic_percent == 100 else spec.canary_traffic_percent,
         "nodeSelector": node_selector or None,
         "tolerations": tolerations or None,
@@ -332,7 +335,7 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
         annotations[AUTOSCALER_CLASS_ANNOTATION] = spec.autoscaler_class
     if mode == "Knative" and spec.scale_metric in HPA_METRICS:
         annotations.setdefault(KNATIVE_CLASS_ANNOTATION, KNATIVE_HPA_CLASS)
-    if spec.canary_traffic_percent not in (None, 100):
+    if mode == "Knative" and spec.canary_traffic_percent not in (None, 100):
         # tagged revisions get their own URL, so validation can call the canary itself
         annotations.setdefault(TAG_ROUTING_ANNOTATION, "true")
     manifest = {
@@ -356,8 +359,9 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
     merged = deep_merge(manifest, spec.override)
     if (merged["metadata"].get("name"), merged["metadata"].get("namespace")) != (spec.name, spec.namespace):
         raise UserError("the override may not change metadata.name or metadata.namespace")
-    tagged = merged["metadata"].get("annotations", {}).get(TAG_ROUTING_ANNOTATION) == "true"
-    check_derived_names(spec.name, spec.namespace, mode, tagged)
+    canary = (merged["metadata"].get("annotations", {}).get(TAG_ROUTING_ANNOTATION) == "true"
+              if mode == "Knative" else spec.canary_traffic_percent not in (None, 100))
+    check_derived_names(spec.name, spec.namespace, mode, canary)
     return merged
 
 

@@ -10,6 +10,9 @@ so it is never compared with the InferenceService's own generation here. Instead
   latest revision's traffic share is the one asked for (KServe's ksvc_reconciler.go).
 - Standard: the predictor Deployment's rollout of the new template completes (its generation
   moved, observed, every replica updated and available), as ``kubectl rollout status`` checks.
+  A canary (``spec.canary``, canary.py) is ready when KServe reports it ready in
+  ``status.canaryStatuses`` and its own Deployment's rollout is complete; a canary that was
+  removed or promoted is gone from ``status.canaryStatuses`` once KServe has reconciled that.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kfp_serve.components.artifacts import KServeInferenceService, TorchServeArchive, TritonRepository
+from kfp_serve.components.kserve import canary as canaries
 from kfp_serve.components.kserve.manifest import (
     DEPLOYMENT_MODE_ANNOTATION,
     DEPLOYMENT_MODES,
@@ -74,6 +78,8 @@ class Expectation:
     deployment_generation_before: int | None = None  # Standard
     latest_percent: int | None = None  # Knative: the latest revision's share asked for
     previous_predictor: dict[str, Any] | None = field(default=None, repr=False)
+    canary: str = ""  # Standard: the canary that must be ready
+    canary_removed: str = ""  # Standard: the canary KServe must no longer report
 
 
 def expectation(before: dict[str, Any] | None, after: dict[str, Any],
@@ -168,6 +174,23 @@ def rollout_progress(deployment: dict[str, Any] | None, expect: Expectation) -> 
     return ""
 
 
+def canary_progress(isvc: dict[str, Any], deployment: dict[str, Any] | None,
+                    expect: Expectation) -> str:
+    """'' when the canary ``expect`` names is ready (or the removed one is gone), else what is
+    missing. ``deployment`` is the canary's own Deployment."""
+    if expect.canary_removed and canaries.status_of(isvc, expect.canary_removed) is not None:
+        return f"KServe still reports canary {expect.canary_removed}"
+    if not expect.canary:
+        return ""
+    reported = canaries.status_of(isvc, expect.canary)
+    if reported is None:
+        return f"KServe reports no status for canary {expect.canary} yet"
+    if not reported.get("ready"):
+        return f"canary {expect.canary} not ready yet"
+    missing = rollout_progress(deployment, Expectation(mode="Standard", new_rollout=False))
+    return f"canary {expect.canary}: {missing}" if missing else ""
+
+
 def rollout_failure(deployment: dict[str, Any] | None) -> str:
     progressing = condition((deployment or {}).get("status", {}), "Progressing")
     if progressing.get("reason") == "ProgressDeadlineExceeded":
@@ -201,6 +224,8 @@ class KServeDeployment:
     previous_predictor: dict[str, Any] | None = None  # what Standard-mode rollback re-applies
     notes: list[str] = field(default_factory=list)
     predictor: dict[str, Any] | None = None  # as applied: a later deploy changes it
+    canary: dict[str, Any] | None = None  # Standard: this deploy's spec.canary entry
+    promoted_predictor: dict[str, Any] | None = None  # Standard: what promoting the canary applies
 
     @property
     def validation_url(self) -> str:
@@ -209,9 +234,17 @@ class KServeDeployment:
 
     def summary(self, storage_uri: str) -> str:
         """The deployment summary (Markdown) the step's report shows."""
-        rollout = ("canary by traffic split (Knative)" if self.mode == "Knative" else
-                   "Standard: the new model serves all traffic once rolled out; rollback_kserve"
-                   " re-applies the previous one")
+        if self.mode == "Knative":
+            rollout = "canary by traffic split (Knative)"
+        elif self.canary:
+            rollout = (f"Standard: canary `{self.canary['predictor']['name']}` in its own Deployment"
+                       f" beside the stable one (trafficPercent {self.canary['trafficPercent']}:"
+                       " KServe 0.20.0 routes none of the users' traffic to it, later releases"
+                       " weight the Gateway API route); promote_kserve makes it the stable"
+                       " predictor, rollback_kserve removes it")
+        else:
+            rollout = ("Standard: the new model serves all traffic once rolled out;"
+                       " rollback_kserve re-applies the previous one")
         notes = "".join(f"- note: {n}\n" for n in self.notes)
         return (f"# InferenceService `{self.namespace}/{self.name}`: Ready\n\n- mode: {self.mode}"
                 f" ({rollout})\n- url: {self.url}\n- internal url: {self.internal_url}\n"
@@ -229,7 +262,8 @@ class KServeDeployment:
             traffic=self.traffic, canary_url=self.canary_url,
             canary_internal_url=self.canary_internal_url,
             previous_predictor=self.previous_predictor, storage_uri=spec.storage_uri,
-            tensor_names=getattr(content, "tensor_names", {}), predictor=self.predictor)
+            tensor_names=getattr(content, "tensor_names", {}), predictor=self.predictor,
+            canary=self.canary, promoted_predictor=self.promoted_predictor)
 
 
 def deployed(isvc: dict, expect: Expectation) -> KServeDeployment:
@@ -240,12 +274,18 @@ def deployed(isvc: dict, expect: Expectation) -> KServeDeployment:
     internal = status.get("address", {}).get("url", "")
     url = status.get("url") or internal
     traffic = predictor.get("traffic", [])
+    stable = isvc.get("spec", {}).get("predictor") or {}
+    revision = predictor.get("latestReadyRevision", "") or canaries.service_name(name, stable.get("name"))
+    if expect.canary:  # Standard: validation calls the canary's own Service
+        return KServeDeployment(
+            name, isvc["metadata"]["namespace"], url, internal, revision, expect.mode, traffic,
+            canary_internal_url=canaries.internal_url(internal, name, stable.get("name"), expect.canary),
+            previous_predictor=copy.deepcopy(stable), predictor=copy.deepcopy(stable),
+            canary=copy.deepcopy(canaries.entry_of(isvc, expect.canary)))
     canary = next((t for t in traffic
                    if t.get("latestRevision") and t.get("tag") and (t.get("percent") or 0) < 100), {})
     return KServeDeployment(
-        name, isvc["metadata"]["namespace"], url, internal,
-        predictor.get("latestReadyRevision", "") or f"{name}-predictor", expect.mode, traffic,
+        name, isvc["metadata"]["namespace"], url, internal, revision, expect.mode, traffic,
         canary_url=canary.get("url", ""),
         canary_internal_url=tagged_internal_url(internal, name, canary["tag"]) if canary else "",
-        previous_predictor=expect.previous_predictor,
-        predictor=copy.deepcopy(isvc.get("spec", {}).get("predictor")))
+        previous_predictor=expect.previous_predictor, predictor=copy.deepcopy(stable) or None)

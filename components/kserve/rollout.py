@@ -7,6 +7,7 @@ import json
 
 from kfp_serve.components.artifacts import KServeInferenceService
 from kfp_serve.components.errors import KfpServeError, UserError
+from kfp_serve.components.kserve import canary as canaries
 from kfp_serve.components.kserve.api import KServeCluster, api_client
 from kfp_serve.components.kserve.diagnostics import diagnostics
 from kfp_serve.components.kserve.preflight import check_workload_identity, preflight
@@ -31,10 +32,24 @@ def promote(service: KServeInferenceService, timeout_s: float,
     wait for it. In Standard mode the new model already takes all traffic: nothing changes."""
     name = service.name
     cluster = KServeCluster(api_client(api_host), service.namespace)
+    if service.canary and _promoted(cluster.get(name), service):  # a retried promote
+        print(f"{name} already serves canary {service.canary['predictor']['name']} as its"
+              " predictor: nothing to promote")
+        return wait_ready(cluster, name, timeout_s)
     changed = changed_since(cluster, service)
     if changed:
         raise UserError(f"promote refused, nothing changed: InferenceService {name!r} {changed};"
                         " promoting now would promote that, not what this pipeline validated")
+    if service.canary:  # Standard: the canary's Deployment becomes the stable one
+        own = service.canary["predictor"]["name"]
+        others = [e for e in cluster.get(name)["spec"].get("canary") or []
+                  if e["predictor"].get("name") != own]
+        cluster.replace_spec(name, predictor=service.promoted_predictor, canary=others or None)
+        result = wait_ready(cluster, name, timeout_s,
+                            expect=Expectation(mode="Standard", new_rollout=False, canary_removed=own))
+        print(f"promoted {name}: canary {own} is now the predictor"
+              f" ({canaries.service_name(name, service.promoted_predictor.get('name'))})")
+        return result
     if service.mode == "Knative":
         cluster.patch_predictor(name, {"canaryTrafficPercent": None})
         result = wait_ready(cluster, name, timeout_s,
@@ -52,6 +67,8 @@ def rollback(service: KServeInferenceService, timeout_s: float,
     previous model), then wait for it to complete."""
     name = service.name
     cluster = KServeCluster(api_client(api_host), service.namespace)
+    if service.canary:
+        return _remove_canary(cluster, service, timeout_s)
     if service.mode == "Standard" and _same(cluster.get(name), service.previous_predictor):
         print(f"{name} already serves the predictor from before this deploy: nothing to roll back")
         return wait_ready(cluster, name, timeout_s)  # a retried rollback
@@ -82,13 +99,48 @@ def rollback(service: KServeInferenceService, timeout_s: float,
     return result
 
 
-def changed_since(cluster: KServeCluster, service: KServeInferenceService) -> str:
-    """How the InferenceService changed since the deploy ``service`` records ('' if it did not):
-    another deploy made a newer revision (Knative) or another predictor (Standard)."""
+def _remove_canary(cluster: KServeCluster, service: KServeInferenceService,
+                   timeout_s: float) -> KServeDeployment:
+    """Standard-mode rollback of a canary: its entry goes; the stable predictor, which never
+    changed, serves as before. A canary already gone (rolled back, or replaced by a later
+    deploy) leaves nothing to do."""
+    name, own = service.name, service.canary["predictor"]["name"]
+    current = _existing(cluster, service)
+    if canaries.entry_of(current, own) is None:
+        print(f"nothing to roll back: canary {own} is no longer in InferenceService {name!r}"
+              " (rolled back already, or replaced by a later deploy); it serves nothing")
+        return wait_ready(cluster, name, timeout_s)
+    others = [e for e in current["spec"].get("canary") or [] if e["predictor"].get("name") != own]
+    cluster.replace_spec(name, canary=others or None)
+    result = wait_ready(cluster, name, timeout_s,
+                        expect=Expectation(mode="Standard", new_rollout=False, canary_removed=own))
+    print(f"rolled back {name}: canary {own} removed; the stable predictor serves as before")
+    return result
+
+
+def _promoted(current: dict | None, service: KServeInferenceService) -> bool:
+    own = service.canary["predictor"]["name"]
+    return (current is not None and canaries.entry_of(current, own) is None
+            and _same(current, service.promoted_predictor))
+
+
+def _existing(cluster: KServeCluster, service: KServeInferenceService) -> dict:
     current = cluster.get(service.name)
     if current is None:
         raise UserError(f"InferenceService {service.name!r} no longer exists in namespace"
                         f" {service.namespace!r}; nothing to promote or roll back")
+    return current
+
+
+def changed_since(cluster: KServeCluster, service: KServeInferenceService) -> str:
+    """How the InferenceService changed since the deploy ``service`` records ('' if it did not):
+    another deploy made a newer revision (Knative), another predictor or replaced this
+    deploy's canary (Standard)."""
+    current = _existing(cluster, service)
+    if service.canary:
+        own = service.canary["predictor"]["name"]
+        if canaries.entry_of(current, own) != service.canary:
+            return f"no longer holds this deploy's canary {own} (a later deploy replaced or removed it)"
     if service.mode == "Knative":
         latest = current.get("status", {}).get("components", {}).get("predictor", {}).get(
             "latestCreatedRevision", "")
@@ -160,14 +212,20 @@ def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
     if network_policy:  # before the pods exist, so none serves unprotected
         cluster.apply_network_policy(network_policy)
     standard = mode_of(manifest) == "Standard"
-    generation = cluster.generation(name) if standard else None
+    generation, plan = None, None
     if standard:
-        record_previous_predictor(manifest, cluster.get(name))
-    before = cluster.apply(manifest)
+        current = cluster.get(name)
+        manifest, plan = canaries.plan(manifest, current)
+        stable = ((current or {}).get("spec", {}).get("predictor") or {}).get("name")
+        generation = cluster.generation(name, stable)
+        record_previous_predictor(manifest, current)
+    before = _apply(cluster, manifest, plan)
     created = before is None
     try:
         expect = expect_after(cluster, before, name, generation)
-        if standard:  # a retried deploy: what it replaced is the recorded one, not itself
+        if plan:
+            expect.canary = plan.name
+        elif standard:  # a retried deploy: what it replaced is the recorded one, not itself
             expect.previous_predictor = recorded_previous_predictor(manifest)
         result = wait_ready(cluster, name, timeout_s, poll_s, expect, unschedulable_grace_s,
                             reconcile_grace_s)
@@ -184,7 +242,34 @@ def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
             except KfpServeError as undeleted:
                 report += (f"\nThe InferenceService was created by this deploy but could not be"
                            f" deleted ({undeleted}); delete it by hand.\n")
+        elif plan and not keep_failed:
+            try:
+                current = cluster.get(name) or {"spec": {}}
+                others = [e for e in current["spec"].get("canary") or []
+                          if e["predictor"].get("name") != plan.name]
+                cluster.replace_spec(name, canary=others or None)
+                report += (f"\nThe canary {plan.name} this deploy added has been removed"
+                           " (keep_failed=False); the stable predictor serves as before.\n")
+            except KfpServeError as unremoved:
+                report += f"\nThe canary {plan.name} could not be removed ({unremoved}).\n"
         raise DeployError(err, report) from err
     result.created = created
     result.notes = notes
+    if plan:
+        result.promoted_predictor = plan.promoted
     return result
+
+
+def _apply(cluster: KServeCluster, manifest: dict, plan: canaries.CanaryPlan | None) -> dict | None:
+    """``cluster.apply``, with a CRD that has no spec.canary (KServe before 0.20) named."""
+    try:
+        return cluster.apply(manifest)
+    except UserError as err:
+        if plan and 'unknown field "spec.canary"' in str(err):
+            raise UserError(
+                f"InferenceService {manifest['metadata']['name']!r}: this cluster's"
+                " InferenceService CRD has no spec.canary, so its KServe (before 0.20) has no"
+                " Standard-mode canary; upgrade KServe, or deploy with canary_traffic_percent=100"
+                " (the new model then takes all traffic once rolled out, and rollback_kserve"
+                " re-applies the previous one)") from err
+        raise

@@ -8,10 +8,12 @@ import time
 
 from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.kserve.api import KServeCluster
+from kfp_serve.components.kserve.canary import service_name
 from kfp_serve.components.kserve.readiness import (
     RECONCILE_FAILED,
     Expectation,
     KServeDeployment,
+    canary_progress,
     condition,
     deployed,
     expectation,
@@ -48,9 +50,10 @@ def wait_ready(cluster: KServeCluster, name: str, timeout_s: float, poll_s: floa
     """
     unschedulable_since: float | None = None
     reconcile_failing_since: float | None = None
+    canary_unreported_since: float | None = None
 
     def check() -> tuple[KServeDeployment | None, str]:
-        nonlocal unschedulable_since, reconcile_failing_since
+        nonlocal unschedulable_since, reconcile_failing_since, canary_unreported_since
         isvc = cluster.get(name)
         if isvc is None:
             raise InfrastructureError(f"InferenceService {name!r} disappeared while waiting")
@@ -58,8 +61,11 @@ def wait_ready(cluster: KServeCluster, name: str, timeout_s: float, poll_s: floa
         wait_for = expect or expectation(isvc, isvc)
         deployment = None
         if wait_for.mode == "Standard":
-            deployment = cluster.deployment(name)
+            deployment = cluster.deployment(name, (isvc.get("spec", {}).get("predictor") or {}).get("name"))
             missing = rollout_progress(deployment, wait_for)
+            if wait_for.canary or wait_for.canary_removed:
+                own = cluster.deployment(name, wait_for.canary) if wait_for.canary else None
+                missing = missing or canary_progress(isvc, own, wait_for)
             # the controller has updated the Deployment for this apply
             reconciled = deployment is not None and (
                 not wait_for.new_rollout or deployment["metadata"].get("generation")
@@ -69,6 +75,19 @@ def wait_ready(cluster: KServeCluster, name: str, timeout_s: float, poll_s: floa
             missing, reconciled, failure = knative_progress(status, wait_for), True, ""
         if condition(status, "Ready").get("status") == "True" and not missing:
             return deployed(isvc, wait_for), "Ready"
+        if wait_for.canary:
+            failure = failure or _canary_crashing(cluster, name, wait_for.canary)
+            # KServe before 0.20 (with a CRD that keeps unknown fields) ignores spec.canary
+            unreported = (condition(status, "Ready").get("status") == "True"
+                          and not status.get("canaryStatuses")
+                          and not condition(status, "CanaryPredictorReady"))
+            canary_unreported_since = (canary_unreported_since or time.monotonic()) if unreported else None
+            if unreported and time.monotonic() - canary_unreported_since >= reconcile_grace_s:
+                raise UserError(
+                    f"InferenceService {name!r}: KServe reported nothing of canary {wait_for.canary}"
+                    f" (status.canaryStatuses, CanaryPredictorReady) for {reconcile_grace_s:.0f}s"
+                    " while the stable predictor is Ready: KServe before 0.20 ignores spec.canary;"
+                    " upgrade KServe, or deploy with canary_traffic_percent=100")
         failure = failure or terminal_failure(status, wait_for, reconciled)
         if failure:
             raise UserError(f"InferenceService {name!r} failed: {failure}")
@@ -104,6 +123,26 @@ def wait_ready(cluster: KServeCluster, name: str, timeout_s: float, poll_s: floa
 
     return poll(check, timeout_s, f"InferenceService {name!r} not Ready", interval_s=poll_s,
                 on_cancel=cancelled)
+
+
+def _canary_crashing(cluster: KServeCluster, name: str, canary: str) -> str:
+    """Why the canary's pods cannot serve ('' if they may yet): a container in
+    CrashLoopBackOff. KServe's modelStatus follows the stable predictor's pods only
+    (components/predictor.go), so the canary's own pods are what tells."""
+    app = f"isvc.{service_name(name, canary)}"
+    for pod in cluster.pods(name):
+        if (pod.metadata.labels or {}).get("app") != app:
+            continue
+        for container in [*(pod.status.init_container_statuses or []),
+                          *(pod.status.container_statuses or [])]:
+            waiting = container.state.waiting if container.state else None
+            if waiting and waiting.reason == "CrashLoopBackOff":
+                last = container.last_state.terminated if container.last_state else None
+                why = f": {last.message or last.reason}" if last and (last.message or last.reason) else ""
+                return (f"canary {canary} cannot serve: container {container.name} of pod"
+                        f" {pod.metadata.name} is in CrashLoopBackOff after"
+                        f" {container.restart_count} restarts{why} (its log is in the diagnostics)")
+    return ""
 
 
 def _pod_infrastructure_failure(cluster: KServeCluster, name: str) -> tuple[str, bool]:

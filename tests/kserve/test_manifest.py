@@ -80,8 +80,6 @@ def test_override_is_merged_not_substituted():
      ({"deployment_mode": "Standard", "min_replicas": 0}, "Standard mode scales to zero only with KEDA"),
      ({"deployment_mode": "ModelMesh"}, "'ModelMesh' is not supported"),
      ({"deployment_mode": "Raw"}, r"deployment_mode 'Raw' is not one of \['Knative', 'Standard'\]"),
-     ({"deployment_mode": "RawDeployment", "canary_traffic_percent": 10},
-      "canary_traffic_percent 10 needs deployment_mode 'Knative': KServe's Standard mode ignores it"),
      ({"deployment_mode": "Standard", "scale_metric": "concurrency"},
       "scale_metric 'concurrency' needs deployment_mode 'Knative'"),
      ({"deployment_mode": "Standard", "autoscaler_class": "keda", "scale_metric": "cpu"},
@@ -107,6 +105,11 @@ def test_bad_specs(kwargs, message):
     ("a" * 47, "models", {"deployment_mode": "Standard"},
      "the predictor's host label 'a{47}-predictor-models' has 64 characters.* at most 46 characters"),
     ("digits", "n" * 60, {"deployment_mode": "Standard"}, "use a namespace of at most 46 characters"),
+    # a Standard-mode canary's Deployment <name>-cXXXX-predictor becomes the stable one on promotion
+    ("a" * 40, "models", {"deployment_mode": "Standard", "canary_traffic_percent": 10}, None),
+    ("a" * 41, "models", {"deployment_mode": "Standard", "canary_traffic_percent": 10},
+     "with a canary in namespace 'models': the canary's host label 'a{41}-cXXXX-predictor-models' has 64"
+     " characters.* at most 40 characters"),
 ])
 def test_names_kserve_would_fail_to_reconcile_are_refused_before_the_apply(name, namespace, variant, refused):
     """Each limit is derived from the name upstream builds (manifest.derived_names)."""

@@ -1,7 +1,8 @@
 """Model-based tests of whole sequences on one namespace's InferenceServices (hypothesis.stateful).
 
-Two pipelines deploy versions to the InferenceService ``digits`` (Knative canaries or Standard
-rollouts, per sequence), one step at a time, beside an unrelated InferenceService ``other``.
+Two pipelines deploy versions to the InferenceService ``digits`` (per sequence Knative, or
+Standard with full rollouts and ``spec.canary`` canaries), one step at a time, beside an
+unrelated InferenceService ``other``.
 Random sequences of deploys, deploys that die right after they applied followed by a retry,
 retried steps, validations that pass (promote) or fail (rollback) run against the fake
 Kubernetes API and KServe controller (control plane only: nothing is served). After every step:
@@ -11,8 +12,11 @@ Kubernetes API and KServe controller (control plane only: nothing is served). Af
   served before (the last rolled-out revision) with the rest; a rollback gives it everything
   back; a promote gives the canary everything; a step of a deploy overtaken by a later one
   changes nothing it does not own;
-- Standard: a rollback re-applies the predictor from before its deploy, a retried deploy
-  included, and refuses (changing nothing) when another deploy came since;
+- Standard: a canary deploy leaves the stable predictor exactly as it was and holds only its
+  own canary; its promote makes the canary the predictor (refused, changing nothing, when
+  another deploy came since), its rollback removes it and leaves the stable predictor as it
+  was; a full rollout's rollback re-applies the predictor from before its deploy, a retried
+  deploy included, and refuses (changing nothing) when another deploy came since;
 - a retried step makes no second revision.
 """
 
@@ -34,6 +38,7 @@ from support.kserve import cluster_for, make_spec
 
 from kfp_serve.components.artifacts import KServeInferenceService
 from kfp_serve.components.errors import KfpServeError, UserError
+from kfp_serve.components.kserve import canary as canaries
 from kfp_serve.components.kserve import rollout
 from kfp_serve.components.kserve.manifest import build_inference_service
 
@@ -50,7 +55,7 @@ def strip(predictor: dict | None) -> dict | None:
 
 class InferenceServiceSequences(RuleBasedStateMachine):
     explored = {"sequences": 0, "steps": 0, "deaths": 0, "promotes": 0, "rollbacks": 0,
-                "refused or moot": 0}
+                "refused or moot": 0, "standard canaries": 0}
 
     def __init__(self):
         super().__init__()
@@ -78,7 +83,8 @@ class InferenceServiceSequences(RuleBasedStateMachine):
             name=result.name, namespace=result.namespace, model_name="digits", url=result.url,
             mode=result.mode, latest_ready_revision=result.latest_ready_revision,
             previous_predictor=result.previous_predictor, predictor=result.predictor,
-            storage_uri=manifest["spec"]["predictor"]["model"]["storageUri"])
+            storage_uri=manifest["spec"]["predictor"]["model"]["storageUri"], canary=result.canary,
+            promoted_predictor=result.promoted_predictor)
 
     def status(self, key=KEY) -> dict:
         return copy.deepcopy(self.api.objects.get(key, {}).get("status", {}))
@@ -92,6 +98,9 @@ class InferenceServiceSequences(RuleBasedStateMachine):
     def predictor(self, key=KEY) -> dict | None:
         obj = self.api.objects.get(key)
         return copy.deepcopy(obj["spec"]["predictor"]) if obj else None
+
+    def canaries(self) -> list:
+        return copy.deepcopy((self.api.objects.get(KEY) or {}).get("spec", {}).get("canary") or [])
 
     def rolled_out(self) -> str:
         return self.status().get("components", {}).get("predictor", {}).get("latestRolledoutRevision", "")
@@ -108,7 +117,6 @@ class InferenceServiceSequences(RuleBasedStateMachine):
     def deploy(self, pipeline, version, canary, dies):
         if pipeline in self.open:
             return
-        canary = canary if self.mode == "Knative" else None
         manifest = self.manifest("digits", version, canary)
         before_predictor, before_traffic = self.predictor(), self.traffic()
         production = self.rolled_out()
@@ -127,7 +135,12 @@ class InferenceServiceSequences(RuleBasedStateMachine):
         new = self.controller.states[KEY].created - created
         changed = before_predictor is None or strip(before_predictor) != strip(self.predictor())
         assert new <= 1, f"one revision per deploy, a retry included ({new})"
-        if self.mode == "Standard":
+        if result.canary:  # Standard: the stable predictor stays, the canary beside it is ours alone
+            assert self.predictor() == before_predictor and self.canaries() == [result.canary], self.steps
+            assert new == 0 and again.canary == result.canary
+            self.explored["standard canaries"] += 1
+        elif self.mode == "Standard":
+            assert self.canaries() == [], "a full rollout leaves no canary"
             assert result.previous_predictor == before_predictor or not changed, \
                 "a retried deploy still knows what it replaced"
         elif canary and production and new:
@@ -146,9 +159,12 @@ class InferenceServiceSequences(RuleBasedStateMachine):
         self.explored["promotes" if passed else "rollbacks"] += 1
         latest = self.status().get("components", {}).get("predictor", {}).get("latestCreatedRevision", "")
         before_predictor, before_traffic = self.predictor(), self.traffic()
+        step = rollout.promote if passed else rollout.rollback
+        if service.canary:
+            self.standard_canary_step(service, step, passed, retried, before_predictor)
+            return
         ours = (latest == service.latest_ready_revision if self.mode == "Knative"
                 else strip(before_predictor) == strip(service.predictor))
-        step = rollout.promote if passed else rollout.rollback
         # a later deploy that went back to the predictor from before this one leaves nothing to
         # undo: the rollback is moot, not refused
         moot = self.mode == "Standard" and not passed and strip(before_predictor) == strip(
@@ -177,6 +193,25 @@ class InferenceServiceSequences(RuleBasedStateMachine):
                 assert self.traffic() == {production: 100}, (self.traffic(), self.steps)
         elif not passed:
             assert self.predictor()["model"] == service.previous_predictor["model"], self.steps
+
+    def standard_canary_step(self, service, step, passed, retried, before_predictor):
+        own = service.canary["predictor"]["name"]
+        before = (before_predictor, self.canaries())
+        present = canaries.entry_of(self.api.objects[KEY], own) == service.canary
+        if passed and not (present and before_predictor == service.predictor):
+            with pytest.raises(UserError, match="promote refused, nothing changed"):
+                step(service, 30, self.server.url)
+            assert (self.predictor(), self.canaries()) == before, self.steps
+            self.explored["refused or moot"] += 1
+            return
+        for _ in range(2 if retried else 1):
+            step(service, 30, self.server.url)
+        if passed:  # the canary is the predictor now, under its own name when its model is new
+            assert self.predictor() == service.promoted_predictor and self.canaries() == [], self.steps
+        else:  # what served before the deploy serves still, and the canary is gone
+            assert self.predictor() == before_predictor, self.steps
+            assert self.canaries() == [e for e in before[1] if e["predictor"]["name"] != own], self.steps
+            self.explored["refused or moot"] += 0 if present else 1
 
     @invariant()
     def the_other_inference_service_is_untouched(self):

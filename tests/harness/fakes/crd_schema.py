@@ -39,6 +39,35 @@ def unknown_fields(obj, schema: dict, path: str = "") -> list[str]:
     return found
 
 
+def prune(obj, schema: dict, top: bool = True):
+    """``obj`` without the fields the structural schema does not declare, as the API server
+    prunes them when the request does not ask for strict field validation."""
+    if isinstance(obj, dict) and schema.get("type") == "object" and not schema.get(
+            "x-kubernetes-preserve-unknown-fields"):
+        properties, extra = schema.get("properties"), schema.get("additionalProperties")
+        kept = {}
+        for key, value in obj.items():
+            if properties is not None and key in properties:
+                kept[key] = prune(value, properties[key], False)
+            elif isinstance(extra, dict):
+                kept[key] = prune(value, extra, False)
+            elif properties is None or (top and key in ("apiVersion", "kind")):
+                kept[key] = value
+        return kept
+    if isinstance(obj, list) and "items" in schema:
+        return [prune(item, schema["items"], False) for item in obj]
+    return obj
+
+
+def without_canary(schema: dict) -> dict:
+    """The schema of a KServe before 0.20, whose InferenceService has no spec.canary."""
+    import copy
+
+    older = copy.deepcopy(schema)
+    older["properties"]["spec"]["properties"].pop("canary", None)
+    return older
+
+
 def schema_errors(obj: dict, schema: dict) -> list[str]:
     """All violations, as the API server lists them in a 422: unknown fields and type errors."""
     import jsonschema

@@ -3,14 +3,17 @@
 The API side speaks the real REST protocol the official client uses: namespaces, pods, pod
 logs, events, SelfSubjectAccessReview, (Cluster)ServingRuntimes and InferenceServices with
 create/get/replace/merge-patch/delete, the status subresource, generation/resourceVersion
-bookkeeping, 409 on a stale resourceVersion or an existing name, dryRun=All, and 422 when an
-object violates the CRD schema (unknown fields under fieldValidation=Strict included).
+bookkeeping, 409 on a stale resourceVersion or an existing name, dryRun=All, 422 when an object
+violates the CRD schema, and unknown fields refused (400, fieldValidation=Strict) or pruned
+(otherwise, the API server's Warn default).
 
 KServe's admission webhooks are part of the API side: the deprecated mode names are rewritten,
 a mode change and autoscaling settings KServe refuses are denied with 403, as
 controller-runtime's validators do. API discovery lists ``serving.knative.dev`` only when
 Knative is installed (``knative``); listing ClusterServingRuntimes can be forbidden
-(``forbidden_lists``).
+(``forbidden_lists``). ``standard_canary=False`` plays a KServe before 0.20: its CRD has no
+``spec.canary`` (with ``crd_schema``: refused or pruned as above; without one, as with KServe's
+minimal CRD that keeps unknown fields, it is stored) and its controller and webhook ignore it.
 
 The controller reconciles each InferenceService the way KServe does in its mode, on this
 machine (tests/harness/fakes/KSERVE_BEHAVIOUR.md is the list of behaviours, with their upstream
@@ -34,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fakes.cluster_gateway import CLUSTER_SUFFIX
-from fakes.crd_schema import KSERVE_DATA, schema_errors
+from fakes.crd_schema import KSERVE_DATA, prune, schema_errors, unknown_fields, without_canary
 from fakes.storage_copy import copy_prefix
 
 MODE_KEY = "serving.kserve.io/deploymentMode"
@@ -56,8 +59,11 @@ def _status(code: int, reason: str, message: str) -> tuple[int, dict]:
 
 class FakeKubeApi:
     def __init__(self, namespaces=("models",), runtimes=(), denied_verbs=(), crd_schema=None,
-                 knative=True, default_mode="Knative", forbidden_lists=()):
+                 knative=True, default_mode="Knative", forbidden_lists=(), standard_canary=True):
         self.knative = knative
+        self.standard_canary = standard_canary
+        if crd_schema is not None and not standard_canary:
+            crd_schema = without_canary(crd_schema)
         self.default_mode = default_mode
         self.forbidden_lists = set(forbidden_lists)
         self.deployments: dict[tuple[str, str], dict] = {}
@@ -130,9 +136,10 @@ class FakeKubeApi:
             return 200, {"kind": "Namespace", "metadata": {"name": match.group(1)}}
         match = re.match(r"^/api/v1/namespaces/([^/]+)/pods$", path)
         if match:
-            selector = query.get("labelSelector", "")
-            name = selector.split("=", 1)[1] if "=" in selector else ""
-            return 200, {"kind": "PodList", "items": copy.deepcopy(self.pods.get(name, []))}
+            label, _, value = query.get("labelSelector", "").partition("=")
+            items = [pod for pods in self.pods.values() for pod in pods
+                     if pod["metadata"]["labels"].get(label) == value]
+            return 200, {"kind": "PodList", "items": copy.deepcopy(items)}
         match = POD_LOG.match(path)
         if match:
             return 200, self.logs.get((match.group(2), query.get("container", "")), "")
@@ -175,9 +182,19 @@ class FakeKubeApi:
             return 200, copy.deepcopy(obj)
         return _status(405, "MethodNotAllowed", method)
 
-    def _invalid(self, obj) -> tuple[int, dict] | None:
+    def _invalid(self, obj, strict) -> tuple[int, dict] | None:
+        """400 for unknown fields under fieldValidation=Strict (the strict decoder), 422 for
+        what the schema refuses; unknown fields are pruned from ``obj`` otherwise."""
         if self.schema is None:
             return None
+        unknown = unknown_fields(obj, self.schema)
+        if unknown and strict:
+            return _status(400, "BadRequest", "strict decoding error: "
+                           + ", ".join(f'unknown field "{f}"' for f in unknown))
+        if unknown:
+            pruned = prune(obj, self.schema)
+            obj.clear()
+            obj.update(pruned)
         errors = schema_errors(obj, self.schema)
         if errors:
             name = obj.get("metadata", {}).get("name", "")
@@ -200,11 +217,12 @@ class FakeKubeApi:
         if method == "POST":
             if current is not None:
                 return _status(409, "AlreadyExists", f'inferenceservices.serving.kserve.io "{key[1]}" already exists')
-            invalid = self._invalid(body)
+            body = copy.deepcopy(body)
+            invalid = self._invalid(body, query.get("fieldValidation") == "Strict")
             if invalid:
                 return invalid
-            body = _mutate(copy.deepcopy(body))
-            denied = _validate(body, None)
+            body = _mutate(body)
+            denied = _validate(body, None, self.standard_canary)
             if denied:
                 return _status(403, "Forbidden", WEBHOOK + denied)
             obj = copy.deepcopy(body)
@@ -235,11 +253,14 @@ class FakeKubeApi:
             updated = copy.deepcopy(current)
             updated["status"] = new.get("status", {})
         else:
-            invalid = self._invalid({k: v for k, v in new.items() if k != "status"})
+            status = new.pop("status", None)
+            invalid = self._invalid(new, query.get("fieldValidation") == "Strict")
             if invalid:
                 return invalid
+            if status is not None:
+                new["status"] = status
             new = _mutate(new)
-            denied = _validate(new, current)
+            denied = _validate(new, current, self.standard_canary)
             if denied:
                 return _status(403, "Forbidden", WEBHOOK + denied)
             updated = copy.deepcopy(new)
@@ -285,15 +306,20 @@ def _mutate(obj):
     return obj
 
 
-def _validate(obj, old):
+def _validate(obj, old, standard_canary=True):
     """KServe's validating webhook (inference_service_validation.go): the mode of an existing
-    InferenceService cannot change; autoscaling fields per mode and autoscaler class."""
+    InferenceService cannot change; autoscaling fields per mode and autoscaler class; since
+    0.20 the canaries (validateCanarySpecs) and a predictor rename (validatePredictorNameChange)."""
     annotations = obj.get("metadata", {}).get("annotations") or {}
     mode = annotations.get(MODE_KEY)
     was = (old or {}).get("status", {}).get("deploymentMode", "")
     if was and mode is not None and mode != was:
         return f"update rejected: deploymentMode cannot be changed from '{was}' to '{mode}'"
     predictor = obj.get("spec", {}).get("predictor", {})
+    if standard_canary:
+        refused = _canary_refusal(obj, mode) or _rename_refusal(predictor, (old or {}).get("spec", {}).get("predictor"))
+        if refused:
+            return refused
     metric = predictor.get("scaleMetric")
     if mode == "Standard":
         scaler = annotations.get("serving.kserve.io/autoscalerClass")
@@ -306,6 +332,52 @@ def _validate(obj, old):
         return f"[{metric}] is not a supported metric" if (metric or "cpu") not in ("cpu", "memory") else ""
     if (metric or "concurrency") not in ("concurrency", "rps"):
         return f"[{metric}] is not a supported metric"
+    return ""
+
+
+def _canary_refusal(obj, mode):
+    """validateCanarySpecs: canaries in Standard mode only, each named (not as the stable
+    predictor, not twice), without autoscaling, at most the stable predictor's minReplicas, and
+    trafficPercent 0-100 summing to at most 100."""
+    entries = obj.get("spec", {}).get("canary") or []
+    if not entries:
+        return ""
+    if mode != "Standard":
+        return "canary is only supported in Standard deployment mode"
+    stable = obj["spec"].get("predictor", {})
+    names, total = set(), 0
+    for i, entry in enumerate(entries):
+        predictor = entry.get("predictor", {})
+        name = predictor.get("name", "")
+        if not name:
+            return f"canary[{i}] predictor.name is required"
+        if name in names:
+            return f'canary predictor.name "{name}" is duplicated'
+        names.add(name)
+        if name == stable.get("name", ""):
+            return f'canary predictor.name "{name}" conflicts with stable predictor name'
+        percent = entry.get("trafficPercent", 0)
+        if not 0 <= percent <= 100:
+            return f'canary "{name}" trafficPercent must be between 0 and 100, got {percent}'
+        total += percent
+        for key in ("maxReplicas", "scaleTarget", "scaleMetric", "autoScaling"):
+            if predictor.get(key):
+                return f'canary "{name}" must not set {key} (canary uses fixed replicas)'
+        minimum = stable.get("minReplicas", 1)
+        if predictor.get("minReplicas") is not None and predictor["minReplicas"] > minimum:
+            return (f'canary "{name}" minReplicas ({predictor["minReplicas"]}) must not exceed stable'
+                    f" predictor minReplicas ({minimum})")
+    if total > 100:
+        return f"sum of canary trafficPercent values ({total}) must be <= 100"
+    return ""
+
+
+def _rename_refusal(predictor, old):
+    """validatePredictorNameChange: a new predictor.name needs a new model."""
+    if old is None or old.get("name", "") == predictor.get("name", ""):
+        return ""
+    if (old.get("model") or {}).get("storageUri") == (predictor.get("model") or {}).get("storageUri"):
+        return "predictor.name change requires a model change (e.g. storageUri)"
     return ""
 
 
@@ -344,7 +416,8 @@ def _template(obj, mode):
     (or pods') template (knative_service_reconciler.go / raw deployment reconciler: componentMeta)."""
     predictor = obj["spec"]["predictor"]
     ignored = ("canaryTrafficPercent",) if mode == "Knative" else (
-        "canaryTrafficPercent", "minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "autoScaling")
+        "canaryTrafficPercent", "minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "autoScaling",
+        "name")  # the predictor's name names its Deployment, it is not in the pods' template
     metadata = obj["metadata"]
     return {"predictor": {k: v for k, v in predictor.items() if k not in ignored},
             "labels": {k: v for k, v in metadata.get("labels", {}).items() if k not in _NOT_PROPAGATED},
@@ -377,6 +450,18 @@ class _State:
     deployment: dict | None = None
     failure: dict | None = None  # (conditions, modelStatus) of the latest failed revision
     last_failure_info: dict | None = None  # kept across revisions, as KServe keeps it
+    service: str = ""  # Standard: the stable predictor's Deployment and Service
+    canaries: dict = field(default_factory=dict)  # Standard: canary name -> _Canary
+
+
+@dataclass
+class _Canary:
+    """A Standard-mode canary's own Deployment (predictor.go reconcileCanaryDeployments)."""
+
+    service: str  # <isvc>-<name>-predictor: its Deployment and Service
+    template: dict
+    deployment: dict
+    revision: _Revision | None = None  # None while it starts, or when it failed
 
 
 class FakeKServeController:
@@ -404,8 +489,11 @@ class FakeKServeController:
         with self.lock:
             for (namespace, name), st in self.states.items():
                 by_name = {r.name: r.server.url for r in st.revisions}
-                if st.mode == "Standard" and host == f"{name}-predictor.{namespace}{CLUSTER_SUFFIX}":
+                if st.mode == "Standard" and host == f"{st.service}.{namespace}{CLUSTER_SUFFIX}":
                     return [(st.revisions[-1].server.url, 1)] if st.revisions else []
+                for canary in st.canaries.values():  # each canary's own Service
+                    if host == f"{canary.service}.{namespace}{CLUSTER_SUFFIX}" and canary.revision:
+                        return [(canary.revision.server.url, 1)]
                 if st.mode != "Knative":
                     continue
                 if host == f"{name}.{namespace}{CLUSTER_SUFFIX}":
@@ -456,17 +544,132 @@ class FakeKServeController:
                 self.api.set_status(key, {"conditions": conditions, "deploymentMode": mode})
                 return
             template = _template(obj, mode)
-            if template != st.template:
+            pending = []
+            if mode == "Standard":
+                # canaries first, as predictor.go does; then the stable predictor, whose
+                # Deployment a promotion renames to the canary's. Status is written once the
+                # objects are reconciled; pods start after, as a Deployment's do
+                pending = self._reconcile_canaries(key, obj, st)
+            if mode == "Standard" and self._renamed(key, obj, st, template):
+                pass
+            elif template != st.template:
                 self._roll(key, obj, st, template)
             else:
                 self._publish(key, st)
+            self._start_canaries(key, st, pending)
+
+    # -- Standard-mode canaries (components/predictor.go, KServe 0.20+) ---------------------
+    def _reconcile_canaries(self, key, obj, st):
+        """Each spec.canary entry runs the stable predictor with its fields merged over it
+        (buildCanaryPredictor) in its own Deployment; Deployments no entry and not the stable
+        predictor names are deleted as orphans. A KServe before 0.20 ignores spec.canary."""
+        namespace, name = key
+        entries = obj["spec"].get("canary") or [] if self.api.standard_canary else []
+        stable = obj["spec"]["predictor"]
+        stable_service = _service(name, stable.get("name"))
+        wanted = {}
+        for entry in entries:
+            merged = _merged(stable, entry["predictor"])
+            wanted[entry["predictor"]["name"]] = (merged, _template(
+                {**obj, "spec": {**obj["spec"], "predictor": merged}}, "Standard"))
+        with self.lock:
+            for cname, canary in list(st.canaries.items()):
+                if cname not in wanted and canary.service != stable_service:
+                    self._drop_canary(key, st, cname)
+        pending = []
+        for cname, (merged, template) in wanted.items():
+            with self.lock:
+                canary = st.canaries.get(cname)
+                if canary is not None and canary.template == template:
+                    continue
+                if canary is not None:
+                    self._drop_canary(key, st, cname)
+                service = _service(name, cname)
+                canary = _Canary(service, template, _deployment(namespace, service, 1, "RollingUpdate", 0))
+                st.canaries[cname] = canary
+                self.api.deployments[(namespace, service)] = canary.deployment
+                pending.append((cname, canary, merged))
+        return pending
+
+    def _start_canaries(self, key, st, pending):
+        """The canaries' pods: the storage initializer and the model server, then Available."""
+        name = key[1]
+        for cname, canary, merged in pending:
+            service, template = canary.service, canary.template
+            pod = f"{service}-0"
+            server = self._start(key, {"spec": {"predictor": merged}}, pod, f"{service}-1",
+                                 failed=lambda _, *args, c=cname: self._canary_failed(key, c, *args))
+            with self.lock:
+                if server is None or st.canaries.get(cname) is not canary:
+                    if server is not None:
+                        _stop(server)
+                    continue
+                canary.revision = _Revision(service, template, merged["model"]["storageUri"], server)
+                _complete(canary.deployment)
+                self.api.pods[f"{name}/{cname}"] = [_pod_object(pod, name, "Running", app=f"isvc.{service}")]
+            self._publish(key, st)
+
+    def _canary_failed(self, key, cname, revision, pod, container, message):
+        """The canary's pod crash-loops; KServe's modelStatus follows the stable pods only."""
+        st = self.states.get(key)
+        canary = st.canaries.get(cname) if st else None
+        if canary is None:
+            return
+        self.api.logs[(pod, container)] = message + "\n"
+        self.api.pods[f"{key[1]}/{cname}"] = [_pod_object(pod, key[1], "Pending", failed_container=container,
+                                                           app=f"isvc.{canary.service}")]
+
+    def _drop_canary(self, key, st, cname):
+        canary = st.canaries.pop(cname)
+        self.api.deployments.pop((key[0], canary.service), None)
+        self.api.pods.pop(f"{key[1]}/{cname}", None)
+        if canary.revision:
+            _stop(canary.revision.server)
+
+    def _renamed(self, key, obj, st, template):
+        """A new predictor.name: the Deployment of that name (a promoted canary's) becomes the
+        stable one and the old stable Deployment is deleted as an orphan. A canary whose pods
+        run this very template carries on without a restart (True: nothing left to roll);
+        otherwise its Deployment rolls to the template, and with no such Deployment a new one
+        starts after the old is gone."""
+        namespace, name = key
+        service = _service(name, obj["spec"]["predictor"].get("name"))
+        with self.lock:
+            if not st.service:
+                st.service = service
+            if st.service == service:
+                return False
+            self.api.deployments.pop((namespace, st.service), None)
+            for revision in st.revisions:
+                _stop(revision.server)
+            st.revisions, st.deployment, st.template, st.service = [], None, None, service
+            self.api.pods.pop(name, None)
+            cname = next((c for c, canary in st.canaries.items() if canary.service == service), None)
+            if cname is None:
+                return False
+            canary = st.canaries.pop(cname)
+            self.api.pods[name] = self.api.pods.pop(f"{name}/{cname}", [])
+            st.deployment, st.template = canary.deployment, canary.template
+            st.revisions = [canary.revision] if canary.revision else []
+            if canary.revision is None or canary.template != template:
+                return False
+            st.latest_ready = canary.revision.name
+        self._publish(key, st)
+        return True
 
     def _reconcile_failure(self, key, obj, mode):
         """Why KServe's reconcile of the child objects fails ('' when it does not): a child name
         or label the API server refuses, or (``reconcile-fails-once``) a transient error that
         the controller's requeue gets past."""
         name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
-        predictor = f"{name}-predictor"
+        predictor = _service(name, obj["spec"]["predictor"].get("name"))
+        entries = obj["spec"].get("canary") or [] if mode == "Standard" and self.api.standard_canary else []
+        for entry in entries:  # each canary's Deployment and its pods' app label
+            service = _service(name, entry["predictor"]["name"])
+            if len(f"isvc.{service}") > 63:
+                return (f"fails to reconcile canary deployments: Deployment.apps \"{service}\" is invalid:"
+                        f" spec.template.labels: Invalid value: \"isvc.{service}\": must be no more than"
+                        " 63 characters")
         if len(predictor) > 63:  # the Knative Service / Service / Deployment name
             kind = "Service.serving.knative.dev" if mode == "Knative" else "Service"
             return (f"fails to reconcile predictor: {kind} \"{predictor}\" is invalid: metadata.name:"
@@ -558,13 +761,14 @@ class FakeKServeController:
         if st.mode == "Standard":
             for gone in old:
                 _stop(gone.server)
-        self.api.pods[name] = [_pod_object(pod, name, "Running")]
+        self.api.pods[name] = [_pod_object(pod, name, "Running", app=f"isvc.{st.service}")]
         self._publish(key, st)
 
-    def _start(self, key, obj, pod, revision):
+    def _start(self, key, obj, pod, revision, failed=None):
         from kfp_serve.components.errors import KfpServeError
         from kfp_serve.components.local.triton_server import start_server
 
+        failed = failed or self._failed
         namespace, name = key
         model = obj["spec"]["predictor"]["model"]
         storage_uri = model["storageUri"]
@@ -575,12 +779,12 @@ class FakeKServeController:
         try:  # everything under the prefix, unchecked, as KServe's storage initializer copies
             repository = copy_prefix(storage_uri, target / "repository")
         except Exception as err:  # the initializer exits 1 with its exception in the log
-            self._failed(key, revision, pod, "storage-initializer", f"{type(err).__name__}: {err}")
+            failed(key, revision, pod, "storage-initializer", f"{type(err).__name__}: {err}")
             return None
         self.api.logs[(pod, "storage-initializer")] = f"Copied {storage_uri} to /mnt/models\n"
         too_new = self._onnx_too_new(repository, model)
         if too_new:
-            self._failed(key, revision, pod, "kserve-container", too_new)
+            failed(key, revision, pod, "kserve-container", too_new)
             return None
         models = [p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file()]
         try:
@@ -592,7 +796,7 @@ class FakeKServeController:
                 server = start_server(repository, models[0], f"{namespace}-{revision}-{uuid.uuid4().hex[:6]}",
                                       timeout_s=60)
         except (KfpServeError, RuntimeError) as err:
-            self._failed(key, revision, pod, "kserve-container", str(err))
+            failed(key, revision, pod, "kserve-container", str(err))
             return None
         self.api.logs[(pod, "kserve-container")] = Path(server.log_path).read_text(errors="replace")[-4000:]
         return server
@@ -661,7 +865,9 @@ class FakeKServeController:
             return
         with self.lock:
             if st.mode == "Standard":
-                status = self._standard_status(key, st)
+                if st.deployment is None:  # renamed, its new Deployment not made yet
+                    return
+                status = self._standard_status(key, st, obj)
             else:
                 for _ in range(2):  # the second pass: KServe re-splits after a rollout changed
                     if not st.latest_ready:
@@ -713,39 +919,26 @@ class FakeKServeController:
         return status
 
     def _deployment_rolling(self, key, st):
-        namespace, name = key
+        namespace, _ = key
         previous = st.deployment
         generation = (previous["metadata"]["generation"] if previous else 0) + 1
         strategy = (st.template or {}).get("predictor", {}).get("deploymentStrategy") or {"type": "RollingUpdate"}
         # RollingUpdate starts the new pod beside the old one (maxSurge); Recreate stops it first
         old = 1 if st.revisions and strategy.get("type") != "Recreate" else 0
-        st.deployment = {
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": f"{name}-predictor", "namespace": namespace, "generation": generation},
-            "spec": {"replicas": 1, "strategy": strategy,
-                     "selector": {"matchLabels": {"app": f"isvc.{name}-predictor"}},
-                     "template": {"metadata": {"labels": {"app": f"isvc.{name}-predictor"}},
-                                  "spec": {"containers": [{"name": "kserve-container",
-                                                           "image": "tritonserver"}]}}},
-            "status": {"observedGeneration": generation, "replicas": old + 1, "updatedReplicas": 1,
-                       "availableReplicas": old, "unavailableReplicas": 1,
-                       "conditions": [{"type": "Available", "status": "True" if old else "False",
-                                       "reason": "MinimumReplicasAvailable" if old else "MinimumReplicasUnavailable"},
-                                      {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}}
-        self.api.deployments[(namespace, f"{name}-predictor")] = st.deployment
+        st.deployment = _deployment(namespace, st.service, generation, strategy["type"], old)
+        self.api.deployments[(namespace, st.service)] = st.deployment
 
     def _deployment_complete(self, st):
-        status = st.deployment["status"]
-        status.update(replicas=1, updatedReplicas=1, availableReplicas=1, unavailableReplicas=0)
-        status["conditions"] = [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-                                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]
+        _complete(st.deployment)
 
-    def _standard_status(self, key, st):
+    def _standard_status(self, key, st, obj):
         """PropagateRawStatus: Ready follows the Deployment's Available/Progressing conditions,
-        observedGeneration is the Deployment's."""
+        observedGeneration is the Deployment's; canaryStatuses and CanaryPredictorReady report
+        the canaries (ready: their Deployment has an available replica)."""
         namespace, name = key
         conditions = {c["type"]: c for c in st.deployment["status"]["conditions"]}
         ready = conditions["Available"]["status"] == "True"
+        service = st.service
         status = {
             "observedGeneration": st.deployment["status"]["observedGeneration"],
             "deploymentMode": "Standard",
@@ -753,20 +946,34 @@ class FakeKServeController:
                            {"type": "PredictorReady", "status": "True" if ready else "False",
                             "reason": conditions["Progressing"]["reason"]},
                            {"type": "Ready", "status": "True" if ready else "False"}],
-            "components": {"predictor": {"url": f"http://{name}-predictor-{namespace}.example.com"}},
+            "components": {"predictor": {"url": f"http://{service}-{namespace}.example.com"}},
             "url": f"http://{name}-{namespace}.example.com",
-            "address": {"url": self.gateway.url(f"{name}-predictor.{namespace}{CLUSTER_SUFFIX}")},
+            "address": {"url": self.gateway.url(f"{service}.{namespace}{CLUSTER_SUFFIX}")},
             "modelStatus": {"transitionStatus": "UpToDate" if ready else "InProgress",
                             "states": {"activeModelState": "Loaded" if ready else "Pending",
                                        "targetModelState": "Loaded"}},
         }
         if st.failure:
             status["modelStatus"] = copy.deepcopy(st.failure[1])
+        entries = obj["spec"].get("canary") or [] if self.api.standard_canary else []
+        if entries:
+            reported = []
+            for entry in entries:
+                canary = st.canaries.get(entry["predictor"]["name"])
+                available = bool(canary and canary.deployment["status"]["availableReplicas"] > 0)
+                reported.append({"name": entry["predictor"]["name"], "ready": available,
+                                 "trafficPercent": entry.get("trafficPercent", 0)})
+            status["canaryStatuses"] = reported
+            every = all(s["ready"] for s in reported)
+            status["conditions"].append({"type": "CanaryPredictorReady", "status": "True" if every else "False",
+                                         "reason": "AllCanariesReady" if every else "CanariesNotReady"})
         return status
 
     def _failed(self, key, revision, pod, container, message):
         self.api.logs[(pod, container)] = message + "\n"
-        self.api.pods[key[1]] = [_pod_object(pod, key[1], "Pending", failed_container=container)]
+        service = self.states[key].service if key in self.states else ""
+        self.api.pods[key[1]] = [_pod_object(pod, key[1], "Pending", failed_container=container,
+                                             app=f"isvc.{service}")]
         self.api.events.append({"type": "Warning", "reason": "BackOff", "message": f"Back-off restarting failed container {container}",
                                 "involvedObject": {"kind": "Pod", "name": pod}, "metadata": {"name": f"{pod}.1"}})
         conditions = [{"type": "PredictorReady", "status": "False", "reason": "RevisionFailed",
@@ -786,14 +993,19 @@ class FakeKServeController:
 
     def _pod(self, key, pod, behavior):
         waiting = behavior == "image-pull"
+        service = self.states[key].service if key in self.states else ""
         self.api.pods[key[1]] = [_pod_object(pod, key[1], "Pending", image_pull=waiting,
-                                             unschedulable=not waiting)]
+                                             unschedulable=not waiting, app=f"isvc.{service}")]
 
     def forget(self, key):
         with self.lock:
             st = self.states.pop(key, None)
-        self.api.deployments.pop((key[0], f"{key[1]}-predictor"), None)
-        for revision in (st.revisions if st else []):
+        if st is None:
+            return
+        self.api.deployments.pop((key[0], st.service), None)
+        for cname in list(st.canaries):
+            self._drop_canary(key, st, cname)
+        for revision in st.revisions:
             _stop(revision.server)
 
     def stop(self):
@@ -817,7 +1029,50 @@ def _stop(server):
     server.stop() if hasattr(server, "stop") else stop_server(server)
 
 
-def _pod_object(name, isvc, phase, failed_container="", image_pull=False, unschedulable=False):
+def _service(isvc, predictor_name=None):
+    """constants.PredictorServiceName: the Deployment and Service of a (named) predictor."""
+    return f"{isvc}-{predictor_name}-predictor" if predictor_name else f"{isvc}-predictor"
+
+
+def _merged(stable, canary):
+    """buildCanaryPredictor: the stable predictor with the canary's fields over it (mergo
+    WithOverride: maps merge, other values replace), without autoscaling."""
+    def merge(base, over):
+        out = copy.deepcopy(base)
+        for k, v in over.items():
+            out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        return out
+
+    merged = merge(stable, canary)
+    for key in ("maxReplicas", "scaleTarget", "scaleMetric", "autoScaling"):
+        merged.pop(key, None)
+    return merged
+
+
+def _deployment(namespace, service, generation, strategy, old):
+    """A predictor Deployment mid-rollout: ``old`` replicas of the previous template still up."""
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": service, "namespace": namespace, "generation": generation},
+        "spec": {"replicas": 1, "strategy": {"type": strategy},
+                 "selector": {"matchLabels": {"app": f"isvc.{service}"}},
+                 "template": {"metadata": {"labels": {"app": f"isvc.{service}"}},
+                              "spec": {"containers": [{"name": "kserve-container", "image": "tritonserver"}]}}},
+        "status": {"observedGeneration": generation, "replicas": old + 1, "updatedReplicas": 1,
+                   "availableReplicas": old, "unavailableReplicas": 1,
+                   "conditions": [{"type": "Available", "status": "True" if old else "False",
+                                   "reason": "MinimumReplicasAvailable" if old else "MinimumReplicasUnavailable"},
+                                  {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}}
+
+
+def _complete(deployment):
+    status = deployment["status"]
+    status.update(replicas=1, updatedReplicas=1, availableReplicas=1, unavailableReplicas=0)
+    status["conditions"] = [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]
+
+
+def _pod_object(name, isvc, phase, failed_container="", image_pull=False, unschedulable=False, app=""):
     containers = [{"name": "kserve-container", "ready": phase == "Running", "restartCount": 0,
                    "image": "kserve-tritonserver", "imageID": "",
                    "state": {"running": {}} if phase == "Running" else {"waiting": {"reason": "PodInitializing"}}}]
@@ -836,7 +1091,8 @@ def _pod_object(name, isvc, phase, failed_container="", image_pull=False, unsche
     if unschedulable:
         conditions = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
                        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."}]
-    return {"kind": "Pod", "metadata": {"name": name, "labels": {"serving.kserve.io/inferenceservice": isvc}},
+    labels = {"serving.kserve.io/inferenceservice": isvc, **({"app": app} if app else {})}
+    return {"kind": "Pod", "metadata": {"name": name, "labels": labels},
             "status": {"phase": phase, "conditions": conditions, "initContainerStatuses": init,
                        "containerStatuses": containers}}
 
