@@ -138,6 +138,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from kfp_serve.pipelines import registry
+    from kfp_serve.pipelines.interrupt import interruptible
     from kfp_serve.pipelines.params import parse_params
     from kfp_serve.pipelines.run_local import run_local
 
@@ -149,8 +150,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["KFP_SERVE_IMAGE"] = args.image  # read when the components are defined
     pipeline = registry.load_pipeline(args.pipeline)
     params = parse_params(args.param, pipeline)
-    result = run_local(args.pipeline, args.output, params, gcs_emulator=args.gcs_emulator,
-                       containers=args.containers, memory=args.memory)
+    with interruptible():
+        result = run_local(args.pipeline, args.output, params, gcs_emulator=args.gcs_emulator,
+                           containers=args.containers, memory=args.memory)
     print()
     if result.run_dir is not None:
         print(f"artifacts: {result.run_dir}")
@@ -214,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except KfpServeError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # pipelines.interrupt.Interrupted says what it stopped
+        print(f"error: {err}" if str(err) else "error: interrupted (Ctrl-C)", file=sys.stderr)
+        return int(getattr(err, "exit_code", 130))
 
 
 if __name__ == "__main__":

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
+import signal
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kfp_serve.components.errors import InfrastructureError
+from kfp_serve.components.local.triton_server import STATE_DIR_ENV
 from kfp_serve.components.step_failure import ERRORS_FILE_ENV, read_failures
 from kfp_serve.components.storage.emulator import EMULATOR_ENV, start_emulator
 from kfp_serve.components.storage.uris import is_gcs, parse_gcs_uri
 from kfp_serve.pipelines import registry
+from kfp_serve.pipelines.interrupt import Interrupted, counted, stop_steps
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,9 @@ def run_local(name: str, output_dir: str | Path, params: dict[str, Any],
         for bucket in gcs_buckets(pipeline, params):
             emulator.create_bucket(bucket)
         return _run(name, pipeline, root, params, containers, memory)
+    except Interrupted as interrupted:
+        interrupted.stopped.append("the GCS emulator")
+        raise
     finally:
         emulator.stop()
         if saved is None:
@@ -81,12 +89,14 @@ def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], container
     handle, errors_path = tempfile.mkstemp(prefix="step-errors-", suffix=".jsonl", dir=state)
     os.close(handle)
     errors_file = Path(errors_path)
+    servers = state / "local"  # the run's local servers are recorded (and logged) here
+    servers.mkdir(exist_ok=True)
     before = set(root.iterdir())
     error = ""
     with ExitStack() as stack:
         stack.callback(errors_file.unlink, missing_ok=True)
-        os.environ[ERRORS_FILE_ENV] = str(errors_file)  # the task subprocesses inherit it
-        stack.callback(os.environ.pop, ERRORS_FILE_ENV, None)
+        for variable, value in ((ERRORS_FILE_ENV, errors_file), (STATE_DIR_ENV, servers)):
+            stack.enter_context(_environ(variable, str(value)))  # the task subprocesses inherit it
         if containers:
             from kfp_serve.pipelines.containers import (
                 docker_api,
@@ -100,7 +110,7 @@ def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], container
                 stack.callback(os.environ.pop, "DOCKER_HOST", None)
             install_exit_code_fix()
             stack.callback(remove_held)
-            args = runner_args(str(state), memory)
+            args = runner_args(str(servers), memory)
             args["environment"][ERRORS_FILE_ENV] = str(errors_file)
             if os.environ.get(EMULATOR_ENV):
                 args["environment"][EMULATOR_ENV] = os.environ[EMULATOR_ENV]
@@ -113,6 +123,8 @@ def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], container
         local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
         try:
             pipeline(**params)
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM under `kfp-serve run`
+            raise _stop_everything(err, servers) from None
         except RuntimeError as err:  # kfp.local reports a failed task as RuntimeError
             error = str(err).strip().splitlines()[0] if str(err).strip() else "a task failed"
         except Exception as err:
@@ -127,6 +139,34 @@ def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], container
         first = failures[0]
         return LocalRun(run_dir, summaries, f"step {first.step}: {first.message}", first.exit_code)
     return LocalRun(run_dir, summaries, _strip_ansi(error), 1 if error else 0)
+
+
+@contextmanager
+def _environ(variable: str, value: str) -> Iterator[None]:
+    """``variable`` set to ``value`` within (the steps inherit it), as it was after."""
+    saved = os.environ.get(variable)
+    os.environ[variable] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = saved
+
+
+def _stop_everything(err: KeyboardInterrupt, servers: Path) -> Interrupted:
+    """What the pipeline's exit handler would have done, and the steps still running, stopped."""
+    from kfp_serve.components.local.triton_server import recorded_deployments, stop_server
+
+    stopped = list(getattr(err, "stopped", []))  # the steps the signal handler stopped
+    steps = stop_steps()  # and any still running (Ctrl-C in a library caller: no handler)
+    if steps and not stopped:
+        stopped.append(counted(steps, "running step"))
+    for record in recorded_deployments(servers):
+        if stop_server(record):
+            stopped.append(f"local Triton {record.deployment!r} (pid {record.pid})")
+    return Interrupted(getattr(err, "signum", signal.SIGINT), stopped)
 
 
 def _strip_ansi(text: str) -> str:

@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.local.ports import choose_ports
 
 STATE_DIR_ENV = "KFP_SERVE_STATE_DIR"
 RUNTIME_MODEL = Path(__file__).parent / "backends" / "runtime_model.py"
@@ -68,6 +68,33 @@ def load_deployment(deployment: str) -> LocalDeployment | None:
     if not path.is_file():
         return None
     return LocalDeployment(**json.loads(path.read_text()))
+
+
+def recorded_deployments(root: Path) -> list[LocalDeployment]:
+    """Every deployment recorded under ``root`` (a state folder)."""
+    records = []
+    for path in sorted(root.glob("*.json")):
+        try:
+            records.append(LocalDeployment(**json.loads(path.read_text())))
+        except (OSError, ValueError, TypeError):
+            continue  # not a deployment record
+    return records
+
+
+#: how many stopped deployments keep their folder (the server log) in the state folder
+KEEP_STOPPED = 20
+
+
+def prune_stopped(root: Path, keep: int = KEEP_STOPPED) -> list[Path]:
+    """Remove the folders of stopped deployments beyond the newest ``keep`` (their logs), so the
+    state folder does not grow by one folder per deploy. Running deployments are never touched."""
+    running = {record.deployment for record in recorded_deployments(root)}
+    stopped = [folder for folder in root.iterdir()
+               if folder.is_dir() and folder.name not in running]
+    stopped.sort(key=lambda folder: folder.stat().st_mtime, reverse=True)
+    for folder in stopped[keep:]:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stopped[keep:]
 
 
 def _safe(name: str) -> str:
@@ -137,54 +164,6 @@ def server_environment() -> dict[str, str]:
     return env
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free ports on 127.0.0.1. The sockets are held open together while
-    they are chosen: ports asked for one at a time can come back the same once closed."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-                 for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-
-
-def _choose_ports(asked: dict[str, int]) -> list[int]:
-    """The ports asked for (0: any free one), checked, and distinct from each other."""
-    given = [port for port in asked.values() if port]
-    if len(set(given)) < len(given):
-        raise UserError(f"{', '.join(f'{k}={v}' for k, v in asked.items())}: each server needs a"
-                        " port of its own; pass different ports, or 0 to pick free ones")
-    chosen = [_choose_port(port, what) for what, port in asked.items()]
-    spare = iter(p for p in free_ports(len(chosen) * 2) if p not in given)
-    return [port or next(spare) for port in chosen]
-
-
-def _choose_port(port: int, what: str) -> int:
-    """``port`` checked (0 stays 0: :func:`_choose_ports` picks a free one)."""
-    if port == 0:
-        return 0
-    if not 1 <= port <= 65535:
-        raise UserError(f"{what} {port} is not a TCP port; use 1-65535, or 0 for any free port")
-    if not port_is_free(port):
-        raise UserError(
-            f"{what} {port} on 127.0.0.1 is already in use; pass a free port, or 0 to pick one"
-        )
-    return port
-
-
 def start_server(repository: str | Path, model_name: str, deployment: str,
                  http_port: int = 0, grpc_port: int = 0, metrics_port: int = 0,
                  timeout_s: float = 120.0, explicit: bool = False) -> LocalDeployment:
@@ -204,8 +183,9 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
             f"deployment {name!r} is already running (pid {existing.pid}, {existing.url});"
             " undeploy it first or choose another name"
         )
-    http, grpc, metrics = _choose_ports(
+    http, grpc, metrics = choose_ports(
         {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port})
+    prune_stopped(root)
     workdir = root / name
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)

@@ -8,15 +8,15 @@ import pytest
 from support import catches_sigterm
 
 from kfp_serve.components.errors import InfrastructureError, UserError
-from kfp_serve.components.local import triton_server
+from kfp_serve.components.local import ports, triton_server
 
 
 def test_ports_are_distinct():
     """Ports picked one at a time could come back the same once their sockets closed (Triton
     then refuses HTTP and gRPC on one port); picked together they cannot."""
     for _ in range(50):
-        ports = triton_server.free_ports(3)
-        assert len(set(ports)) == 3
+        chosen = ports.free_ports(3)
+        assert len(set(chosen)) == 3
     with pytest.raises(UserError, match="each server needs a port of its own"):
         triton_server.start_server("/nonexistent", "digits", "same", http_port=18000, grpc_port=18000)
 
@@ -96,3 +96,20 @@ def test_sigterm_while_the_model_loads_stops_the_server_it_started(digits_onnx, 
     assert "cancelled (SIGTERM) while 'digits' was loading; the server was stopped" in out
     assert not triton_server._process_alive(server_pid)
     assert not record_path.exists()
+
+
+def test_stopped_deployments_beyond_the_newest_twenty_lose_their_folders(tmp_path):
+    """A log folder per deploy piled up under ~/.cache (79 after a day); each new deploy now
+    prunes the folders of stopped deployments beyond the newest 20. A running one is kept."""
+    for i in range(25):
+        folder = tmp_path / f"run-{i:02d}"
+        folder.mkdir()
+        (folder / "tritonserver.log").write_text("log")
+        os.utime(folder, (1_000_000 + i, 1_000_000 + i))
+    running = triton_server.LocalDeployment("run-00", os.getpid(), "http://127.0.0.1:1", "", "m",
+                                            "/repo", str(tmp_path / "run-00" / "tritonserver.log"))
+    running.save(tmp_path)
+    removed = triton_server.prune_stopped(tmp_path, keep=20)
+    assert sorted(p.name for p in removed) == [f"run-{i:02d}" for i in range(1, 5)]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == (
+        ["run-00"] + [f"run-{i:02d}" for i in range(5, 25)])

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from kfp_serve.components.local.triton_server import _process_alive, state_root
+from kfp_serve.components.local.triton_server import _process_alive
 from kfp_serve.pipelines.run_local import run_local
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,7 @@ def test_local_pipeline_serves_and_validates(tmp_path):
     assert endpoint["url"].startswith("http://127.0.0.1:")
     # the exit handler stopped the server
     assert not _process_alive(int(endpoint["pid"]))
-    assert not list(state_root().glob("*.json"))
+    assert not list((tmp_path / ".kfp-serve-state" / "local").glob("*.json"))
 
 
 def test_failed_validation_still_stops_the_server(tmp_path):
@@ -50,7 +50,7 @@ def test_failed_validation_still_stops_the_server(tmp_path):
     assert result.exit_code == 2
     endpoint = _endpoint_metadata(result.run_dir)
     assert not _process_alive(int(endpoint["pid"]))
-    assert not list(state_root().glob("*.json"))
+    assert not list((tmp_path / ".kfp-serve-state" / "local").glob("*.json"))
     undeploy = json.loads((result.run_dir / "undeploy-local" / "executor_output.json").read_text())
     assert undeploy["parameterValues"]["Output"] is True
     assert os.path.isdir(result.run_dir / "export-onnx" / "onnx_model")
@@ -80,4 +80,4 @@ def test_tuned_pipeline_builds_serves_and_validates_the_measured_configuration(t
     summary = result.summary_paths[-1].read_text()
     assert "# Endpoint validation: PASSED" in summary and "## Load (rest-binary)" in summary
     assert "batch formed" in summary and "cost per million inferences" in summary
-    assert not list(state_root().glob("*.json"))
+    assert not list((tmp_path / ".kfp-serve-state" / "local").glob("*.json"))

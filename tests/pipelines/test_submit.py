@@ -51,7 +51,7 @@ def test_api_errors_become_one_line_errors():
 
 
 def test_unreachable_host():
-    from kfp_serve.components.local.triton_server import free_port
+    from kfp_serve.components.local.ports import free_port
 
     with pytest.raises(InfrastructureError, match="cannot reach the KFP API at http://127.0.0.1:"):
         submit_kfp("train_to_serve_local", f"http://127.0.0.1:{free_port()}", {})

@@ -12,7 +12,7 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
-from kfp_serve.components.local.triton_server import free_ports
+from kfp_serve.components.local.ports import free_ports
 
 
 def java_missing_reason() -> str:
