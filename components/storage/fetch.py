@@ -13,6 +13,7 @@ from pathlib import Path
 from kfp_serve.components.errors import InfrastructureError, UserError, first_line
 from kfp_serve.components.storage.gcs_store import GCS_TIMEOUT_S, storage_client
 from kfp_serve.components.storage.manifest import MANIFEST, crc32c_of, inside, parse_manifest
+from kfp_serve.components.storage.retries import OutageRetry
 from kfp_serve.components.storage.uris import is_gcs, local_path, parse_gcs_uri
 
 
@@ -48,10 +49,13 @@ def _fetch_gcs(uri: str, target: Path, workers: int) -> dict:
     location = parse_gcs_uri(uri)
     client = storage_client()
     bucket = client.bucket(location.bucket)
+    outage = OutageRetry()
+    retry = outage.policy
     try:
         marker = bucket.blob(f"{location.prefix}/{MANIFEST}")
-        manifest = parse_manifest(marker.download_as_text(timeout=GCS_TIMEOUT_S)
-                                  if marker.exists(timeout=GCS_TIMEOUT_S) else None, uri)
+        manifest = parse_manifest(marker.download_as_text(timeout=GCS_TIMEOUT_S, retry=retry)
+                                  if marker.exists(timeout=GCS_TIMEOUT_S, retry=retry) else None,
+                                  uri)
         names = sorted(manifest["files"])
         target.mkdir(parents=True, exist_ok=True)
         paths = {n: inside(target, n) for n in names}
@@ -59,13 +63,14 @@ def _fetch_gcs(uri: str, target: Path, workers: int) -> dict:
             path.parent.mkdir(parents=True, exist_ok=True)
         results = transfer_manager.download_many(
             [(bucket.blob(f"{location.prefix}/{n}"), str(paths[n])) for n in names],
-            download_kwargs={"timeout": GCS_TIMEOUT_S}, raise_exception=True,
+            download_kwargs={"timeout": GCS_TIMEOUT_S, "retry": retry}, raise_exception=True,
             worker_type=transfer_manager.THREAD, max_workers=workers,
         )
     except gexc.NotFound as err:
         raise UserError(f"{uri} is missing objects or its bucket: {first_line(err)}") from err
-    except gexc.GoogleAPICallError as err:
-        raise InfrastructureError(f"reading {uri} failed: {first_line(err)}") from err
+    except (gexc.GoogleAPIError, *outage.transient) as err:
+        raise (outage.failure(err, f"{uri} was not read") or
+               InfrastructureError(f"reading {uri} failed: {first_line(err)}")) from err
     failed = [r for r in results if isinstance(r, Exception)]
     if failed:
         raise InfrastructureError(f"reading {uri} failed: {first_line(failed[0])}")

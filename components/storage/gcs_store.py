@@ -22,6 +22,7 @@ from pathlib import Path
 from kfp_serve.components.errors import InfrastructureError, UserError, first_line
 from kfp_serve.components.storage.manifest import CLAIM, MANIFEST, VERSION_NAME, manifest_text
 from kfp_serve.components.storage.progress import CountingFile, UploadProgress
+from kfp_serve.components.storage.retries import OutageRetry
 from kfp_serve.components.storage.uris import GcsUri
 
 #: seconds per GCS request (google-cloud-storage retries transient errors of idempotent and
@@ -65,12 +66,15 @@ class GcsStore:
         from google.api_core import exceptions as gexc
 
         self.root, self.where, self.workers, self.progress = root, str(root), workers, progress
+        self.outage = OutageRetry()
+        self.retry = self.outage.policy  # every request below rides out an outage the same way
+        self.meter: UploadProgress | None = None
         self.client = storage_client()
         try:
-            bucket = self.client.lookup_bucket(root.bucket, timeout=GCS_TIMEOUT_S)
+            bucket = self.client.lookup_bucket(root.bucket, timeout=GCS_TIMEOUT_S, retry=self.retry)
         except gexc.Forbidden:
             bucket = self.client.bucket(root.bucket)  # may write objects without seeing the bucket
-        except gexc.GoogleAPICallError as err:
+        except (gexc.GoogleAPIError, *self.outage.transient) as err:
             raise self._translate(err) from err
         if bucket is None:
             raise UserError(f"bucket {root.bucket!r} does not exist; create it (gcloud storage buckets"
@@ -90,13 +94,17 @@ class GcsStore:
 
         try:
             yield
-        except gexc.GoogleAPICallError as err:
+        except (gexc.GoogleAPIError, *self.outage.transient) as err:
             raise self._translate(err) from err
 
     def _translate(self, err: Exception) -> Exception:
         from google.api_core import exceptions as gexc
 
         uri = self.root
+        done = f"; {self.meter.summary()}" if self.meter is not None else ""
+        outage = self.outage.failure(err, f"nothing was committed under {uri}{done}")
+        if outage is not None:
+            return outage
         if isinstance(err, gexc.NotFound):
             return UserError(f"bucket {uri.bucket!r} does not exist or is not visible to these"
                              f" credentials; create it or fix the destination {uri}")
@@ -113,7 +121,8 @@ class GcsStore:
         prefix = f"{self.root.prefix}/" if self.root.prefix else ""
         found: dict[int, bool] = {}
         with self._boundary():
-            for blob in self.client.list_blobs(self.root.bucket, prefix=prefix, timeout=GCS_TIMEOUT_S):
+            for blob in self.client.list_blobs(self.root.bucket, prefix=prefix,
+                                               timeout=GCS_TIMEOUT_S, retry=self.retry):
                 head, _, rest = blob.name[len(prefix):].partition("/")
                 match = VERSION_NAME.match(head)
                 if match and rest:
@@ -132,14 +141,15 @@ class GcsStore:
             try:
                 self.bucket.blob(f"{self._prefix(number)}/{CLAIM}").upload_from_string(
                     claim, content_type="application/json", if_generation_match=0,
-                    timeout=GCS_TIMEOUT_S)
+                    timeout=GCS_TIMEOUT_S, retry=self.retry)
                 return True
             except gexc.PreconditionFailed:
                 return False
 
     def committed(self, number: int) -> bool:
         with self._boundary():
-            return self.bucket.blob(f"{self._prefix(number)}/{MANIFEST}").exists(timeout=GCS_TIMEOUT_S)
+            return self.bucket.blob(f"{self._prefix(number)}/{MANIFEST}").exists(
+                timeout=GCS_TIMEOUT_S, retry=self.retry)
 
     def upload(self, number: int, source: Path, manifest: dict) -> None:
         """Every file create-only, in parallel; big ones as composed parts."""
@@ -148,7 +158,7 @@ class GcsStore:
         prefix = self._prefix(number)
         total = sum(f["size"] for f in manifest["files"].values())
         with self._boundary():
-            meter = UploadProgress(total, self.progress)
+            meter = self.meter = UploadProgress(total, self.progress)
             pairs, composites = [], {}
             for name, info in sorted(manifest["files"].items()):
                 if info["size"] < COMPOSITE_MIN_BYTES:
@@ -162,7 +172,8 @@ class GcsStore:
                 composites[name] = parts
             try:
                 results = transfer_manager.upload_many(
-                    pairs, upload_kwargs={"if_generation_match": 0, "timeout": GCS_TIMEOUT_S},
+                    pairs, upload_kwargs={"if_generation_match": 0, "timeout": GCS_TIMEOUT_S,
+                                          "retry": self.retry},
                     raise_exception=False,
                     worker_type=transfer_manager.THREAD, max_workers=self.workers,
                 )
@@ -171,20 +182,21 @@ class GcsStore:
                 for handle, _ in pairs:
                     handle.close()
             for (handle, blob), result in zip(pairs, results):
-                if isinstance(result, Exception) and not _ours_already(result, blob, handle):
+                if isinstance(result, Exception) and not _ours_already(result, blob, handle,
+                                                                       self.retry):
                     raise result
             for name, parts in composites.items():
                 self.bucket.blob(f"{prefix}/{name}").compose(parts, if_generation_match=0,
-                                                             timeout=GCS_TIMEOUT_S)
+                                                             timeout=GCS_TIMEOUT_S, retry=self.retry)
                 for part in parts:
-                    part.delete(timeout=GCS_TIMEOUT_S)
+                    part.delete(timeout=GCS_TIMEOUT_S, retry=self.retry)
 
     def verify(self, number: int, manifest: dict) -> None:
         """Every object is there with the local file's size and CRC32C (before committing)."""
         target = self.root.child(f"v{number}")
         with self._boundary():
             seen = {b.name[len(target.prefix) + 1:]: b for b in self.client.list_blobs(
-                target.bucket, prefix=f"{target.prefix}/", timeout=GCS_TIMEOUT_S)}
+                target.bucket, prefix=f"{target.prefix}/", timeout=GCS_TIMEOUT_S, retry=self.retry)}
         for name, info in manifest["files"].items():
             blob = seen.get(name)
             if blob is None or blob.size != info["size"] or blob.crc32c != info["crc32c"]:
@@ -198,10 +210,10 @@ class GcsStore:
         with self._boundary():
             self.bucket.blob(f"{self._prefix(number)}/{MANIFEST}").upload_from_string(
                 manifest_text(manifest), content_type="application/json", if_generation_match=0,
-                timeout=GCS_TIMEOUT_S)
+                timeout=GCS_TIMEOUT_S, retry=self.retry)
 
 
-def _ours_already(error: Exception, blob, handle: CountingFile) -> bool:
+def _ours_already(error: Exception, blob, handle: CountingFile, retry=None) -> bool:
     """A create-only upload retried after a lost response answers 412 although the first try
     wrote the object: that object is ours when it holds exactly our bytes (same CRC32C)."""
     from google.api_core import exceptions as gexc
@@ -209,7 +221,7 @@ def _ours_already(error: Exception, blob, handle: CountingFile) -> bool:
     if not isinstance(error, gexc.PreconditionFailed):
         return False
     try:
-        blob.reload(timeout=GCS_TIMEOUT_S)
+        blob.reload(timeout=GCS_TIMEOUT_S, **({"retry": retry} if retry is not None else {}))
     except gexc.GoogleAPICallError:
         return False
     return blob.crc32c == handle.crc32c()

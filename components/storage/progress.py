@@ -41,6 +41,11 @@ class UploadProgress:
         return (f"uploaded {done / 2**20:,.0f} / {self.total / 2**20:,.0f} MiB"
                 f" ({100 * done / max(self.total, 1):.0f}%, {done / 2**20 / elapsed:,.0f} MiB/s)")
 
+    def summary(self) -> str:
+        """"140 of 200 MiB had been uploaded"."""
+        return (f"{min(self.done, self.total) / 2**20:,.0f} of {self.total / 2**20:,.0f} MiB had"
+                " been uploaded")
+
     def _report(self) -> None:
         while not self.stop.wait(1.0):
             print(f"\r{self._line()}", end="", file=sys.stderr, flush=True)
