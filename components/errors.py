@@ -40,3 +40,32 @@ def first_line(err: BaseException) -> str:
     if not lines:
         return type(err).__name__
     return lines[-1] if lines[0] in _GENERIC_HEADERS else lines[0]
+
+
+def filesystem_error(err: OSError, path: object | None, doing: str) -> KfpServeError:
+    """An ``OSError`` met while ``doing`` something with ``path`` (a folder the user chose), as the
+    one-line error of whoever must act: a read-only folder or a file where a folder belongs is the
+    input's (exit 2), a full disk or anything else the machine's (exit 3)."""
+    import errno
+
+    reason = err.strerror or first_line(err)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f"the device of {path}" if path else "a disk it writes to"
+        return InfrastructureError(f"no space left on {where} while {doing}; free space there or"
+                                   " choose a folder on another disk")
+    if err.errno == errno.EROFS:
+        return UserError(f"{path} is not writable ({reason.lower()}) while {doing}; choose a folder"
+                         " this user can write to")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return UserError(f"{path} is not open to this user ({reason.lower()}) while {doing}; fix"
+                         " its permissions or choose a folder this user can write to")
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        from pathlib import Path
+
+        blocking = next((p for p in (Path(str(path)), *Path(str(path)).parents)
+                         if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            where = "" if str(blocking) == str(path) else f", so {path} cannot be a folder"
+            return UserError(f"{blocking} is a file, not a folder{where} ({doing}); choose a"
+                             " folder")
+    return InfrastructureError(f"{doing} failed at {path}: {reason}")

@@ -11,6 +11,7 @@ appended there as one JSON line, so the runner can print the step's own message 
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import os
@@ -18,9 +19,11 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kfp_serve.components.errors import KfpServeError, first_line
+from kfp_serve.components.errors import KfpServeError, filesystem_error, first_line
 
 ERRORS_FILE_ENV = "KFP_SERVE_STEP_ERRORS"
+#: errors of the machine's disks that no step raises on purpose: a full disk, a read-only folder
+_FILESYSTEM = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES}
 PREFIX = "kfp-serve: error:"
 
 
@@ -34,6 +37,8 @@ class StepFailure:
 
     @classmethod
     def of(cls, err: BaseException, step: str = "") -> StepFailure:
+        if isinstance(err, OSError) and err.errno in _FILESYSTEM:  # the disk's, not a bug
+            err = filesystem_error(err, err.filename, "writing the step's files")
         if isinstance(err, KfpServeError):
             return cls(step, " ".join(str(err).split()), err.exit_code)
         # not raised on purpose: a bug or an unexpected library error; still one line

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kfp_serve.components.errors import InfrastructureError
+from kfp_serve.components.errors import InfrastructureError, filesystem_error
 from kfp_serve.components.local.triton_server import STATE_DIR_ENV
 from kfp_serve.components.step_failure import ERRORS_FILE_ENV, read_failures
 from kfp_serve.components.storage.emulator import EMULATOR_ENV, start_emulator
 from kfp_serve.components.storage.uris import is_gcs, parse_gcs_uri
 from kfp_serve.pipelines import registry
 from kfp_serve.pipelines.interrupt import Interrupted, counted, stop_steps
+
+STATE = ".kfp-serve-state"  # under the output folder: step errors, the local servers' records
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,13 @@ def run_local(name: str, output_dir: str | Path, params: dict[str, Any],
     """
     pipeline = registry.load_pipeline(name)
     root = Path(output_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    try:  # every folder the run writes to, made (and so checked) before the first step
+        (root / STATE / "local").mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=root)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise filesystem_error(err, root, "preparing --output") from err
     if not gcs_emulator:
         return _run(name, pipeline, root, params, containers, memory)
     emulator = start_emulator(root / "gcs-emulator")
@@ -84,13 +92,11 @@ def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], container
     from kfp import local
 
     entry = registry.PIPELINES[name]
-    state = root / ".kfp-serve-state"
-    state.mkdir(exist_ok=True)
+    state = root / STATE
     handle, errors_path = tempfile.mkstemp(prefix="step-errors-", suffix=".jsonl", dir=state)
     os.close(handle)
     errors_file = Path(errors_path)
     servers = state / "local"  # the run's local servers are recorded (and logged) here
-    servers.mkdir(exist_ok=True)
     before = set(root.iterdir())
     error = ""
     with ExitStack() as stack:

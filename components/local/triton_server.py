@@ -20,13 +20,14 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.errors import InfrastructureError, UserError, filesystem_error
 from kfp_serve.components.local.ports import choose_ports
 
 STATE_DIR_ENV = "KFP_SERVE_STATE_DIR"
@@ -58,7 +59,14 @@ class LocalDeployment:
 def state_root() -> Path:
     """Where deployments are recorded: ``$KFP_SERVE_STATE_DIR`` or ``~/.cache/kfp-serve/local``."""
     root = Path(os.environ.get(STATE_DIR_ENV) or Path.home() / ".cache" / "kfp-serve" / "local")
-    root.mkdir(parents=True, exist_ok=True)
+    try:  # made, and written to once, so a read-only one fails here in one line
+        root.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=root)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise filesystem_error(err, root, f"recording local servers (set ${STATE_DIR_ENV} to a"
+                               " writable folder)") from err
     return root
 
 

@@ -12,7 +12,9 @@ import functools
 import importlib.util
 import shutil
 import signal
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +82,33 @@ def _tensorrt_gpu() -> str:
     return "" if torch.cuda.is_available() else "no CUDA GPU is visible"
 
 
+def _tmpfs() -> str:
+    import os
+    import tempfile
+
+    if os.geteuid() != 0:
+        return "mounting a small tmpfs needs root"
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            with tmpfs(Path(folder), 64):
+                return ""
+        except subprocess.CalledProcessError as err:
+            return f"mount -t tmpfs failed: {err.stderr.decode(errors='replace').strip()[:120]}"
+
+
+@contextmanager
+def tmpfs(path: Path, size_kib: int, read_only: bool = False) -> Iterator[Path]:
+    """A tmpfs of ``size_kib`` mounted at ``path`` (a full or read-only disk for a test)."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size_kib}k" + (",ro" if read_only else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True,
+                   capture_output=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
 REQUIREMENTS = {
     "java": Requirement("TorchServe tests", _java,
                         "apt-get install -y openjdk-17-jre-headless (TorchServe 0.12 needs Java 17)"),
@@ -87,6 +116,8 @@ REQUIREMENTS = {
                             "apt-get install -y chromium (what .ci/run does as root)"),
     "podman": Requirement("container image tests", _podman,
                           "apt-get install -y podman runc debootstrap (what .ci/run does as root)"),
+    "tmpfs": Requirement("full- and read-only-disk tests", _tmpfs,
+                         "run the suite as root where mount works, as CI does"),
     "tensorrt": Requirement("TensorRT engine tests", _tensorrt_gpu,
                             "pytest -m gpu in the GPU image on a machine with an NVIDIA GPU"
                             " (docker build -f Dockerfile.gpu .)"),
