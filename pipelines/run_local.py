@@ -19,6 +19,7 @@ from kfp_serve.components.storage.emulator import EMULATOR_ENV, start_emulator
 from kfp_serve.components.storage.uris import is_gcs, parse_gcs_uri
 from kfp_serve.pipelines import registry
 from kfp_serve.pipelines.interrupt import Interrupted, counted, stop_steps
+from kfp_serve.pipelines.params import check_params
 
 STATE = ".kfp-serve-state"  # under the output folder: step errors, the local servers' records
 
@@ -57,6 +58,7 @@ def run_local(name: str, output_dir: str | Path, params: dict[str, Any],
     whose task folders hold the outputs written before the failure.
     """
     pipeline = registry.load_pipeline(name)
+    check_params(pipeline, params, here=True)  # before the first step, as the CLI does
     root = Path(output_dir).resolve()
     try:  # every folder the run writes to, made (and so checked) before the first step
         (root / STATE / "local").mkdir(parents=True, exist_ok=True)

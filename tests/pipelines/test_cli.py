@@ -49,7 +49,19 @@ def test_unknown_pipeline_is_a_one_line_error(capsys):
         ("=3", "--param '=3' is malformed"),
         ("epoch=3", "--param epoch: train-to-serve-local has no such parameter; it has atol,"),
         ("epochs=three", "--param epochs='three': expected integer (e.g. epochs=8)"),
-        ("atol=tiny", "--param atol='tiny': expected float"),
+        ("atol=tiny", "--param atol='tiny': expected a finite float"),
+        # checked against every component input the value reaches, before the first step, in
+        # the words of the pipeline parameter (not seconds_per_batch, transport, ...)
+        ("atol=nan", "--param atol='nan': expected a finite float (e.g. atol=0.5)"),
+        ("endpoint_rtol=inf", "--param endpoint_rtol='inf': expected a finite float"),
+        ("validation_transport=http2", "--param validation_transport=http2: must be one of rest,"
+                                       " rest-binary, grpc"),
+        ("profile_seconds=-1", "--param profile_seconds=-1: must be more than 0"),
+        ("max_batch_size=-3", "--param max_batch_size=-3: must be at least 0"),
+        ("http_port=70000", "--param http_port=70000: must be 0 (any free port) or a free TCP"
+                            " port of 127.0.0.1 (1-65535)"),
+        ("opset=9", "--param opset=9: must be between 18 and 20"),
+        ("epochs=0", "--param epochs=0: must be at least 1"),
     ],
 )
 def test_bad_params(param, message, capsys):
@@ -57,6 +69,55 @@ def test_bad_params(param, message, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {message}")
     assert err.count("\n") == 1
+
+
+def test_a_parameter_given_twice_is_refused(capsys):
+    assert main(["run", "train_to_serve_local", "--param", "epochs=3", "--param", "epochs=5"]) == 2
+    assert capsys.readouterr().err == ("error: --param epochs is given twice (epochs='3' and"
+                                       " epochs='5'); give it once\n")
+
+
+def test_a_port_in_use_is_refused_before_the_first_step(capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        assert main(["run", "train_to_serve_local", "--param", f"http_port={port}"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --param http_port={port}: must be 0 (any")
+    # submitted, the step runs on a cluster node: a port busy here says nothing of it
+    assert parse_params([f"http_port={port}"], registry.load_pipeline("train_to_serve_local")) == {
+        "http_port": port}
+
+
+@pytest.mark.parametrize("pipeline", registry.pipeline_names())
+def test_every_pipeline_default_and_component_default_obeys_the_rules(pipeline):
+    """The rules are never stricter than the defaults the suite ships."""
+    from kfp_serve.components.parameters import broken_rule
+    from kfp_serve.pipelines.params import check_params, component_inputs
+
+    loaded = registry.load_pipeline(pipeline)
+    defaults = {name: spec.default for name, spec in loaded.component_spec.inputs.items()
+                if spec.default is not None}
+    check_params(loaded, defaults)
+    reached = {component for pairs in component_inputs(loaded).values() for component, _ in pairs}
+    assert reached - set(registry.component_names()) <= {"importer"}  # KFP's own, no rules
+    for component in registry.component_names():
+        for name, spec in (registry.load_component(component).component_spec.inputs or {}).items():
+            if spec.default is not None:
+                assert broken_rule(component, name, spec.default) is None, (component, name)
+
+
+def test_gs_without_the_emulator_or_credentials_is_said_before_training(capsys, monkeypatch):
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
+    monkeypatch.setenv("CLOUDSDK_CONFIG", "/nonexistent")  # no gcloud application-default file
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")  # no metadata server either
+    assert main(["run", "train_to_serve_local"]) == 2
+    assert capsys.readouterr().err == (
+        "error: train_to_serve_local uses gs://kfp-serve-local and this machine has no Google Cloud"
+        " credentials: add --gcs-emulator (a local fake-gcs-server serves gs:// for the run), point"
+        " the gs:// parameters at folders, or run `gcloud auth application-default login`\n")
 
 
 def test_params_are_typed_by_the_pipeline():

@@ -13,6 +13,9 @@ from kfp_serve.components.step_failure import StepFailure
 from kfp_serve.components.storage.publish import publish
 from kfp_serve.pipelines.cli import main
 
+#: folders for the pipeline's gs:// defaults: the output folder is what these tests are about
+FOLDERS = ["--param", "model_uri=/nonexistent/model", "--param", "publish_destination=/nonexistent/v"]
+
 
 def _last_line(capsys) -> str:
     return capsys.readouterr().err.strip().splitlines()[-1]
@@ -20,11 +23,12 @@ def _last_line(capsys) -> str:
 
 def test_an_output_that_is_a_file_is_refused_before_any_step(tmp_path, capsys):
     (tmp_path / "results").write_text("not a folder")
-    code = main(["run", "deploy_existing_model", "--output", str(tmp_path / "results")])
+    code = main(["run", "deploy_existing_model", "--output", str(tmp_path / "results"), *FOLDERS])
     assert code == 2
     assert _last_line(capsys) == (f"error: {tmp_path}/results is a file, not a folder (preparing"
                                   " --output); choose a folder")
-    code = main(["run", "deploy_existing_model", "--output", str(tmp_path / "results" / "runs")])
+    code = main(["run", "deploy_existing_model", "--output", str(tmp_path / "results" / "runs"),
+                 *FOLDERS])
     assert code == 2
     assert _last_line(capsys) == (f"error: {tmp_path}/results is a file, not a folder, so"
                                   f" {tmp_path}/results/runs cannot be a folder (preparing"
@@ -42,7 +46,7 @@ def test_a_publish_destination_that_is_a_file_is_refused(digits_repository, tmp_
 def test_read_only_folders_are_the_input_s_to_fix(digits_repository, tmp_path, capsys,
                                                   monkeypatch):
     with tmpfs(tmp_path / "ro", 64, read_only=True) as read_only:
-        code = main(["run", "deploy_existing_model", "--output", str(read_only)])
+        code = main(["run", "deploy_existing_model", "--output", str(read_only), *FOLDERS])
         assert code == 2
         assert _last_line(capsys) == (f"error: {read_only} is not writable (read-only file"
                                       " system) while preparing --output; choose a folder this"
