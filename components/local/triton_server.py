@@ -206,6 +206,7 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
         raise UserError(f"{repository} has no {model_name}/config.pbtxt; pass a Triton repository")
     check_servable(repository, model_name)
     backends = prepare_backends(workdir / "backends")
+    repository, backends = _without_spaces(name, repository, backends)
     log_path = workdir / "tritonserver.log"
     command = [
         str(triton_install() / "bin" / "tritonserver"),
@@ -238,6 +239,28 @@ def start_server(repository: str | Path, model_name: str, deployment: str,
         stop_server(record)
         raise
     return record
+
+
+def _links_folder(deployment: str) -> Path:
+    return Path(tempfile.gettempdir()) / f"kfp-serve-links-{deployment}"
+
+
+def _without_spaces(deployment: str, repository: Path, backends: Path) -> tuple[Path, Path]:
+    """Paths Triton's Python backend can use: it starts its stub through a shell command line
+    with the paths unquoted, so a path with a space fails to load (``bash: /tmp/my: No such file
+    or directory``). Such paths are reached through symlinks in a folder without spaces."""
+    if not any(char.isspace() for char in f"{repository}{backends}"):
+        return repository, backends
+    links = _links_folder(deployment)
+    if any(char.isspace() for char in str(links)):
+        raise UserError(f"the local runtime cannot serve from {repository} (Triton's Python"
+                        " backend breaks on spaces in paths) and the temporary folder has spaces"
+                        " too; set TMPDIR to a folder without spaces")
+    shutil.rmtree(links, ignore_errors=True)
+    links.mkdir(parents=True)
+    (links / "repository").symlink_to(repository, target_is_directory=True)
+    (links / "backends").symlink_to(backends, target_is_directory=True)
+    return links / "repository", links / "backends"
 
 
 def _get_status(url: str) -> int | None:
@@ -338,6 +361,7 @@ def stop_server(record: LocalDeployment, timeout_s: float = 45.0) -> bool:
         stopped = True
     (state_root() / f"{record.deployment}.json").unlink(missing_ok=True)
     workdir = state_root() / record.deployment
+    shutil.rmtree(_links_folder(record.deployment), ignore_errors=True)
     for leftover in ("repository", "backends"):  # fetched models can be large; the log stays
         shutil.rmtree(workdir / leftover, ignore_errors=True)
     return stopped

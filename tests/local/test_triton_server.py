@@ -3,6 +3,7 @@
 import os
 import shutil
 import socket
+import urllib.request
 
 import pytest
 from support import catches_sigterm
@@ -52,6 +53,22 @@ def test_stop_is_idempotent_and_never_signals_a_stranger(digits_repository):
     assert triton_server.stop_server(record) is False
     stranger = triton_server.LocalDeployment("x", os.getpid(), "", "", "m", "", "")
     assert triton_server.stop_server(stranger) is False  # our own pid is not a tritonserver
+
+
+@pytest.mark.server
+def test_paths_with_spaces_serve(digits_repository, tmp_path, monkeypatch):
+    """Triton's Python backend starts its stub through an unquoted shell line: a space in the
+    repository or state path failed every load (reported after the whole ready timeout)."""
+    repository = tmp_path / "my models" / "repository"
+    shutil.copytree(digits_repository, repository)
+    monkeypatch.setenv(triton_server.STATE_DIR_ENV, str(tmp_path / "state dir"))
+    record = triton_server.start_server(repository, "digits", "spaced", timeout_s=60)
+    try:
+        with urllib.request.urlopen(f"{record.url}/v2/models/digits/ready", timeout=5) as answer:
+            assert answer.status == 200
+    finally:
+        triton_server.stop_server(record)
+    assert not triton_server._links_folder("spaced").exists()
 
 
 def test_missing_config_is_a_user_error(tmp_path):
