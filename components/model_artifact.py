@@ -238,6 +238,12 @@ def open_model(directory: str | Path) -> ModelArtifact:
     """Load and check a model artifact: the signature, golden set and at least one model file,
     whose outputs agree with the signature."""
     directory = Path(directory)
+    if not directory.exists():
+        raise UserError(f"{directory} does not exist; pass the folder save_torch_model wrote"
+                        " (model.pt2, signature.json, golden.npz)")
+    if not directory.is_dir():
+        raise UserError(f"{directory} is a file; pass the folder save_torch_model wrote around it"
+                        " (model.pt2, signature.json, golden.npz), not one file")
     if not (directory / TORCH_PROGRAM_FILE).is_file() and not (directory / SCRIPTED_SOURCE_FILE).is_file():
         raise UserError(f"{directory / TORCH_PROGRAM_FILE} is missing; the model artifact must hold"
                         " a torch.export program written by save_torch_model")

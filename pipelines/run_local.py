@@ -128,6 +128,9 @@ def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], container
             warnings.filterwarnings("ignore", category=RuntimeWarning,
                                     message="You may be attemping to run a task that uses custom")
             runner = local.SubprocessRunner(use_venv=False)
+        # a gs:// importer input is copied by the steps (storage.fetch.local_folder)
+        warnings.filterwarnings("ignore", category=UserWarning,
+                                message="It looks like you're using the remote file")
         local.init(runner=runner, pipeline_root=str(root), raise_on_error=True)
         try:
             pipeline(**params)

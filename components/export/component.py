@@ -46,9 +46,11 @@ def export_onnx(
     from kfp_serve.components.export.component_io import write_export_outputs
     from kfp_serve.components.export.onnx_export import export_onnx as export
     from kfp_serve.components.formats import onnx_ir_version
+    from kfp_serve.components.storage.fetch import local_folder
 
     artifacts.read(model, artifacts.TorchModel)
-    result = export(model.path, onnx_model.path, opset=opset, atol=atol, rtol=rtol, exporter=exporter)
+    result = export(local_folder(model), onnx_model.path, opset=opset, atol=atol, rtol=rtol,
+                    exporter=exporter)
     write_export_outputs(result, metrics, report)
     artifacts.mark(onnx_model, artifacts.OnnxModel(
         signature=result.signature, export=result.details, opset=opset,
@@ -93,9 +95,10 @@ def export_torchscript(
     from kfp_serve.components import artifacts
     from kfp_serve.components.export.component_io import write_export_outputs
     from kfp_serve.components.export.torchscript_export import export_torchscript as export
+    from kfp_serve.components.storage.fetch import local_folder
 
     artifacts.read(model, artifacts.TorchModel)
-    result = export(model.path, torchscript_model.path, method=method, freeze=freeze,
+    result = export(local_folder(model), torchscript_model.path, method=method, freeze=freeze,
                     optimize_for_inference=optimize_for_inference, atol=atol, rtol=rtol)
     write_export_outputs(result, metrics, report)
     artifacts.mark(torchscript_model, artifacts.TorchScriptModel(
@@ -197,7 +200,9 @@ def profile_formats(
     artifacts.read(model, artifacts.TorchModel)
     artifacts.read(onnx_model, artifacts.OnnxModel)
     artifacts.read(torchscript_model, artifacts.TorchScriptModel)
-    result = profile({"eager": model.path, "torchscript": torchscript_model.path,
+    from kfp_serve.components.storage.fetch import local_folder
+
+    result = profile({"eager": local_folder(model), "torchscript": torchscript_model.path,
                       "onnx": onnx_model.path}, [int(b) for b in batch_sizes], seconds_per_batch,
                      threads, budget_s=budget_s)
     for m in result.measurements:

@@ -35,7 +35,16 @@ def check_graph_against_signature(model_path: Path, signature: ModelSignature) -
     """Raise UserError unless the ONNX graph's inputs/outputs match the signature."""
     import onnx
 
-    graph = onnx.load(str(model_path), load_external_data=False).graph
+    if not model_path.is_file() or model_path.stat().st_size == 0:
+        state = "is missing" if not model_path.is_file() else "is empty (0 bytes)"
+        raise UserError(f"{model_path} {state}; export the model again (export_onnx)")
+    try:
+        graph = onnx.load(str(model_path), load_external_data=False).graph
+    except Exception as err:  # google.protobuf.message.DecodeError and friends
+        raise UserError(f"{model_path} is not an ONNX model ({first_line(err)}); export the model"
+                        " again (export_onnx)") from err
+    if not graph.node and not graph.input and not graph.output:
+        raise UserError(f"{model_path} holds no ONNX graph; export the model again (export_onnx)")
     for kind, specs, values in (
         ("input", signature.inputs, graph.input),
         ("output", signature.outputs, graph.output),

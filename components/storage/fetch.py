@@ -37,9 +37,25 @@ def fetch_version(uri: str, destination: str | Path, workers: int = 8) -> Path:
     for name, info in manifest["files"].items():
         path = inside(target, name)
         if not path.is_file() or crc32c_of(path) != info["crc32c"]:
-            raise InfrastructureError(f"{uri}/{name} arrived damaged or incomplete; retry")
+            if _changed_at_source(uri, name, info["crc32c"]):
+                raise UserError(f"{uri}/{name} no longer matches the version's manifest: the"
+                                " committed version was changed in storage, and no retry can"
+                                " mend it; publish the model again and deploy the new version")
+            raise InfrastructureError(f"{uri}/{name} arrived damaged or incomplete (the stored"
+                                      " object is intact); retry")
     (target / MANIFEST).unlink(missing_ok=True)  # the manifest belongs to storage, not the model
     return target
+
+
+def _changed_at_source(uri: str, name: str, crc32c: str) -> bool:
+    """Whether the stored file itself differs from the manifest (not only our copy of it)."""
+    if not is_gcs(uri):
+        stored = inside(local_path(uri), name)
+        return not stored.is_file() or crc32c_of(stored) != crc32c
+    location = parse_gcs_uri(uri)
+    blob = storage_client().bucket(location.bucket).get_blob(f"{location.prefix}/{name}",
+                                                             timeout=GCS_TIMEOUT_S)
+    return blob is None or blob.crc32c != crc32c
 
 
 def _fetch_gcs(uri: str, target: Path, workers: int) -> dict:
@@ -75,3 +91,54 @@ def _fetch_gcs(uri: str, target: Path, workers: int) -> dict:
     if failed:
         raise InfrastructureError(f"reading {uri} failed: {first_line(failed[0])}")
     return manifest
+
+
+def local_folder(artifact) -> str:
+    """The folder an input artifact's files are in: its ``path``, or, for a ``gs://`` artifact
+    where KFP's ``/gcs/`` mount does not exist (``kfp-serve run``, with ``--gcs-emulator`` or
+    credentials), a copy of every object under its URI (as KServe's storage initializer copies
+    them: what the user saved with ``save_torch_model`` has no manifest to check)."""
+    path = Path(artifact.path)
+    if path.exists() or not is_gcs(getattr(artifact, "uri", "") or ""):
+        return str(path)
+    import atexit
+    import tempfile
+
+    target = Path(tempfile.mkdtemp(prefix="kfp-serve-input-"))
+    atexit.register(shutil.rmtree, target, True)  # the step's copy goes when the step does
+    copy_prefix(artifact.uri, target)
+    return str(target)
+
+
+def copy_prefix(uri: str, target: Path, workers: int = 8) -> Path:
+    """Copy every object under ``uri`` (a folder's worth) into ``target``."""
+    from google.api_core import exceptions as gexc
+    from google.cloud.storage import transfer_manager
+
+    location = parse_gcs_uri(uri)
+    client = storage_client()
+    outage = OutageRetry()
+    prefix = f"{location.prefix}/" if location.prefix else ""
+    try:
+        blobs = [b for b in client.list_blobs(location.bucket, prefix=prefix, timeout=GCS_TIMEOUT_S,
+                                              retry=outage.policy) if not b.name.endswith("/")]
+        if not blobs:
+            raise UserError(f"{uri} holds no objects; pass the gs:// folder the model was saved to")
+        pairs = []
+        for blob in blobs:
+            path = inside(target, blob.name[len(prefix):])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pairs.append((blob, str(path)))
+        results = transfer_manager.download_many(
+            pairs, download_kwargs={"timeout": GCS_TIMEOUT_S, "retry": outage.policy},
+            raise_exception=True, worker_type=transfer_manager.THREAD, max_workers=workers)
+    except gexc.NotFound as err:
+        raise UserError(f"{uri}: the bucket does not exist ({first_line(err)})") from err
+    except (gexc.GoogleAPIError, *outage.transient) as err:
+        raise (outage.failure(err, f"{uri} was not read") or
+               InfrastructureError(f"reading {uri} failed: {first_line(err)}")) from err
+    failed = [r for r in results if isinstance(r, Exception)]
+    if failed:
+        raise InfrastructureError(f"reading {uri} failed: {first_line(failed[0])}")
+    return target
+

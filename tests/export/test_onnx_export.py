@@ -59,6 +59,13 @@ def test_corrupt_and_missing_model_files(digits_model, tmp_path):
     (broken / "model.ts").unlink()
     with pytest.raises(UserError, match="model.pt2 is missing; the model artifact must hold"):
         export_onnx(broken, tmp_path / "out")
+    # a model_uri that names nothing, or one file, says so (not "model.pt2 is missing")
+    with pytest.raises(UserError, match=f"^{tmp_path}/nowhere does not exist; pass the folder"
+                                        " save_torch_model wrote"):
+        export_onnx(tmp_path / "nowhere", tmp_path / "out")
+    with pytest.raises(UserError, match=f"^{broken}/signature.json is a file; pass the folder"
+                                        " save_torch_model wrote around it"):
+        export_onnx(broken / "signature.json", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -170,3 +177,18 @@ def test_bad_exporter_and_tolerances(digits_model, tmp_path):
         export_onnx(digits_model, tmp_path / "o", exporter="tvm")
     with pytest.raises(UserError, match="atol and rtol must be >= 0"):
         export_onnx(digits_model, tmp_path / "o", atol=-1)
+
+
+def test_an_empty_or_foreign_model_onnx_is_named_as_such(digits_onnx, tmp_path):
+    """A 0-byte model.onnx parsed as an empty graph and was reported as "graph inputs []
+    differ from the signature's"."""
+    from kfp_serve.components.export.onnx_export import check_graph_against_signature
+
+    signature = ModelSignature.load(digits_onnx)
+    empty = tmp_path / "model.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(UserError, match=r"model.onnx is empty \(0 bytes\); export the model again"):
+        check_graph_against_signature(empty, signature)
+    empty.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(UserError, match="model.onnx (is not an ONNX model|holds no ONNX graph)"):
+        check_graph_against_signature(empty, signature)

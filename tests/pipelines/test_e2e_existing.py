@@ -9,7 +9,10 @@ from kfp_serve.pipelines.run_local import run_local
 pytestmark = pytest.mark.e2e
 
 
-def test_a_model_trained_elsewhere_is_imported_served_and_validated(tmp_path):
+def test_a_model_trained_elsewhere_is_imported_served_and_validated(tmp_path, gcs):
+    """From gs:// as users keep models (here fake-gcs-server): kfp.local gives the importer's
+    artifact the path /gcs/..., which exists only where KFP mounts buckets; the steps copy the
+    objects instead (this failed, blaming a /gcs/... path the user never typed)."""
     from model_zoo import (
         build_text_encoder,
         text_encoder_inputs,
@@ -17,12 +20,17 @@ def test_a_model_trained_elsewhere_is_imported_served_and_validated(tmp_path):
     )
 
     from kfp_serve.components.model_artifact import save_torch_model
+    from kfp_serve.components.storage.gcs_store import storage_client
 
     saved = tmp_path / "my-encoder"
     save_torch_model(build_text_encoder(), text_encoder_signature(3, 64), text_encoder_inputs(6, 12), saved)
+    bucket = storage_client().create_bucket("byom-models")
+    for path in saved.rglob("*"):
+        if path.is_file():
+            bucket.blob(f"team/encoder/{path.relative_to(saved)}").upload_from_filename(str(path))
 
-    params = {"model_uri": str(saved), "publish_destination": str(tmp_path / "serving"),
-              "model_name": "encoder"}
+    params = {"model_uri": "gs://byom-models/team/encoder",
+              "publish_destination": str(tmp_path / "serving"), "model_name": "encoder"}
     result = run_local("deploy_existing_model", tmp_path / "runs", params)
     assert result.succeeded, result.error
     report = next(p for p in result.summary_paths if p.parent.name == "validate-endpoint")
