@@ -58,6 +58,14 @@ def _hook(kind: type[BaseException], err: BaseException, traceback) -> None:
         return
     failure = StepFailure.of(err, _step_name(sys.argv))
     print(f"{PREFIX} {failure.message}", file=sys.stderr)
+    record(failure)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(failure.exit_code)  # the interpreter would exit 1 whatever the error
+
+
+def record(failure: StepFailure) -> None:
+    """Append ``failure`` to ``$KFP_SERVE_STEP_ERRORS`` when it names a file (else nothing)."""
     path = os.environ.get(ERRORS_FILE_ENV)
     if path:
         try:
@@ -65,9 +73,11 @@ def _hook(kind: type[BaseException], err: BaseException, traceback) -> None:
                 handle.write(json.dumps(asdict(failure)) + "\n")
         except OSError as write_err:
             print(f"kfp-serve: could not record the failure in {path}: {write_err}", file=sys.stderr)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(failure.exit_code)  # the interpreter would exit 1 whatever the error
+
+
+def step_name(argv: list[str]) -> str:
+    """The component function a step command line runs (``--function_to_execute``)."""
+    return _step_name(argv)
 
 
 def install() -> None:

@@ -139,6 +139,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from kfp_serve.pipelines import registry
     from kfp_serve.pipelines.interrupt import interruptible
+    from kfp_serve.pipelines.needs import check_credentials
     from kfp_serve.pipelines.params import parse_params
     from kfp_serve.pipelines.run_local import run_local
 
@@ -150,8 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["KFP_SERVE_IMAGE"] = args.image  # read when the components are defined
     pipeline = registry.load_pipeline(args.pipeline)
     params = parse_params(args.param, pipeline, here=True)
-    if not args.gcs_emulator:
-        _check_gcs_reachable(args.pipeline, pipeline, params)
+    check_credentials(args.pipeline, pipeline, params, gcs_emulator=args.gcs_emulator)
     with interruptible():
         result = run_local(args.pipeline, args.output, params, gcs_emulator=args.gcs_emulator,
                            containers=args.containers, memory=args.memory)
@@ -165,28 +165,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {result.error}", file=sys.stderr)
         return result.exit_code
     return 0
-
-
-def _check_gcs_reachable(name: str, pipeline: object, params: dict) -> None:
-    """A run that writes to gs:// without the emulator needs Google Cloud credentials: said
-    before the first step, not after training."""
-    from kfp_serve.components.errors import UserError
-    from kfp_serve.components.storage.emulator import EMULATOR_ENV
-    from kfp_serve.pipelines.run_local import gcs_buckets
-
-    buckets = gcs_buckets(pipeline, params)
-    if not buckets or os.environ.get(EMULATOR_ENV):
-        return
-    import google.auth
-    import google.auth.exceptions
-
-    try:
-        google.auth.default()
-    except google.auth.exceptions.DefaultCredentialsError:
-        raise UserError(
-            f"{name} uses gs://{buckets[0]} and this machine has no Google Cloud credentials: add"
-            " --gcs-emulator (a local fake-gcs-server serves gs:// for the run), point the gs://"
-            " parameters at folders, or run `gcloud auth application-default login`") from None
 
 
 def cmd_image(args: argparse.Namespace) -> int:

@@ -58,9 +58,9 @@ def run_container(client: Any, image: str, command: list[str], volumes: dict[str
     try:
         client.images.get(image)
     except docker.errors.ImageNotFound:
-        print(f"image {image!r} is not in local storage; build it with `kfp-serve image build"
-              f" --tag {image}` (nothing is pulled from a registry)", flush=True)
-        return 125
+        return _failed(command, f"image {image!r} is not in local storage; build it with"
+                       f" `kfp-serve image build --tag {image}` (nothing is pulled from a"
+                       " registry)", 2, 125)
     output = _output_file(command)
     container = client.containers.create(image=image, command=command, volumes=volumes,
                                          detach=True, **run_args)
@@ -91,13 +91,24 @@ def run_container(client: Any, image: str, command: list[str], volumes: dict[str
         code = int(container.wait().get("StatusCode", 1))
         state = container.attrs.get("State", {})
         if state.get("OOMKilled") or (code == OOM_EXIT and run_args.get("mem_limit")):
-            print(f"\nthe container ran out of its memory limit ({run_args.get('mem_limit')}):"
-                  " raise it with --memory", flush=True)
+            return _failed(command, f"the step's container ran out of its memory limit"
+                           f" ({run_args.get('mem_limit')}) and was killed; raise it with --memory",
+                           2, code)
         return code
     finally:
         if not held:
             with suppress(docker.errors.APIError):
                 container.remove(force=True)
+
+
+def _failed(command: list[str], message: str, exit_code: int, container_code: int) -> int:
+    """A step that failed outside its own code: the line in its log, and recorded where the
+    runner reads the step's own error (so it is the run's last line, not KFP's "task failed")."""
+    from kfp_serve.components.step_failure import PREFIX, StepFailure, record, step_name
+
+    print(f"\n{PREFIX} {message}", flush=True)
+    record(StepFailure(step_name(command), message, exit_code))
+    return container_code
 
 
 def remove_held() -> None:

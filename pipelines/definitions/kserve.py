@@ -1,6 +1,5 @@
 """Train to a canary on KServe: deploy, validate the canary, promote it or roll it back."""
 
-from typing import Optional
 
 from kfp import dsl
 
@@ -19,7 +18,7 @@ def train_to_serve_kserve(
     endpoint_rtol: float = 1e-3,
     deployment_mode: str = "Knative",
     ready_timeout_s: float = 900.0,
-    api_host: Optional[str] = None,
+    api_host: str = "",
 ):
     """Trains and publishes a Triton repository, deploys a KServe canary, validates it, promotes/rolls back.
 

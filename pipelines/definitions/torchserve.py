@@ -1,6 +1,5 @@
 """Train to TorchServe on KServe: a .mar archive deployed as a canary, validated, promoted or rolled back."""
 
-from typing import Optional
 
 from kfp import dsl
 
@@ -22,7 +21,7 @@ def train_to_serve_torchserve(
     endpoint_rtol: float = 1e-3,
     deployment_mode: str = "Knative",
     ready_timeout_s: float = 900.0,
-    api_host: Optional[str] = None,
+    api_host: str = "",
 ):
     """Trains, publishes a TorchServe .mar, deploys a canary on KServe's TorchServe runtime, validates.
 

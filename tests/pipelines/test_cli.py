@@ -145,3 +145,16 @@ def test_submit_host_needs_a_scheme(capsys):
 def test_container_options_without_containers_are_a_one_line_error(capsys):
     assert main(["run", "train_to_serve_local", "--local", "--memory", "4g"]) == 2
     assert capsys.readouterr().err == "error: --image and --memory go with --containers\n"
+
+
+@pytest.mark.parametrize("pipeline", ["train_to_serve_kserve", "train_to_serve_torchserve"])
+def test_kserve_without_a_cluster_is_said_before_training(pipeline, capsys, monkeypatch, tmp_path):
+    """It crashed with kfp.local's "Unknown value type:" (api_host was Optional = None), then,
+    mended, failed after training."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    assert main(["run", pipeline, "--gcs-emulator"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {pipeline} deploys to KServe and this machine has no Kubernetes credentials (not in"
+        " a cluster, no kubeconfig): pass --param api_host=URL of a Kubernetes API (e.g. `kubectl"
+        " proxy`'s http://127.0.0.1:8001), or set KUBECONFIG\n")

@@ -89,14 +89,23 @@ def test_a_failing_component_fails_the_run(suite_image, tmp_path):
     assert result.exit_code == 2
 
 
-def test_an_image_that_is_not_local_is_an_error_not_a_pull(docker_client):
+def test_an_image_that_is_not_local_is_an_error_not_a_pull(docker_client, tmp_path, monkeypatch):
+    """Said as the step's own error, so it is the run's last line (it was mid-log, and the last
+    line KFP's generic failure, exit 1)."""
+    from kfp_serve.components.step_failure import ERRORS_FILE_ENV, StepFailure, read_failures
     from kfp_serve.pipelines.containers import run_container
 
+    monkeypatch.setenv(ERRORS_FILE_ENV, str(tmp_path / "errors.jsonl"))
     out = io.StringIO()
     with redirect_stdout(out):
-        code = run_container(docker_client, "registry.invalid/kfp-serve:nope", ["true"], {})
+        code = run_container(docker_client, "registry.invalid/kfp-serve:nope",
+                             ["true", "--function_to_execute", "export_onnx"], {})
     assert code == 125
-    assert "is not in local storage; build it with `kfp-serve image build" in out.getvalue()
+    message = ("image 'registry.invalid/kfp-serve:nope' is not in local storage; build it with"
+               " `kfp-serve image build --tag registry.invalid/kfp-serve:nope` (nothing is pulled"
+               " from a registry)")
+    assert out.getvalue().strip().endswith(f"kfp-serve: error: {message}")
+    assert read_failures(tmp_path / "errors.jsonl") == [StepFailure("export_onnx", message, 2)]
 
 
 def test_running_out_of_the_memory_limit_is_named(suite_image, docker_client):
@@ -108,7 +117,8 @@ def test_running_out_of_the_memory_limit_is_named(suite_image, docker_client):
         code = run_container(docker_client, suite_image, ["python3", "-c", hog], {},
                              mem_limit="64m", network_mode="host")
     assert code == 137
-    assert "the container ran out of its memory limit (64m): raise it with --memory" in out.getvalue()
+    assert ("the step's container ran out of its memory limit (64m) and was killed; raise it with"
+            " --memory") in out.getvalue()
     # conmon's "oom" marker stays in the service's private folder, not in the caller's cwd
     assert not (Path.cwd() / "oom").exists()
 
