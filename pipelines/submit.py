@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.errors import InfrastructureError, UserError, first_line
 from kfp_serve.pipelines import registry
 
 _REGION_RE = re.compile(r"^[a-z]+(-[a-z]+)+\d+$")
@@ -55,6 +55,7 @@ def submit_kfp(name: str, host: str, params: dict[str, Any], namespace: str | No
         from kfp_serve.components.credentials import check_bearer_target
 
         check_bearer_target(host)
+    _probe(host, token)
     with tempfile.TemporaryDirectory() as tmp:
         package = _compile(name, tmp)
         try:
@@ -78,6 +79,36 @@ def submit_kfp(name: str, host: str, params: dict[str, Any], namespace: str | No
     return Submitted(result.run_id, f"{host.rstrip('/')}/#/runs/details/{result.run_id}")
 
 
+HEALTHZ = "/apis/v2beta1/healthz"  # what kfp.Client asks first (kfp_server_api.HealthzServiceApi)
+
+
+def _probe(host: str, token: str | None, timeout_s: float = 10.0) -> None:
+    """One GET of the KFP API's health route, so that a wrong URL is one line at once (kfp.Client
+    retries it five times over 25 s and logs a traceback each time)."""
+    import urllib.error
+    import urllib.request
+
+    url = f"{host.rstrip('/')}{HEALTHZ}"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code in (401, 403):
+            raise UserError(f"the KFP API at {host} refused the credentials ({err.code}); set"
+                            " $KFP_SERVE_KFP_TOKEN to a token it accepts") from None
+        if err.code == 404:
+            raise UserError(f"{host} answers, but not as a KFP API (GET {HEALTHZ}: 404); pass the"
+                            " Kubeflow Pipelines URL, e.g. http://localhost:8080 after `kubectl"
+                            " port-forward -n kubeflow svc/ml-pipeline-ui 8080:80`") from None
+        raise InfrastructureError(f"the KFP API at {host} answered {err.code} to GET {HEALTHZ}") \
+            from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise InfrastructureError(f"cannot reach the KFP API at {host}: {reason}") from None
+
+
 def submit_vertex(name: str, project: str, region: str, pipeline_root: str,
                   params: dict[str, Any], service_account: str | None = None,
                   api_endpoint: str | None = None, credentials: Any = None) -> Submitted:
@@ -88,6 +119,7 @@ def submit_vertex(name: str, project: str, region: str, pipeline_root: str,
         raise UserError(f"--region {region!r} is not a Google Cloud region (e.g. us-central1)")
     if not pipeline_root.startswith("gs://"):
         raise UserError(f"--pipeline-root {pipeline_root!r} must be a gs:// URI on Vertex AI")
+    import google.auth.exceptions
     from google.api_core import exceptions as gexc
     from google.cloud import aiplatform
 
@@ -102,6 +134,12 @@ def submit_vertex(name: str, project: str, region: str, pipeline_root: str,
                 project=project, location=region, credentials=credentials,
             )
             job.submit(service_account=service_account)
+        except google.auth.exceptions.DefaultCredentialsError as err:
+            raise UserError("no Google Cloud credentials to submit to Vertex AI: run `gcloud auth"
+                            " application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to"
+                            " a service account key") from err
+        except google.auth.exceptions.GoogleAuthError as err:
+            raise UserError(f"Google Cloud credentials were refused: {first_line(err)}") from err
         except gexc.GoogleAPICallError as err:
             message = f"Vertex AI answered {err.code}: {err.message}"
             if isinstance(err, (gexc.ClientError,)):

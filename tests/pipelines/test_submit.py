@@ -57,6 +57,40 @@ def test_unreachable_host():
         submit_kfp("train_to_serve_local", f"http://127.0.0.1:{free_port()}", {})
 
 
+def test_a_url_that_is_not_a_kfp_api_is_one_line_at_once(capsys):
+    """It printed 226 lines and five tracebacks over 25 s (kfp.Client's health retries), and
+    the last line said the server could not be reached."""
+    import time
+
+    def not_kfp(method, path, query, body):
+        return 404, "404 page not found"
+
+    with FakeServer(not_kfp) as server:
+        started = time.monotonic()
+        code = main(["submit", "train_to_serve_local", "--host", server.url])
+        took = time.monotonic() - started
+    captured = capsys.readouterr()
+    assert code == 2 and took < 5
+    assert captured.err == (f"error: {server.url} answers, but not as a KFP API (GET"
+                            " /apis/v2beta1/healthz: 404); pass the Kubeflow Pipelines URL, e.g."
+                            " http://localhost:8080 after `kubectl port-forward -n kubeflow"
+                            " svc/ml-pipeline-ui 8080:80`\n")
+    assert captured.out == ""
+
+
+def test_vertex_without_credentials_is_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "")
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))
+    monkeypatch.setenv("GCE_METADATA_HOST", "127.0.0.1:9")
+    code = main(["submit", "train_to_serve_local", "--vertex", "--project", "p",
+                 "--pipeline-root", "gs://b/root"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "error: no Google Cloud credentials to submit to Vertex AI: run `gcloud auth"
+        " application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service account"
+        " key\n")
+
+
 def _submit_vertex(api, root="gs://artifacts/root", **kwargs):
     """Each test uses a bucket that does not exist yet: for an existing bucket aiplatform checks
     ownership through Resource Manager, which cannot be reached from here (a 60 s retry)."""
