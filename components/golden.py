@@ -64,6 +64,13 @@ class GoldenSet:
                         f"golden {kind} {spec.name!r} is {array.dtype}{list(array.shape)} but the"
                         f" signature says {spec.dtype}{list(spec.dims)}"
                     )
+                if kind == "input" and array.dtype.kind == "f" and not np.isfinite(array).all():
+                    bad = int(array.size - np.isfinite(array).sum())
+                    raise UserError(
+                        f"golden input {spec.name!r} holds {bad} NaN or infinite value(s): no"
+                        " export can be checked against it; save the model with finite example"
+                        " inputs (save_torch_model)"
+                    )
 
     def _arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         arrays = {f"{prefix}input/{k}": v for k, v in self.inputs.items()}

@@ -271,3 +271,28 @@ def _check_outputs_match_signature(module: Any, signature: ModelSignature, golde
         if str(value.dtype) != spec.dtype or value.ndim != spec.rank:
             raise UserError(f"the model's output {spec.name!r} is {value.dtype} rank {value.ndim} but"
                             f" the signature says {spec.dtype} rank {spec.rank}")
+    _check_reference_is_current(outputs, golden.slice(0, 1).outputs)
+
+
+#: far looser than any verification tolerance: only a reference from another model fails it
+STALE_ATOL, STALE_RTOL = 1e-2, 1e-2
+
+
+def _check_reference_is_current(computed: dict, reference: dict) -> None:
+    """The golden outputs are what this model computes on the golden inputs (else every export
+    would be blamed for disagreeing, when the reference is from a model since changed)."""
+    import numpy as np
+
+    for name, expected in reference.items():
+        got = np.asarray(computed[name])
+        if expected.dtype.kind not in "fc" or got.shape != expected.shape:
+            continue
+        wide, ref = got.astype(np.float64), expected.astype(np.float64)
+        off = np.abs(wide - ref) > STALE_ATOL + STALE_RTOL * np.abs(ref)
+        off &= ~(np.isnan(wide) & np.isnan(ref))
+        if off.any():
+            raise UserError(
+                f"golden.npz's output {name!r} is not what the model itself computes on its golden"
+                f" inputs ({int(off.sum())} of {off.size} values off by more than"
+                f" {STALE_ATOL:g} + {STALE_RTOL:g}*|reference|): the reference is stale (the"
+                " model changed after it was saved); save the model again (save_torch_model)")

@@ -192,3 +192,24 @@ def test_an_empty_or_foreign_model_onnx_is_named_as_such(digits_onnx, tmp_path):
     empty.write_bytes(b"\x00\x01garbage")
     with pytest.raises(UserError, match="model.onnx (is not an ONNX model|holds no ONNX graph)"):
         check_graph_against_signature(empty, signature)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("stale", r"golden.npz's output 'logits' is not what the model itself computes on its golden"
+              r" inputs \(\d+ of \d+ values off .*\): the reference is stale"),
+    ("nan", r"golden input 'image' holds 1 NaN or infinite value\(s\): no export can be checked"),
+])
+def test_a_broken_reference_is_not_blamed_on_the_export(digits_model, tmp_path, change, message):
+    """A stale reference (the model changed after it was saved) or a NaN golden input was
+    reported as "ONNX export disagrees with the eager model"."""
+    model = tmp_path / "model"
+    shutil.copytree(digits_model, model)
+    arrays = dict(np.load(model / "golden.npz"))
+    if change == "stale":
+        arrays["output/logits"] = arrays["output/logits"] * 2 + 1
+    else:
+        arrays["input/image"].flat[7] = np.nan
+    np.savez(model / "golden.npz", **arrays)
+    with pytest.raises(UserError, match=message) as refused:
+        export_onnx(model, tmp_path / "out")
+    assert not isinstance(refused.value, VerificationError)
