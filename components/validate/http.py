@@ -44,7 +44,7 @@ class HttpEndpoint:
             return response.status, response.read(), response
         except OSError as err:
             connection.close()
-            raise InfrastructureError(f"cannot reach {self.url}: {err}") from err
+            raise transport_error(err, self.url, f"{method} {path}", connection.timeout) from err
 
     def get_json(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict | str]:
         """GET ``path``: ``(status, parsed JSON)`` or ``(status, text)`` when not JSON."""
@@ -57,6 +57,19 @@ class HttpEndpoint:
             return status, json.loads(body or b"{}")
         except ValueError:
             return status, body.decode(errors="replace")[:200]
+
+
+def transport_error(err: OSError, url: str, request: str, timeout_s: float | None) -> InfrastructureError:
+    """Which of three failures it was: no server (refused, unknown host), a server that stopped
+    mid-request (reset, closed), or one that took the request and never answered (timeout)."""
+    if isinstance(err, TimeoutError):
+        return InfrastructureError(
+            f"{url} took {request} and did not answer within {timeout_s or 0:.0f} s: the server is"
+            " stalled or overloaded (it still accepts connections)")
+    if isinstance(err, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
+        return InfrastructureError(f"{url} closed the connection during {request} ({err}): the"
+                                   " server stopped or crashed; see its log")
+    return InfrastructureError(f"cannot reach {url}: {err}")
 
 
 def answer_error(status: int, body: bytes, what: str) -> KfpServeError:

@@ -67,6 +67,11 @@ def read_counters(url: str, model_name: str, timeout_s: float = 10.0) -> tuple[s
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
             text = response.read().decode()
     except (urllib.error.URLError, OSError) as err:
+        cause = getattr(err, "reason", err)
+        if isinstance(cause, ConnectionRefusedError):
+            raise InfrastructureError(
+                f"the metrics page {url} refuses connections: the server exited or crashed during"
+                " validation (see its log), or metrics_url names the wrong port") from err
         raise InfrastructureError(f"cannot read the server's metrics at {url}: {err}") from err
     return parse_counters(text, model_name)
 
