@@ -36,7 +36,7 @@ def _max_err(results) -> float:
 
 
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "harness"))
     from model_zoo import build_text_encoder, text_encoder_inputs, text_encoder_signature
 
     parser = argparse.ArgumentParser()

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from results_io import write_results
+from results_io import default_output, write_results
 
 from kfp_serve.components.export.onnx_export import export_onnx, onnxruntime_session, run_onnxruntime
 from kfp_serve.components.golden import GoldenSet
@@ -88,7 +88,9 @@ def _row(clients: int, ours: float, ref: float, errors: float) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="benchmarks/results/load_generator.md")
+    parser.add_argument("--output", default=default_output("load_generator"),
+                        help="default: benchmarks/runs/load_generator-<date>.md; the committed result is"
+                        " benchmarks/results/load_generator.md")
     parser.add_argument("--seconds", type=int, default=5)
     args = parser.parse_args()
     for tool in ("wrk", "nginx"):

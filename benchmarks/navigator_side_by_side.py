@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from results_io import write_results
+from results_io import default_output, write_results
 
 TRANSFORMER = dict(vocab=30000, d_model=512, layers=6, heads=8, ff=2048, num_classes=3)
 BATCH_SIZES = [1, 8, 32]
@@ -81,7 +81,7 @@ NAVIGATOR_WORKER = textwrap.dedent('''
 def run_navigator(python: str, kind: str, work: Path, timeout_s: float) -> dict:
     script = work / "navigator_worker.py"
     script.write_text(NAVIGATOR_WORKER)
-    tests = str(Path(__file__).resolve().parents[1] / "tests")
+    tests = str(Path(__file__).resolve().parents[1] / "tests" / "harness")
     began = time.perf_counter()
     try:
         done = subprocess.run([python, str(script), kind, str(work), tests, json.dumps(TRANSFORMER),
@@ -121,7 +121,7 @@ def run_ours(model, signature, example, work: Path, name: str, torchscript: str 
 
 
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "harness"))
     from model_zoo import build_text_encoder, text_encoder_inputs, text_encoder_signature
 
     from kfp_serve.components.train.digits import SIGNATURE, build_model
@@ -130,7 +130,9 @@ def main() -> None:
     parser.add_argument("--navigator-python", required=True,
                         help="python of a venv with triton-model-navigator installed")
     parser.add_argument("--timeout", type=float, default=600.0, help="per Navigator run")
-    parser.add_argument("--output", default="benchmarks/results/navigator_side_by_side.md")
+    parser.add_argument("--output", default=default_output("navigator_side_by_side"),
+                        help="default: benchmarks/runs/navigator_side_by_side-<date>.md; the"
+                        " committed result is benchmarks/results/navigator_side_by_side.md")
     args = parser.parse_args()
     version = subprocess.run([args.navigator_python, "-c", "import importlib.metadata as m;"
                               "print(m.version('triton-model-navigator'))"],

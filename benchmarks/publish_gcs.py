@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import write_results
+from results_io import default_output, write_results
 
 from kfp_serve.components.storage.emulator import start_emulator
 from kfp_serve.components.storage.publish import publish
@@ -64,7 +64,9 @@ def _gcloud(source: Path, url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="benchmarks/results/publish_gcs.md")
+    parser.add_argument("--output", default=default_output("publish_gcs"),
+                        help="default: benchmarks/runs/publish_gcs-<date>.md; the committed result is"
+                        " benchmarks/results/publish_gcs.md")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args()

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+
+#: where a run writes by default: not the committed results (benchmarks/results/), which change
+#: only when someone passes --output benchmarks/results/<name>.md on purpose
+RUNS = Path(__file__).resolve().parent / "runs"
+
+
+def default_output(name: str) -> str:
+    """``benchmarks/runs/<name>-<date>-<time>.md`` (ignored by git)."""
+    return str(RUNS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.md")
 
 
 def write_results(path: str, lines: list[str]) -> None:

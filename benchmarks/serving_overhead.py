@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from results_io import write_results
+from results_io import default_output, write_results
 
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.local.triton_server import start_server, stop_server
@@ -99,7 +99,7 @@ def served(folder: Path, name: str, batch: int, concurrency: list[int], seconds:
 
 
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "harness"))
     from model_zoo import build_text_encoder, text_encoder_inputs, text_encoder_signature
 
     from kfp_serve.components.export.onnx_export import export_onnx
@@ -107,7 +107,9 @@ def main() -> None:
     from kfp_serve.components.train.digits import train_digits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="benchmarks/results/serving_overhead.md")
+    parser.add_argument("--output", default=default_output("serving_overhead"),
+                        help="default: benchmarks/runs/serving_overhead-<date>.md; the committed result is"
+                        " benchmarks/results/serving_overhead.md")
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0))

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import write_results
+from results_io import default_output, write_results
 
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.local.triton_server import start_server, stop_server
@@ -47,7 +47,7 @@ def confirm(folder: Path, options, concurrency: list[int], seconds: float, slo_m
 
 
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "harness"))
     from model_zoo import build_text_encoder, text_encoder_inputs, text_encoder_signature
 
     from kfp_serve.components.export.onnx_export import export_onnx
@@ -55,7 +55,9 @@ def main() -> None:
     from kfp_serve.components.train.digits import train_digits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="benchmarks/results/tuning.md")
+    parser.add_argument("--output", default=default_output("tuning"),
+                        help="default: benchmarks/runs/tuning-<date>.md; the committed result is"
+                        " benchmarks/results/tuning.md")
     parser.add_argument("--budget", type=float, default=180.0)
     parser.add_argument("--confirm-seconds", type=float, default=3.0)
     args = parser.parse_args()

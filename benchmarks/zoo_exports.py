@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_io import write_results
+from results_io import default_output, write_results
 
 from kfp_serve.components.export.onnx_export import export_onnx
 from kfp_serve.components.export.torchscript_export import export_torchscript
@@ -28,11 +28,13 @@ from kfp_serve.components.model_artifact import ARTIFACT_INFO_FILE, save_torch_m
 
 
 def main() -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "harness"))
     from model_zoo import ZOO
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default="benchmarks/results/zoo_exports.md")
+    parser.add_argument("--output", default=default_output("zoo_exports"),
+                        help="default: benchmarks/runs/zoo_exports-<date>.md; the committed result is"
+                        " benchmarks/results/zoo_exports.md")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

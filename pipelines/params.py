@@ -66,7 +66,7 @@ def parse_params(pairs: list[str], pipeline: Any, here: bool = False) -> dict[st
 def check_params(pipeline: Any, values: dict[str, Any], raws: dict[str, str] | None = None,
                  here: bool = False) -> None:
     """Each value against the rules of every component input it feeds (before any step runs)."""
-    from kfp_serve.components.parameters import broken_rule
+    from kfp_serve.pipelines.rules import broken_rule
 
     fed = component_inputs(pipeline)
     for name, value in values.items():

@@ -1,4 +1,4 @@
-"""The floors of the code, enforced: what may import what (README, "Development").
+"""The floors of the code, enforced: what may import what (docs/development.md).
 
     pipelines/definitions  ->  kfp_serve.components (the component functions)
     pipelines (CLI, runners, compiler)  ->  anything in components

@@ -93,8 +93,8 @@ def test_a_port_in_use_is_refused_before_the_first_step(capsys):
 @pytest.mark.parametrize("pipeline", registry.pipeline_names())
 def test_every_pipeline_default_and_component_default_obeys_the_rules(pipeline):
     """The rules are never stricter than the defaults the suite ships."""
-    from kfp_serve.components.parameters import broken_rule
     from kfp_serve.pipelines.params import check_params, component_inputs
+    from kfp_serve.pipelines.rules import broken_rule
 
     loaded = registry.load_pipeline(pipeline)
     defaults = {name: spec.default for name, spec in loaded.component_spec.inputs.items()
