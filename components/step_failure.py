@@ -38,7 +38,7 @@ class StepFailure:
     @classmethod
     def of(cls, err: BaseException, step: str = "") -> StepFailure:
         if isinstance(err, OSError) and err.errno in _FILESYSTEM:  # the disk's, not a bug
-            err = filesystem_error(err, err.filename, "writing the step's files")
+            err = filesystem_error(err, err.filename2 or err.filename, "writing the step's files")
         if isinstance(err, KfpServeError):
             return cls(step, " ".join(str(err).split()), err.exit_code)
         # not raised on purpose: a bug or an unexpected library error; still one line

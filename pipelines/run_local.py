@@ -95,7 +95,10 @@ def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], container
 
     entry = registry.PIPELINES[name]
     state = root / STATE
-    handle, errors_path = tempfile.mkstemp(prefix="step-errors-", suffix=".jsonl", dir=state)
+    # the steps' own errors: on the system's temporary disk, so that a full --output disk cannot
+    # keep a step from saying so; containers see only the mounted output folder
+    handle, errors_path = tempfile.mkstemp(prefix="kfp-serve-step-errors-", suffix=".jsonl",
+                                           dir=state if containers else None)
     os.close(handle)
     errors_file = Path(errors_path)
     servers = state / "local"  # the run's local servers are recorded (and logged) here

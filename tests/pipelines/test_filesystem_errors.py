@@ -83,3 +83,7 @@ def test_a_full_disk_is_the_machine_s_and_leaves_no_truncated_version(tmp_path):
         assert failure.exit_code == 3
         assert failure.message == ("no space left on a disk it writes to while writing the step's"
                                    " files; free space there or choose a folder on another disk")
+        # a copy names the destination that filled up, not the source it read
+        copy = OSError(28, "No space left on device", "/venv/stub", None, f"{small}/backends/stub")
+        assert StepFailure.of(copy, "deploy_local").message.startswith(
+            f"no space left on the device of {small}/backends/stub while writing the step's files")
