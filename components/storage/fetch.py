@@ -8,6 +8,8 @@ or damaged version reaches its model server; the local runtime and the packer re
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from kfp_serve.components.errors import InfrastructureError, UserError, first_line
@@ -59,38 +61,49 @@ def _changed_at_source(uri: str, name: str, crc32c: str) -> bool:
 
 
 def _fetch_gcs(uri: str, target: Path, workers: int) -> dict:
-    from google.api_core import exceptions as gexc
-    from google.cloud.storage import transfer_manager
-
     location = parse_gcs_uri(uri)
-    client = storage_client()
-    bucket = client.bucket(location.bucket)
+    bucket = storage_client().bucket(location.bucket)
     outage = OutageRetry()
-    retry = outage.policy
-    try:
+    with _reading(uri, outage, "is missing objects or its bucket"):
         marker = bucket.blob(f"{location.prefix}/{MANIFEST}")
-        manifest = parse_manifest(marker.download_as_text(timeout=GCS_TIMEOUT_S, retry=retry)
-                                  if marker.exists(timeout=GCS_TIMEOUT_S, retry=retry) else None,
-                                  uri)
-        names = sorted(manifest["files"])
-        target.mkdir(parents=True, exist_ok=True)
-        paths = {n: inside(target, n) for n in names}
-        for path in paths.values():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        results = transfer_manager.download_many(
-            [(bucket.blob(f"{location.prefix}/{n}"), str(paths[n])) for n in names],
-            download_kwargs={"timeout": GCS_TIMEOUT_S, "retry": retry}, raise_exception=True,
-            worker_type=transfer_manager.THREAD, max_workers=workers,
-        )
+        manifest = parse_manifest(
+            marker.download_as_text(timeout=GCS_TIMEOUT_S, retry=outage.policy)
+            if marker.exists(timeout=GCS_TIMEOUT_S, retry=outage.policy) else None, uri)
+        blobs = [bucket.blob(f"{location.prefix}/{name}") for name in sorted(manifest["files"])]
+        _download(uri, blobs, f"{location.prefix}/", target, workers, outage)
+    return manifest
+
+
+@contextmanager
+def _reading(uri: str, outage: OutageRetry, missing: str) -> Iterator[None]:
+    """GCS errors while reading ``uri``, in one line: a missing object or bucket is the input's."""
+    from google.api_core import exceptions as gexc
+
+    try:
+        yield
     except gexc.NotFound as err:
-        raise UserError(f"{uri} is missing objects or its bucket: {first_line(err)}") from err
+        raise UserError(f"{uri} {missing}: {first_line(err)}") from err
     except (gexc.GoogleAPIError, *outage.transient) as err:
         raise (outage.failure(err, f"{uri} was not read") or
                InfrastructureError(f"reading {uri} failed: {first_line(err)}")) from err
+
+
+def _download(uri: str, blobs: list, prefix: str, target: Path, workers: int,
+              outage: OutageRetry) -> None:
+    """Every blob into ``target`` at its name below ``prefix``, in parallel."""
+    from google.cloud.storage import transfer_manager
+
+    pairs = []
+    for blob in blobs:
+        path = inside(target, blob.name[len(prefix):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pairs.append((blob, str(path)))
+    results = transfer_manager.download_many(
+        pairs, download_kwargs={"timeout": GCS_TIMEOUT_S, "retry": outage.policy},
+        raise_exception=True, worker_type=transfer_manager.THREAD, max_workers=workers)
     failed = [r for r in results if isinstance(r, Exception)]
     if failed:
         raise InfrastructureError(f"reading {uri} failed: {first_line(failed[0])}")
-    return manifest
 
 
 def local_folder(artifact) -> str:
@@ -112,33 +125,14 @@ def local_folder(artifact) -> str:
 
 def copy_prefix(uri: str, target: Path, workers: int = 8) -> Path:
     """Copy every object under ``uri`` (a folder's worth) into ``target``."""
-    from google.api_core import exceptions as gexc
-    from google.cloud.storage import transfer_manager
-
     location = parse_gcs_uri(uri)
-    client = storage_client()
     outage = OutageRetry()
     prefix = f"{location.prefix}/" if location.prefix else ""
-    try:
-        blobs = [b for b in client.list_blobs(location.bucket, prefix=prefix, timeout=GCS_TIMEOUT_S,
-                                              retry=outage.policy) if not b.name.endswith("/")]
+    with _reading(uri, outage, "cannot be read: the bucket does not exist"):
+        blobs = [b for b in storage_client().list_blobs(
+            location.bucket, prefix=prefix, timeout=GCS_TIMEOUT_S, retry=outage.policy)
+            if not b.name.endswith("/")]
         if not blobs:
             raise UserError(f"{uri} holds no objects; pass the gs:// folder the model was saved to")
-        pairs = []
-        for blob in blobs:
-            path = inside(target, blob.name[len(prefix):])
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pairs.append((blob, str(path)))
-        results = transfer_manager.download_many(
-            pairs, download_kwargs={"timeout": GCS_TIMEOUT_S, "retry": outage.policy},
-            raise_exception=True, worker_type=transfer_manager.THREAD, max_workers=workers)
-    except gexc.NotFound as err:
-        raise UserError(f"{uri}: the bucket does not exist ({first_line(err)})") from err
-    except (gexc.GoogleAPIError, *outage.transient) as err:
-        raise (outage.failure(err, f"{uri} was not read") or
-               InfrastructureError(f"reading {uri} failed: {first_line(err)}")) from err
-    failed = [r for r in results if isinstance(r, Exception)]
-    if failed:
-        raise InfrastructureError(f"reading {uri} failed: {first_line(failed[0])}")
+        _download(uri, blobs, prefix, target, workers, outage)
     return target
-

@@ -31,7 +31,9 @@ def test_gcs_going_away_mid_publish_ends_in_one_line_within_the_retry_window(tmp
 
         def kill_once_uploading() -> None:
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not any(p.is_file() for p in objects.rglob("*")):
+            # once a model file has landed (not the claim: killed mid-claim, no upload has begun)
+            while time.monotonic() < deadline and not any(
+                    "shard-" in p.name and p.is_file() for p in objects.rglob("*")):
                 time.sleep(0.02)
             os.kill(emulator.pid, signal.SIGKILL)
 
