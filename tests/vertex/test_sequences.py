@@ -181,9 +181,13 @@ class EndpointSequences(RuleBasedStateMachine):
 
 @pytest.mark.server  # the fake Vertex AI API on 127.0.0.1, for about a minute of sequences
 def test_whole_sequences_of_deploys_retries_promotes_and_rollbacks_hold():
-    """``KFP_SERVE_SEQUENCES`` sequences (25 by default) of up to 10 steps each."""
+    """``KFP_SERVE_SEQUENCES`` sequences (25 by default) of up to 10 steps each, the same ones on
+    every run unless ``KFP_SERVE_SEQUENCES_RANDOM=1``."""
     EndpointSequences.TestCase.settings = settings(
         max_examples=int(os.environ.get("KFP_SERVE_SEQUENCES", "25")), stateful_step_count=10,
-        deadline=None, suppress_health_check=list(HealthCheck))
+        deadline=None, suppress_health_check=list(HealthCheck),
+        # the same sequences on every run, so CI does not fail on a draw; set
+        # KFP_SERVE_SEQUENCES_RANDOM=1 (with a larger KFP_SERVE_SEQUENCES) to explore new ones
+        derandomize=os.environ.get("KFP_SERVE_SEQUENCES_RANDOM") != "1")
     EndpointSequences.TestCase().runTest()
     print(f"explored: {EndpointSequences.explored}")
