@@ -38,8 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit 1 when the file is out of date")
     p.set_defaults(func=cmd_docs)
 
-    p = sub.add_parser("run", help="run a pipeline on this machine with kfp.local")
-    p.add_argument("pipeline")
+    p = sub.add_parser("run", help="run a pipeline on this machine with kfp.local", add_help=False,
+                       description="Run a pipeline on this machine with kfp.local. `kfp-serve run"
+                       " PIPELINE --help` also lists the pipeline's parameters.")
+    p.add_argument("-h", "--help", action="store_true", help="show this help (and, after a"
+                   " pipeline name, its parameters) and exit")
+    p.add_argument("pipeline", nargs="?")
     p.add_argument("--local", action="store_true",
                    help="run on this machine (what `run` always does; kept so scripts that pass"
                    " it work): every task a subprocess of this environment (kfp.local's"
@@ -54,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="with --containers: the image to run (default: $KFP_SERVE_IMAGE"
                    " or the tag of this version)")
     p.add_argument("--memory", default="", help="with --containers: memory limit per task, e.g. 4g")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, run_parser=p)
 
     p = sub.add_parser("image", help="build the component image with podman (no Docker engine)")
     p.add_argument("action", choices=["base", "build"],
@@ -143,6 +147,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kfp_serve.pipelines.params import parse_params
     from kfp_serve.pipelines.run_local import run_local
 
+    if args.help:
+        print(args.run_parser.format_help())
+        print(pipeline_parameters(args.pipeline) if args.pipeline
+              else "pipelines: " + ", ".join(registry.pipeline_names()))
+        return 0
+    if not args.pipeline:
+        from kfp_serve.components.errors import UserError
+
+        raise UserError("name the pipeline to run: kfp-serve run PIPELINE (one of"
+                        f" {', '.join(registry.pipeline_names())}; --help lists its parameters)")
+
     if (args.image or args.memory) and not args.containers:
         from kfp_serve.components.errors import UserError
 
@@ -165,6 +180,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {result.error}", file=sys.stderr)
         return result.exit_code
     return 0
+
+
+def pipeline_parameters(name: str) -> str:
+    """``--param`` lines for every parameter of pipeline ``name``: type, default, description."""
+    from kfp_serve.pipelines import registry
+
+    inputs = registry.load_pipeline(name).component_spec.inputs or {}
+    lines = [f"parameters of {name} (--param NAME=VALUE):"]
+    width = max((len(key) for key in inputs), default=0)
+    for key, spec in inputs.items():
+        kind = str(spec.type).split("@")[0].lower()
+        default = f" = {spec.default!r}" if spec.optional else " (required)"
+        about = " ".join((spec.description or "").split())
+        lines.append(f"  {key:<{width}}  {kind}{default}" + (f"\n  {'':<{width}}  {about}"
+                                                            if about else ""))
+    return "\n".join(lines)
 
 
 def cmd_image(args: argparse.Namespace) -> int:

@@ -158,3 +158,15 @@ def test_kserve_without_a_cluster_is_said_before_training(pipeline, capsys, monk
         f"error: {pipeline} deploys to KServe and this machine has no Kubernetes credentials (not in"
         " a cluster, no kubeconfig): pass --param api_host=URL of a Kubernetes API (e.g. `kubectl"
         " proxy`'s http://127.0.0.1:8001), or set KUBECONFIG\n")
+
+
+def test_run_help_lists_the_pipeline_s_parameters(capsys):
+    """Only a wrong --param used to reveal them."""
+    assert main(["run", "train_to_serve_local", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "parameters of train_to_serve_local (--param NAME=VALUE):" in out
+    assert "  validation_transport  string = 'rest'\n" in out
+    assert "rest or grpc: how the golden set reaches the server." in out
+    assert main(["run"]) == 2
+    assert capsys.readouterr().err.startswith("error: name the pipeline to run: kfp-serve run"
+                                              " PIPELINE (one of deploy_existing_model,")
