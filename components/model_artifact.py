@@ -8,8 +8,10 @@ A model artifact is a directory holding:
   batch size and dim size, or scripted), returning a tuple in signature order. Either file may
   be missing where its tool cannot take the model (``artifact.json`` says why), never both;
 - ``signature.json``: see :mod:`kfp_serve.components.signature`;
-- ``golden.npz``: sample inputs and the eager model's fp32 reference outputs (and the same
-  samples with other dynamic dims cut shorter, where there are any);
+- ``golden.npz``: sample inputs and the eager model's reference outputs, computed on the CPU
+  without autocast in the model's own precision (fp32, or float16 for a float16 model, stored
+  as the signature's dtype), and the same samples with other dynamic dims cut shorter, where
+  there are any;
 - ``artifact.json``: how each file was made, and why one is missing.
 
 Users' own training components call :func:`save_torch_model` to write one. The model is called
