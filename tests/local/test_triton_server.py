@@ -113,6 +113,18 @@ def test_sigterm_while_the_model_loads_stops_the_server_it_started(digits_onnx, 
     assert "cancelled (SIGTERM) while 'digits' was loading; the server was stopped" in out
     assert not triton_server._process_alive(server_pid)
     assert not record_path.exists()
+    # nor its Python backend stub, busy in the warmup (it outlived the server once)
+    time.sleep(0.5)
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and str(state).encode()
+                in _cmdline(int(p))]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read()
+    except OSError:
+        return b""
 
 
 def test_stopped_deployments_beyond_the_newest_twenty_lose_their_folders(tmp_path):
