@@ -23,7 +23,6 @@ Kubernetes API and KServe controller (control plane only: nothing is served). Af
 from __future__ import annotations
 
 import copy
-import os
 import tempfile
 from pathlib import Path
 
@@ -31,9 +30,9 @@ import pytest
 from fakes.crd_schema import load_crd_schema
 from fakes.http_fake import FakeServer
 from fakes.kube_api import FakeKServeController, FakeKubeApi, kserve_runtimes
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from support import run_sequences
 from support.kserve import cluster_for, make_spec
 
 from kfp_serve.components.artifacts import KServeInferenceService
@@ -230,13 +229,5 @@ class InferenceServiceSequences(RuleBasedStateMachine):
 
 @pytest.mark.server  # the fake Kubernetes API on 127.0.0.1, for about a minute of sequences
 def test_whole_sequences_of_deploys_retries_promotes_and_rollbacks_hold():
-    """``KFP_SERVE_SEQUENCES`` sequences (25 by default) of up to 10 steps each, the same ones on
-    every run unless ``KFP_SERVE_SEQUENCES_RANDOM=1``."""
-    InferenceServiceSequences.TestCase.settings = settings(
-        max_examples=int(os.environ.get("KFP_SERVE_SEQUENCES", "25")), stateful_step_count=10,
-        deadline=None, suppress_health_check=list(HealthCheck),
-        # the same sequences on every run, so CI does not fail on a draw; set
-        # KFP_SERVE_SEQUENCES_RANDOM=1 (with a larger KFP_SERVE_SEQUENCES) to explore new ones
-        derandomize=os.environ.get("KFP_SERVE_SEQUENCES_RANDOM") != "1")
-    InferenceServiceSequences.TestCase().runTest()
-    print(f"explored: {InferenceServiceSequences.explored}")
+    """The same 25 sequences every run (support.run_sequences says how to explore more)."""
+    run_sequences(InferenceServiceSequences)

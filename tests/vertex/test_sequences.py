@@ -19,16 +19,15 @@ every step the endpoint must hold these invariants:
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import pytest
 from fakes.http_fake import FakeServer
 from fakes.vertex_api import FakeVertexApi
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from support import run_sequences
 from support.vertex import vertex_spec
 
 from kfp_serve.components.errors import InfrastructureError, UserError
@@ -181,13 +180,5 @@ class EndpointSequences(RuleBasedStateMachine):
 
 @pytest.mark.server  # the fake Vertex AI API on 127.0.0.1, for about a minute of sequences
 def test_whole_sequences_of_deploys_retries_promotes_and_rollbacks_hold():
-    """``KFP_SERVE_SEQUENCES`` sequences (25 by default) of up to 10 steps each, the same ones on
-    every run unless ``KFP_SERVE_SEQUENCES_RANDOM=1``."""
-    EndpointSequences.TestCase.settings = settings(
-        max_examples=int(os.environ.get("KFP_SERVE_SEQUENCES", "25")), stateful_step_count=10,
-        deadline=None, suppress_health_check=list(HealthCheck),
-        # the same sequences on every run, so CI does not fail on a draw; set
-        # KFP_SERVE_SEQUENCES_RANDOM=1 (with a larger KFP_SERVE_SEQUENCES) to explore new ones
-        derandomize=os.environ.get("KFP_SERVE_SEQUENCES_RANDOM") != "1")
-    EndpointSequences.TestCase().runTest()
-    print(f"explored: {EndpointSequences.explored}")
+    """The same 25 sequences every run (support.run_sequences says how to explore more)."""
+    run_sequences(EndpointSequences)

@@ -82,6 +82,23 @@ def _tensorrt_gpu() -> str:
     return "" if torch.cuda.is_available() else "no CUDA GPU is visible"
 
 
+def run_sequences(machine: type) -> None:
+    """Run a ``hypothesis.stateful`` machine for ``KFP_SERVE_SEQUENCES`` sequences (25 by default)
+    of up to 10 steps each, and print what it explored (its ``explored`` counter). The same
+    sequences on every run, so CI does not fail on a draw; ``KFP_SERVE_SEQUENCES_RANDOM=1``
+    (with a larger ``KFP_SERVE_SEQUENCES``) explores new ones."""
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    machine.TestCase.settings = settings(
+        max_examples=int(os.environ.get("KFP_SERVE_SEQUENCES", "25")), stateful_step_count=10,
+        deadline=None, suppress_health_check=list(HealthCheck),
+        derandomize=os.environ.get("KFP_SERVE_SEQUENCES_RANDOM") != "1")
+    machine.TestCase().runTest()
+    print(f"explored: {machine.explored}")
+
+
 def _tmpfs() -> str:
     import os
     import tempfile
@@ -94,6 +111,8 @@ def _tmpfs() -> str:
                 return ""
         except subprocess.CalledProcessError as err:
             return f"mount -t tmpfs failed: {err.stderr.decode(errors='replace').strip()[:120]}"
+        except OSError as err:  # no mount program
+            return f"mount cannot run: {err}"
 
 
 @contextmanager
