@@ -1,17 +1,35 @@
-"""Helpers every export shares: stage-then-commit output folders, and a quiet exporter."""
+"""Output folders: stage-then-commit folders every export shares, folders checked writable before
+use, and a quiet exporter."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from kfp_serve.components.errors import filesystem_error
+
 _NOISY_LOGGERS = ("torch.onnx", "onnxscript", "torch._dynamo", "torch.export", "torch._export",
                   "torch.jit", "onnx_ir", "torch.fx", "torch._guards", "torch._subclasses")
+
+
+def writable_folder(folder: Path, doing: str, *inside: str) -> Path:
+    """``folder`` (and its subfolders ``inside``), made and written to once, so that a file in
+    the way or a read-only or full disk fails here, in one line naming ``folder``, rather than
+    at the first real write."""
+    try:
+        (folder.joinpath(*inside) if inside else folder).mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise filesystem_error(err, folder, doing) from err
+    return folder
 
 
 @contextlib.contextmanager

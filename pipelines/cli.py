@@ -141,6 +141,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from kfp_serve.components.errors import UserError
     from kfp_serve.pipelines import registry
     from kfp_serve.pipelines.interrupt import interruptible
     from kfp_serve.pipelines.needs import check_credentials
@@ -153,14 +154,10 @@ def cmd_run(args: argparse.Namespace) -> int:
               else "pipelines: " + ", ".join(registry.pipeline_names()))
         return 0
     if not args.pipeline:
-        from kfp_serve.components.errors import UserError
-
         raise UserError("name the pipeline to run: kfp-serve run PIPELINE (one of"
                         f" {', '.join(registry.pipeline_names())}; --help lists its parameters)")
 
     if (args.image or args.memory) and not args.containers:
-        from kfp_serve.components.errors import UserError
-
         raise UserError("--image and --memory go with --containers")
     if args.image:
         os.environ["KFP_SERVE_IMAGE"] = args.image  # read when the components are defined

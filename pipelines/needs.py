@@ -11,7 +11,8 @@ from typing import Any
 
 from kfp_serve.components.errors import UserError
 
-#: the steps that talk to a Kubernetes API, and their parameter that names it
+#: the steps that talk to a Kubernetes API (at the pipeline's ``api_host``, else in-cluster or
+#: kubeconfig credentials)
 KUBERNETES_STEPS = {"deploy_kserve", "promote_kserve", "rollback_kserve", "delete_kserve"}
 
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kfp_serve.components.errors import InfrastructureError, filesystem_error
+from kfp_serve.components.errors import InfrastructureError
 from kfp_serve.components.local.triton_server import STATE_DIR_ENV
+from kfp_serve.components.staging import writable_folder
 from kfp_serve.components.step_failure import ERRORS_FILE_ENV, read_failures
 from kfp_serve.components.storage.emulator import EMULATOR_ENV, start_emulator
 from kfp_serve.components.storage.uris import is_gcs, parse_gcs_uri
@@ -60,31 +61,20 @@ def run_local(name: str, output_dir: str | Path, params: dict[str, Any],
     pipeline = registry.load_pipeline(name)
     check_params(pipeline, params, here=True)  # before the first step, as the CLI does
     root = Path(output_dir).resolve()
-    try:  # every folder the run writes to, made (and so checked) before the first step
-        (root / STATE / "local").mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=root)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as err:
-        raise filesystem_error(err, root, "preparing --output") from err
+    writable_folder(root, "preparing --output", STATE, "local")  # before the first step
     if not gcs_emulator:
         return _run(name, pipeline, root, params, containers, memory)
     emulator = start_emulator(root / "gcs-emulator")
-    saved = os.environ.get(EMULATOR_ENV)
-    os.environ[EMULATOR_ENV] = emulator.url  # the task subprocesses inherit it
     try:
-        for bucket in gcs_buckets(pipeline, params):
-            emulator.create_bucket(bucket)
-        return _run(name, pipeline, root, params, containers, memory)
+        with _environ(EMULATOR_ENV, emulator.url):  # the task subprocesses inherit it
+            for bucket in gcs_buckets(pipeline, params):
+                emulator.create_bucket(bucket)
+            return _run(name, pipeline, root, params, containers, memory)
     except Interrupted as interrupted:
         interrupted.stopped.append("the GCS emulator")
         raise
     finally:
         emulator.stop()
-        if saved is None:
-            os.environ.pop(EMULATOR_ENV, None)
-        else:
-            os.environ[EMULATOR_ENV] = saved
 
 
 def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], containers: bool = False,
@@ -117,8 +107,7 @@ def _run(name: str, pipeline: Any, root: Path, params: dict[str, Any], container
             )
 
             if "DOCKER_HOST" not in os.environ:  # docker-py reads it; ours for this run only
-                os.environ["DOCKER_HOST"] = stack.enter_context(docker_api())
-                stack.callback(os.environ.pop, "DOCKER_HOST", None)
+                stack.enter_context(_environ("DOCKER_HOST", stack.enter_context(docker_api())))
             install_exit_code_fix()
             stack.callback(remove_held)
             args = runner_args(str(servers), memory)

@@ -27,8 +27,9 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kfp_serve.components.errors import InfrastructureError, UserError, filesystem_error
+from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.local.ports import choose_ports
+from kfp_serve.components.staging import writable_folder
 
 STATE_DIR_ENV = "KFP_SERVE_STATE_DIR"
 RUNTIME_MODEL = Path(__file__).parent / "backends" / "runtime_model.py"
@@ -59,15 +60,8 @@ class LocalDeployment:
 def state_root() -> Path:
     """Where deployments are recorded: ``$KFP_SERVE_STATE_DIR`` or ``~/.cache/kfp-serve/local``."""
     root = Path(os.environ.get(STATE_DIR_ENV) or Path.home() / ".cache" / "kfp-serve" / "local")
-    try:  # made, and written to once, so a read-only one fails here in one line
-        root.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".write-check-", dir=root)
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as err:
-        raise filesystem_error(err, root, f"recording local servers (set ${STATE_DIR_ENV} to a"
-                               " writable folder)") from err
-    return root
+    return writable_folder(root, f"recording local servers (set ${STATE_DIR_ENV} to a writable"
+                           " folder)")
 
 
 def load_deployment(deployment: str) -> LocalDeployment | None:
