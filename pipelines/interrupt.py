@@ -52,8 +52,7 @@ def interruptible() -> Iterator[None]:
     def handler(signum: int, _frame: object) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
-        steps = running_steps()
-        signal_steps(signal.SIGTERM)
+        steps = signal_steps(signal.SIGTERM)[0]
         raise Interrupted(signum, [counted(steps, "running step")] if steps else [])
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -79,22 +78,18 @@ def _process_table() -> dict[int, list[int]]:
     return parents
 
 
-def step_processes() -> list[int]:
-    """The kfp.local step processes this process runs, and everything below them (children
-    first). The GCS emulator and podman's service, also our children, are not among them."""
+def step_processes() -> tuple[int, list[int]]:
+    """How many kfp.local steps this process runs now, and their processes with everything below
+    them (children first), from one read of /proc. The GCS emulator and podman's service, also
+    our children, are not among them."""
     table = _process_table()
-    queue = [pid for pid in table.get(os.getpid(), []) if _is_step(pid)]
-    found: list[int] = []
+    steps = [pid for pid in table.get(os.getpid(), []) if _is_step(pid)]
+    found, queue = [], list(steps)
     while queue:
         pid = queue.pop(0)
         found.append(pid)
         queue.extend(table.get(pid, []))
-    return found
-
-
-def running_steps() -> int:
-    """How many kfp.local steps this process runs now."""
-    return sum(1 for pid in _process_table().get(os.getpid(), []) if _is_step(pid))
+    return len(steps), found
 
 
 def _is_step(pid: int) -> bool:
@@ -104,14 +99,15 @@ def _is_step(pid: int) -> bool:
         return False
 
 
-def signal_steps(sig: int) -> list[int]:
-    """Send ``sig`` to every step process; the PIDs signalled."""
+def signal_steps(sig: int) -> tuple[int, list[int]]:
+    """Send ``sig`` to every step process: how many steps there were, and the PIDs signalled."""
+    steps, processes = step_processes()
     signalled = []
-    for pid in step_processes():
+    for pid in processes:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
             signalled.append(pid)
-    return signalled
+    return steps, signalled
 
 
 def counted(number: int, noun: str) -> str:
@@ -122,13 +118,12 @@ def counted(number: int, noun: str) -> str:
 def stop_steps(grace_s: float = 10.0) -> int:
     """SIGTERM the step processes, SIGKILL what is left after ``grace_s`` and collect their
     exit status. Returns how many steps were running when asked to stop."""
-    steps = running_steps()
-    signalled = signal_steps(signal.SIGTERM)
+    steps, signalled = signal_steps(signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while step_processes() and time.monotonic() < deadline:
+    while step_processes()[1] and time.monotonic() < deadline:
         _reap(signalled)
         time.sleep(0.1)
-    signalled += signal_steps(signal.SIGKILL)
+    signalled += signal_steps(signal.SIGKILL)[1]
     _reap(signalled)
     return steps
 
