@@ -45,7 +45,8 @@ class StepFailure:
         return cls(step, f"{type(err).__name__}: {first_line(err)}", 1)
 
 
-def _step_name(argv: list[str]) -> str:
+def step_name(argv: list[str]) -> str:
+    """The component function a step command line runs (``--function_to_execute``)."""
     for flag, value in itertools.pairwise(argv):
         if flag == "--function_to_execute":
             return value
@@ -56,7 +57,7 @@ def _hook(kind: type[BaseException], err: BaseException, traceback) -> None:
     sys.__excepthook__(kind, err, traceback)
     if isinstance(err, KeyboardInterrupt):
         return
-    failure = StepFailure.of(err, _step_name(sys.argv))
+    failure = StepFailure.of(err, step_name(sys.argv))
     print(f"{PREFIX} {failure.message}", file=sys.stderr)
     record(failure)
     sys.stdout.flush()
@@ -73,11 +74,6 @@ def record(failure: StepFailure) -> None:
                 handle.write(json.dumps(asdict(failure)) + "\n")
         except OSError as write_err:
             print(f"kfp-serve: could not record the failure in {path}: {write_err}", file=sys.stderr)
-
-
-def step_name(argv: list[str]) -> str:
-    """The component function a step command line runs (``--function_to_execute``)."""
-    return _step_name(argv)
 
 
 def install() -> None:

@@ -213,7 +213,7 @@ class GcsStore:
                 timeout=GCS_TIMEOUT_S, retry=self.retry)
 
 
-def _ours_already(error: Exception, blob, handle: CountingFile, retry=None) -> bool:
+def _ours_already(error: Exception, blob, handle: CountingFile, retry) -> bool:
     """A create-only upload retried after a lost response answers 412 although the first try
     wrote the object: that object is ours when it holds exactly our bytes (same CRC32C)."""
     from google.api_core import exceptions as gexc
@@ -221,7 +221,7 @@ def _ours_already(error: Exception, blob, handle: CountingFile, retry=None) -> b
     if not isinstance(error, gexc.PreconditionFailed):
         return False
     try:
-        blob.reload(timeout=GCS_TIMEOUT_S, **({"retry": retry} if retry is not None else {}))
+        blob.reload(timeout=GCS_TIMEOUT_S, retry=retry)
     except gexc.GoogleAPICallError:
         return False
     return blob.crc32c == handle.crc32c()

@@ -151,6 +151,7 @@ def test_a_create_only_retry_of_our_own_object_is_not_a_conflict(bucket, tmp_pat
 
     from kfp_serve.components.storage.gcs_store import _ours_already
     from kfp_serve.components.storage.progress import CountingFile, UploadProgress
+    from kfp_serve.components.storage.retries import OutageRetry
 
     path = tmp_path / "weights.bin"
     path.write_bytes(b"abc" * 1000)
@@ -158,9 +159,11 @@ def test_a_create_only_retry_of_our_own_object_is_not_a_conflict(bucket, tmp_pat
     blob.upload_from_filename(str(path), if_generation_match=0)  # the try whose answer was lost
     view = CountingFile(path, UploadProgress(path.stat().st_size, False))
     view.close()
-    assert _ours_already(PreconditionFailed("412"), blob, view)
+    retry = OutageRetry().policy
+    assert _ours_already(PreconditionFailed("412"), blob, view, retry)
     path.write_bytes(b"xyz" * 1000)  # a different object under that name is a real conflict
-    assert not _ours_already(PreconditionFailed("412"), blob, CountingFile(path, UploadProgress(1, False)))
+    assert not _ours_already(PreconditionFailed("412"), blob,
+                             CountingFile(path, UploadProgress(1, False)), retry)
 
 
 def test_a_racing_local_publisher_never_replaces_a_committed_version(digits_repository, tmp_path,
