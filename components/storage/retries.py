@@ -22,6 +22,7 @@ import threading
 import time
 
 from kfp_serve.components.errors import InfrastructureError, first_line
+from kfp_serve.components.storage.emulator import EMULATOR_ENV
 
 #: how long a storage outage is ridden out before the transfer fails (GCS's own default: 120 s
 #: per request, with no bound across requests)
@@ -41,7 +42,7 @@ def _transient_types() -> tuple[type[BaseException], ...]:
 
 def endpoint() -> str:
     """Where GCS requests go: the emulator's URL, or storage.googleapis.com."""
-    return os.environ.get("STORAGE_EMULATOR_HOST") or "storage.googleapis.com"
+    return os.environ.get(EMULATOR_ENV) or "storage.googleapis.com"
 
 
 def reason(error: BaseException) -> str:
@@ -67,7 +68,6 @@ class OutageRetry:
         self.lock = threading.Lock()
         self.started: float | None = None  # the outage's first error
         self.latest: float | None = None
-        self.last_error: BaseException | None = None
         self.policy = Retry(predicate=self._retryable, initial=0.5, maximum=8.0, multiplier=2.0,
                             timeout=window_s)
 
@@ -85,7 +85,7 @@ class OutageRetry:
                 self.started = now
                 print(f"GCS at {endpoint()} is not answering ({reason(error)}); retrying for up"
                       f" to {self.window_s:.0f} s", file=sys.stderr, flush=True)
-            self.latest, self.last_error = now, error
+            self.latest = now
             return now - self.started < self.window_s
 
     def down_for(self) -> float:

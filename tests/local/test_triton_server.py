@@ -6,7 +6,7 @@ import socket
 import urllib.request
 
 import pytest
-from support import catches_sigterm
+from support import catches_sigterm, processes_mentioning
 
 from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.local import ports, triton_server
@@ -115,16 +115,7 @@ def test_sigterm_while_the_model_loads_stops_the_server_it_started(digits_onnx, 
     assert not record_path.exists()
     # nor its Python backend stub, busy in the warmup (it outlived the server once)
     time.sleep(0.5)
-    assert not [p for p in os.listdir("/proc") if p.isdigit() and str(state).encode()
-                in _cmdline(int(p))]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            return handle.read()
-    except OSError:
-        return b""
+    assert processes_mentioning(str(state)) == []
 
 
 def test_stopped_deployments_beyond_the_newest_twenty_lose_their_folders(tmp_path):

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from support import processes_mentioning
 
 from kfp_serve.components.local.triton_server import _process_alive
 
@@ -30,21 +31,6 @@ def _serving(state: Path) -> dict | None:
         except OSError:
             pass
     return None
-
-
-def _processes_mentioning(text: str) -> list[str]:
-    """Command lines of the living processes that name ``text`` (the run's output folder)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                continue
-            if text in cmdline and state != "Z":
-                found.append(f"{entry.name}: {cmdline[:160]}")
-    return found
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
@@ -92,5 +78,5 @@ def test_an_interrupted_run_stops_every_process_it_started(how, tmp_path):
         assert last.endswith("the GCS emulator")
     assert took < 30, f"stopping took {took:.0f} s"
     assert not _process_alive(int(record["pid"]))
-    assert _processes_mentioning(str(tmp_path)) == []  # steps, Triton's stubs, the emulator
+    assert processes_mentioning(str(tmp_path)) == []  # steps, Triton's stubs, the emulator
     assert not list((out / ".kfp-serve-state" / "local").glob("*.json"))

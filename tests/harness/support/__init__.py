@@ -45,6 +45,25 @@ def catches_sigterm(pid: int) -> bool:
     return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
+def processes_mentioning(text: str) -> list[str]:
+    """``"PID: command line"`` of every living (not zombie) process whose command line holds
+    ``text`` (a test's own folder: what it started and must have stopped), this one excepted."""
+    import os
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in cmdline and state != "Z":
+            found.append(f"{entry.name}: {cmdline[:160]}")
+    return found
+
+
 @dataclass(frozen=True)
 class Requirement:
     """An optional part of the machine: which tests need it and the one command that enables them."""
