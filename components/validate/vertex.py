@@ -120,7 +120,9 @@ class VertexTarget(HttpTarget):
         return joined, first_problems + second_problems
 
     def load(self, golden, concurrency, seconds):
+        golden_answers = dict(self.served_by)
         self.infer(golden.slice(0, 1).inputs)  # a single row over the limit: one clear error
+        self.served_by = golden_answers  # the note counts the golden requests, not this probe
         return super().load(golden, concurrency, seconds)
 
     def _answered_by_us(self, header: str, body: bytes) -> bool:
