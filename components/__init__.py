@@ -16,6 +16,7 @@ COMPONENT_MODULES: dict[str, str] = {
     "export_onnx": "export.component",
     "export_torchscript": "export.component",
     "export_tensorrt": "export.component",
+    "export_model": "export.component",
     "profile_formats": "export.component",
     "build_triton_repository": "triton.component",
     "pack_triton_repositories": "triton.component",

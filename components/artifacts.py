@@ -187,7 +187,7 @@ class ExportedModel(Record):
 class OnnxModel(ExportedModel):
     HOLDS: ClassVar[str] = ("a folder: model.onnx (+ model.onnx.data when > 2 GiB),"
                             " signature.json, golden.npz")
-    MADE_BY: ClassVar[str] = "export_onnx"
+    MADE_BY: ClassVar[str] = "export_onnx or export_model"
 
     opset: int = 18
     exporter: str = "dynamo"  # the exporter that made the file (auto resolved)
@@ -197,7 +197,7 @@ class OnnxModel(ExportedModel):
 @dataclass(frozen=True)
 class TorchScriptModel(ExportedModel):
     HOLDS: ClassVar[str] = "a folder: model.pt (TorchScript), signature.json, golden.npz"
-    MADE_BY: ClassVar[str] = "export_torchscript"
+    MADE_BY: ClassVar[str] = "export_torchscript or export_model"
 
     method: str = "saved"
 

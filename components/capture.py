@@ -140,7 +140,7 @@ def export_problem(err: BaseException, signature: ModelSignature) -> str:
 def _mismatch(module: Any, signature: ModelSignature, golden: GoldenSet) -> str:
     """'' when ``module`` reproduces the eager outputs at batch 1, on the whole golden set and on
     its resized variant; else the first difference (or error)."""
-    from kfp_serve.components.verify import compare_outputs, summarize_failures
+    from kfp_serve.components.verify import compare_outputs, summarize_failures, visible_positions
 
     for case in (golden.slice(0, 1), golden, golden.resized):
         if case is None:
@@ -149,7 +149,8 @@ def _mismatch(module: Any, signature: ModelSignature, golden: GoldenSet) -> str:
             actual = run_module(module, signature, case.inputs)
         except Exception as err:
             return first_line(err)
-        found = summarize_failures(compare_outputs(case.outputs, actual, **_TRACE_CHECK),
+        found = summarize_failures(compare_outputs(case.outputs, actual, **_TRACE_CHECK,
+                                                   visible=visible_positions(signature, case.inputs)),
                                    f"batch {case.batch_size}")
         if found:
             return found

@@ -7,6 +7,8 @@ infrastructure (a server that does not start, a remote that times out).
 
 from __future__ import annotations
 
+import re
+
 
 class KfpServeError(Exception):
     """Base class of every error kfp-serve raises on purpose."""
@@ -31,12 +33,15 @@ class InfrastructureError(KfpServeError):
 
 
 _GENERIC_HEADERS = ("The following operation failed in the TorchScript interpreter.",)
+_COLOUR_CODES = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def first_line(err: BaseException) -> str:
-    """The telling line of an exception's message: the first, unless that is a generic header
-    (TorchScript puts the real error last); the type name when the message is empty."""
-    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    """The telling line of an exception's message, as plain text (terminal colour codes taken
+    out): the first, unless that is a generic header (TorchScript puts the real error last);
+    the type name when the message is empty."""
+    text = _COLOUR_CODES.sub("", str(err))
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     if not lines:
         return type(err).__name__
     return lines[-1] if lines[0] in _GENERIC_HEADERS else lines[0]

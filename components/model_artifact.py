@@ -43,6 +43,7 @@ from kfp_serve.components.errors import UserError, first_line
 from kfp_serve.components.formats import SCRIPTED_SOURCE_FILE, TORCH_PROGRAM_FILE
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature
+from kfp_serve.components.verify import mask_over, visible_positions
 
 if TYPE_CHECKING:
     import torch
@@ -141,13 +142,16 @@ def save_torch_model(
     inputs = _as_numpy(golden_inputs, signature)
     # A copy on the CPU: the artifact must load anywhere, and references computed on a GPU
     # (TF32 convolutions, fused kernels) would be off by ~1e-3; the caller's module is untouched.
+    # Its dtype stays: a float16 model keeps the float16 signature it was saved with.
     on_accelerator = any(t.device.type != "cpu" for t in (*module.parameters(), *module.buffers()))
-    module = copy.deepcopy(module).cpu().float().eval() if on_accelerator else module.eval()
+    module = copy.deepcopy(module).cpu().eval() if on_accelerator else module.eval()
     wrapped = signature_module(module, signature)
     golden = GoldenSet(inputs=inputs, outputs=run_module(wrapped, signature, inputs))
     golden.check_against(signature)
+    visible = visible_positions(signature, inputs)
     for name, value in golden.outputs.items():
-        if not np.all(np.isfinite(value)):
+        shown = value[mask_over(visible[name], value.shape)] if name in visible else value
+        if not np.all(np.isfinite(shown)):
             raise UserError(f"the eager model produced NaN/Inf in output {name!r} on the golden"
                             " inputs; fix the model or choose other sample inputs")
     resized = _resized_inputs(signature, inputs)

@@ -69,11 +69,18 @@ def dtype_from_onnx(elem_type: int) -> str:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One named tensor: its numpy dtype name and dims (``int`` fixed, ``str`` dynamic)."""
+    """One named tensor: its numpy dtype name and dims (``int`` fixed, ``str`` dynamic).
+
+    An output may be ``masked_by`` an input whose dims lead its own (``logits`` [batch, seq,
+    vocab] by ``attention_mask`` [batch, seq]): where that input is 0 the output's values are
+    read by no caller (padding), so verification and validation compare only the others and say
+    how many they skipped.
+    """
 
     name: str
     dtype: str
     dims: tuple[Dim, ...]
+    masked_by: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -110,14 +117,18 @@ class TensorSpec:
         return all(isinstance(d, str) or d == s for d, s in zip(self.dims, shape))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
+        data = {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
+        if self.masked_by:
+            data["masked_by"] = self.masked_by
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> TensorSpec:
         try:
             # a whole number that travelled as a float (KFP's metadata turns ints into floats)
             dims = tuple(int(d) if isinstance(d, float) and d.is_integer() else d for d in data["dims"])
-            return cls(name=data["name"], dtype=data["dtype"], dims=dims)
+            return cls(name=data["name"], dtype=data["dtype"], dims=dims,
+                       masked_by=data.get("masked_by") or None)
         except (KeyError, TypeError) as err:
             raise UserError(
                 f"tensor spec {data!r} needs 'name', 'dtype' and 'dims' ({err})"
@@ -141,6 +152,13 @@ class ModelSignature:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise UserError(f"tensor names must be unique across inputs and outputs: {duplicates}")
+        for spec in self.inputs:
+            if spec.masked_by:
+                raise UserError(f"input {spec.name!r} has masked_by; only outputs are masked (by an"
+                                " input)")
+        for spec in self.outputs:
+            if spec.masked_by:
+                _check_mask(spec, self.inputs)
 
     @property
     def batched(self) -> bool:
@@ -203,3 +221,16 @@ def _by_name(specs: tuple[TensorSpec, ...], name: str, kind: str) -> TensorSpec:
         if spec.name == name:
             return spec
     raise UserError(f"the signature has no {kind} named {name!r}; it has {[s.name for s in specs]}")
+
+
+def _check_mask(output: TensorSpec, inputs: tuple[TensorSpec, ...]) -> None:
+    """A mask is an input whose dims lead the output's, so each of its values covers the output
+    values behind it."""
+    mask = next((spec for spec in inputs if spec.name == output.masked_by), None)
+    if mask is None:
+        raise UserError(f"output {output.name!r} is masked_by {output.masked_by!r}, which is not an"
+                        f" input; use one of {[s.name for s in inputs]}")
+    if mask.dims != output.dims[:mask.rank]:
+        raise UserError(f"output {output.name!r} is masked_by {mask.name!r}, but the mask's dims"
+                        f" {list(mask.dims)} do not lead the output's {list(output.dims)}; a mask"
+                        " covers the output's first dims (e.g. [batch, seq] for [batch, seq, vocab])")

@@ -67,3 +67,31 @@ def quiet_export() -> Iterator[None]:
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def native_output_kept_out() -> Iterator[None]:
+    """Keep what native code writes to stdout and stderr (the TorchScript ONNX exporter prints
+    the whole graph there when it fails) out of the user's terminal: file descriptors 1 and 2
+    point at a discarded temporary file while the block runs."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    with contextlib.suppress(Exception):
+                        stream.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        for fd in saved:
+            os.close(fd)

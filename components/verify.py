@@ -14,6 +14,7 @@ import numpy as np
 from kfp_serve.components.errors import VerificationError, first_line
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.report import Table
+from kfp_serve.components.signature import ModelSignature
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,27 @@ class OutputComparison:
     atol: float
     rtol: float
     problem: str = ""
+    masked: int = 0  # values at positions the output's mask hides, not compared
 
     @property
     def passed(self) -> bool:
         return not self.problem
+
+
+def visible_positions(signature: ModelSignature | None,
+                      inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per output the signature says is ``masked_by`` an input: True where that input is
+    non-zero (the positions callers read)."""
+    if signature is None:
+        return {}
+    return {spec.name: np.asarray(inputs[spec.masked_by]) != 0
+            for spec in signature.outputs if spec.masked_by and spec.masked_by in inputs}
+
+
+def mask_over(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A mask of an output's leading dims, spread over all of the output's values."""
+    mask = np.asarray(mask)
+    return np.broadcast_to(mask.reshape(mask.shape + (1,) * (len(shape) - mask.ndim)), shape)
 
 
 def compare_outputs(
@@ -37,11 +55,13 @@ def compare_outputs(
     actual: dict[str, np.ndarray],
     atol: float,
     rtol: float,
+    visible: dict[str, np.ndarray] | None = None,
 ) -> list[OutputComparison]:
     """Compare every reference output with the actual one (``|a - r| <= atol + rtol * |r|``).
 
     All problems are collected — a missing output, a shape or dtype change, NaN/Inf values, a
-    tolerance exceeded — so one report names every mismatch.
+    tolerance exceeded — so one report names every mismatch. Where ``visible`` holds an
+    output's mask (see :func:`visible_positions`), only the positions it shows are compared.
     """
     results = []
     for name, ref in reference.items():
@@ -60,17 +80,23 @@ def compare_outputs(
             continue
         ref64 = ref.astype(np.float64)
         got64 = got.astype(np.float64)
+        masked = 0
+        if name in (visible or {}):
+            shown = mask_over(visible[name], ref.shape)  # type: ignore[index]
+            masked = int(shown.size - np.count_nonzero(shown))
+            ref64, got64 = ref64[shown], got64[shown]
         if not np.all(np.isfinite(ref64)):
             results.append(
                 OutputComparison(name, float("nan"), float("nan"), atol, rtol,
-                                 "the reference itself holds NaN/Inf; fix the model or golden set")
+                                 "the reference itself holds NaN/Inf; fix the model or golden set",
+                                 masked)
             )
             continue
         if not np.all(np.isfinite(got64)):
             bad = int(np.size(got64) - np.count_nonzero(np.isfinite(got64)))
             results.append(
                 OutputComparison(name, float("nan"), float("nan"), atol, rtol,
-                                 f"{bad} NaN/Inf value(s)")
+                                 f"{bad} NaN/Inf value(s)", masked)
             )
             continue
         diff = np.abs(got64 - ref64)
@@ -84,7 +110,7 @@ def compare_outputs(
                 f"{count}/{diff.size} values exceed atol={atol:g} + rtol={rtol:g}*|ref|"
                 f" (max abs error {max_abs:.3g})"
             )
-        results.append(OutputComparison(name, max_abs, max_rel, atol, rtol, problem))
+        results.append(OutputComparison(name, max_abs, max_rel, atol, rtol, problem, masked))
     return results
 
 
@@ -99,7 +125,8 @@ def summarize_failures(results: list[OutputComparison], context: str) -> str:
 def comparison_table(results: list[OutputComparison]) -> Table:
     """The comparison, one row per output (render with ``.markdown()`` or ``.html()``)."""
     rows = [[f"`{r.name}`", f"{r.max_abs_error:.3g}", f"{r.max_rel_error:.3g}", f"{r.atol:g}",
-             f"{r.rtol:g}", "pass" if r.passed else f"FAIL: {r.problem}"] for r in results]
+             f"{r.rtol:g}", ("pass" if r.passed else f"FAIL: {r.problem}")
+             + (f" ({r.masked} masked values skipped)" if r.masked else "")] for r in results]
     return Table(["output", "max abs error", "max rel error", "atol", "rtol", "result"], rows)
 
 
@@ -117,9 +144,11 @@ def verification_batches(golden: GoldenSet) -> list[int]:
 
 
 def verify_at_batches(run: Runner, golden: GoldenSet, atol: float, rtol: float,
-                      what: str) -> dict[str, list[OutputComparison]]:
+                      what: str, signature: ModelSignature | None = None
+                      ) -> dict[str, list[OutputComparison]]:
     """Run ``run`` on the golden inputs at each verification batch size and compare; where the
-    golden set has a resized variant (other dynamic dims at a second size), that too.
+    golden set has a resized variant (other dynamic dims at a second size), that too. Outputs
+    the ``signature`` says are masked are compared at their visible positions only.
 
     Returns the comparisons by case: ``"batch 16"``, ``"batch 1"``, and ``"resized"`` (other
     dynamic dims at their second size) where the golden set has that variant.
@@ -141,7 +170,8 @@ def verify_at_batches(run: Runner, golden: GoldenSet, atol: float, rtol: float,
             raise
         except Exception as err:  # any runtime's own error type
             raise VerificationError(f"{what} failed at {label}: {first_line(err)}") from err
-        comparisons[key] = compare_outputs(part.outputs, actual, atol, rtol)
+        comparisons[key] = compare_outputs(part.outputs, actual, atol, rtol,
+                                           visible_positions(signature, part.inputs))
         failure = summarize_failures(comparisons[key], label.replace("batch size", "batch"))
         if failure:
             problems.append(failure)

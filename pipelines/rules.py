@@ -54,6 +54,8 @@ _HERE = {"http_port": _free_port, "grpc_port": _free_port}
 
 
 def _rules() -> dict[str, Rule]:
+    from kfp_serve.components.export.onnx_export import EXPORTERS
+    from kfp_serve.components.export.serving import SERVING_FORMATS
     from kfp_serve.components.kserve.manifest import (
         DEPLOYMENT_MODES,
         MODEL_FORMATS,
@@ -93,6 +95,7 @@ def _rules() -> dict[str, Rule]:
         "cpu_utilization_target": percent, "accelerator_utilization_target": percent,
         # choices
         "transport": one_of(TRANSPORTS), "deployment_mode": one_of(tuple(DEPLOYMENT_MODES)),
+        "serving_format": one_of(SERVING_FORMATS), "exporter": one_of(EXPORTERS),
         "model_format": one_of(MODEL_FORMATS, empty=True),
         "rollout_strategy": one_of(ROLLOUT_STRATEGIES, empty=True),
         "instance_kind": one_of(tuple(kind.value for kind in InstanceKind), empty=True),

@@ -106,6 +106,59 @@ def export_torchscript(
 
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def export_model(
+    model: Input[Model],
+    exported_model: Output[Model],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+    serving_format: str = "auto",
+    exporter: str = "auto",
+    opset: int = 18,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+):
+    """Exports a model artifact to the format it will be served in, verified.
+
+    ``auto`` serves ONNX where an ONNX export passes (the dynamo exporter, then the legacy one
+    where dynamo fails) and TorchScript where none does (a model with no ONNX route, such as
+    packed sequences), saying why in the report. Verification is export_onnx's or
+    export_torchscript's: two batch sizes, a second size of the other dynamic dims.
+
+    Args:
+        model: A TorchModel artifact, as save_torch_model writes it.
+        serving_format: ``auto``, ``onnx`` or ``torchscript``.
+        exporter: ONNX exporter: ``auto``, ``dynamo`` or ``legacy`` (see export_onnx).
+        opset: ONNX opset, 18-20.
+        atol: Absolute tolerance per value.
+        rtol: Relative tolerance per value.
+
+    Returns:
+        exported_model: An OnnxModel or TorchScriptModel artifact; build_triton_repository
+            and validate_endpoint take either.
+        metrics: Max absolute and relative error per output and batch size, export seconds.
+        report: The verification tables, the exporter and why a format was chosen.
+    """
+    from kfp_serve.components import artifacts
+    from kfp_serve.components.export.component_io import write_export_outputs
+    from kfp_serve.components.export.serving import export_for_serving
+    from kfp_serve.components.formats import onnx_ir_version
+    from kfp_serve.components.storage.fetch import local_folder
+
+    artifacts.read(model, artifacts.TorchModel)
+    result = export_for_serving(local_folder(model), exported_model.path, serving_format=serving_format,
+                                exporter=exporter, opset=opset, atol=atol, rtol=rtol)
+    write_export_outputs(result, metrics, report)
+    if result.model_format == "ONNX":
+        record = artifacts.OnnxModel(
+            signature=result.signature, export=result.details, opset=opset,
+            exporter=result.details["exporter"], onnx_ir_version=onnx_ir_version(result.path))
+    else:
+        record = artifacts.TorchScriptModel(signature=result.signature, export=result.details,
+                                            method=result.details["method"])
+    artifacts.mark(exported_model, record)
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
 def export_tensorrt(
     onnx_model: Input[Model],
     tensorrt_model: Output[Model],

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
+import dataclasses
 import re
 import time
 import warnings
@@ -12,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from kfp_serve.components.errors import UserError, first_line
+from kfp_serve.components.errors import UserError, VerificationError, first_line
 from kfp_serve.components.export.result import ExportResult
 from kfp_serve.components.formats import FORMATS, ONNX_EXTERNAL_DATA_FILE
 from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature, dtype_from_onnx
-from kfp_serve.components.staging import quiet_export, staged_directory
+from kfp_serve.components.staging import native_output_kept_out, quiet_export, staged_directory
 from kfp_serve.components.verify import verify_at_batches
 
 ONNX_FILE = FORMATS["onnx"].file
@@ -28,7 +27,14 @@ PROTOBUF_LIMIT_BYTES = 2 * 1024**3
 _MISSING_OP = re.compile(r"No ONNX function found for <OpOverload\(op='([^']+)', overload='([^']+)'\)>")
 _UNSUPPORTED_LEGACY = re.compile(
     r"Exporting the operator '?([\w:.]+)'? to ONNX opset version \d+ is not supported"
+    r"|ONNX export failed on an operator with unrecognized namespace ([\w:.]+)"
 )
+_PACKED_SEQUENCE = "aten::_pack_padded_sequence"
+_FIRST_SENTENCE = re.compile(r"(?<=\.)\s+(?=[A-Z])")
+
+
+class _ExportFailed(UserError):
+    """One exporter could not write (or load, or check) the file."""
 
 
 def check_graph_against_signature(model_path: Path, signature: ModelSignature) -> None:
@@ -130,17 +136,26 @@ def _export_legacy(module: Any, path: Path, signature: ModelSignature, opset: in
     )
 
 
-def translate_export_error(err: BaseException) -> UserError:
-    """A one-line error from the exporter's multi-page report; names a missing op if any."""
+def export_failure(err: BaseException, exporter: str, module: Any = None) -> str:
+    """Why one exporter failed, as plain text that ends with the cause: an operator with no ONNX
+    mapping by name, else torch's headline and the innermost exception's line (the dynamo
+    exporter wraps the real cause in a multi-page report)."""
     text = str(err)
     missing = sorted({f"{m.group(1)}.{m.group(2)}" for m in _MISSING_OP.finditer(text)})
-    missing += sorted({m.group(1) for m in _UNSUPPORTED_LEGACY.finditer(text)})
+    missing += sorted({(m.group(1) or m.group(2)).rstrip(".") for m in _UNSUPPORTED_LEGACY.finditer(text)})
     if missing:
-        return UserError(
-            f"the model uses operator(s) with no ONNX mapping: {', '.join(missing)}; replace"
-            " them, register an ONNX function for them, or serve the TorchScript export instead"
-        )
-    return UserError(f"torch.onnx.export failed: {first_line(err)}")
+        return f"{exporter}: operator(s) with no ONNX mapping: {', '.join(missing)}"
+    if module is not None and _PACKED_SEQUENCE in str(getattr(module, "inlined_graph", "")):
+        return (f"{exporter}: packed sequences (torch.nn.utils.rnn.pack_padded_sequence) have no"
+                " ONNX export")
+    headline = _FIRST_SENTENCE.split(first_line(err), maxsplit=1)[0].rstrip(".:")
+    inner = err
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    cause = first_line(inner)
+    if inner is not err and cause not in headline:
+        return f"{exporter}: {headline}: {type(inner).__name__}: {cause}"
+    return f"{exporter}: {headline}"
 
 
 def export_onnx(model_dir: str | Path, output_dir: str | Path, opset: int = 18,
@@ -148,11 +163,19 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path, opset: int = 18,
     """Export the model artifact at ``model_dir`` to ``output_dir/model.onnx`` and verify it.
 
     The dynamo exporter works from the self-contained ``model.pt2``; the legacy TorchScript-based
-    exporter from the artifact's ``model.ts``. ``auto`` is dynamo where the artifact has a
-    ``model.pt2`` (torch.export could keep its dynamic dims), else legacy.
+    exporter from the artifact's ``model.ts``. ``auto`` tries dynamo where the artifact has a
+    ``model.pt2`` (torch.export could keep its dynamic dims), and the legacy exporter where
+    dynamo failed (to export, or to match the eager model) or there is no ``model.pt2``; the
+    result names the exporter that made the file and why another one failed.
     Models over 2 GiB keep their weights in ``model.onnx.data`` beside the graph.
     ``output_dir`` receives ``model.onnx`` (+ data), ``signature.json`` and ``golden.npz`` only
     after every check passed; on failure nothing is left there.
+
+    Raises:
+        VerificationError: the export ran but disagrees with the eager model (every exporter
+            tried).
+        UserError: no exporter could write the model, naming each one's cause and what to
+            serve instead; bad parameters.
     """
     from kfp_serve.components.model_artifact import open_model
 
@@ -165,36 +188,76 @@ def export_onnx(model_dir: str | Path, output_dir: str | Path, opset: int = 18,
         raise UserError("atol and rtol must be >= 0")
     started = time.perf_counter()
     artifact = open_model(model_dir)
-    signature, golden = artifact.signature, artifact.golden
+    tries = [exporter]
     if exporter == "auto":
-        exporter = "dynamo" if artifact.has_program else "legacy"
-    source = artifact.program() if exporter == "dynamo" else artifact.torchscript()
+        tries = [name for name, present in (("dynamo", artifact.has_program),
+                                             ("legacy", artifact.has_torchscript)) if present]
+    failures: list[tuple[str, UserError]] = []
+    for name in tries:
+        try:
+            result = _export_with(name, artifact, Path(output_dir), opset, atol, rtol)
+        except (_ExportFailed, VerificationError) as err:
+            failures.append((name, err))
+            continue
+        details = dict(result.details)
+        if failures:
+            tried, why = failures[0]
+            details["fallback"] = f"{tried} failed: {str(why).removeprefix(f'{tried}: ')}"
+        return dataclasses.replace(result, details=details, seconds=time.perf_counter() - started)
+    raise _no_onnx_route(failures, exporter, artifact)
+
+
+def _no_onnx_route(failures: list[tuple[str, UserError]], exporter: str, artifact: Any) -> UserError:
+    """The one line for every exporter tried and failed: numbers that disagree (the file exists
+    and runs) come first; otherwise the model has no ONNX route, and TorchScript serves it."""
+    disagreements = [err for _, err in failures if isinstance(err, VerificationError)]
+    if disagreements:
+        others = [str(err) for _, err in failures if not isinstance(err, VerificationError)]
+        return VerificationError("; ".join([str(err) for err in disagreements] + others))
+    causes = "; ".join(str(err) for _, err in failures)
+    advice = "serve the TorchScript export (serving_format=torchscript)"
+    if any("no ONNX mapping" in str(err) for _, err in failures):
+        advice = f"replace those operators or register ONNX functions for them, or {advice}"
+    if exporter != "auto" and artifact.has_program and artifact.has_torchscript:
+        advice = f"try exporter=auto (it tries the other exporter too), or {advice}"
+    return UserError(f"this model cannot be exported to ONNX: {causes}; {advice}")
+
+
+def _export_with(exporter: str, artifact: Any, output_dir: Path, opset: int, atol: float,
+                 rtol: float) -> ExportResult:
+    """One exporter, start to verified finish: ``_ExportFailed`` when it cannot write, load or
+    check the file, VerificationError when the file disagrees with the eager model."""
+    signature, golden = artifact.signature, artifact.golden
+    try:
+        source = artifact.program() if exporter == "dynamo" else artifact.torchscript()
+    except UserError as err:
+        raise _ExportFailed(f"{exporter}: {err}") from err
     external = _parameter_bytes(source) >= PROTOBUF_LIMIT_BYTES
     with staged_directory(output_dir) as staging:
         model_path = staging / ONNX_FILE
-        with quiet_export(), contextlib.redirect_stdout(io.StringIO()):
-            try:
+        try:
+            with quiet_export(), native_output_kept_out():
                 if exporter == "dynamo":
                     _export_dynamo(source, model_path, signature, opset, external)
                 else:
                     _export_legacy(source, model_path, signature, opset, golden)
-            except UserError:
-                raise
-            except Exception as err:  # torch.onnx raises many types; translate at this boundary
-                raise translate_export_error(err) from err
-        _check_model(model_path)
-        check_graph_against_signature(model_path, signature)
-        session = onnxruntime_session(model_path)
+        except Exception as err:  # torch.onnx raises many types; translate at this boundary
+            raise _ExportFailed(export_failure(err, exporter, source)) from err
+        try:
+            _check_model(model_path)
+            check_graph_against_signature(model_path, signature)
+            session = onnxruntime_session(model_path)
+        except UserError as err:
+            raise _ExportFailed(f"{exporter}: {err}") from err
         comparisons = verify_at_batches(
             lambda inputs: run_onnxruntime(session, signature, inputs), golden, atol, rtol,
-            "the ONNX export (onnxruntime)",
+            f"the ONNX export ({exporter} exporter, onnxruntime)", signature,
         )
         signature.save(staging)
         golden.save(staging)
     details = {"opset": str(opset), "exporter": exporter, "runtime": "onnxruntime (CPU)",
                "weights": ONNX_EXTERNAL_DATA_FILE if external else "inside model.onnx"}
-    return ExportResult("ONNX", Path(output_dir) / ONNX_FILE, signature, comparisons, details,
-                        time.perf_counter() - started,
+    return ExportResult("ONNX", output_dir / ONNX_FILE, signature, comparisons, details, 0.0,
                         resized_shapes=golden.resized_shapes)
 
 

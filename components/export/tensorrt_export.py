@@ -182,7 +182,7 @@ def export_tensorrt(onnx_dir: str | Path, output_dir: str | Path, precision: str
         (staging / TIMING_CACHE_FILE).write_bytes(cache)
         in_profile = golden.slice(0, min(golden.batch_size, max_batch))
         comparisons = verify_at_batches(engine_runner(trt, engine, signature), in_profile,
-                                        atol, rtol, f"the TensorRT engine ({precision})")
+                                        atol, rtol, f"the TensorRT engine ({precision})", signature)
         signature.save(staging)
         golden.save(staging)
     details = {"precision": precision, "batch profile": f"{min_batch}/{opt_batch}/{max_batch}",

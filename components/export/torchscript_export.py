@@ -93,7 +93,7 @@ def export_torchscript(model_dir: str | Path, output_dir: str | Path, method: st
         try:
             comparisons = verify_at_batches(
                 lambda inputs: run_torchscript(reloaded, signature, inputs), golden, atol, rtol,
-                f"the TorchScript export ({method})",
+                f"the TorchScript export ({method})", signature,
             )
         except VerificationError as err:
             if method == "trace_program":

@@ -25,7 +25,7 @@ def validate_endpoint(
     min_throughput: Optional[float] = None,
     max_error_rate: Optional[float] = 0.0,
     fail_on_mismatch: bool = True,
-    transport: str = "rest",
+    transport: str = "auto",
     metrics_url: Optional[str] = None,
     max_server_queue_ms: Optional[float] = None,
     min_server_batch: Optional[float] = None,
@@ -60,7 +60,8 @@ def validate_endpoint(
         fail_on_mismatch: Fail the step when validation fails; otherwise only return False.
         transport: How tensors travel: ``rest`` (JSON), ``rest-binary`` (REST with binary
             tensor data, as tritonclient sends them) or ``grpc`` (tritonclient's gRPC client);
-            the last two need an Open Inference Protocol v2 server.
+            the last two need an Open Inference Protocol v2 server. ``auto``: ``rest-binary``
+            where a tensor is float16 (Triton's JSON does not carry it), else ``rest``.
         metrics_url: The server's Prometheus metrics page (Triton ``:8002/metrics``,
             TorchServe ``:8082/metrics`` with ``metrics_mode=prometheus``), read before and
             after each load level for queue vs compute time and the batch size the server

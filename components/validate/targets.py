@@ -269,12 +269,25 @@ class OipGrpcTarget:
         self.client.close()
 
 
-#: how tensors travel: JSON over REST, binary tensor data over REST, protobuf over gRPC
-TRANSPORTS = ("rest", "rest-binary", "grpc")
+#: how tensors travel: JSON over REST, binary tensor data over REST, protobuf over gRPC; auto
+#: picks binary where JSON cannot carry a tensor (see :func:`resolve_transport`)
+TRANSPORTS = ("auto", "rest", "rest-binary", "grpc")
+#: dtypes Triton's JSON tensors do not carry: it answers "... use the binary data format"
+#: (triton-inference-server/server docs/protocol/extension_binary_data.md)
+BINARY_ONLY_DTYPES = ("float16",)
+
+
+def resolve_transport(transport: str, signature: ModelSignature, json_only: bool) -> str:
+    """``auto``: binary tensors over REST where an input or output has a dtype JSON cannot carry
+    (float16), else JSON; an endpoint that speaks only JSON (Vertex AI, KServe v1) gets JSON."""
+    if transport != "auto":
+        return transport
+    binary = any(s.dtype in BINARY_ONLY_DTYPES for s in (*signature.inputs, *signature.outputs))
+    return "rest-binary" if binary and not json_only else "rest"
 
 
 def target_for(endpoint: ServingEndpoint | KServeInferenceService | VertexEndpoint,
-               signature: ModelSignature, transport: str = "rest") -> Target:
+               signature: ModelSignature, transport: str = "auto") -> Target:
     """The target an endpoint artifact's record describes.
 
     ``ServingEndpoint`` / ``KServeInferenceService``: an Open Inference Protocol v2 server (a
@@ -286,8 +299,9 @@ def target_for(endpoint: ServingEndpoint | KServeInferenceService | VertexEndpoi
     if transport not in TRANSPORTS:
         raise UserError(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
     protocol = endpoint.protocol
-    grpc = transport == "grpc" or protocol == "grpc-v2"
     vertex = isinstance(endpoint, VertexEndpoint)
+    transport = resolve_transport(transport, signature, vertex or protocol == "v1")
+    grpc = transport == "grpc" or protocol == "grpc-v2"
     if transport != "rest" and (vertex or protocol == "v1"):
         what = "gRPC" if grpc else "binary tensor (rest-binary)"
         raise UserError(f"{what} validation needs an Open Inference Protocol v2 server; this"

@@ -21,8 +21,8 @@ from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.validate.load import SloGates
 from kfp_serve.components.validate.result import ValidationResult
 from kfp_serve.components.validate.server_metrics import ServerGates, difference, read_counters
-from kfp_serve.components.validate.targets import Target, target_for
-from kfp_serve.components.verify import compare_outputs
+from kfp_serve.components.validate.targets import Target, resolve_transport, target_for
+from kfp_serve.components.verify import compare_outputs, visible_positions
 
 
 def validate(target: Target, golden: GoldenSet, atol: float = 1e-4, rtol: float = 1e-3,
@@ -69,7 +69,9 @@ def validate(target: Target, golden: GoldenSet, atol: float = 1e-4, rtol: float 
     actual = {n: np.concatenate(v) for n, v in collected.items() if v}
     result = ValidationResult(target.description, target.model_name,
                               sorted(set(published or ()) | seen),
-                              compare_outputs(golden.outputs, actual, atol, rtol), latencies,
+                              compare_outputs(golden.outputs, actual, atol, rtol,
+                                              visible_positions(target.signature, golden.inputs)),
+                              latencies,
                               golden.batch_size)
     if published is None:
         result.metadata_note = target.response_check_note
@@ -90,7 +92,7 @@ def validate_target(endpoint: ServingEndpoint | KServeInferenceService | VertexE
                     signature: ModelSignature,
                     golden: GoldenSet, atol: float, rtol: float, max_batch_size: int,
                     ready_timeout_s: float, load_seconds: float, concurrency: list[int],
-                    gates: SloGates, transport: str = "rest", metrics_url: str | None = None,
+                    gates: SloGates, transport: str = "auto", metrics_url: str | None = None,
                     server_gates: ServerGates | None = None, machine_type: str | None = None,
                     hourly_price: float | None = None) -> ValidationResult:
     """Validate the endpoint an artifact's record describes; see
@@ -98,6 +100,8 @@ def validate_target(endpoint: ServingEndpoint | KServeInferenceService | VertexE
     server's metrics are read from ``metrics_url``, else from the record's (local Triton).
     With a machine type or an hourly price the result states the cost per million inferences."""
     price = hourly_price_of(machine_type, hourly_price)  # a bad machine type fails first
+    json_only = isinstance(endpoint, VertexEndpoint) or endpoint.protocol == "v1"
+    transport = resolve_transport(transport, signature, json_only)
     target = target_for(endpoint, signature, transport)
     result = validate(target, golden, atol, rtol, max_batch_size, ready_timeout_s, load_seconds,
                       concurrency, gates, metrics_url or getattr(endpoint, "metrics_url", "") or None,

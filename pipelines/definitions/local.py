@@ -25,7 +25,7 @@ def train_to_serve_local(
     http_port: int = 0,
     profile_seconds: float = 0.5,
     publish_destination: str = "gs://kfp-serve-local/models/digits",
-    validation_transport: str = "rest",
+    validation_transport: str = "auto",
 ):
     """Trains, exports and profiles the digits CNN; publishes, serves (local Triton) and validates it.
 
@@ -47,7 +47,8 @@ def train_to_serve_local(
         publish_destination: Where the repository is published as a new version (gs://... or
             a local folder); the server is deployed from the published copy. Locally,
             `kfp-serve run --gcs-emulator` serves gs:// from fake-gcs-server.
-        validation_transport: rest or grpc: how the golden set reaches the server.
+        validation_transport: auto (binary tensors where JSON cannot carry a dtype), rest,
+            rest-binary or grpc: how the golden set reaches the server.
     """
     undeploy = undeploy_local(deployment=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_caching_options(False)
     with dsl.ExitHandler(undeploy):

@@ -53,7 +53,7 @@ def test_a_wrong_kind_names_what_was_given_what_is_needed_and_who_makes_it():
     assert str(err.value) == (
         "input artifact 'given' is a TritonRepository; this step needs an OnnxModel or"
         " TorchScriptModel (a folder: model.onnx (+ model.onnx.data when > 2 GiB),"
-        " signature.json, golden.npz; made by export_onnx)")
+        " signature.json, golden.npz; made by export_onnx or export_model)")
 
 
 def test_an_artifact_from_outside_the_suite_says_so():

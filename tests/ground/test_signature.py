@@ -79,3 +79,29 @@ def test_missing_and_corrupt_signature_files(tmp_path):
     (tmp_path / "signature.json").write_text('{"inputs": []}')
     with pytest.raises(UserError, match="'inputs' and 'outputs'"):
         ModelSignature.load(tmp_path)
+
+
+LOGITS = TensorSpec("logits", "float32", ("batch", "seq", 300), masked_by="attention_mask")
+IDS = TensorSpec("input_ids", "int64", ("batch", "seq"))
+MASK = TensorSpec("attention_mask", "int64", ("batch", "seq"))
+
+
+def test_an_output_masked_by_an_input_round_trips_and_unmasked_files_are_unchanged(tmp_path):
+    signature = ModelSignature((IDS, MASK), (LOGITS,))
+    signature.save(tmp_path)
+    assert ModelSignature.load(tmp_path).output("logits").masked_by == "attention_mask"
+    assert "masked_by" not in json.dumps(ModelSignature((IDS, MASK), (TensorSpec(
+        "pooled", "float32", ("batch", 8)),)).to_dict())
+
+
+@pytest.mark.parametrize(("inputs", "outputs", "message"), [
+    ((IDS,), (LOGITS,), r"output 'logits' is masked_by 'attention_mask', which is not an input;"
+                        r" use one of \['input_ids'\]"),
+    ((IDS, TensorSpec("attention_mask", "int64", ("batch", 7))), (LOGITS,),
+     r"the mask's dims \['batch', 7\] do not lead the output's \['batch', 'seq', 300\]"),
+    ((TensorSpec("x", "float32", ("batch",), masked_by="x"),), (LOGITS,),
+     r"input 'x' has masked_by; only outputs are masked"),
+])
+def test_a_mask_must_be_an_input_whose_dims_lead_the_output(inputs, outputs, message):
+    with pytest.raises(UserError, match=message):
+        ModelSignature(inputs, outputs)

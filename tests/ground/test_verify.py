@@ -46,3 +46,26 @@ def test_relative_tolerance_scales_with_reference():
     [bad] = compare_outputs(ref, {"y": np.array([1002.0])}, atol=0, rtol=1e-3)
     assert ok.passed and not bad.passed
     assert abs(bad.max_rel_error - 2e-3) < 1e-9
+
+
+def test_masked_positions_are_skipped_and_counted():
+    """A left-padded row: its first two positions are hidden by the mask, so their values (here
+    wildly off, even NaN) are not compared; every visible one is."""
+    from kfp_serve.components.signature import ModelSignature, TensorSpec
+    from kfp_serve.components.verify import visible_positions
+
+    signature = ModelSignature(
+        (TensorSpec("attention_mask", "int64", ("batch", "seq")),),
+        (TensorSpec("logits", "float32", ("batch", "seq", 3), masked_by="attention_mask"),))
+    mask = np.array([[0, 0, 1, 1], [1, 1, 1, 1]])
+    ref = np.zeros((2, 4, 3), np.float32)
+    got = ref.copy()
+    got[0, :2] = [[7.0, np.nan, 1.0], [5.0, 5.0, 5.0]]
+    [result] = compare_outputs({"logits": ref}, {"logits": got}, 1e-4, 1e-3,
+                               visible_positions(signature, {"attention_mask": mask}))
+    assert result.passed and result.masked == 6 and result.max_abs_error == 0
+    assert "pass (6 masked values skipped)" in comparison_table([result]).markdown()
+    got[1, 3, 2] = 1.0  # a visible position still fails
+    [result] = compare_outputs({"logits": ref}, {"logits": got}, 1e-4, 1e-3,
+                               visible_positions(signature, {"attention_mask": mask}))
+    assert result.problem == "1/18 values exceed atol=0.0001 + rtol=0.001*|ref| (max abs error 1)"

@@ -3,7 +3,9 @@
 ``TextEncoder`` has two named inputs (int64 token ids and a float mask), a dynamic batch and a
 dynamic sequence length, and two outputs — the case a single-image CNN does not cover. ``ZOO``
 holds the architectures users bring (a Hugging Face encoder, a ResNet, a GRU, dict outputs,
-uint8 images, bool/int32 inputs, data-dependent control flow).
+uint8 images, bool/int32 inputs, data-dependent control flow; a left-padded decoder LM, a
+vision transformer, a T5 encoder, audio convolutions, a detection head, argmax outputs, a packed
+LSTM with no ONNX route, a float16 model).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class ZooModel:
     signature: ModelSignature
     example: Callable[[int], dict[str, Any]]
     note: str = ""
+    no_onnx: str = ""  # why no ONNX exporter can take it (served as TorchScript instead)
+    triton_max_batch_size: int = 8  # 0 where an input holds one value per row
 
 
 def _bert():
@@ -259,6 +263,155 @@ def _data_dependent():
     return Gate().eval()
 
 
+def _gpt2_lm():
+    """A decoder LM (GPT-2 layout) returning logits only, as served behind a sampler."""
+    import torch
+    from torch import nn
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    inner = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=2,
+                                       n_head=4, use_cache=False)).eval()
+
+    class CausalLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lm = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    return CausalLM().eval()
+
+
+def _left_padded(batch: int) -> dict[str, Any]:
+    """Token ids left-padded as decoder LMs batch them: row 0 starts with 3 pad positions."""
+    import torch
+
+    ids = _tokens(batch, 10, 300)
+    mask = torch.ones(batch, 10, dtype=torch.int64)
+    mask[0, :3] = 0
+    ids[0, :3] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _vit():
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    return ViTForImageClassification(ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, num_labels=5)).eval()
+
+
+def _t5_encoder():
+    """An encoder with relative position buckets (the T5 family): the dynamo exporter fails on
+    it (a view of a transposed attention output), the legacy exporter does not."""
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    return T5EncoderModel(T5Config(vocab_size=300, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                   num_heads=4)).eval()
+
+
+def _audio_conv():
+    """Convolutions over a raw waveform of any length (a wav2vec-style feature encoder)."""
+    import torch
+    from torch import nn
+
+    class AudioClassifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv1d(1, 16, 10, 5), nn.GELU(), nn.Conv1d(16, 16, 3, 2),
+                                          nn.GELU())
+            self.head = nn.Linear(16, 6)
+
+        def forward(self, waveform):
+            return self.head(self.features(waveform.unsqueeze(1)).mean(-1))
+
+    torch.manual_seed(0)
+    return AudioClassifier().eval()
+
+
+def _detector():
+    """A detection head: boxes, scores and integer labels, of different ranks and dtypes."""
+    import torch
+    from torch import nn
+
+    class Detector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Conv2d(3, 8, 3, 2, 1)
+            self.box = nn.Linear(8, 4)
+            self.classes = nn.Linear(8, 7)
+
+        def forward(self, image):
+            anchors = torch.relu(self.backbone(image)).flatten(2).transpose(1, 2)[:, :10]
+            scores, labels = self.classes(anchors).softmax(-1).max(-1)
+            return {"boxes": self.box(anchors).sigmoid(), "scores": scores, "labels": labels}
+
+    torch.manual_seed(0)
+    return Detector().eval()
+
+
+def _argmax_classifier():
+    import torch
+    from torch import nn
+
+    class ArgmaxClassifier(nn.Module):
+        """Returns the class id (int64), not scores."""
+
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(12, 5)
+
+        def forward(self, x):
+            return self.linear(x).argmax(-1)
+
+    torch.manual_seed(0)
+    return ArgmaxClassifier().eval()
+
+
+def _packed_lstm():
+    import torch
+    from torch import nn
+
+    class PackedLstm(nn.Module):
+        """Packs the padded batch by each row's length before the LSTM."""
+
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(100, 16)
+            self.lstm = nn.LSTM(16, 24, batch_first=True)
+            self.head = nn.Linear(24, 3)
+
+        def forward(self, tokens, lengths):
+            packed = nn.utils.rnn.pack_padded_sequence(self.embed(tokens), lengths.cpu(),
+                                                       batch_first=True, enforce_sorted=False)
+            _, (last, _) = self.lstm(packed)
+            return self.head(last[-1])
+
+    torch.manual_seed(0)
+    return PackedLstm().eval()
+
+
+def _packed_example(batch: int) -> dict[str, Any]:
+    import torch
+
+    # lengths up to 5 of 8 positions: the resized golden set (6 positions) still holds them
+    return {"tokens": _tokens(batch, 8, 100), "lengths": torch.arange(batch) % 5 + 1}
+
+
+def _float16_mlp():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3)).half().eval()
+
+
 def _tokens(batch: int, seq: int, vocab: int) -> Any:
     import torch
 
@@ -317,10 +470,54 @@ ZOO: list[ZooModel] = [
                 TensorSpec("bucket", "int32", (BATCH,))),
         outputs=(TensorSpec("score", "float32", (BATCH, 1)),)),
         _mixed_example,
-        "bool and int32 inputs"),
+        "bool and int32 inputs", triton_max_batch_size=0),
     ZooModel("data_dependent", _data_dependent, ModelSignature(
         inputs=(TensorSpec("x", "float32", (BATCH, 6)),),
         outputs=(TensorSpec("y", "float32", (BATCH, 6)),)),
         lambda b: {"x": _tensor(np.random.default_rng(b + 1), (b, 6), "float32")},
         "data-dependent control flow"),
+    ZooModel("gpt2_lm", _gpt2_lm, ModelSignature(
+        inputs=(TensorSpec("input_ids", "int64", (BATCH, SEQ)),
+                TensorSpec("attention_mask", "int64", (BATCH, SEQ))),
+        outputs=(TensorSpec("logits", "float32", (BATCH, SEQ, 300), masked_by="attention_mask"),)),
+        _left_padded, "transformers GPT2LMHeadModel, left-padded; logits masked_by attention_mask"),
+    ZooModel("vit", _vit, ModelSignature(
+        inputs=(TensorSpec("pixel_values", "float32", (BATCH, 3, 32, 32)),),
+        outputs=(TensorSpec("logits", "float32", (BATCH, 5)),)),
+        lambda b: {"pixel_values": _tensor(np.random.default_rng(b), (b, 3, 32, 32), "float32")},
+        "transformers ViTForImageClassification"),
+    ZooModel("t5_encoder", _t5_encoder, ModelSignature(
+        inputs=(TensorSpec("input_ids", "int64", (BATCH, SEQ)),
+                TensorSpec("attention_mask", "int64", (BATCH, SEQ))),
+        outputs=(TensorSpec("last_hidden_state", "float32", (BATCH, SEQ, 32)),)),
+        lambda b: {"input_ids": _tokens(b, 9, 300), "attention_mask": np.ones((b, 9), np.int64)},
+        "transformers T5EncoderModel: ONNX by the legacy exporter, dynamo fails"),
+    ZooModel("audio_conv", _audio_conv, ModelSignature(
+        inputs=(TensorSpec("waveform", "float32", (BATCH, "samples")),),
+        outputs=(TensorSpec("logits", "float32", (BATCH, 6)),)),
+        lambda b: {"waveform": _tensor(np.random.default_rng(b), (b, 400), "float32")},
+        "1-D convolutions over a waveform of any length"),
+    ZooModel("detector", _detector, ModelSignature(
+        inputs=(TensorSpec("image", "float32", (BATCH, 3, 16, 16)),),
+        outputs=(TensorSpec("boxes", "float32", (BATCH, 10, 4)),
+                 TensorSpec("scores", "float32", (BATCH, 10)),
+                 TensorSpec("labels", "int64", (BATCH, 10)))),
+        lambda b: {"image": _tensor(np.random.default_rng(b), (b, 3, 16, 16), "float32")},
+        "detection head: outputs of different ranks and dtypes"),
+    ZooModel("argmax", _argmax_classifier, ModelSignature(
+        inputs=(TensorSpec("x", "float32", (BATCH, 12)),),
+        outputs=(TensorSpec("label", "int64", (BATCH,)),)),
+        lambda b: {"x": _tensor(np.random.default_rng(b), (b, 12), "float32")},
+        "returns class ids (int64, one per row)", triton_max_batch_size=0),
+    ZooModel("packed_lstm", _packed_lstm, ModelSignature(
+        inputs=(TensorSpec("tokens", "int64", (BATCH, SEQ)), TensorSpec("lengths", "int64", (BATCH,))),
+        outputs=(TensorSpec("logits", "float32", (BATCH, 3)),)),
+        _packed_example, "LSTM over pack_padded_sequence: no ONNX route, served as TorchScript",
+        no_onnx="packed sequences (torch.nn.utils.rnn.pack_padded_sequence) have no ONNX export",
+        triton_max_batch_size=0),
+    ZooModel("float16_mlp", _float16_mlp, ModelSignature(
+        inputs=(TensorSpec("x", "float16", (BATCH, 8)),),
+        outputs=(TensorSpec("y", "float16", (BATCH, 3)),)),
+        lambda b: {"x": _tensor(np.random.default_rng(b), (b, 8), "float16")},
+        "float16 weights, inputs and outputs (binary tensors to Triton)"),
 ]

@@ -54,8 +54,8 @@ def test_unknown_pipeline_is_a_one_line_error(capsys):
         # the words of the pipeline parameter (not seconds_per_batch, transport, ...)
         ("atol=nan", "--param atol='nan': expected a finite float (e.g. atol=0.5)"),
         ("endpoint_rtol=inf", "--param endpoint_rtol='inf': expected a finite float"),
-        ("validation_transport=http2", "--param validation_transport=http2: must be one of rest,"
-                                       " rest-binary, grpc"),
+        ("validation_transport=http2", "--param validation_transport=http2: must be one of auto,"
+                                       " rest, rest-binary, grpc"),
         ("profile_seconds=-1", "--param profile_seconds=-1: must be more than 0"),
         ("max_batch_size=-3", "--param max_batch_size=-3: must be at least 0"),
         ("http_port=70000", "--param http_port=70000: must be 0 (any free port) or a free TCP"
@@ -165,8 +165,8 @@ def test_run_help_lists_the_pipeline_s_parameters(capsys):
     assert main(["run", "train_to_serve_local", "--help"]) == 0
     out = capsys.readouterr().out
     assert "parameters of train_to_serve_local (--param NAME=VALUE):" in out
-    assert "  validation_transport  string = 'rest'\n" in out
-    assert "rest or grpc: how the golden set reaches the server." in out
+    assert "  validation_transport  string = 'auto'\n" in out
+    assert "rest-binary or grpc: how the golden set reaches the server." in out
     assert main(["run"]) == 2
     assert capsys.readouterr().err.startswith("error: name the pipeline to run: kfp-serve run"
                                               " PIPELINE (one of deploy_existing_model,")

@@ -39,6 +39,27 @@ def test_a_model_trained_elsewhere_is_imported_served_and_validated(tmp_path, gc
     assert (tmp_path / "serving" / "v1").is_dir()
 
 
+@pytest.mark.parametrize(("zoo_name", "served_as", "transport"), [
+    ("packed_lstm", "pytorch_libtorch", "rest"),  # no ONNX route: TorchScript, by default
+    ("float16_mlp", "onnxruntime_onnx", "rest-binary"),  # float16: binary tensors, by default
+])
+def test_models_the_defaults_once_could_not_serve_are_served(tmp_path, zoo_name, served_as, transport):
+    from model_zoo import ZOO
+
+    from kfp_serve.components.model_artifact import save_torch_model
+
+    entry = next(e for e in ZOO if e.name == zoo_name)
+    save_torch_model(entry.build(), entry.signature, entry.example(4), tmp_path / "model")
+    params = {"model_uri": str(tmp_path / "model"), "publish_destination": str(tmp_path / "serving"),
+              "model_name": zoo_name, "max_batch_size": entry.triton_max_batch_size}
+    result = run_local("deploy_existing_model", tmp_path / "runs", params)
+    assert result.succeeded, result.error
+    config = (tmp_path / "serving" / "v1" / zoo_name / "config.pbtxt").read_text()
+    assert f'platform: "{served_as}"' in config or f'backend: "{served_as.split("_")[0]}' in config
+    text = next(p for p in result.summary_paths if p.parent.name == "validate-endpoint").read_text()
+    assert "Endpoint validation: PASSED" in text and f"## Load ({transport})" in text
+
+
 def test_a_folder_outside_the_model_contract_is_a_clear_error(tmp_path, capfd):
     """Run as a user would (the CLI): the failing step's own one-line error is the last line on
     stderr, and the exit code says it is the input (2), not "task failed" (1)."""
@@ -52,7 +73,7 @@ def test_a_folder_outside_the_model_contract_is_a_clear_error(tmp_path, capfd):
     captured = capfd.readouterr()
     err = captured.err.strip().splitlines()
     assert code == 2
-    assert err[-1] == (f"error: step export_onnx: {tmp_path}/not-a-model/model.pt2 is missing; the"
+    assert err[-1] == (f"error: step export_model: {tmp_path}/not-a-model/model.pt2 is missing; the"
                        " model artifact must hold a torch.export program written by save_torch_model")
     # the step's own log (kfp.local relays it) ends with the same line, where the Kubeflow UI
     # shows it

@@ -78,3 +78,17 @@ def test_validator_speaks_kserve_v1_and_v2_to_torchserve(digits_torchscript, tmp
                             [1], SloGates(), transport="grpc")
     finally:
         served.stop()
+
+
+def test_auto_transport_sends_binary_tensors_only_where_json_cannot_carry_them():
+    from kfp_serve.components.signature import TensorSpec
+    from kfp_serve.components.validate.targets import resolve_transport
+
+    half = ModelSignature((TensorSpec("x", "float16", ("batch", 8)),),
+                          (TensorSpec("y", "float32", ("batch", 3)),))
+    full = ModelSignature((TensorSpec("x", "float32", ("batch", 8)),),
+                          (TensorSpec("y", "float32", ("batch", 3)),))
+    assert resolve_transport("auto", half, json_only=False) == "rest-binary"
+    assert resolve_transport("auto", full, json_only=False) == "rest"
+    assert resolve_transport("auto", half, json_only=True) == "rest"  # Vertex AI, KServe v1
+    assert resolve_transport("grpc", half, json_only=False) == "grpc"  # asked for: kept
