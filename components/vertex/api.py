@@ -9,7 +9,9 @@ cancelled on SIGTERM and hide the operation name that a retried step needs to re
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 from kfp_serve.components.credentials import google_credentials_for
@@ -111,6 +113,7 @@ class VertexClient:
         from google.cloud import aiplatform_v1
 
         self.project, self.location, self.poll_s = project, location, poll_s
+        self.on_operation: Callable[[str], None] | None = None  # hears each operation waited for
         self.retry_budget_s = retry_budget_s
         self.parent = f"projects/{project}/locations/{location}"
         options = {"api_endpoint": api_endpoint_for(location, api_endpoint)}
@@ -172,6 +175,9 @@ class VertexClient:
         metadata; SIGTERM cancels the operation and stops.
         """
         from google.longrunning import operations_pb2
+
+        if self.on_operation is not None:
+            self.on_operation(name)
 
         def check() -> tuple[Any, str]:
             op = self.call(f"reading operation {name}", client.get_operation,
@@ -238,6 +244,15 @@ def rest_url(location: str, resource: str, api_endpoint: str = "") -> str:
     URL of a model version or endpoint, and the base of an endpoint's predict calls."""
     host = api_endpoint_for(location, api_endpoint)
     return f"{host if '://' in host else 'https://' + host}/v1/{resource}"
+
+
+def gcp_resources(location: str, operations: list[str], api_endpoint: str = "") -> str:
+    """The ``gcp_resources`` output Google Cloud Pipeline Components write (their GcpResources
+    message as JSON): each long-running operation as a ``VertexLro`` by its REST URL, which
+    Vertex AI Pipelines shows on the step and cancels with it."""
+    return json.dumps({"resources": [{"resourceType": "VertexLro",
+                                      "resourceUri": rest_url(location, name, api_endpoint)}
+                                     for name in operations]})
 
 
 def predict_url(location: str, endpoint: str, api_endpoint: str = "", dedicated_dns: str = "") -> str:

@@ -15,6 +15,7 @@ def deploy_vertex(
     vertex_model: Output[VertexModel],
     vertex_endpoint: Output[VertexEndpoint],
     report: Output[Markdown],
+    gcp_resources: dsl.OutputPath(str),
     project: str,
     location: str,
     display_name: str,
@@ -32,6 +33,16 @@ def deploy_vertex(
     env: Optional[Dict[str, str]] = None,
     version_aliases: Optional[List[str]] = None,
     service_account: Optional[str] = None,
+    spot: bool = False,
+    reservation: Optional[str] = None,
+    required_replicas: int = 0,
+    request_count_target: int = 0,
+    access_logging: bool = False,
+    container_logging: bool = True,
+    dedicated_endpoint: bool = False,
+    inference_timeout_s: int = 0,
+    request_logging_rate: float = 0.0,
+    request_logging_table: Optional[str] = None,
     operation_timeout_s: float = 1800.0,
     api_endpoint: Optional[str] = None,
 ) -> NamedTuple("Outputs", [("deployed_model_id", str), ("endpoint_resource_name", str)]):
@@ -72,6 +83,25 @@ def deploy_vertex(
         env: Environment variables of the serving container.
         version_aliases: Aliases for the new version (e.g. ``candidate``).
         service_account: Service account the deployed model runs as.
+        spot: Run the replicas on Spot VMs (cheaper, may be preempted; cannot consume a
+            reservation).
+        reservation: Compute Engine capacity to draw from: ``any`` (any matching reservation,
+            else on-demand), ``none`` (on-demand only) or a reservation's full name
+            ``projects/P/zones/Z/reservations/NAME``; empty: Vertex AI's default.
+        required_replicas: A partial deploy succeeds once this many replicas are ready (the
+            rest keep being retried); 0: all min_replicas.
+        request_count_target: Autoscale on requests per minute per replica (0: not on request
+            count).
+        access_logging: Log each prediction request's access (Cloud Logging).
+        container_logging: Keep the serving container's stdout/stderr in Cloud Logging.
+        dedicated_endpoint: Create the endpoint as a dedicated public endpoint (its own DNS name,
+            Google's recommended kind); an existing endpoint keeps its kind.
+        inference_timeout_s: The endpoint's prediction timeout in seconds (0: Vertex AI's
+            default).
+        request_logging_rate: Share of requests (0-1] logged with their responses to BigQuery
+            (0: none).
+        request_logging_table: ``bq://PROJECT[.DATASET[.TABLE]]`` for that log; empty: a new
+            dataset in ``project``.
         operation_timeout_s: How long to wait for each long-running operation.
         api_endpoint: Vertex AI API host; empty: ``{location}-aiplatform.googleapis.com``.
 
@@ -80,12 +110,15 @@ def deploy_vertex(
         vertex_endpoint: google.VertexEndpoint (metadata.resourceName, deployed_model_id,
             traffic, previous_traffic; validate_endpoint calls it).
         report: The deployment summary.
+        gcp_resources: The running long-running operation as Google Cloud Pipeline Components
+            write it (``VertexLro``), so Vertex AI Pipelines shows and cancels it.
         deployed_model_id: Id of the new deployed model on the endpoint.
         endpoint_resource_name: ``projects/.../locations/.../endpoints/ID``.
     """
     from collections import namedtuple
 
     from kfp_serve.components import artifacts
+    from kfp_serve.components.vertex import api as vertex_api
     from kfp_serve.components.vertex.api import rest_url
     from kfp_serve.components.vertex.rollout import deploy
     from kfp_serve.components.vertex.spec import VertexDeploySpec
@@ -104,10 +137,23 @@ def deploy_vertex(
         accelerator_utilization_target=accelerator_utilization_target,
         traffic_percentage=traffic_percentage, labels=labels or {}, env=env or {},
         version_aliases=version_aliases or [], service_account=service_account or "",
+        spot=spot, reservation=reservation or "", required_replicas=required_replicas,
+        request_count_target=request_count_target, access_logging=access_logging,
+        container_logging=container_logging, dedicated_endpoint=dedicated_endpoint,
+        inference_timeout_s=inference_timeout_s, request_logging_rate=request_logging_rate,
+        request_logging_table=request_logging_table or "",
     )
+
+    def record(operation: str) -> None:  # the operation running now, for the pipeline's UI
+        with open(gcp_resources, "w") as handle:
+            handle.write(vertex_api.gcp_resources(location, [operation], api_endpoint or ""))
+
+    with open(gcp_resources, "w") as handle:  # nothing running yet (a retry may run nothing)
+        handle.write(vertex_api.gcp_resources(location, [], api_endpoint or ""))
     # this step's identity, the same on each of its retries: its output's URI names the run and
     # the task (a retry resumes what an earlier attempt made; another run makes its own)
-    result = deploy(spec, api_endpoint or "", operation_timeout_s, deploy_id=vertex_endpoint.uri)
+    result = deploy(spec, api_endpoint or "", operation_timeout_s, deploy_id=vertex_endpoint.uri,
+                    on_operation=record)
     vertex_model.uri = rest_url(location, result.version_name, api_endpoint or "")
     artifacts.mark(vertex_model, result.model_record(spec))
     vertex_endpoint.uri = rest_url(location, result.endpoint, api_endpoint or "")

@@ -89,13 +89,17 @@ def endpoint_id(display_name: str) -> str:
 
 
 def get_or_create_endpoint(client: VertexClient, endpoint: str, labels: dict[str, str],
-                           timeout_s: float) -> tuple[Any, bool]:
+                           timeout_s: float, settings: dict | None = None) -> tuple[Any, bool]:
     """An endpoint by resource name or numeric id (must exist), or by display name (created
-    when missing, under an id derived from the name). Returns (endpoint, created)."""
+    when missing, under an id derived from the name, with ``settings``: REST fields of
+    ``Endpoint``). An existing endpoint takes the settings that can change (the inference
+    timeout, request-response logging); one of another kind (dedicated or shared) is refused.
+    Returns (endpoint, created)."""
     from google.api_core import exceptions as gexc
 
+    settings = settings or {}
     if endpoint.startswith("projects/") or endpoint.isdigit():
-        return get_endpoint(client, endpoint), False
+        return _with_settings(client, get_endpoint(client, endpoint), settings), False
     pager = client.call("listing endpoints", client.endpoints.list_endpoints, request={
         "parent": client.parent, "filter": f'display_name="{endpoint}"'})
     found = list(pager)
@@ -103,8 +107,9 @@ def get_or_create_endpoint(client: VertexClient, endpoint: str, labels: dict[str
         raise UserError(f"{len(found)} endpoints are named {endpoint!r}; pass the one to use as"
                         " projects/.../endpoints/ID")
     if found:
-        return found[0], False
-    body = client.types.Endpoint(display_name=endpoint, labels={**labels, "managed-by": "kfp-serve"})
+        return _with_settings(client, found[0], settings), False
+    body = client.types.Endpoint.from_json(json.dumps(
+        {**settings, "displayName": endpoint, "labels": {**labels, "managed-by": "kfp-serve"}}))
     wanted = endpoint_id(endpoint)
     try:
         started = client.endpoints.create_endpoint(
@@ -116,6 +121,24 @@ def get_or_create_endpoint(client: VertexClient, endpoint: str, labels: dict[str
     response = client.wait(client.endpoints, started.operation.name, "creating the endpoint", timeout_s)
     created = client.types.Endpoint.deserialize(response.value)
     return get_endpoint(client, created.name), True
+
+
+def _with_settings(client: VertexClient, endpoint: Any, settings: dict) -> Any:
+    """``endpoint`` with the settings asked for: the kind is fixed at creation (refused when it
+    differs), the inference timeout and logging are updated in place where they differ."""
+    if settings.get("dedicatedEndpointEnabled") and not endpoint.dedicated_endpoint_enabled:
+        raise UserError(f"endpoint {endpoint.name} is a shared endpoint and dedicated_endpoint=True"
+                        " asks for a dedicated one; an endpoint's kind is set when it is made:"
+                        " name a new endpoint, or drop dedicated_endpoint")
+    current = json.loads(client.types.Endpoint.to_json(endpoint))
+    changed = {k: v for k, v in settings.items()
+               if k != "dedicatedEndpointEnabled" and current.get(k) != v}
+    if not changed:
+        return endpoint
+    body = client.types.Endpoint.from_json(json.dumps({**changed, "name": endpoint.name}))
+    mask = {"paths": [re.sub(r"[A-Z]", lambda c: "_" + c.group().lower(), k) for k in changed]}
+    return client.call("updating the endpoint's settings", client.endpoints.update_endpoint,
+                       endpoint=body, update_mask=mask, **client.options(idempotent=True))
 
 
 def find_deployment(endpoint: Any, marker: str) -> tuple[Any, dict[str, int] | None] | None:

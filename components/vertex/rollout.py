@@ -17,6 +17,7 @@ Each step is safe to retry: run again, it finds what its earlier attempt did.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from kfp_serve.components.artifacts import VertexEndpoint
 from kfp_serve.components.errors import UserError
@@ -36,16 +37,19 @@ from kfp_serve.components.vertex.traffic import promoted, rolled_back
 
 
 def deploy(spec: VertexDeploySpec, api_endpoint: str = "", timeout_s: float = 1800.0,
-           poll_s: float = 5.0, deploy_id: str = "") -> VertexDeployment:
+           poll_s: float = 5.0, deploy_id: str = "",
+           on_operation: Callable[[str], None] | None = None) -> VertexDeployment:
     """Check the spec, upload (or reuse) the model version, get or create the endpoint, deploy
     with the asked-for traffic share. ``deploy_id`` names this deploy step, the same on every
     retry of it (deploy_vertex passes its output artifact's URI); empty: the spec's own key,
-    so a redeploy of the same spec resumes the earlier one."""
+    so a redeploy of the same spec resumes the earlier one. ``on_operation`` hears the name of
+    each long-running operation as its wait begins (deploy_vertex's ``gcp_resources``)."""
     spec.check()
     client = VertexClient(spec.project, spec.location, api_endpoint, poll_s=poll_s)
+    client.on_operation = on_operation
     model, reused = upload(client, spec, timeout_s)
     endpoint, _ = get_or_create_endpoint(client, spec.endpoint or spec.display_name, spec.labels,
-                                         timeout_s)
+                                         timeout_s, spec.endpoint_settings())
     result = deploy_to_endpoint(client, spec, model, endpoint, timeout_s, deploy_id or spec.key)
     result.reused[:0] = reused
     return result

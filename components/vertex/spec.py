@@ -64,6 +64,11 @@ PYTORCH_GPU_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/pytorch-gpu.2-4:late
 _REGISTRY = re.compile(r"^([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io)/")
 
 LABEL_KEY = "kfp-serve-key"
+#: ReservationAffinity.key naming a reservation (reservation_affinity.proto)
+RESERVATION_KEY = "compute.googleapis.com/reservation-name"
+_RESERVATION = re.compile(r"^projects/[a-z0-9-]+/zones/[a-z]+-[a-z]+\d+-[a-z]"
+                          r"/reservations/[a-z]([a-z0-9-]*[a-z0-9])?$")
+_BIGQUERY = re.compile(r"^bq://[a-z][a-z0-9-]{4,28}[a-z0-9](\.\w{1,1024}(\.[\w$-]{1,1024})?)?$")
 
 
 def check_region(location: str) -> str:
@@ -226,6 +231,19 @@ class VertexDeploySpec:
     version_aliases: list[str] = field(default_factory=list)
     service_account: str = ""
     archive_format: str = ""  # a TorchServeArchive's model format (onnx, torchscript)
+    # getting GPUs
+    spot: bool = False
+    reservation: str = ""  # "", "any", "none" or projects/P/zones/Z/reservations/NAME
+    required_replicas: int = 0  # a partial deploy succeeds with this many ready (0: all min)
+    request_count_target: int = 0  # autoscaling target: requests per minute per replica
+    # observability
+    access_logging: bool = False
+    container_logging: bool = True
+    # the endpoint, when this deploy creates it
+    dedicated_endpoint: bool = False
+    inference_timeout_s: int = 0
+    request_logging_rate: float = 0.0
+    request_logging_table: str = ""  # bq://PROJECT[.DATASET[.TABLE]]; empty: bq://<project>
 
     def check(self) -> VertexDeploySpec:
         check_project(self.project)
@@ -242,6 +260,7 @@ class VertexDeploySpec:
                                 " Vertex AI's default")
         if self.accelerator_utilization_target and not self.accelerator_type:
             raise UserError("accelerator_utilization_target needs an accelerator_type")
+        self._check_capacity_and_logging()
         if not re.match(r"^.{1,128}$", self.display_name):
             raise UserError(f"display name {self.display_name!r} must be 1-128 characters")
         for alias in self.version_aliases:
@@ -261,6 +280,50 @@ class VertexDeploySpec:
                 " are never installed; archive the TorchScript export instead, serve the ONNX model"
                 " as a Triton repository, or pass serving_image with an image that has onnxruntime")
         return self
+
+    def _check_capacity_and_logging(self) -> None:
+        """The knobs Vertex AI reads from the DeployedModel and the Endpoint
+        (``machine_resources.proto``, ``reservation_affinity.proto``, ``endpoint.proto``)."""
+        if not 0 <= self.required_replicas <= self.min_replicas:
+            raise UserError(f"required_replicas={self.required_replicas}: a partial deploy needs"
+                            f" between 1 and min_replicas ({self.min_replicas}) ready replicas, or 0"
+                            " for all of them")
+        if self.request_count_target < 0:
+            raise UserError(f"request_count_target={self.request_count_target}: requests per minute"
+                            " per replica, or 0 for no request-count autoscaling")
+        if self.reservation not in ("", "any", "none") and not _RESERVATION.match(self.reservation):
+            raise UserError(f"reservation {self.reservation!r}: use 'any', 'none' or the full name"
+                            " projects/PROJECT/zones/ZONE/reservations/NAME")
+        if self.spot and self.reservation not in ("", "none"):
+            raise UserError("spot=True cannot consume a reservation (Compute Engine: Spot VMs do not"
+                            " consume reserved capacity); drop one of spot and reservation")
+        if not 0 <= self.request_logging_rate <= 1:
+            raise UserError(f"request_logging_rate={self.request_logging_rate}: a fraction of"
+                            " requests in (0, 1], or 0 for no request-response logging")
+        if self.request_logging_table and not self.request_logging_rate:
+            raise UserError("request_logging_table needs request_logging_rate > 0 (the share of"
+                            " requests to log)")
+        if self.request_logging_table and not _BIGQUERY.match(self.request_logging_table):
+            raise UserError(f"request_logging_table {self.request_logging_table!r}: use"
+                            " bq://PROJECT, bq://PROJECT.DATASET or bq://PROJECT.DATASET.TABLE")
+        if self.inference_timeout_s < 0:
+            raise UserError(f"inference_timeout_s={self.inference_timeout_s}: seconds, or 0 for"
+                            " Vertex AI's default")
+
+    def endpoint_settings(self) -> dict:
+        """What an endpoint this deploy creates is made with (REST field names): dedicated or
+        shared, the inference timeout, request-response logging to BigQuery."""
+        settings: dict = {}
+        if self.dedicated_endpoint:
+            settings["dedicatedEndpointEnabled"] = True
+        if self.inference_timeout_s:
+            settings["clientConnectionConfig"] = {"inferenceTimeout": f"{self.inference_timeout_s}s"}
+        if self.request_logging_rate:
+            table = self.request_logging_table or f"bq://{self.project}"
+            settings["predictRequestResponseLoggingConfig"] = {
+                "enabled": True, "samplingRate": self.request_logging_rate,
+                "bigqueryDestination": {"outputUri": table}}
+        return settings
 
     @property
     def model_id(self) -> str:
@@ -298,6 +361,16 @@ class VertexDeploySpec:
         if self.accelerator_type:
             spec["machineSpec"].update(acceleratorType=self.accelerator_type,
                                        acceleratorCount=self.accelerator_count)
+        if self.reservation:
+            spec["machineSpec"]["reservationAffinity"] = (
+                {"reservationAffinityType": f"{self.reservation.upper()}_RESERVATION"}
+                if self.reservation in ("any", "none") else
+                {"reservationAffinityType": "SPECIFIC_RESERVATION", "key": RESERVATION_KEY,
+                 "values": [self.reservation]})
+        if self.spot:
+            spec["spot"] = True
+        if self.required_replicas:
+            spec["requiredReplicaCount"] = self.required_replicas
         metrics = []
         if self.cpu_utilization_target:
             metrics.append({"metricName": "aiplatform.googleapis.com/prediction/online/cpu/utilization",
@@ -306,10 +379,17 @@ class VertexDeploySpec:
             metrics.append({"metricName": "aiplatform.googleapis.com/prediction/online/"
                                           "accelerator/duty_cycle",
                             "target": self.accelerator_utilization_target})
+        if self.request_count_target:
+            metrics.append({"metricName": "aiplatform.googleapis.com/prediction/online/request_count",
+                            "target": self.request_count_target})
         if metrics:
             spec["autoscalingMetricSpecs"] = metrics
         body = {"model": model_version_name, "displayName": self.display_name[:128],
                 "dedicatedResources": spec}
         if self.service_account:
             body["serviceAccount"] = self.service_account
+        if self.access_logging:
+            body["enableAccessLogging"] = True
+        if not self.container_logging:
+            body["disableContainerLogging"] = True
         return body

@@ -1,5 +1,6 @@
 """Endpoint kinds: dedicated endpoints called on their own host, private ones refused."""
 
+import json
 import threading
 
 import pytest
@@ -11,6 +12,7 @@ from kfp_serve.components.golden import GoldenSet
 from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.validate.validation import validate
 from kfp_serve.components.validate.vertex import VertexTarget
+from kfp_serve.components.vertex import api as vertex_api
 from kfp_serve.components.vertex import rollout as vertex
 
 
@@ -58,3 +60,76 @@ def test_a_new_dedicated_endpoint_is_read_again_until_its_dns_name_is_assigned(f
     assert result.dedicated_dns == f"localhost:{port}"
     record = result.endpoint_record(vertex_spec(published_repository), fake_vertex.url, {})
     assert record.predict_base.startswith(f"http://localhost:{port}/")
+
+
+def test_a_dedicated_endpoint_with_spot_replicas_logging_and_request_count_autoscaling(
+        fake_vertex, published_repository, digits_onnx):
+    """The knobs a production team sets in its first week travel in the API's own fields, the
+    endpoint is made dedicated and validated on its own host, and each operation waited for is
+    reported as it starts (deploy_vertex's gcp_resources)."""
+    operations = []
+    spec = vertex_spec(published_repository, endpoint="prod-dedicated", dedicated_endpoint=True,
+                       inference_timeout_s=120, request_logging_rate=0.25,
+                       request_logging_table="bq://my-project.serving_logs", spot=True,
+                       min_replicas=2, max_replicas=4, required_replicas=1,
+                       request_count_target=600, access_logging=True, container_logging=False)
+    result = vertex.deploy(spec, fake_vertex.url, timeout_s=120, poll_s=0.2,
+                           on_operation=operations.append)
+    [endpoint] = [e for e in fake_vertex.endpoints.values() if e["displayName"] == "prod-dedicated"]
+    assert endpoint["dedicatedEndpointEnabled"] and result.dedicated_dns == endpoint["dedicatedEndpointDns"]
+    assert endpoint["clientConnectionConfig"] == {"inferenceTimeout": "120s"}
+    assert endpoint["predictRequestResponseLoggingConfig"] == {
+        "enabled": True, "samplingRate": 0.25,
+        "bigqueryDestination": {"outputUri": "bq://my-project.serving_logs"}}
+    [deployed] = endpoint["deployedModels"]
+    resources = deployed["dedicatedResources"]
+    assert resources["spot"] is True and resources["requiredReplicaCount"] == 1
+    assert {"metricName": "aiplatform.googleapis.com/prediction/online/request_count",
+            "target": 600} in resources["autoscalingMetricSpecs"]
+    assert deployed["enableAccessLogging"] is True and deployed["disableContainerLogging"] is True
+    assert [op.rsplit("/", 3)[-3] for op in operations][-1] == endpoint["name"].rsplit("/", 1)[-1]
+    assert json.loads(vertex_api.gcp_resources("us-central1", operations[-1:], fake_vertex.url)) == {
+        "resources": [{"resourceType": "VertexLro", "resourceUri": f"{fake_vertex.url}/v1/{operations[-1]}"}]}
+    record = result.endpoint_record(spec, fake_vertex.url, {})
+    target = VertexTarget(record.predict_base, result.deployed_model_id, result.protocol, "digits",
+                          ModelSignature.load(digits_onnx), api_base=record.api_base)
+    checked = validate(target, GoldenSet.load(digits_onnx), max_batch_size=16)
+    assert checked.passed, checked.failure_line()
+
+    # the same endpoint again: the logging rate changes in place; its kind cannot
+    vertex.deploy(vertex_spec(published_repository, endpoint="prod-dedicated", dedicated_endpoint=True,
+                              request_logging_rate=0.5), fake_vertex.url, timeout_s=120, poll_s=0.2)
+    assert endpoint["predictRequestResponseLoggingConfig"]["samplingRate"] == 0.5
+    vertex.deploy(vertex_spec(published_repository, endpoint="shared-one"), fake_vertex.url, 120, 0.2)
+    with pytest.raises(UserError, match=r"is a shared endpoint and dedicated_endpoint=True asks for a"
+                                        r" dedicated one; an endpoint's kind is set when it is made"):
+        vertex.deploy(vertex_spec(published_repository, endpoint="shared-one", dedicated_endpoint=True),
+                      fake_vertex.url, 120, 0.2)
+
+
+def test_what_vertex_ai_refuses_in_capacity_and_logging_the_fake_refuses(fake_vertex):
+    """Rows 26-27 of VERTEX_BEHAVIOUR.md, straight at the fake's HTTP boundary."""
+    from fakes.vertex_api import _deployment_problem, _endpoint_problem
+
+    base = {"dedicatedResources": {"machineSpec": {"machineType": "n1-standard-4"},
+                                   "minReplicaCount": 1, "maxReplicaCount": 2}}
+    def with_(**resources):
+        return {"dedicatedResources": {**base["dedicatedResources"], **resources}}
+
+    assert _deployment_problem(base) == ""
+    assert "required_replica_count (2) must not exceed" in _deployment_problem(with_(requiredReplicaCount=2))
+    metric = {"metricName": "aiplatform.googleapis.com/prediction/online/request_count", "target": 60}
+    assert "at most one entry per supported metric" in _deployment_problem(
+        with_(autoscalingMetricSpecs=[metric, metric]))
+    assert "at most one entry per supported metric" in _deployment_problem(
+        with_(autoscalingMetricSpecs=[{"metricName": "qps", "target": 5}]))
+    spot_reserved = with_(spot=True, machineSpec={"machineType": "n1-standard-4", "reservationAffinity": {
+        "reservationAffinityType": "ANY_RESERVATION"}})
+    assert _deployment_problem(spot_reserved) == "Spot VMs cannot consume a reservation"
+    assert "needs key and values" in _deployment_problem(with_(machineSpec={
+        "machineType": "n1-standard-4", "reservationAffinity": {"reservationAffinityType": "SPECIFIC_RESERVATION"}}))
+    logging = {"enabled": True, "samplingRate": 0, "bigqueryDestination": {"outputUri": "bq://p"}}
+    assert "sampling_rate 0.0 is not in (0, 1]" in _endpoint_problem(
+        {"predictRequestResponseLoggingConfig": logging})
+    assert "is not bq://project" in _endpoint_problem({"predictRequestResponseLoggingConfig": {
+        **logging, "samplingRate": 0.5, "bigqueryDestination": {"outputUri": "gs://bucket"}}})

@@ -29,6 +29,19 @@ from kfp_serve.components.vertex.spec import (
     ({"serving_image": ""}, "a Triton repository needs serving_image"),
     ({"project": "My Project"}, "is not a Google Cloud project id"),
     ({"content_kind": "OnnxModel"}, "Vertex AI serves a published TritonRepository or TorchServeArchive"),
+    # the knobs production reaches for (machine_resources.proto, reservation_affinity.proto,
+    # endpoint.proto; Compute Engine "Consume reservations": no Spot VMs)
+    ({"required_replicas": 3, "min_replicas": 2, "max_replicas": 4},
+     "required_replicas=3: a partial deploy needs between 1 and min_replicas (2) ready replicas"),
+    ({"reservation": "my-reservation"},
+     "reservation 'my-reservation': use 'any', 'none' or the full name projects/PROJECT/zones/ZONE/reservations/NAME"),
+    ({"spot": True, "reservation": "any"}, "spot=True cannot consume a reservation"),
+    ({"request_count_target": -1}, "request_count_target=-1: requests per minute per replica"),
+    ({"request_logging_rate": 1.5}, "request_logging_rate=1.5: a fraction of requests in (0, 1]"),
+    ({"request_logging_table": "bq://my-project.logs"}, "request_logging_table needs request_logging_rate > 0"),
+    ({"request_logging_rate": 0.1, "request_logging_table": "my-project.logs"},
+     "request_logging_table 'my-project.logs': use bq://PROJECT, bq://PROJECT.DATASET or bq://PROJECT.DATASET.TABLE"),
+    ({"inference_timeout_s": -5}, "inference_timeout_s=-5: seconds, or 0 for Vertex AI's default"),
 ])
 def test_bad_input_is_one_line_before_any_call(overrides, message):
     with pytest.raises(UserError) as info:

@@ -68,6 +68,19 @@ def _deployment_problem(deployed: dict) -> str:
         return "dedicated_resources.min_replica_count must be at least 1"
     if high and high < low:
         return "dedicated_resources.max_replica_count must be at least min_replica_count"
+    required = int(resources.get("requiredReplicaCount", 0) or 0)
+    if required > low:
+        return (f"dedicated_resources.required_replica_count ({required}) must not exceed"
+                f" min_replica_count ({low})")
+    metrics = [m.get("metricName") for m in resources.get("autoscalingMetricSpecs", [])]
+    if len(metrics) != len(set(metrics)) or set(metrics) - AUTOSCALING_METRICS:
+        return f"autoscaling_metric_specs: at most one entry per supported metric, got {metrics}"
+    affinity = spec.get("reservationAffinity") or {}
+    kind = affinity.get("reservationAffinityType", "")
+    if kind in ("SPECIFIC_RESERVATION", 3) and not (affinity.get("key") and affinity.get("values")):
+        return "reservation_affinity: SPECIFIC_RESERVATION needs key and values"
+    if resources.get("spot") and kind in ("SPECIFIC_RESERVATION", "ANY_RESERVATION", 2, 3):
+        return "Spot VMs cannot consume a reservation"
     accelerator = spec.get("acceleratorType", "")
     if isinstance(accelerator, int):  # the REST clients send enums as numbers (enum-encoding=int)
         from google.cloud.aiplatform_v1.types import AcceleratorType
@@ -78,6 +91,28 @@ def _deployment_problem(deployed: dict) -> str:
         return f"Machine type {machine} does not support accelerator {accelerator}"
     if not accelerator and machine.startswith(("a2-", "a3-", "a4-", "a4x-", "g2-", "g4-")):
         return f"Machine type {machine} requires an accelerator"
+    return ""
+
+
+#: AutoscalingMetricSpec.metric_name values online prediction supports (machine_resources.proto)
+AUTOSCALING_METRICS = {"aiplatform.googleapis.com/prediction/online/accelerator/duty_cycle",
+                       "aiplatform.googleapis.com/prediction/online/cpu/utilization",
+                       "aiplatform.googleapis.com/prediction/online/request_count"}
+_BIGQUERY_URI = re.compile(r"^bq://[^./]+(\.[^./]+){0,2}$")
+
+
+def _endpoint_problem(endpoint: dict) -> str:
+    """What Vertex AI refuses in an Endpoint's settings ('' when nothing): request-response
+    logging samples a fraction in (0, 1] into a bq:// project, dataset or table (endpoint.proto
+    PredictRequestResponseLoggingConfig, io.proto BigQueryDestination)."""
+    logging = endpoint.get("predictRequestResponseLoggingConfig") or {}
+    if logging.get("enabled"):
+        rate = float(logging.get("samplingRate", 0))
+        if not 0 < rate <= 1:
+            return f"predict_request_response_logging_config.sampling_rate {rate} is not in (0, 1]"
+        uri = (logging.get("bigqueryDestination") or {}).get("outputUri", "")
+        if not _BIGQUERY_URI.match(uri):
+            return f"bigquery_destination.output_uri {uri!r} is not bq://project[.dataset[.table]]"
     return ""
 
 
@@ -346,6 +381,9 @@ class FakeVertexApi:
     def _create_endpoint(self, m, query, body):
         endpoint_id = query.get("endpointId") or self._id()
         name = f"{self._parent(m)}/endpoints/{endpoint_id}"
+        refused = _endpoint_problem(body)
+        if refused:
+            return _error(400, "INVALID_ARGUMENT", refused)
         with self.lock:
             if endpoint_id in self.endpoints or endpoint_id in self.creating:
                 return _error(409, "ALREADY_EXISTS", f"Endpoint {name} already exists")
@@ -353,6 +391,8 @@ class FakeVertexApi:
 
         def work():
             endpoint = dict(body, name=name, deployedModels=[], trafficSplit={})
+            if body.get("dedicatedEndpointEnabled"):  # its own host: here localhost on our port
+                endpoint["dedicatedEndpointDns"] = f"localhost:{self.url.rsplit(':', 1)[1]}"
             with self.lock:
                 self.endpoints[endpoint_id] = endpoint
                 self.creating.discard(endpoint_id)
@@ -381,6 +421,14 @@ class FakeVertexApi:
                 if (split and sum(split.values()) != 100) or set(split) - ids:
                     return _error(400, "INVALID_ARGUMENT", f"invalid traffic split {split}")
                 endpoint["trafficSplit"] = split
+            for path, key in (("predict_request_response_logging_config",
+                               "predictRequestResponseLoggingConfig"),
+                              ("client_connection_config", "clientConnectionConfig")):
+                if path in query.get("updateMask", "") or key in query.get("updateMask", ""):
+                    refused = _endpoint_problem({**endpoint, key: body.get(key, {})})
+                    if refused:
+                        return _error(400, "INVALID_ARGUMENT", refused)
+                    endpoint[key] = body.get(key, {})
             return 200, copy.deepcopy(endpoint)
 
     def _deployModel(self, m, query, body):
