@@ -60,7 +60,8 @@ def exhaustion(message: str) -> str:
 _EXHAUSTED_FIX = {
     "stockout": ("Vertex AI has no capacity for this machine or accelerator in the region right now"
                  " (a stockout, not your quota): retry later, pick another region or machine type,"
-                 " or deploy on a reservation"),
+                 " draw on a reservation (reservation=any or its name), or try Spot VMs"
+                 " (spot=True)"),
     "rate": ("the per-minute request limit held through the retries: run again later or ask for a"
              " higher API quota"),
     "quota": ("the project's serving quota for that resource is used up in this region: request"

@@ -43,6 +43,10 @@ def deploy_vertex(
     inference_timeout_s: int = 0,
     request_logging_rate: float = 0.0,
     request_logging_table: Optional[str] = None,
+    deployment_timeout_s: int = 0,
+    startup_timeout_s: int = 0,
+    health_period_s: int = 0,
+    shared_memory_mb: int = 0,
     operation_timeout_s: float = 1800.0,
     api_endpoint: Optional[str] = None,
 ) -> NamedTuple("Outputs", [("deployed_model_id", str), ("endpoint_resource_name", str)]):
@@ -102,6 +106,13 @@ def deploy_vertex(
             (0: none).
         request_logging_table: ``bq://PROJECT[.DATASET[.TABLE]]`` for that log; empty: a new
             dataset in ``project``.
+        deployment_timeout_s: How long Vertex AI lets the deploy take (at most 7200; 0: its
+            default); a model that loads for long needs more.
+        startup_timeout_s: How long the server may take to become ready before its health
+            checks count (a startup probe on its health route; 0: none).
+        health_period_s: Seconds between health checks of a serving replica (0: the default).
+        shared_memory_mb: /dev/shm for the container in MB (Triton's Python backend and
+            PyTorch workers use it; 0: the default).
         operation_timeout_s: How long to wait for each long-running operation.
         api_endpoint: Vertex AI API host; empty: ``{location}-aiplatform.googleapis.com``.
 
@@ -120,6 +131,7 @@ def deploy_vertex(
     from kfp_serve.components import artifacts
     from kfp_serve.components.vertex import api as vertex_api
     from kfp_serve.components.vertex.api import rest_url
+    from kfp_serve.components.vertex.container import LargeModel
     from kfp_serve.components.vertex.rollout import deploy
     from kfp_serve.components.vertex.spec import VertexDeploySpec
 
@@ -142,6 +154,8 @@ def deploy_vertex(
         container_logging=container_logging, dedicated_endpoint=dedicated_endpoint,
         inference_timeout_s=inference_timeout_s, request_logging_rate=request_logging_rate,
         request_logging_table=request_logging_table or "",
+        large_model=LargeModel(deployment_timeout_s, startup_timeout_s, health_period_s,
+                               shared_memory_mb),
     )
 
     def record(operation: str) -> None:  # the operation running now, for the pipeline's UI

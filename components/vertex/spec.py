@@ -1,9 +1,9 @@
 """Pure, typed descriptions of a Vertex AI deployment, checked before any API call.
 
 Everything here is plain Python: the allowed regions and machine/accelerator combinations, the
-serving container for a Triton repository or a TorchServe archive, and the idempotency key that
-lets a retried step find the model version an earlier attempt uploaded (the traffic arithmetic
-is in :mod:`.traffic`).
+capacity, scaling and logging knobs, and the idempotency key that lets a retried step find the
+model version an earlier attempt uploaded (the serving container is in :mod:`.container`, the
+traffic arithmetic in :mod:`.traffic`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.storage.uris import parse_gcs_uri
+from kfp_serve.components.vertex.container import ContainerSpec, LargeModel, container_for
 from kfp_serve.components.vertex.traffic import check_percent
 
 _N1 = re.compile(r"^n1-(standard|highmem|highcpu)-(2|4|8|16|32|64|96)$")
@@ -57,11 +58,6 @@ def accelerators() -> tuple[str, ...]:
     return tuple(a.name for a in AcceleratorType
                  if a.name.startswith("NVIDIA_") and a.name not in _NOT_FOR_PREDICTION)
 
-
-#: prebuilt Vertex AI serving images for TorchServe archives (model.mar at the artifact URI)
-PYTORCH_CPU_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/pytorch-cpu.2-4:latest"
-PYTORCH_GPU_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/pytorch-gpu.2-4:latest"
-_REGISTRY = re.compile(r"^([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io)/")
 
 LABEL_KEY = "kfp-serve-key"
 #: ReservationAffinity.key naming a reservation (reservation_affinity.proto)
@@ -144,54 +140,6 @@ def _which_machines(accelerator: str) -> str:
         accelerator, "use an n1-standard/highmem/highcpu machine type")
 
 
-def check_image(image: str) -> str:
-    if not _REGISTRY.match(image):
-        raise UserError(f"serving image {image!r}: Vertex AI pulls serving images only from"
-                        " Artifact Registry (REGION-docker.pkg.dev) or Container Registry (gcr.io);"
-                        " copy it there and pass that name")
-    return image
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """``Model.containerSpec``: how Vertex AI runs and calls the serving container."""
-
-    image_uri: str
-    args: list[str]
-    env: dict[str, str]
-    port: int
-    predict_route: str
-    health_route: str
-
-    def to_api(self) -> dict:
-        return {"imageUri": self.image_uri, "args": list(self.args),
-                "env": [{"name": k, "value": v} for k, v in sorted(self.env.items())],
-                "ports": [{"containerPort": self.port}], "predictRoute": self.predict_route,
-                "healthRoute": self.health_route}
-
-
-def container_for(content_kind: str, model_name: str, image: str, gpu: bool,
-                  env: dict[str, str] | None = None) -> tuple[ContainerSpec, str]:
-    """The serving container for a published artifact, and the protocol that reaches it:
-    ``vertex-raw`` (Open Inference Protocol bodies through rawPredict, for Triton) or
-    ``vertex-predict`` (``{"instances": [...]}`` through predict, for TorchServe)."""
-    env = dict(env or {})
-    if content_kind == "TritonRepository":
-        if not image:
-            raise UserError("a Triton repository needs serving_image: a tritonserver image in"
-                            " Artifact Registry (copy nvcr.io/nvidia/tritonserver:<tag>-py3 there)")
-        args = ["tritonserver", "--model-repository=$(AIP_STORAGE_URI)",
-                f"--vertex-ai-default-model={model_name}", "--exit-timeout-secs=30"]
-        return ContainerSpec(check_image(image), args, env, 8000,
-                             f"/v2/models/{model_name}/infer", "/v2/health/ready"), "vertex-raw"
-    if content_kind == "TorchServeArchive":
-        default = PYTORCH_GPU_IMAGE if gpu else PYTORCH_CPU_IMAGE
-        return ContainerSpec(check_image(image or default), [], env, 7080,
-                             "/predictions/model", "/ping"), "vertex-predict"
-    raise UserError(f"Vertex AI serves a published TritonRepository or TorchServeArchive, not"
-                    f" {content_kind or 'an unknown artifact'}; publish one with publish_model")
-
-
 def artifact_dir(uri: str) -> str:
     """Vertex AI's ``artifactUri``: a gs:// folder (TorchServe's model.mar lies at its top)."""
     if not uri.startswith("gs://"):
@@ -244,6 +192,7 @@ class VertexDeploySpec:
     inference_timeout_s: int = 0
     request_logging_rate: float = 0.0
     request_logging_table: str = ""  # bq://PROJECT[.DATASET[.TABLE]]; empty: bq://<project>
+    large_model: LargeModel = field(default_factory=LargeModel)
 
     def check(self) -> VertexDeploySpec:
         check_project(self.project)
@@ -261,6 +210,7 @@ class VertexDeploySpec:
         if self.accelerator_utilization_target and not self.accelerator_type:
             raise UserError("accelerator_utilization_target needs an accelerator_type")
         self._check_capacity_and_logging()
+        self.large_model.check()
         if not re.match(r"^.{1,128}$", self.display_name):
             raise UserError(f"display name {self.display_name!r} must be 1-128 characters")
         for alias in self.version_aliases:
@@ -344,7 +294,7 @@ class VertexDeploySpec:
 
     def container(self) -> tuple[ContainerSpec, str]:
         return container_for(self.content_kind, self.model_name, self.serving_image,
-                             bool(self.accelerator_type), self.env)
+                             bool(self.accelerator_type), self.env, self.large_model)
 
     def model_body(self) -> dict:
         """The ``Model`` resource for ``models:upload``."""

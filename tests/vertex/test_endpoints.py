@@ -14,6 +14,7 @@ from kfp_serve.components.validate.validation import validate
 from kfp_serve.components.validate.vertex import VertexTarget
 from kfp_serve.components.vertex import api as vertex_api
 from kfp_serve.components.vertex import rollout as vertex
+from kfp_serve.components.vertex.container import LargeModel
 
 
 def test_dedicated_endpoints_are_called_on_their_own_host_and_private_ones_refused(
@@ -72,7 +73,9 @@ def test_a_dedicated_endpoint_with_spot_replicas_logging_and_request_count_autos
                        inference_timeout_s=120, request_logging_rate=0.25,
                        request_logging_table="bq://my-project.serving_logs", spot=True,
                        min_replicas=2, max_replicas=4, required_replicas=1,
-                       request_count_target=600, access_logging=True, container_logging=False)
+                       request_count_target=600, access_logging=True, container_logging=False,
+                       large_model=LargeModel(deployment_timeout_s=3600, startup_timeout_s=600,
+                                              shared_memory_mb=1024))
     result = vertex.deploy(spec, fake_vertex.url, timeout_s=120, poll_s=0.2,
                            on_operation=operations.append)
     [endpoint] = [e for e in fake_vertex.endpoints.values() if e["displayName"] == "prod-dedicated"]
@@ -87,6 +90,8 @@ def test_a_dedicated_endpoint_with_spot_replicas_logging_and_request_count_autos
     assert {"metricName": "aiplatform.googleapis.com/prediction/online/request_count",
             "target": 600} in resources["autoscalingMetricSpecs"]
     assert deployed["enableAccessLogging"] is True and deployed["disableContainerLogging"] is True
+    [version] = fake_vertex.models[result.model.rsplit("/", 1)[-1]]
+    assert version["containerSpec"]["startupProbe"]["failureThreshold"] == 60
     assert [op.rsplit("/", 3)[-3] for op in operations][-1] == endpoint["name"].rsplit("/", 1)[-1]
     assert json.loads(vertex_api.gcp_resources("us-central1", operations[-1:], fake_vertex.url)) == {
         "resources": [{"resourceType": "VertexLro", "resourceUri": f"{fake_vertex.url}/v1/{operations[-1]}"}]}
@@ -109,7 +114,7 @@ def test_a_dedicated_endpoint_with_spot_replicas_logging_and_request_count_autos
 
 def test_what_vertex_ai_refuses_in_capacity_and_logging_the_fake_refuses(fake_vertex):
     """Rows 26-27 of VERTEX_BEHAVIOUR.md, straight at the fake's HTTP boundary."""
-    from fakes.vertex_api import _deployment_problem, _endpoint_problem
+    from fakes.vertex_api import _container_problem, _deployment_problem, _endpoint_problem
 
     base = {"dedicatedResources": {"machineSpec": {"machineType": "n1-standard-4"},
                                    "minReplicaCount": 1, "maxReplicaCount": 2}}
@@ -128,6 +133,10 @@ def test_what_vertex_ai_refuses_in_capacity_and_logging_the_fake_refuses(fake_ve
     assert _deployment_problem(spot_reserved) == "Spot VMs cannot consume a reservation"
     assert "needs key and values" in _deployment_problem(with_(machineSpec={
         "machineType": "n1-standard-4", "reservationAffinity": {"reservationAffinityType": "SPECIFIC_RESERVATION"}}))
+    assert "the limit for deployment timeout is 2 hours" in _container_problem({"deploymentTimeout": "7201s"})
+    assert "exactly one of exec, http_get" in _container_problem({"startupProbe": {"periodSeconds": 10}})
+    assert "failureThreshold must be at least 1" in _container_problem(
+        {"startupProbe": {"httpGet": {"path": "/", "port": 1}, "failureThreshold": 0}})
     logging = {"enabled": True, "samplingRate": 0, "bigqueryDestination": {"outputUri": "bq://p"}}
     assert "sampling_rate 0.0 is not in (0, 1]" in _endpoint_problem(
         {"predictRequestResponseLoggingConfig": logging})

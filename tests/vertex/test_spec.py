@@ -5,6 +5,7 @@ import pytest
 from support.vertex import vertex_spec
 
 from kfp_serve.components.errors import UserError
+from kfp_serve.components.vertex.container import LargeModel
 from kfp_serve.components.vertex.spec import (
     check_machine,
     check_region,
@@ -42,6 +43,11 @@ from kfp_serve.components.vertex.spec import (
     ({"request_logging_rate": 0.1, "request_logging_table": "my-project.logs"},
      "request_logging_table 'my-project.logs': use bq://PROJECT, bq://PROJECT.DATASET or bq://PROJECT.DATASET.TABLE"),
     ({"inference_timeout_s": -5}, "inference_timeout_s=-5: seconds, or 0 for Vertex AI's default"),
+    ({"large_model": LargeModel(deployment_timeout_s=9000)},
+     "deployment_timeout_s=9000: Vertex AI allows at most 7200 s (2 hours)"),
+    ({"large_model": LargeModel(deployment_timeout_s=600, startup_timeout_s=900)},
+     "startup_timeout_s=900 outlasts deployment_timeout_s=600: the deploy would give up first"),
+    ({"large_model": LargeModel(shared_memory_mb=-1)}, "shared_memory_mb=-1 must be >= 0"),
 ])
 def test_bad_input_is_one_line_before_any_call(overrides, message):
     with pytest.raises(UserError) as info:
@@ -81,8 +87,25 @@ def test_vcpu_per_gpu_limits_and_families_are_checked_before_any_call(machine, a
 
 
 def test_docker_hub_images_are_refused():
-    from kfp_serve.components.vertex.spec import check_image
+    from kfp_serve.components.vertex.container import check_image
 
     with pytest.raises(UserError, match="only from Artifact Registry .* or Container Registry"):
         check_image("docker.io/pytorch/torchserve:latest")
     assert check_image("us-docker.pkg.dev/p/r/triton:24.05") == "us-docker.pkg.dev/p/r/triton:24.05"
+
+
+def test_a_large_model_s_container_waits_for_it_and_makes_a_new_version():
+    """Startup probe on the server's own health route and port, 10 s apart, enough failures to
+    cover the startup timeout; the fields are immutable in a model version, so changing them
+    uploads a new version (the key covers the whole container)."""
+    plain = vertex_spec("gs://models-bucket/digits/v1")
+    large = vertex_spec("gs://models-bucket/digits/v1", large_model=LargeModel(
+        deployment_timeout_s=3600, startup_timeout_s=1205, health_period_s=30, shared_memory_mb=2048))
+    container = large.check().model_body()["containerSpec"]
+    assert container["deploymentTimeout"] == "3600s" and container["sharedMemorySizeMb"] == "2048"
+    assert container["startupProbe"] == {"httpGet": {"path": "/v2/health/ready", "port": 8000},
+                                         "periodSeconds": 10, "failureThreshold": 121}
+    assert container["healthProbe"] == {"httpGet": {"path": "/v2/health/ready", "port": 8000},
+                                        "periodSeconds": 30}
+    assert "startupProbe" not in plain.model_body()["containerSpec"]
+    assert large.key != plain.key

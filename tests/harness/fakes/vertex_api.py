@@ -101,6 +101,26 @@ AUTOSCALING_METRICS = {"aiplatform.googleapis.com/prediction/online/accelerator/
 _BIGQUERY_URI = re.compile(r"^bq://[^./]+(\.[^./]+){0,2}$")
 
 
+def _container_problem(container: dict) -> str:
+    """What Vertex AI refuses in a ModelContainerSpec's large-model fields ('' when nothing):
+    a deployment timeout over 2 hours, a probe that is not one action with positive counts
+    (model.proto deployment_timeout, startup_probe, health_probe; Probe)."""
+    timeout = container.get("deploymentTimeout", "")
+    if timeout and float(timeout.rstrip("s")) > 7200:
+        return f"deployment_timeout {timeout}: the limit for deployment timeout is 2 hours"
+    for key in ("startupProbe", "healthProbe", "livenessProbe"):
+        probe = container.get(key)
+        if probe is None:
+            continue
+        actions = [a for a in ("exec", "httpGet", "grpc", "tcpSocket") if a in probe]
+        if len(actions) != 1:
+            return f"{key}: exactly one of exec, http_get, grpc, tcp_socket, got {actions}"
+        for count in ("periodSeconds", "failureThreshold", "timeoutSeconds"):
+            if count in probe and int(probe[count]) < 1:
+                return f"{key}.{count} must be at least 1"
+    return ""
+
+
 def _endpoint_problem(endpoint: dict) -> str:
     """What Vertex AI refuses in an Endpoint's settings ('' when nothing): request-response
     logging samples a fraction in (0, 1] into a bq:// project, dataset or table (endpoint.proto
@@ -304,6 +324,9 @@ class FakeVertexApi:
         if not _REGISTRY.match(image):
             return _error(400, "INVALID_ARGUMENT", f"Container image {image} must be in Artifact"
                           " Registry or Container Registry")
+        refused = _container_problem(model.get("containerSpec", {}))
+        if refused:
+            return _error(400, "INVALID_ARGUMENT", refused)
         bad = [a for a in model.get("versionAliases", []) if not _ALIAS.match(a)]
         if bad:  # "default" is allowed: it moves the default alias (the SDK's is_default_version)
             return _error(400, "INVALID_ARGUMENT", f"Invalid version aliases {bad}: use"

@@ -1,0 +1,110 @@
+"""The serving container Vertex AI runs for a published artifact (``ModelContainerSpec``):
+Triton for a repository, Vertex AI's prebuilt PyTorch container (TorchServe) for an archive,
+and what a large model needs of it (deployment timeout, probes, shared memory)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kfp_serve.components.errors import UserError
+
+#: prebuilt Vertex AI serving images for TorchServe archives (model.mar at the artifact URI)
+PYTORCH_CPU_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/pytorch-cpu.2-4:latest"
+PYTORCH_GPU_IMAGE = "us-docker.pkg.dev/vertex-ai/prediction/pytorch-gpu.2-4:latest"
+_REGISTRY = re.compile(r"^([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io)/")
+
+#: ModelContainerSpec.deployment_timeout's limit (model.proto: "Limit ... is 2 hours")
+MAX_DEPLOYMENT_TIMEOUT_S = 7200
+STARTUP_PERIOD_S = 10
+
+
+def check_image(image: str) -> str:
+    if not _REGISTRY.match(image):
+        raise UserError(f"serving image {image!r}: Vertex AI pulls serving images only from"
+                        " Artifact Registry (REGION-docker.pkg.dev) or Container Registry (gcr.io);"
+                        " copy it there and pass that name")
+    return image
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """``Model.containerSpec``: how Vertex AI runs and calls the serving container."""
+
+    image_uri: str
+    args: list[str]
+    env: dict[str, str]
+    port: int
+    predict_route: str
+    health_route: str
+    large_model: LargeModel | None = None
+
+    def to_api(self) -> dict:
+        body = {"imageUri": self.image_uri, "args": list(self.args),
+                "env": [{"name": k, "value": v} for k, v in sorted(self.env.items())],
+                "ports": [{"containerPort": self.port}], "predictRoute": self.predict_route,
+                "healthRoute": self.health_route}
+        return {**body, **(self.large_model.to_api(self) if self.large_model else {})}
+
+
+@dataclass(frozen=True)
+class LargeModel:
+    """What a model that loads for minutes needs from ``ModelContainerSpec`` (model.proto):
+    a longer deployment timeout (at most 2 hours), a startup probe that gives the server that
+    long before the health probe counts, a health probe period, and shared memory (Triton's
+    Python backend and PyTorch's workers use /dev/shm). 0 leaves Vertex AI's default."""
+
+    deployment_timeout_s: int = 0
+    startup_timeout_s: int = 0
+    health_period_s: int = 0
+    shared_memory_mb: int = 0
+
+    def check(self) -> LargeModel:
+        if not 0 <= self.deployment_timeout_s <= MAX_DEPLOYMENT_TIMEOUT_S:
+            raise UserError(f"deployment_timeout_s={self.deployment_timeout_s}: Vertex AI allows at"
+                            f" most {MAX_DEPLOYMENT_TIMEOUT_S} s (2 hours); 0 for its default")
+        for name in ("startup_timeout_s", "health_period_s", "shared_memory_mb"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name}={getattr(self, name)} must be >= 0 (0: Vertex AI's default)")
+        if self.deployment_timeout_s and self.startup_timeout_s > self.deployment_timeout_s:
+            raise UserError(f"startup_timeout_s={self.startup_timeout_s} outlasts"
+                            f" deployment_timeout_s={self.deployment_timeout_s}: the deploy would"
+                            " give up first; raise deployment_timeout_s")
+        return self
+
+    def to_api(self, container: ContainerSpec) -> dict:
+        probe = {"httpGet": {"path": container.health_route, "port": container.port}}
+        body: dict = {}
+        if self.deployment_timeout_s:
+            body["deploymentTimeout"] = f"{self.deployment_timeout_s}s"
+        if self.shared_memory_mb:
+            body["sharedMemorySizeMb"] = str(self.shared_memory_mb)
+        if self.startup_timeout_s:  # ready within the timeout: 10 s apart, that many failures
+            body["startupProbe"] = {**probe, "periodSeconds": STARTUP_PERIOD_S,
+                                    "failureThreshold": -(-self.startup_timeout_s // STARTUP_PERIOD_S)}
+        if self.health_period_s:
+            body["healthProbe"] = {**probe, "periodSeconds": self.health_period_s}
+        return body
+
+
+def container_for(content_kind: str, model_name: str, image: str, gpu: bool,
+                  env: dict[str, str] | None = None,
+                  large_model: LargeModel | None = None) -> tuple[ContainerSpec, str]:
+    """The serving container for a published artifact, and the protocol that reaches it:
+    ``vertex-raw`` (Open Inference Protocol bodies through rawPredict, for Triton) or
+    ``vertex-predict`` (``{"instances": [...]}`` through predict, for TorchServe)."""
+    env = dict(env or {})
+    if content_kind == "TritonRepository":
+        if not image:
+            raise UserError("a Triton repository needs serving_image: a tritonserver image in"
+                            " Artifact Registry (copy nvcr.io/nvidia/tritonserver:<tag>-py3 there)")
+        args = ["tritonserver", "--model-repository=$(AIP_STORAGE_URI)",
+                f"--vertex-ai-default-model={model_name}", "--exit-timeout-secs=30"]
+        return ContainerSpec(check_image(image), args, env, 8000, f"/v2/models/{model_name}/infer",
+                             "/v2/health/ready", large_model), "vertex-raw"
+    if content_kind == "TorchServeArchive":
+        default = PYTORCH_GPU_IMAGE if gpu else PYTORCH_CPU_IMAGE
+        return ContainerSpec(check_image(image or default), [], env, 7080,
+                             "/predictions/model", "/ping", large_model), "vertex-predict"
+    raise UserError(f"Vertex AI serves a published TritonRepository or TorchServeArchive, not"
+                    f" {content_kind or 'an unknown artifact'}; publish one with publish_model")
