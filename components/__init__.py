@@ -32,6 +32,7 @@ COMPONENT_MODULES: dict[str, str] = {
     "promote_vertex": "vertex.component",
     "rollback_vertex": "vertex.component",
     "undeploy_vertex": "vertex.component",
+    "scale_vertex": "vertex.component",
     "validate_endpoint": "validate.component",
     "tune_triton_config": "tune.component",
 }

@@ -266,3 +266,44 @@ def undeploy_vertex(
     done = undeploy(client, endpoint, deployed_model_id, operation_timeout_s)
     print(f"undeployed {deployed_model_id}" if done else f"{deployed_model_id} was not deployed")
     return done
+
+
+@dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
+def scale_vertex(
+    project: str,
+    location: str,
+    endpoint: str,
+    deployed_model_id: str,
+    min_replicas: int,
+    max_replicas: int,
+    operation_timeout_s: float = 1800.0,
+    api_endpoint: Optional[str] = None,
+) -> str:
+    """Changes a deployed model's replicas in place, without redeploying it.
+
+    Vertex AI's MutateDeployedModel: the deployed model keeps its id, its traffic share and its
+    serving replicas while the counts change (a redeploy would make a new deployed model and
+    move traffic). Safe to retry.
+
+    Args:
+        project: Google Cloud project id.
+        location: Vertex AI region.
+        endpoint: Endpoint id or resource name.
+        deployed_model_id: The deployed model to scale (deploy_vertex's output of that name).
+        min_replicas: New minimum replicas (at least 1).
+        max_replicas: New maximum replicas (at least min_replicas).
+        operation_timeout_s: How long to wait for the operation.
+        api_endpoint: Vertex AI API host; empty: ``{location}-aiplatform.googleapis.com``.
+
+    Returns:
+        Output: The replicas Vertex AI reports afterwards, as JSON
+            (``{"min_replicas": 2, "max_replicas": 6}``).
+    """
+    import json
+
+    from kfp_serve.components.vertex.scaling import scale
+
+    replicas = scale(project, location, endpoint, deployed_model_id, min_replicas, max_replicas,
+                     api_endpoint or "", operation_timeout_s)
+    print(f"deployed model {deployed_model_id}: {replicas}")
+    return json.dumps(replicas)

@@ -142,3 +142,27 @@ def test_what_vertex_ai_refuses_in_capacity_and_logging_the_fake_refuses(fake_ve
         {"predictRequestResponseLoggingConfig": logging})
     assert "is not bq://project" in _endpoint_problem({"predictRequestResponseLoggingConfig": {
         **logging, "samplingRate": 0.5, "bigqueryDestination": {"outputUri": "gs://bucket"}}})
+
+
+def test_replicas_change_in_place_without_a_redeploy(fake_vertex, published_repository):
+    """MutateDeployedModel: same deployed model id, same traffic, new counts; what cannot be
+    mutated is refused by the fake as by Vertex AI (row 29)."""
+    from kfp_serve.components.vertex.scaling import scale
+
+    first = vertex.deploy(vertex_spec(published_repository, endpoint="scaled"), fake_vertex.url,
+                          timeout_s=120, poll_s=0.2)
+    endpoint_id = first.endpoint.rsplit("/", 1)[-1]
+    before = dict(fake_vertex.endpoints[endpoint_id]["trafficSplit"])
+    replicas = scale("my-project", "us-central1", first.endpoint, first.deployed_model_id, 2, 6,
+                     fake_vertex.url, timeout_s=60, poll_s=0.2)
+    assert replicas == {"min_replicas": 2, "max_replicas": 6}
+    [deployed] = fake_vertex.endpoints[endpoint_id]["deployedModels"]
+    assert deployed["id"] == first.deployed_model_id and fake_vertex.endpoints[endpoint_id]["trafficSplit"] == before
+    with pytest.raises(UserError, match=r"need 1 <= min_replicas \(3\) <= max_replicas \(2\)"):
+        scale("my-project", "us-central1", first.endpoint, first.deployed_model_id, 3, 2, fake_vertex.url)
+    with pytest.raises(UserError, match="deployed model 42 is not on .*; nothing to scale"):
+        scale("my-project", "us-central1", first.endpoint, "42", 1, 2, fake_vertex.url)
+    status, answer = fake_vertex._mutateDeployedModel({"id": endpoint_id}, {}, {
+        "deployedModel": {"id": first.deployed_model_id, "serviceAccount": "x@y"},
+        "updateMask": "serviceAccount"})
+    assert status == 400 and "can be mutated" in answer["error"]["message"]

@@ -42,6 +42,7 @@ ROUTES = [
     ("PATCH", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+)$"), "update_endpoint"),
     ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+):deployModel$"), "deployModel"),
     ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+):undeployModel$"), "undeployModel"),
+    ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+):mutateDeployedModel$"), "mutateDeployedModel"),
     ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+):predict$"), "predict"),
     ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+):rawPredict$"), "rawPredict"),
     ("GET", re.compile(r"^(?P<name>.+/operations/[^/:]+)$"), "get_operation"),
@@ -94,6 +95,10 @@ def _deployment_problem(deployed: dict) -> str:
     return ""
 
 
+#: what MutateDeployedModel may change (endpoint_service.proto, MutateDeployedModelRequest)
+MUTABLE_PATHS = {"dedicated_resources.min_replica_count", "dedicated_resources.max_replica_count",
+                 "dedicated_resources.required_replica_count",
+                 "dedicated_resources.autoscaling_metric_specs", "disable_container_logging"}
 #: AutoscalingMetricSpec.metric_name values online prediction supports (machine_resources.proto)
 AUTOSCALING_METRICS = {"aiplatform.googleapis.com/prediction/online/accelerator/duty_cycle",
                        "aiplatform.googleapis.com/prediction/online/cpu/utilization",
@@ -490,6 +495,44 @@ class FakeVertexApi:
             return {"@type": f"{_T}DeployModelResponse", "deployedModel": deployed}
 
         return self._operation(endpoint["name"], "DeployModel", work)
+
+    def _mutateDeployedModel(self, m, query, body):
+        """Only replica counts, autoscaling specs and container logging change in place
+        (endpoint_service.proto MutateDeployedModelRequest); the result must still be a
+        deployable DeployedModel."""
+        with self.lock:
+            endpoint = self.endpoints.get(m["id"])
+        if endpoint is None:
+            return _error(404, "NOT_FOUND", m["id"])
+        wanted = body.get("deployedModel", {})
+        paths = [p for p in (body.get("updateMask") or query.get("updateMask", "")).split(",") if p]
+        paths = [re.sub(r"[A-Z]", lambda c: "_" + c.group().lower(), p) for p in paths]
+        refused = [p for p in paths if p not in MUTABLE_PATHS]
+        if not paths or refused:
+            return _error(400, "INVALID_ARGUMENT", f"update_mask {paths}: only {sorted(MUTABLE_PATHS)}"
+                          " can be mutated")
+        with self.lock:
+            deployed = next((d for d in endpoint["deployedModels"] if d["id"] == wanted.get("id")), None)
+        if deployed is None:
+            return _error(404, "NOT_FOUND", f"deployed model {wanted.get('id')} is not on {m['id']}")
+        changed = copy.deepcopy(deployed)
+        for path in paths:
+            if path.startswith("dedicated_resources."):
+                key = re.sub(r"_([a-z])", lambda c: c.group(1).upper(), path.split(".", 1)[1])
+                changed["dedicatedResources"][key] = wanted.get("dedicatedResources", {}).get(key)
+            else:
+                changed["disableContainerLogging"] = wanted.get("disableContainerLogging", False)
+        problem = _deployment_problem(changed)
+        if problem:
+            return _error(400, "INVALID_ARGUMENT", problem)
+
+        def work():
+            with self.lock:
+                deployed.clear()
+                deployed.update(changed)
+            return {"@type": f"{_T}MutateDeployedModelResponse", "deployedModel": copy.deepcopy(changed)}
+
+        return self._operation(endpoint["name"], "MutateDeployedModel", work)
 
     def _undeployModel(self, m, query, body):
         with self.lock:
