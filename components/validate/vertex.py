@@ -24,8 +24,10 @@ from kfp_serve.components.validate.targets import HttpTarget
 from kfp_serve.components.validate.tensors import Instances, OipJson
 
 PROTOCOLS = ("vertex-raw", "vertex-predict")
-#: Vertex AI online prediction refuses request bodies over 1.5 MB (its quotas and limits page)
+#: Vertex AI online prediction refuses request bodies over 1.5 MB on shared endpoints (its
+#: quotas and limits page) and over 10 MB on dedicated ones (its dedicated endpoints page)
 MAX_REQUEST_BYTES = 1_500_000
+DEDICATED_MAX_REQUEST_BYTES = 10_000_000
 #: the header in which Vertex AI names the deployed model that answered
 DEPLOYED_MODEL_HEADER = "X-Vertex-AI-Deployed-Model-Id"
 MISS_PROBABILITY = 1e-9  # tries per request are sized so the model under test answers
@@ -67,6 +69,8 @@ class VertexTarget(HttpTarget):
         # the endpoint's state is read on the regional API host; a dedicated endpoint takes
         # predictions only on its own host (``base``)
         self.api = HttpEndpoint.parse(api_base) if api_base else self.endpoint
+        dedicated = self.api.url != self.endpoint.url
+        self.max_request_bytes = DEDICATED_MAX_REQUEST_BYTES if dedicated else MAX_REQUEST_BYTES
 
     def headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -107,11 +111,11 @@ class VertexTarget(HttpTarget):
         limit; the outputs are joined back in order."""
         body = self.codec.encode(inputs)
         rows = len(next(iter(inputs.values())))
-        if len(body) <= MAX_REQUEST_BYTES:
+        if len(body) <= self.max_request_bytes:
             return self.codec.decode(self.post(body))
         if rows < 2:
             raise UserError(f"one request of this model is {len(body) / 1e6:.1f} MB, over Vertex AI's"
-                            f" {MAX_REQUEST_BYTES / 1e6:.1f} MB limit on prediction requests; serve"
+                            f" {self.max_request_bytes / 1e6:.1f} MB limit on prediction requests; serve"
                             " it where requests may be larger (KServe), or send smaller inputs")
         half = rows // 2
         first, first_problems = self.infer({k: v[:half] for k, v in inputs.items()})

@@ -40,6 +40,15 @@ def test_requests_over_the_vertex_size_limit_are_split_and_a_single_one_is_refus
         assert len(sizes) > 1 and max(sizes) <= MAX_REQUEST_BYTES
         with pytest.raises(UserError, match="over Vertex AI's 1.5 MB limit on prediction requests"):
             target.infer({"x": np.random.default_rng(1).random((1, 200000), dtype=np.float32)})
+        # a dedicated endpoint (predictions on its own host) takes up to 10 MB: one request
+        sizes.clear()
+        dedicated = VertexTarget(f"{server.url.replace('127.0.0.1', 'localhost')}/v1/projects/p/"
+                                 "locations/us-central1/endpoints/e", "7", "vertex-predict", "m",
+                                 signature, api_base=f"{server.url}/v1/projects/p/locations/"
+                                 "us-central1/endpoints/e")
+        assert dedicated.max_request_bytes == 10_000_000
+        with pytest.raises(UserError, match="over Vertex AI's 10.0 MB limit"):
+            dedicated.infer({"x": np.random.default_rng(1).random((1, 2_000_000), dtype=np.float32)})
 
 
 def test_triton_runs_in_its_vertex_mode_and_refuses_a_default_model_it_lacks(fake_vertex, published_repository):

@@ -101,6 +101,13 @@ def test_a_dedicated_endpoint_with_spot_replicas_logging_and_request_count_autos
     checked = validate(target, GoldenSet.load(digits_onnx), max_batch_size=16)
     assert checked.passed, checked.failure_line()
 
+    # a dedicated endpoint takes bodies up to 10 MB (a shared one 1.5 MB)
+    endpoint_id = endpoint["name"].rsplit("/", 1)[-1]
+    status, answer = fake_vertex._forward({"id": endpoint_id}, {"pad": "x" * 11_000_000}, raw=True)
+    assert status == 400 and "exceeds the limit: 10485760 bytes" in answer["error"]["message"]
+    status, answer, _ = fake_vertex._forward({"id": endpoint_id}, {"pad": "x" * 2_000_000}, raw=True)
+    assert "exceeds the limit" not in json.dumps(answer)  # past the check: Triton's own answer
+
     # the same endpoint again: the logging rate changes in place; its kind cannot
     vertex.deploy(vertex_spec(published_repository, endpoint="prod-dedicated", dedicated_endpoint=True,
                               request_logging_rate=0.5), fake_vertex.url, timeout_s=120, poll_s=0.2)

@@ -52,6 +52,8 @@ ROUTES = [
 _T = "type.googleapis.com/google.cloud.aiplatform.v1."
 #: Vertex AI refuses prediction requests over 1.5 MB (its quotas and limits page)
 REQUEST_LIMIT_BYTES = 1_572_864
+#: ... and dedicated endpoints over 10 MB (Vertex AI docs "Use dedicated public endpoints")
+DEDICATED_REQUEST_LIMIT_BYTES = 10 * 1024 * 1024
 
 
 def _error(code: int, status: str, message: str) -> tuple[int, dict]:
@@ -643,8 +645,11 @@ class FakeVertexApi:
         return random.choices(ids, weights=weights)[0]
 
     def _forward(self, m, body, raw: bool, headers=None):
-        if len(json.dumps(body)) > REQUEST_LIMIT_BYTES:
-            return _error(400, "INVALID_ARGUMENT", f"Request payload size exceeds the limit: {REQUEST_LIMIT_BYTES} bytes.")
+        with self.lock:
+            dedicated = self.endpoints.get(m["id"], {}).get("dedicatedEndpointEnabled")
+        limit = DEDICATED_REQUEST_LIMIT_BYTES if dedicated else REQUEST_LIMIT_BYTES
+        if len(json.dumps(body)) > limit:
+            return _error(400, "INVALID_ARGUMENT", f"Request payload size exceeds the limit: {limit} bytes.")
         deployed_id = self._pick(m["id"])
         if deployed_id is None or deployed_id not in self.runtimes:
             return _error(400, "FAILED_PRECONDITION", "the endpoint has no deployed model that takes traffic")
