@@ -11,7 +11,6 @@ from kfp_serve.components.vertex.kfp_types import VertexEndpoint, VertexModel
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
 def deploy_vertex(
-    model: Input[Artifact],
     vertex_model: Output[VertexModel],
     vertex_endpoint: Output[VertexEndpoint],
     report: Output[Markdown],
@@ -19,6 +18,8 @@ def deploy_vertex(
     project: str,
     location: str,
     display_name: str,
+    model: Input[Artifact] = None,
+    registry_model: Optional[str] = None,
     endpoint: Optional[str] = None,
     serving_image: Optional[str] = None,
     machine_type: str = "n1-standard-4",
@@ -66,11 +67,14 @@ def deploy_vertex(
     an operation still running on the endpoint, instead of starting duplicates.
 
     Args:
-        model: A PublishedVersion on gs:// of a TritonRepository (served by Triton through
-            rawPredict) or a TorchServeArchive (served by Vertex AI's PyTorch container).
         project: Google Cloud project id.
         location: Vertex AI region, e.g. ``us-central1``.
         display_name: Model display name (versions accumulate under it).
+        model: A PublishedVersion on gs:// of a TritonRepository (served by Triton through
+            rawPredict) or a TorchServeArchive (served by Vertex AI's PyTorch container).
+        registry_model: Instead of ``model``: a version already in the Model Registry,
+            ``MODEL_ID@VERSION``, ``MODEL_ID@alias`` (e.g. ``@champion``) or its resource name,
+            deployed as it is (Triton in Vertex AI mode or Vertex AI's PyTorch container).
         endpoint: Endpoint display name, numeric id or resource name; empty: display_name.
         serving_image: Serving container image in Artifact Registry; required for Triton (copy
             ``nvcr.io/nvidia/tritonserver:<tag>-py3`` there); empty for TorchServe picks
@@ -129,19 +133,27 @@ def deploy_vertex(
     from collections import namedtuple
 
     from kfp_serve.components import artifacts
+    from kfp_serve.components.errors import UserError
     from kfp_serve.components.vertex import api as vertex_api
     from kfp_serve.components.vertex.api import rest_url
     from kfp_serve.components.vertex.container import LargeModel
     from kfp_serve.components.vertex.rollout import deploy
     from kfp_serve.components.vertex.spec import VertexDeploySpec
 
-    published = artifacts.read_published(model, artifacts.TritonRepository, artifacts.TorchServeArchive)
-    content = published.content
+    if (model is None) == (not registry_model):
+        raise UserError("deploy_vertex needs exactly one of model (a published version) and"
+                        " registry_model (a version already in the Model Registry)")
+    published = content = None
+    if model is not None:
+        published = artifacts.read_published(model, artifacts.TritonRepository,
+                                             artifacts.TorchServeArchive)
+        content = published.content
     spec = VertexDeploySpec(
         project=project, location=location, display_name=display_name,
-        artifact_uri=published.uri, content_kind=published.content_kind,
+        artifact_uri=published.uri if published else "",
+        content_kind=published.content_kind if published else "",
         archive_format=content.model_format if isinstance(content, artifacts.TorchServeArchive) else "",
-        model_name=content.model_name,
+        model_name=content.model_name if content else "", registry_model=registry_model or "",
         serving_image=serving_image or "", endpoint=endpoint or "", machine_type=machine_type,
         accelerator_type=accelerator_type or "", accelerator_count=accelerator_count,
         min_replicas=min_replicas, max_replicas=max_replicas,
@@ -172,7 +184,7 @@ def deploy_vertex(
     artifacts.mark(vertex_model, result.model_record(spec))
     vertex_endpoint.uri = rest_url(location, result.endpoint, api_endpoint or "")
     artifacts.mark(vertex_endpoint, result.endpoint_record(
-        spec, api_endpoint or "", getattr(content, "tensor_names", {})))
+        spec, api_endpoint or "", getattr(content, "tensor_names", None) or {}))
     summary = result.summary(spec)
     with open(report.path, "w") as handle:
         handle.write(summary)

@@ -34,6 +34,8 @@ class VertexDeployment:
     protocol: str = "vertex-raw"
     reused: list[str] = field(default_factory=list)  # what an earlier attempt had already made
     dedicated_dns: str = ""  # a dedicated endpoint's own host: predictions go there only
+    model_name: str = ""  # the served model's name, where the registry said it (not the spec)
+    artifact_uri: str = ""  # where a registry version's files are (not the spec)
 
     @property
     def version_name(self) -> str:
@@ -56,7 +58,7 @@ class VertexDeployment:
     def model_record(self, spec: VertexDeploySpec) -> VertexModel:
         """The google.VertexModel artifact's record."""
         return VertexModel(resource_name=self.version_name, model_version_id=self.model_version_id,
-                           artifact_uri=spec.artifact_uri)
+                           artifact_uri=self.artifact_uri or spec.artifact_uri)
 
     def endpoint_record(self, spec: VertexDeploySpec, api_endpoint: str,
                         tensor_names: dict[str, str]) -> VertexEndpoint:
@@ -64,7 +66,7 @@ class VertexDeployment:
         read."""
         return VertexEndpoint(
             resource_name=self.endpoint, deployed_model_id=self.deployed_model_id,
-            project=spec.project, location=spec.location, model_name=spec.model_name,
+            project=spec.project, location=spec.location, model_name=self.model_name or spec.model_name,
             predict_base=predict_url(spec.location, self.endpoint, api_endpoint, self.dedicated_dns),
             api_base=rest_url(spec.location, self.endpoint, api_endpoint), api_endpoint=api_endpoint,
             protocol=self.protocol, traffic=self.traffic, previous_traffic=self.previous_traffic,
@@ -151,7 +153,7 @@ def find_deployment(endpoint: Any, marker: str) -> tuple[Any, dict[str, int] | N
 
 
 def deploy_to_endpoint(client: VertexClient, spec: VertexDeploySpec, model: Any, endpoint: Any,
-                       timeout_s: float, deploy_id: str) -> VertexDeployment:
+                       timeout_s: float, deploy_id: str, protocol: str = "") -> VertexDeployment:
     """Deploy ``model`` (a version) to ``endpoint`` with the asked-for traffic share, as a new
     deployed model of its own, and say what the split was before.
 
@@ -160,7 +162,7 @@ def deploy_to_endpoint(client: VertexClient, spec: VertexDeploySpec, model: Any,
     attempt made, with the split that attempt found.
     """
     version_name = f"{model.name.split('@')[0]}@{model.version_id}"
-    _, protocol = spec.container()
+    protocol = protocol or spec.container()[1]
     check_endpoint_kind(endpoint)
     marker = idempotency_key(deploy_id, endpoint.name)[:12]
     reused = client.finish_pending(client.endpoints, endpoint.name,

@@ -89,3 +89,30 @@ def _check_same_version(found: Any, wanted: Any, name: str) -> None:
                         f" {found.container_spec.image_uri}); remove the label"
                         f" {LABEL_KEY} from the model or its other versions, or use another"
                         " model display name")
+
+
+#: Triton in Vertex AI mode names the model it serves in this argument (container.py)
+_TRITON_DEFAULT_MODEL = "--vertex-ai-default-model="
+
+
+def registry_version(client: VertexClient, reference: str) -> tuple[Any, str, str]:
+    """A model version already in the Model Registry, by ``ID@VERSION``, ``ID@alias`` or
+    resource name (no ``@``: its default version), and how the suite calls what it serves:
+    (version, protocol, served model name). Triton in Vertex AI mode is called through
+    rawPredict, Vertex AI's PyTorch container (TorchServe) through predict; another container
+    is refused, since neither validation nor a rollback could call it."""
+    name = reference if reference.startswith("projects/") else f"{client.parent}/models/{reference}"
+    model = get_model(client, name)
+    if model is None:
+        raise UserError(f"model {name} is not in the Model Registry of {client.parent}; give an"
+                        " existing MODEL_ID@VERSION or @alias (gcloud ai models list)")
+    container = model.container_spec
+    triton = [a[len(_TRITON_DEFAULT_MODEL):] for a in container.args if a.startswith(_TRITON_DEFAULT_MODEL)]
+    if triton:
+        return model, "vertex-raw", triton[0]
+    if container.predict_route == "/predictions/model":
+        return model, "vertex-predict", "model"
+    raise UserError(f"model {name}@{model.version_id} runs {container.image_uri or 'a prebuilt image'}"
+                    f" (predict route {container.predict_route or 'none'}): the suite deploys Triton"
+                    f" in Vertex AI mode ({_TRITON_DEFAULT_MODEL}NAME) or Vertex AI's PyTorch"
+                    " container (/predictions/model), which it can validate and roll back")

@@ -31,7 +31,7 @@ from kfp_serve.components.vertex.endpoints import (
     set_traffic,
     undeploy,
 )
-from kfp_serve.components.vertex.models import upload
+from kfp_serve.components.vertex.models import registry_version, upload
 from kfp_serve.components.vertex.spec import VertexDeploySpec
 from kfp_serve.components.vertex.traffic import promoted, rolled_back
 
@@ -47,11 +47,19 @@ def deploy(spec: VertexDeploySpec, api_endpoint: str = "", timeout_s: float = 18
     spec.check()
     client = VertexClient(spec.project, spec.location, api_endpoint, poll_s=poll_s)
     client.on_operation = on_operation
-    model, reused = upload(client, spec, timeout_s)
+    protocol = served_name = ""
+    if spec.registry_model:  # a version already in the Model Registry, deployed as it is
+        model, protocol, served_name = registry_version(client, spec.registry_model)
+        reused: list[str] = []
+    else:
+        model, reused = upload(client, spec, timeout_s)
     endpoint, _ = get_or_create_endpoint(client, spec.endpoint or spec.display_name, spec.labels,
                                          timeout_s, spec.endpoint_settings())
-    result = deploy_to_endpoint(client, spec, model, endpoint, timeout_s, deploy_id or spec.key)
+    result = deploy_to_endpoint(client, spec, model, endpoint, timeout_s,
+                                deploy_id or spec.registry_model or spec.key, protocol)
     result.reused[:0] = reused
+    if spec.registry_model:
+        result.model_name, result.artifact_uri = served_name, model.artifact_uri
     return result
 
 

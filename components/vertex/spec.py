@@ -60,6 +60,7 @@ def accelerators() -> tuple[str, ...]:
 
 
 LABEL_KEY = "kfp-serve-key"
+_REGISTRY_MODEL = re.compile(r"^(projects/[^/]+/locations/[^/]+/models/)?[A-Za-z0-9_-]+(@[a-z0-9-]+)?$")
 #: ReservationAffinity.key naming a reservation (reservation_affinity.proto)
 RESERVATION_KEY = "compute.googleapis.com/reservation-name"
 _RESERVATION = re.compile(r"^projects/[a-z0-9-]+/zones/[a-z]+-[a-z]+\d+-[a-z]"
@@ -193,11 +194,21 @@ class VertexDeploySpec:
     request_logging_rate: float = 0.0
     request_logging_table: str = ""  # bq://PROJECT[.DATASET[.TABLE]]; empty: bq://<project>
     large_model: LargeModel = field(default_factory=LargeModel)
+    #: a version already in the Model Registry (``ID@VERSION``, ``ID@alias`` or its resource
+    #: name) deployed as it is, instead of uploading ``artifact_uri``
+    registry_model: str = ""
 
     def check(self) -> VertexDeploySpec:
         check_project(self.project)
         check_region(self.location)
-        artifact_dir(self.artifact_uri)
+        if self.registry_model:
+            if self.artifact_uri:
+                raise UserError("give either a published model or registry_model, not both")
+            if not _REGISTRY_MODEL.match(self.registry_model):
+                raise UserError(f"registry_model {self.registry_model!r}: use MODEL_ID, MODEL_ID@VERSION,"
+                                " MODEL_ID@alias or projects/P/locations/L/models/MODEL_ID[@...]")
+        else:
+            artifact_dir(self.artifact_uri)
         check_machine(self.machine_type, self.accelerator_type, self.accelerator_count)
         check_percent(self.traffic_percentage)
         if not 1 <= self.min_replicas <= self.max_replicas:
@@ -221,7 +232,9 @@ class VertexDeploySpec:
             if not re.match(r"^[a-z][a-z0-9_-]{0,62}$", key) or not re.match(r"^[a-z0-9_-]{0,63}$", value):
                 raise UserError(f"label {key}={value!r}: keys and values take lowercase letters,"
                                 " digits, '_' and '-' (keys start with a letter, 63 at most)")
-        container_for(self.content_kind, self.model_name, self.serving_image, bool(self.accelerator_type))
+        if not self.registry_model:
+            container_for(self.content_kind, self.model_name, self.serving_image,
+                          bool(self.accelerator_type))
         if (self.content_kind == "TorchServeArchive" and self.archive_format == "onnx"
                 and not self.serving_image):
             raise UserError(

@@ -173,3 +173,29 @@ def test_replicas_change_in_place_without_a_redeploy(fake_vertex, published_repo
         "deployedModel": {"id": first.deployed_model_id, "serviceAccount": "x@y"},
         "updateMask": "serviceAccount"})
     assert status == 400 and "can be mutated" in answer["error"]["message"]
+
+
+def test_a_version_already_in_the_model_registry_is_deployed_by_its_alias(
+        fake_vertex, published_repository, digits_onnx):
+    """registry_model: no upload; the version the alias names is deployed, and the served model
+    name comes from its container (Triton's --vertex-ai-default-model), so validation calls it."""
+    first = vertex.deploy(vertex_spec(published_repository, endpoint="staging",
+                                      version_aliases=["champion"]), fake_vertex.url, 120, 0.2)
+    model_id = first.model.rsplit("/", 1)[-1]
+    spec = vertex_spec("", endpoint="prod-from-registry", model_name="",
+                       registry_model=f"{model_id}@champion")
+    result = vertex.deploy(spec, fake_vertex.url, 120, 0.2)
+    assert result.version_name == first.version_name and result.protocol == "vertex-raw"
+    assert len(fake_vertex.models[model_id]) == 1  # nothing was uploaded
+    record = result.endpoint_record(spec, fake_vertex.url, {})
+    assert record.model_name == "digits"
+    target = VertexTarget(record.predict_base, result.deployed_model_id, result.protocol,
+                          record.model_name, ModelSignature.load(digits_onnx), api_base=record.api_base)
+    checked = validate(target, GoldenSet.load(digits_onnx), max_batch_size=16)
+    assert checked.passed, checked.failure_line()
+    with pytest.raises(UserError, match=rf"models/{model_id}@nobody is not in the Model Registry"):
+        vertex.deploy(vertex_spec("", registry_model=f"{model_id}@nobody"), fake_vertex.url, 60, 0.2)
+    with pytest.raises(UserError, match="give either a published model or registry_model, not both"):
+        vertex_spec(published_repository, registry_model=f"{model_id}@champion").check()
+    with pytest.raises(UserError, match="registry_model 'models/x@Champion!'"):
+        vertex_spec("", registry_model="models/x@Champion!").check()
