@@ -10,11 +10,13 @@ from kfp_serve.components import images
 
 @dsl.component(base_image=images.SUITE_IMAGE, install_kfp_package=False)
 def deploy_kserve(
-    model: Input[Artifact],
     inference_service: Output[Artifact],
     report: Output[Markdown],
     name: str,
     namespace: str,
+    model: Input[Artifact] = None,
+    storage_uri: Optional[str] = None,
+    served_model_name: Optional[str] = None,
     model_format: Optional[str] = None,
     protocol_version: str = "v2",
     runtime: Optional[str] = None,
@@ -50,6 +52,7 @@ def deploy_kserve(
     ready_timeout_s: float = 900.0,
     unschedulable_grace_s: float = 600.0,
     keep_failed: bool = False,
+    kserve_namespace: str = "kserve",
     api_host: Optional[str] = None,
 ) -> NamedTuple("Outputs", [("url", str)]):
     """Creates or updates a KServe InferenceService for a published model and waits until Ready.
@@ -74,10 +77,17 @@ def deploy_kserve(
     deleted unless keep_failed.
 
     Args:
-        model: A PublishedVersion of a TritonRepository or TorchServeArchive (its URI is the
-            storageUri).
         name: InferenceService name (DNS-1035 label).
         namespace: Kubernetes namespace.
+        model: A PublishedVersion of a TritonRepository or TorchServeArchive (its URI is the
+            storageUri).
+        storage_uri: Instead of ``model``: where KServe reads the model as users keep it, a
+            Hugging Face repository ``hf://OWNER/MODEL[:REVISION]`` (KServe 0.14+) or an OCI
+            image ``oci://REGISTRY/REPO:TAG`` (modelcars enabled in KServe's
+            inferenceservice-config), or any storageUri KServe reads; checked against the
+            cluster's KServe before the apply. Needs model_format and served_model_name.
+        served_model_name: With storage_uri: the model's name on the server (Triton's model
+            folder), which validation calls.
         model_format: ``triton``, ``onnx``, ``pytorch`` or ``tensorrt``; empty: ``triton`` for
             a Triton repository, ``pytorch`` for a TorchServe archive.
         protocol_version: ``v1``, ``v2`` or ``grpc-v2``.
@@ -139,6 +149,8 @@ def deploy_kserve(
         unschedulable_grace_s: How long a predictor pod may stay unschedulable (a cluster
             autoscaler adding a GPU node) before the deploy fails.
         keep_failed: Keep an InferenceService this step created when it fails.
+        kserve_namespace: Where KServe is installed (its inferenceservice-config tells
+            whether it reads hf:// and oci:// sources).
         api_host: Kubernetes API URL; empty uses the in-cluster service account.
 
     Returns:
@@ -155,6 +167,7 @@ def deploy_kserve(
     from collections import namedtuple
 
     from kfp_serve.components import artifacts
+    from kfp_serve.components.errors import UserError
     from kfp_serve.components.kserve.api import KServeCluster, api_client
     from kfp_serve.components.kserve.gke import GkePresets
     from kfp_serve.components.kserve.manifest import (
@@ -165,9 +178,19 @@ def deploy_kserve(
     )
     from kfp_serve.components.kserve.rollout import DeployError, deploy
 
-    published = artifacts.read_published(model, artifacts.TritonRepository, artifacts.TorchServeArchive)
+    if (model is None) == (not storage_uri):
+        raise UserError("deploy_kserve needs exactly one of model (a published version) and"
+                        " storage_uri (hf://, oci:// or another source KServe reads)")
+    published = content = None
+    if model is not None:
+        published = artifacts.read_published(model, artifacts.TritonRepository,
+                                             artifacts.TorchServeArchive)
+        content = published.content
+    elif not (model_format and served_model_name):
+        raise UserError(f"storage_uri {storage_uri} needs model_format (which runtime serves it)"
+                        " and served_model_name (the model's name on that server)")
     spec = InferenceServiceSpec(
-        name=name, namespace=namespace, storage_uri=published.uri,
+        name=name, namespace=namespace, storage_uri=published.uri if published else storage_uri,
         model_format=model_format or DEFAULT_MODEL_FORMATS[published.content_kind],
         protocol_version=protocol_version, runtime=runtime, service_account=service_account,
         cpu=cpu or None, memory=memory or None, gpus=gpus, node_selector=node_selector or {},
@@ -187,7 +210,7 @@ def deploy_kserve(
         ingress_from_namespaces=tuple(ingress_from_namespaces or ()),
         rollout_strategy=rollout_strategy or None,
     )
-    onnx_ir_version = getattr(published.content, "onnx_ir_version", None)
+    onnx_ir_version = getattr(content, "onnx_ir_version", None)
     cluster = KServeCluster(api_client(api_host), namespace)
     try:
         result = deploy(cluster, build_inference_service(spec), timeout_s=ready_timeout_s,
@@ -195,14 +218,16 @@ def deploy_kserve(
                         unschedulable_grace_s=unschedulable_grace_s,
                         network_policy=build_network_policy(spec),
                         workload_identity=(service_account, gcp_service_account)
-                        if gcp_service_account else None)
+                        if gcp_service_account else None, kserve_namespace=kserve_namespace)
     except DeployError as err:
         print(err.diagnostics)
         raise err.cause from err
     summary = result.summary(spec.storage_uri)
     with open(report.path, "w") as handle:
         handle.write(summary)
-    artifacts.mark(inference_service, result.record(spec, published.content))
+    artifacts.mark(inference_service, result.record(
+        spec, content.model_name if content else served_model_name,
+        getattr(content, "tensor_names", None) or {}))
     inference_service.uri = result.url or inference_service.uri
     print(summary)
     return namedtuple("Outputs", ["url"])(result.url)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kfp_serve.components.errors import UserError
-from kfp_serve.components.kserve import gke
+from kfp_serve.components.kserve import gke, sources
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
@@ -39,7 +39,7 @@ TRITON_GRPC_PORT = 9000
 TRITON_HTTP_PORT = 8080
 #: how a Standard-mode predictor Deployment replaces its pods (Kubernetes DeploymentStrategy)
 ROLLOUT_STRATEGIES = ("RollingUpdate", "Recreate")
-STORAGE_SCHEMES = ("gs://", "s3://", "pvc://", "https://", "http://", "hdfs://", "oci://")
+STORAGE_SCHEMES = ("gs://", "s3://", "pvc://", "https://", "http://", "hdfs://", "oci://", "hf://")
 # InferenceService names become DNS-1035 labels of Services and Knative routes
 _NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -215,6 +215,7 @@ def _check(spec: InferenceServiceSpec) -> None:
         raise UserError(f"scale_metric {spec.scale_metric!r} is not one of {list(SCALE_METRICS)}")
     if not spec.storage_uri.startswith(STORAGE_SCHEMES):
         raise UserError(f"storage_uri {spec.storage_uri!r} must start with one of {list(STORAGE_SCHEMES)}")
+    sources.check_uri(spec.storage_uri)
     if spec.canary_traffic_percent is not None and not 0 <= spec.canary_traffic_percent <= 100:
         raise UserError(f"canary_traffic_percent {spec.canary_traffic_percent} must be 0-100")
     if spec.gpus < 0:

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from kfp_serve.components.artifacts import KServeInferenceService, TorchServeArchive, TritonRepository
+from kfp_serve.components.artifacts import KServeInferenceService
 from kfp_serve.components.kserve import canary as canaries
 from kfp_serve.components.kserve.manifest import (
     DEPLOYMENT_MODE_ANNOTATION,
@@ -251,18 +251,18 @@ class KServeDeployment:
                 f"- validated at: {self.validation_url}\n- revision: {self.latest_ready_revision}\n"
                 f"- traffic: {json.dumps(self.traffic)}\n- storageUri: {storage_uri}\n{notes}")
 
-    def record(self, spec: InferenceServiceSpec,
-               content: TritonRepository | TorchServeArchive) -> KServeInferenceService:
+    def record(self, spec: InferenceServiceSpec, model_name: str,
+               tensor_names: dict[str, str]) -> KServeInferenceService:
         """The KServeInferenceService artifact's record: what validation, promote and rollback
-        read (``content``: what the published version holds, for the model and tensor names)."""
+        read (the served model's name and its tensors' names on the server)."""
         return KServeInferenceService(
-            name=self.name, namespace=self.namespace, model_name=content.model_name, url=self.url,
+            name=self.name, namespace=self.namespace, model_name=model_name, url=self.url,
             internal_url=self.internal_url, validation_url=self.validation_url, mode=self.mode,
             protocol=spec.protocol_version, latest_ready_revision=self.latest_ready_revision,
             traffic=self.traffic, canary_url=self.canary_url,
             canary_internal_url=self.canary_internal_url,
             previous_predictor=self.previous_predictor, storage_uri=spec.storage_uri,
-            tensor_names=getattr(content, "tensor_names", {}), predictor=self.predictor,
+            tensor_names=tensor_names, predictor=self.predictor,
             canary=self.canary, promoted_predictor=self.promoted_predictor)
 
 

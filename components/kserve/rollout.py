@@ -13,6 +13,7 @@ from kfp_serve.components.kserve.diagnostics import diagnostics
 from kfp_serve.components.kserve.preflight import check_workload_identity, preflight
 from kfp_serve.components.kserve.readiness import Expectation, KServeDeployment, mode_of
 from kfp_serve.components.kserve.runtimes import runtime_version_for_onnx
+from kfp_serve.components.kserve.sources import check_cluster_reads
 from kfp_serve.components.kserve.wait import expect_after, wait_ready
 
 
@@ -189,14 +190,18 @@ def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
            keep_failed: bool = False, poll_s: float = 2.0, onnx_ir_version: int | None = None,
            unschedulable_grace_s: float = 0.0, network_policy: dict | None = None,
            workload_identity: tuple[str, str] | None = None,
-           reconcile_grace_s: float = 60.0) -> KServeDeployment:
+           reconcile_grace_s: float = 60.0, kserve_namespace: str = "kserve") -> KServeDeployment:
     """Preflight, apply, wait until this apply serves. On failure raise DeployError with
     diagnostics, and delete an InferenceService this call created unless ``keep_failed``.
 
     ``onnx_ir_version``: the IR of the ONNX model the repository holds, if any; when the
-    runtime's Triton cannot load it, ``runtimeVersion`` is set to one that can."""
+    runtime's Triton cannot load it, ``runtimeVersion`` is set to one that can.
+    ``kserve_namespace``: where KServe's configuration lives (an hf:// or oci:// source is
+    checked against it)."""
     name = manifest["metadata"]["name"]
     runtime, notes = preflight(cluster, manifest)
+    notes += check_cluster_reads(cluster, manifest["spec"]["predictor"]["model"]["storageUri"],
+                                 kserve_namespace)
     if workload_identity:
         notes += check_workload_identity(cluster, *workload_identity)
     model = manifest["spec"]["predictor"]["model"]

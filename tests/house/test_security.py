@@ -104,6 +104,10 @@ def test_the_rbac_grants_only_the_verbs_the_code_uses():
                      ("servingruntimes",): ["list"], ("deployments",): ["get"], ("pods", "events"): ["list"],
                      ("networkpolicies",): ["create", "get", "update"], ("serviceaccounts",): ["get"],
                      ("pods/log",): ["get"]}
+    # the optional read of KServe's own configuration: one object, get only
+    [config_read] = [d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == "kserve"]
+    assert config_read["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                                     "resourceNames": ["inferenceservice-config"], "verbs": ["get"]}]
     account = next(d for d in docs if d["kind"] == "ServiceAccount")
     binding = next(d for d in docs if d["kind"] == "RoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],

@@ -53,3 +53,27 @@ def test_component_failure_prints_diagnostics_and_raises_the_cause(kube, publish
                                   report=artifact("Markdown", str(tmp_path / "r")), name="digits",
                                   namespace="models", api_host=url, ready_timeout_s=60)
     assert "# InferenceService `models/digits`: diagnostics" in capsys.readouterr().out
+
+
+def test_the_component_deploys_an_oci_image_by_its_uri(kube, digits_repository, published, tmp_path):
+    """storage_uri instead of a published model: the record names the served model as given."""
+    import json
+
+    from kfp_serve.components import deploy_kserve
+
+    api, url = kube
+    api.images["registry.example.com/models/digits:v1"] = digits_repository
+    api.config_maps[("kserve", "inferenceservice-config")] = {"data": {"storageInitializer": json.dumps(
+        {"image": "kserve/storage-initializer:v0.20.0", "enableModelcar": True})}}
+    isvc = artifact("inference_service", str(tmp_path / "isvc"))
+    report = artifact("report", str(tmp_path / "report.md"))
+    common = dict(inference_service=isvc, report=report, name="digits", namespace="models",
+                  api_host=url, ready_timeout_s=120, runtime_version="24.05-py3")
+    with pytest.raises(UserError, match="needs model_format .* and served_model_name"):
+        deploy_kserve.python_func(storage_uri="oci://registry.example.com/models/digits:v1", **common)
+    with pytest.raises(UserError, match="needs exactly one of model .* and storage_uri"):
+        deploy_kserve.python_func(**common)
+    deploy_kserve.python_func(storage_uri="oci://registry.example.com/models/digits:v1",
+                              model_format="triton", served_model_name="digits", **common)
+    assert isvc.metadata["model_name"] == "digits"
+    assert isvc.metadata["storage_uri"] == "oci://registry.example.com/models/digits:v1"

@@ -98,7 +98,7 @@ def test_standard_canary_validated_on_its_own_service_removed_or_promoted_withou
     again = deploy(cluster, _manifest(published["v2"], 20), timeout_s=60, poll_s=0.2)  # a retry
     assert again.canary == result.canary and _served(api)[2] == {name: canary_server}
 
-    service = result.record(make_spec(storage_uri=published["v2"], **STANDARD), _triton())
+    service = result.record(make_spec(storage_uri=published["v2"], **STANDARD), "digits", {})
     rollback(service, 60, url)
     assert "canary" not in cluster.get("digits")["spec"] and cluster.deployment("digits", name) is None
     assert _served(api) == (stable_service, stable_server, {})
@@ -108,7 +108,7 @@ def test_standard_canary_validated_on_its_own_service_removed_or_promoted_withou
 
     result = deploy(cluster, _manifest(published["v2"], 20), timeout_s=120, poll_s=0.2)
     canary_server = _served(api)[2][name]
-    service = result.record(make_spec(storage_uri=published["v2"], **STANDARD), _triton())
+    service = result.record(make_spec(storage_uri=published["v2"], **STANDARD), "digits", {})
     promoted = promote(service, 120, url)
     isvc = cluster.get("digits")
     assert isvc["spec"]["predictor"]["name"] == name and "canary" not in isvc["spec"]
@@ -206,9 +206,3 @@ def test_the_webhook_refuses_what_kserve_refuses_of_canaries(kube, published):
     knative["spec"]["canary"] = [entry]
     with pytest.raises(UserError, match="canary is only supported in Standard deployment mode"):
         cluster.apply(knative)
-
-
-def _triton():
-    from kfp_serve.components.artifacts import TritonRepository
-
-    return TritonRepository(model_name="digits")

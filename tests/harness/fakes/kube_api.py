@@ -69,6 +69,14 @@ class FakeKubeApi:
         self.deployments: dict[tuple[str, str], dict] = {}
         self.service_accounts: dict[tuple[str, str], dict] = {}
         self.network_policies: dict[tuple[str, str], dict] = {}
+        #: (namespace, name) -> ConfigMap; those in forbidden_config_maps the caller may not
+        #: read (RBAC), though KServe's controller reads them
+        self.config_maps: dict[tuple[str, str], dict] = {}
+        self.forbidden_config_maps: set[tuple[str, str]] = set()
+        #: what hf:// and oci:// sources hold: "owner/model[:revision]" or an image reference ->
+        #: a local folder (the Hub and the registry, on this machine)
+        self.hub: dict[str, Path] = {}
+        self.images: dict[str, Path] = {}
         self.namespaces = set(namespaces)
         self.runtimes = list(runtimes)
         self.denied_verbs = set(denied_verbs)
@@ -126,6 +134,16 @@ class FakeKubeApi:
                 if found is None:
                     return _status(404, "NotFound", f'{kind} "{match.group(2)}" not found')
                 return 200, copy.deepcopy(found)
+        match = re.match(r"^/api/v1/namespaces/([^/]+)/configmaps/([^/]+)$", path)
+        if match and method == "GET":
+            found = self.config_maps.get((match.group(1), match.group(2)))
+            if (match.group(1), match.group(2)) in self.forbidden_config_maps:
+                return _status(403, "Forbidden", f'configmaps "{match.group(2)}" is forbidden: User'
+                               ' "system:serviceaccount:kubeflow:kfp-serve-deployer" cannot get'
+                               f' resource "configmaps" in the namespace "{match.group(1)}"')
+            if found is None:
+                return _status(404, "NotFound", f'configmaps "{match.group(2)}" not found')
+            return 200, copy.deepcopy(found)
         match = re.match(r"^/apis/networking\.k8s\.io/v1/namespaces/([^/]+)/networkpolicies(?:/([^/]+))?$", path)
         if match:
             return self._network_policy(method, match.group(1), match.group(2), body)
@@ -776,12 +794,16 @@ class FakeKServeController:
             self.api.logs[(pod, "storage-initializer")] = f"Copied {storage_uri} to /mnt/models\n"
             return _NoServer()
         target = Path(tempfile.mkdtemp(dir=self.workdir, prefix=f"{name}-{revision}-"))
+        container = "modelcar" if storage_uri.startswith("oci://") and self._oci_mode() else "storage-initializer"
         try:  # everything under the prefix, unchecked, as KServe's storage initializer copies
-            repository = copy_prefix(storage_uri, target / "repository")
+            if storage_uri.startswith(("hf://", "oci://")):
+                repository = self._fetch_source(storage_uri, target / "repository")
+            else:
+                repository = copy_prefix(storage_uri, target / "repository")
         except Exception as err:  # the initializer exits 1 with its exception in the log
-            failed(key, revision, pod, "storage-initializer", f"{type(err).__name__}: {err}")
+            failed(key, revision, pod, container, f"{type(err).__name__}: {err}")
             return None
-        self.api.logs[(pod, "storage-initializer")] = f"Copied {storage_uri} to /mnt/models\n"
+        self.api.logs[(pod, container)] = f"Copied {storage_uri} to /mnt/models\n"
         too_new = self._onnx_too_new(repository, model)
         if too_new:
             failed(key, revision, pod, "kserve-container", too_new)
@@ -800,6 +822,44 @@ class FakeKServeController:
             return None
         self.api.logs[(pod, "kserve-container")] = Path(server.log_path).read_text(errors="replace")[-4000:]
         return server
+
+    def _initializer(self) -> dict:
+        import json
+
+        found = self.api.config_maps.get(("kserve", "inferenceservice-config"), {})
+        return json.loads(found.get("data", {}).get("storageInitializer", "{}"))
+
+    def _oci_mode(self) -> str:
+        """pkg/types/config.go ResolveOciModelMode: ociModelMode, else modelcar when either
+        switch is on, else '' (no OCI support: the webhook injects no modelcar)."""
+        config = self._initializer()
+        if config.get("ociModelMode"):
+            return config["ociModelMode"]
+        return "modelcar" if config.get("enableModelcar") or config.get("enableOciModelSupport") else ""
+
+    def _fetch_source(self, uri: str, out_dir: Path) -> Path:
+        """hf:// through the storage initializer (kserve_storage.py _download_hf, v0.14+), oci://
+        through a modelcar (the image's /models shared with the server) where enabled; an older
+        initializer, or OCI without a modelcar, meets a scheme it does not know."""
+        import re as _re
+        import shutil
+
+        cannot = RuntimeError(f"Cannot recognize storage type for {uri}")
+        if uri.startswith("hf://"):
+            version = _re.search(r":v?(\d+)\.(\d+)", self._initializer().get("image", ""))
+            if version and (int(version.group(1)), int(version.group(2))) < (0, 14):
+                raise cannot
+            source = self.api.hub.get(uri[len("hf://"):])
+            if source is None:
+                raise RuntimeError(f"Repository Not Found for {uri}")
+        else:
+            if not self._oci_mode():
+                raise cannot
+            source = self.api.images.get(uri[len("oci://"):])
+            if source is None:
+                raise RuntimeError(f"failed to pull image {uri[len('oci://'):]}: not found")
+        shutil.copytree(source, out_dir)
+        return out_dir
 
     def _onnx_too_new(self, repository, model):
         """Triton before 24.05 runs onnxruntime < 1.18, which refuses ONNX IR 10."""
