@@ -4,6 +4,7 @@ here, at one boundary, into a one-line error that says whose problem it is."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -170,6 +171,55 @@ class KServeCluster:
             self.networking.replace_namespaced_network_policy(name, self.namespace, body)
         except ApiException as err:
             raise translate(err, f"replacing NetworkPolicy {name!r}") from err
+
+    def apply_object(self, obj: dict, plural: str = "") -> None:
+        """Create or replace a Service, or a custom object of ``plural`` (its apiVersion's
+        group), in this namespace."""
+        from kubernetes.client.exceptions import ApiException
+
+        name, kind = obj["metadata"]["name"], obj["kind"]
+        try:
+            self._object_call("create", obj, plural)
+            return
+        except ApiException as err:
+            if err.status != 409:
+                raise translate(err, f"creating {kind} {name!r}") from err
+        try:
+            current = self._object_call("read", obj, plural)
+            body = dict(obj, metadata={**obj["metadata"],
+                                       "resourceVersion": current["metadata"]["resourceVersion"]})
+            if kind == "Service":  # a Service's clusterIP is immutable: keep the one it has
+                body["spec"] = {**obj["spec"], "clusterIP": current["spec"].get("clusterIP")}
+            self._object_call("replace", body, plural)
+        except ApiException as err:
+            raise translate(err, f"replacing {kind} {name!r}") from err
+
+    def _object_call(self, verb: str, obj: dict, plural: str) -> Any:
+        name = obj["metadata"]["name"]
+        if obj["kind"] == "Service":
+            if verb == "create":
+                return self.core.create_namespaced_service(self.namespace, obj)
+            if verb == "read":
+                answer = self.core.read_namespaced_service(name, self.namespace, _preload_content=False)
+                return json.loads(answer.data)
+            return self.core.replace_namespaced_service(name, self.namespace, obj)
+        group, version = obj["apiVersion"].split("/")
+        where = (group, version, self.namespace, plural)
+        if verb == "create":
+            return self.custom.create_namespaced_custom_object(*where, obj)
+        if verb == "read":
+            return self.custom.get_namespaced_custom_object(*where, name)
+        return self.custom.replace_namespaced_custom_object(*where, name, obj)
+
+    def has_api_group(self, group: str) -> bool:
+        """Whether API discovery lists ``group`` (readable by every authenticated user)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            groups = self.apis.get_api_versions().groups or []
+        except ApiException as err:
+            raise translate(err, "listing API groups") from err
+        return any(g.name == group for g in groups)
 
     def apply(self, manifest: dict, attempts: int = 5) -> dict | None:
         """Create, or replace with the current resourceVersion (retrying conflicts).

@@ -53,6 +53,8 @@ def deploy_kserve(
     unschedulable_grace_s: float = 600.0,
     keep_failed: bool = False,
     kserve_namespace: str = "kserve",
+    metrics_monitor: Optional[str] = None,
+    metrics_interval_s: int = 30,
     api_host: Optional[str] = None,
 ) -> NamedTuple("Outputs", [("url", str)]):
     """Creates or updates a KServe InferenceService for a published model and waits until Ready.
@@ -151,6 +153,11 @@ def deploy_kserve(
         keep_failed: Keep an InferenceService this step created when it fails.
         kserve_namespace: Where KServe is installed (its inferenceservice-config tells
             whether it reads hf:// and oci:// sources).
+        metrics_monitor: Scrape the server's Prometheus metrics (Triton's queue and compute
+            time, batch sizes, GPU memory) where the cluster scrapes: ``podmonitoring`` (GKE's
+            Managed Service for Prometheus) or ``servicemonitor`` (Prometheus Operator, with a
+            headless Service for the metrics port); owned by the InferenceService. Empty: none.
+        metrics_interval_s: Scrape interval in seconds (5-3600).
         api_host: Kubernetes API URL; empty uses the in-cluster service account.
 
     Returns:
@@ -218,7 +225,8 @@ def deploy_kserve(
                         unschedulable_grace_s=unschedulable_grace_s,
                         network_policy=build_network_policy(spec),
                         workload_identity=(service_account, gcp_service_account)
-                        if gcp_service_account else None, kserve_namespace=kserve_namespace)
+                        if gcp_service_account else None, kserve_namespace=kserve_namespace,
+                        monitor=(metrics_monitor, metrics_interval_s) if metrics_monitor else None)
     except DeployError as err:
         print(err.diagnostics)
         raise err.cause from err

@@ -8,6 +8,7 @@ import json
 from kfp_serve.components.artifacts import KServeInferenceService
 from kfp_serve.components.errors import KfpServeError, UserError
 from kfp_serve.components.kserve import canary as canaries
+from kfp_serve.components.kserve import monitoring
 from kfp_serve.components.kserve.api import KServeCluster, api_client
 from kfp_serve.components.kserve.diagnostics import diagnostics
 from kfp_serve.components.kserve.preflight import check_workload_identity, preflight
@@ -190,18 +191,25 @@ def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
            keep_failed: bool = False, poll_s: float = 2.0, onnx_ir_version: int | None = None,
            unschedulable_grace_s: float = 0.0, network_policy: dict | None = None,
            workload_identity: tuple[str, str] | None = None,
-           reconcile_grace_s: float = 60.0, kserve_namespace: str = "kserve") -> KServeDeployment:
+           reconcile_grace_s: float = 60.0, kserve_namespace: str = "kserve",
+           monitor: tuple[str, int] | None = None) -> KServeDeployment:
     """Preflight, apply, wait until this apply serves. On failure raise DeployError with
     diagnostics, and delete an InferenceService this call created unless ``keep_failed``.
 
     ``onnx_ir_version``: the IR of the ONNX model the repository holds, if any; when the
     runtime's Triton cannot load it, ``runtimeVersion`` is set to one that can.
     ``kserve_namespace``: where KServe's configuration lives (an hf:// or oci:// source is
-    checked against it)."""
+    checked against it). ``monitor``: (``podmonitoring`` or ``servicemonitor``, interval in
+    seconds): its API is checked first, and the monitor applied once the model serves."""
     name = manifest["metadata"]["name"]
+    if monitor:
+        monitoring.check_kind(monitor[0], manifest["spec"]["predictor"]["model"]["modelFormat"]["name"],
+                              monitor[1])
     runtime, notes = preflight(cluster, manifest)
     notes += check_cluster_reads(cluster, manifest["spec"]["predictor"]["model"]["storageUri"],
                                  kserve_namespace)
+    if monitor:
+        monitoring.check_api(cluster, monitor[0])
     if workload_identity:
         notes += check_workload_identity(cluster, *workload_identity)
     model = manifest["spec"]["predictor"]["model"]
@@ -258,6 +266,8 @@ def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
             except KfpServeError as unremoved:
                 report += f"\nThe canary {plan.name} could not be removed ({unremoved}).\n"
         raise DeployError(err, report) from err
+    if monitor:
+        notes.append(monitoring.apply_monitor(cluster, name, *monitor, runtime))
     result.created = created
     result.notes = notes
     if plan:

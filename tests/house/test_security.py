@@ -103,7 +103,8 @@ def test_the_rbac_grants_only_the_verbs_the_code_uses():
     assert verbs == {("inferenceservices",): ["create", "delete", "get", "patch", "update"],
                      ("servingruntimes",): ["list"], ("deployments",): ["get"], ("pods", "events"): ["list"],
                      ("networkpolicies",): ["create", "get", "update"], ("serviceaccounts",): ["get"],
-                     ("pods/log",): ["get"]}
+                     ("pods/log",): ["get"], ("services",): ["create", "get", "update"],
+                     ("podmonitorings", "servicemonitors"): ["create", "get", "update"]}
     # the optional read of KServe's own configuration: one object, get only
     [config_read] = [d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == "kserve"]
     assert config_read["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],

@@ -9,6 +9,8 @@ import yaml
 
 #: KServe's CRD and runtime manifests, kept with the tests (tests/data/kserve/README.md)
 KSERVE_DATA = Path(__file__).resolve().parents[2] / "data" / "kserve"
+#: the PodMonitoring and ServiceMonitor CRDs (tests/data/monitoring/README.md)
+MONITORING_DATA = KSERVE_DATA.parent / "monitoring"
 
 
 @functools.lru_cache(maxsize=2)
@@ -17,6 +19,14 @@ def load_crd_schema(version: str = "v1beta1") -> dict:
     text = (KSERVE_DATA / "serving.kserve.io_inferenceservices.yaml").read_text()
     crd = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
+
+
+@functools.lru_cache(maxsize=4)
+def load_monitoring_schema(group: str, plural: str) -> dict:
+    """The openAPIV3Schema of a monitoring CRD kept in tests/data/monitoring."""
+    text = (MONITORING_DATA / f"{group}_{plural}.yaml").read_text()
+    crd = next(d for d in yaml.safe_load_all(text) if d)
+    return crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 
 
 def unknown_fields(obj, schema: dict, path: str = "") -> list[str]:

@@ -37,7 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fakes.cluster_gateway import CLUSTER_SUFFIX
-from fakes.crd_schema import KSERVE_DATA, prune, schema_errors, unknown_fields, without_canary
+from fakes.crd_schema import (
+    KSERVE_DATA,
+    load_monitoring_schema,
+    prune,
+    schema_errors,
+    unknown_fields,
+    without_canary,
+)
 from fakes.storage_copy import copy_prefix
 
 MODE_KEY = "serving.kserve.io/deploymentMode"
@@ -50,6 +57,9 @@ SERVICE_ACCOUNT = re.compile(r"^/api/v1/namespaces/([^/]+)/serviceaccounts/([^/]
 ISVC = re.compile(r"^/apis/serving\.kserve\.io/v1beta1/namespaces/([^/]+)/inferenceservices(?:/([^/]+))?(/status)?$")
 RUNTIMES = re.compile(r"^/apis/serving\.kserve\.io/v1alpha1/(?:namespaces/([^/]+)/)?(servingruntimes|clusterservingruntimes)$")
 POD_LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
+OWNED = re.compile(r"^/api(?:s/(monitoring\.googleapis\.com|monitoring\.coreos\.com)/v1|/v1)/namespaces/([^/]+)/"
+                   r"(services|podmonitorings|servicemonitors)(?:/([^/]+))?$")
+MONITORING_GROUPS = {"podmonitorings": "monitoring.googleapis.com", "servicemonitors": "monitoring.coreos.com"}
 
 
 def _status(code: int, reason: str, message: str) -> tuple[int, dict]:
@@ -59,8 +69,13 @@ def _status(code: int, reason: str, message: str) -> tuple[int, dict]:
 
 class FakeKubeApi:
     def __init__(self, namespaces=("models",), runtimes=(), denied_verbs=(), crd_schema=None,
-                 knative=True, default_mode="Knative", forbidden_lists=(), standard_canary=True):
+                 knative=True, default_mode="Knative", forbidden_lists=(), standard_canary=True,
+                 monitoring=()):
         self.knative = knative
+        #: monitoring API groups installed (monitoring.googleapis.com, monitoring.coreos.com)
+        self.monitoring = tuple(monitoring)
+        #: Services and monitoring objects: (kind plural, namespace, name) -> object
+        self.owned: dict[tuple[str, str, str], dict] = {}
         self.standard_canary = standard_canary
         if crd_schema is not None and not standard_canary:
             crd_schema = without_canary(crd_schema)
@@ -122,7 +137,8 @@ class FakeKubeApi:
             allowed = attributes["verb"] not in self.denied_verbs
             return 201, dict(body, status={"allowed": allowed})
         if path in ("/apis", "/apis/") and method == "GET":
-            groups = ["serving.kserve.io", "apps"] + (["serving.knative.dev"] if self.knative else [])
+            groups = ["serving.kserve.io", "apps", *self.monitoring] + (
+                ["serving.knative.dev"] if self.knative else [])
             return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
                 {"name": g, "versions": [{"groupVersion": f"{g}/v1", "version": "v1"}],
                  "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}} for g in groups]}
@@ -134,6 +150,9 @@ class FakeKubeApi:
                 if found is None:
                     return _status(404, "NotFound", f'{kind} "{match.group(2)}" not found')
                 return 200, copy.deepcopy(found)
+        match = OWNED.match(path)
+        if match and (match.group(1) is None or match.group(1) in self.monitoring):
+            return self._owned(method, match.group(2), match.group(3), match.group(4), query, body)
         match = re.match(r"^/api/v1/namespaces/([^/]+)/configmaps/([^/]+)$", path)
         if match and method == "GET":
             found = self.config_maps.get((match.group(1), match.group(2)))
@@ -176,6 +195,42 @@ class FakeKubeApi:
         if match:
             return self._isvc(method, match.group(1), match.group(2), bool(match.group(3)), query, body)
         return _status(404, "NotFound", f"the server could not find the requested resource ({path})")
+
+    def _owned(self, method, namespace, plural, name, query, body):
+        """Services, PodMonitorings and ServiceMonitors: create (409 when it exists), get,
+        replace at the current resourceVersion; monitoring objects checked against their CRD
+        (422), unknown fields refused under strict validation."""
+        key = (plural, namespace, name or (body or {}).get("metadata", {}).get("name", ""))
+        current = self.owned.get(key)
+        if method == "GET":
+            if current is None:
+                return _status(404, "NotFound", f'{plural} "{key[2]}" not found')
+            return 200, copy.deepcopy(current)
+        if plural != "services":
+            schema = load_monitoring_schema(MONITORING_GROUPS[plural], plural)
+            errors = schema_errors(body, schema)
+            port = [e.get("port") for e in body.get("spec", {}).get("endpoints", [])]
+            if plural == "podmonitorings" and 0 in port:  # the CRD's CEL rule self != 0
+                errors.append("spec.endpoints.port: Invalid value: Port is required")
+            if errors:
+                return _status(422, "Invalid", f"{body.get('kind')}.{MONITORING_GROUPS[plural]}"
+                               f' "{key[2]}" is invalid: ' + "; ".join(errors))
+        elif not body.get("spec", {}).get("ports"):
+            return _status(422, "Invalid", f'Service "{key[2]}" is invalid: spec.ports: Required value')
+        new = copy.deepcopy(body)
+        if method == "POST":
+            if current is not None:
+                return _status(409, "AlreadyExists", f'{plural} "{key[2]}" already exists')
+        elif method == "PUT":
+            if current is None:
+                return _status(404, "NotFound", f'{plural} "{key[2]}" not found')
+            if new.get("metadata", {}).get("resourceVersion") != current["metadata"]["resourceVersion"]:
+                return _status(409, "Conflict", f'the object "{key[2]}" has been modified')
+        else:
+            return _status(405, "MethodNotAllowed", method)
+        new["metadata"].update(namespace=namespace, resourceVersion=self._next_version())
+        self.owned[key] = new
+        return (201 if method == "POST" else 200), copy.deepcopy(new)
 
     def _network_policy(self, method, namespace, name, body):
         key = (namespace, name or body.get("metadata", {}).get("name", ""))
@@ -254,7 +309,11 @@ class FakeKubeApi:
         if current is None:
             return _status(404, "NotFound", f'inferenceservices.serving.kserve.io "{name}" not found')
         if method == "DELETE":
+            uid = self.objects[key]["metadata"]["uid"]
             del self.objects[key]
+            for owned, obj in list(self.owned.items()):  # garbage collection by owner
+                if any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", [])):
+                    del self.owned[owned]
             if self.controller:
                 self.controller.forget(key)
             return 200, {"kind": "Status", "status": "Success"}
