@@ -55,6 +55,9 @@ def deploy_kserve(
     kserve_namespace: str = "kserve",
     metrics_monitor: Optional[str] = None,
     metrics_interval_s: int = 30,
+    scale_query: Optional[str] = None,
+    scale_query_target: float = 0.0,
+    prometheus_url: Optional[str] = None,
     api_host: Optional[str] = None,
 ) -> NamedTuple("Outputs", [("url", str)]):
     """Creates or updates a KServe InferenceService for a published model and waits until Ready.
@@ -158,6 +161,14 @@ def deploy_kserve(
             Managed Service for Prometheus) or ``servicemonitor`` (Prometheus Operator, with a
             headless Service for the metrics port); owned by the InferenceService. Empty: none.
         metrics_interval_s: Scrape interval in seconds (5-3600).
+        scale_query: Standard mode: scale on this PromQL query through KEDA (KServe 0.15+
+            creates the ScaledObject), e.g. queue time or requests in flight per replica:
+            ``sum(rate(nv_inference_queue_duration_us{model="digits"}[1m]))``. It is asked of
+            Prometheus before the apply: invalid PromQL, a range vector or more than one series
+            (KEDA's scaler refuses them) fail at once; no series yet is a note.
+        scale_query_target: The query's value per replica KEDA keeps (its Value target).
+        prometheus_url: The Prometheus HTTP API KEDA queries (e.g.
+            ``http://prometheus-operated.monitoring.svc:9090``).
         api_host: Kubernetes API URL; empty uses the in-cluster service account.
 
     Returns:
@@ -177,6 +188,7 @@ def deploy_kserve(
     from kfp_serve.components.errors import UserError
     from kfp_serve.components.kserve.api import KServeCluster, api_client
     from kfp_serve.components.kserve.gke import GkePresets
+    from kfp_serve.components.kserve.keda import PrometheusScaling
     from kfp_serve.components.kserve.manifest import (
         DEFAULT_MODEL_FORMATS,
         InferenceServiceSpec,
@@ -215,6 +227,8 @@ def deploy_kserve(
                        gcp_service_account=gcp_service_account or None,
                        model_load_timeout_s=model_load_timeout_s or None),
         ingress_from_namespaces=tuple(ingress_from_namespaces or ()),
+        metric_scaling=PrometheusScaling(scale_query, scale_query_target, prometheus_url or "")
+        if scale_query else None,
         rollout_strategy=rollout_strategy or None,
     )
     onnx_ir_version = getattr(content, "onnx_ir_version", None)

@@ -9,6 +9,7 @@ from typing import Any
 
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.kserve import gke, sources
+from kfp_serve.components.kserve.keda import PrometheusScaling
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
@@ -83,6 +84,8 @@ class InferenceServiceSpec:
     rollout_strategy: str | None = None
     #: namespaces whose pods may call the predictor (a NetworkPolicy); empty: no policy
     ingress_from_namespaces: tuple[str, ...] = ()
+    #: Standard mode: scale on a Prometheus query through KEDA
+    metric_scaling: PrometheusScaling | None = None
 
 
 def validate_name(name: str, what: str = "InferenceService name") -> str:
@@ -169,6 +172,8 @@ def deployment_mode(value: str) -> str:
 def _check_scaling(spec: InferenceServiceSpec, mode: str) -> None:
     """The autoscaling rules of KServe's webhook and reconcilers, per mode, as one-line errors
     (KServe would refuse some at admission and silently ignore others)."""
+    if spec.metric_scaling is not None:
+        spec.metric_scaling.check(mode, spec.autoscaler_class, spec.scale_metric)
     if mode == "Knative":
         if spec.autoscaler_class is not None:
             raise UserError("autoscaler_class applies to deployment_mode 'Standard'; Knative mode"
@@ -184,7 +189,7 @@ def _check_scaling(spec: InferenceServiceSpec, mode: str) -> None:
     if spec.autoscaler_class is not None and spec.autoscaler_class not in AUTOSCALER_CLASSES:
         raise UserError(f"autoscaler_class {spec.autoscaler_class!r} is not one of"
                         f" {list(AUTOSCALER_CLASSES)}")
-    keda = spec.autoscaler_class == "keda"
+    keda = spec.autoscaler_class == "keda" or spec.metric_scaling is not None
     if spec.scale_metric in KNATIVE_METRICS:
         raise UserError(f"scale_metric {spec.scale_metric!r} needs deployment_mode 'Knative':"
                         " Standard mode scales with an HPA on cpu or memory (KServe ignores"
@@ -328,12 +333,13 @@ def build_inference_service(spec: InferenceServiceSpec) -> dict[str, Any]:
         "nodeSelector": node_selector or None,
         "tolerations": tolerations or None,
         "deploymentStrategy": {"type": spec.rollout_strategy} if spec.rollout_strategy else None,
+        "autoScaling": spec.metric_scaling.to_autoscaling() if spec.metric_scaling else None,
     }
     predictor.update({k: v for k, v in optional.items() if v is not None})
     annotations = {DEPLOYMENT_MODE_ANNOTATION: MANIFEST_MODE[mode], **preset_annotations,
                    **spec.annotations}
-    if spec.autoscaler_class:
-        annotations[AUTOSCALER_CLASS_ANNOTATION] = spec.autoscaler_class
+    if spec.autoscaler_class or spec.metric_scaling:
+        annotations[AUTOSCALER_CLASS_ANNOTATION] = spec.autoscaler_class or "keda"
     if mode == "Knative" and spec.scale_metric in HPA_METRICS:
         annotations.setdefault(KNATIVE_CLASS_ANNOTATION, KNATIVE_HPA_CLASS)
     if mode == "Knative" and spec.canary_traffic_percent not in (None, 100):

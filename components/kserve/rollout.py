@@ -8,7 +8,7 @@ import json
 from kfp_serve.components.artifacts import KServeInferenceService
 from kfp_serve.components.errors import KfpServeError, UserError
 from kfp_serve.components.kserve import canary as canaries
-from kfp_serve.components.kserve import monitoring
+from kfp_serve.components.kserve import keda, monitoring
 from kfp_serve.components.kserve.api import KServeCluster, api_client
 from kfp_serve.components.kserve.diagnostics import diagnostics
 from kfp_serve.components.kserve.preflight import check_workload_identity, preflight
@@ -210,6 +210,7 @@ def deploy(cluster: KServeCluster, manifest: dict, timeout_s: float = 900.0,
                                  kserve_namespace)
     if monitor:
         monitoring.check_api(cluster, monitor[0])
+    notes += keda.check_manifest_queries(manifest)
     if workload_identity:
         notes += check_workload_identity(cluster, *workload_identity)
     model = manifest["spec"]["predictor"]["model"]

@@ -404,11 +404,32 @@ def _validate(obj, old, standard_canary=True):
             return f"[{metric}] is not a supported metric"
         if scaler == "keda" and metric:
             return "ScaleMetric is not supported for KEDA"
-        return ""
+        return _autoscaling_refusal(scaler, (predictor.get("autoScaling") or {}).get("metrics") or [])
     if annotations.get("autoscaling.knative.dev/class") == "hpa.autoscaling.knative.dev":
         return f"[{metric}] is not a supported metric" if (metric or "cpu") not in ("cpu", "memory") else ""
     if (metric or "concurrency") not in ("concurrency", "rps"):
         return f"[{metric}] is not a supported metric"
+    return ""
+
+
+def _autoscaling_refusal(scaler, metrics):
+    """validateScalingHPACompExtension / validateScalingKedaCompExtension: HPA takes Resource
+    metrics only; KEDA's External and PodMetric need a query and a target value."""
+    for metric in metrics:
+        kind = metric.get("type")
+        if scaler == "hpa" and kind != "Resource":
+            return (f"invalid HPA metric source type with value [{kind}],valid metric source types"
+                    " are Resource")
+        if scaler == "keda" and kind in ("External", "PodMetric"):
+            spec = metric.get("external" if kind == "External" else "podmetric")
+            if spec is None:
+                return f"metricSpec.{kind} is not set for {kind.lower()} metric source type"
+            if not (spec.get("metric") or {}).get("query"):
+                return "the query should not be empty"
+            if (spec.get("target") or {}).get("value") is None:
+                return "the target threshold value should not be empty"
+        elif scaler == "keda" and kind != "Resource":
+            return f"unknown KEDA metric type with value [{kind}].Valid types are Resource,External,PodMetric"
     return ""
 
 
