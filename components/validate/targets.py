@@ -277,9 +277,15 @@ TRANSPORTS = ("auto", "rest", "rest-binary", "grpc")
 BINARY_ONLY_DTYPES = ("float16",)
 
 
+def json_only(endpoint: ServingEndpoint | KServeInferenceService | VertexEndpoint) -> bool:
+    """Endpoints that take JSON only: KServe v1 and TorchServe behind Vertex AI's predict."""
+    return endpoint.protocol in ("v1", "vertex-predict")
+
+
 def resolve_transport(transport: str, signature: ModelSignature, json_only: bool) -> str:
     """``auto``: binary tensors over REST where an input or output has a dtype JSON cannot carry
-    (float16), else JSON; an endpoint that speaks only JSON (Vertex AI, KServe v1) gets JSON."""
+    (float16), else JSON; an endpoint that speaks only JSON (KServe v1, Vertex AI predict) gets
+    JSON."""
     if transport != "auto":
         return transport
     binary = any(s.dtype in BINARY_ONLY_DTYPES for s in (*signature.inputs, *signature.outputs))
@@ -300,19 +306,21 @@ def target_for(endpoint: ServingEndpoint | KServeInferenceService | VertexEndpoi
         raise UserError(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
     protocol = endpoint.protocol
     vertex = isinstance(endpoint, VertexEndpoint)
-    transport = resolve_transport(transport, signature, vertex or protocol == "v1")
+    transport = resolve_transport(transport, signature, json_only(endpoint))
     grpc = transport == "grpc" or protocol == "grpc-v2"
-    if transport != "rest" and (vertex or protocol == "v1"):
+    if (grpc and vertex) or (transport != "rest" and protocol in ("v1", "vertex-predict")):
         what = "gRPC" if grpc else "binary tensor (rest-binary)"
-        raise UserError(f"{what} validation needs an Open Inference Protocol v2 server; this"
-                        " endpoint speaks JSON over REST (transport=rest)")
+        raise UserError(f"{what} validation needs an Open Inference Protocol v2 server (Triton,"
+                        " through rawPredict on Vertex AI); this endpoint speaks JSON over REST"
+                        " (transport=rest)")
     tensor_names = endpoint.tensor_names or None
     if vertex:
         from kfp_serve.components.validate.vertex import VertexTarget, access_token
 
         return VertexTarget(endpoint.predict_base, endpoint.deployed_model_id, protocol,
                             endpoint.model_name, signature, tensor_names,
-                            access_token(endpoint.predict_base), endpoint.api_base)
+                            access_token(endpoint.predict_base), endpoint.api_base,
+                            binary=transport == "rest-binary")
     # inside the cluster (KServe: the cluster-local address, not status.url on the ingress
     # domain); while a canary takes part of the traffic, the canary itself, not the mix
     url = endpoint.url

@@ -21,7 +21,7 @@ from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.validate.load import SloGates
 from kfp_serve.components.validate.result import ValidationResult
 from kfp_serve.components.validate.server_metrics import ServerGates, difference, read_counters
-from kfp_serve.components.validate.targets import Target, resolve_transport, target_for
+from kfp_serve.components.validate.targets import Target, json_only, resolve_transport, target_for
 from kfp_serve.components.verify import compare_outputs, visible_positions
 
 
@@ -75,6 +75,8 @@ def validate(target: Target, golden: GoldenSet, atol: float = 1e-4, rtol: float 
                               golden.batch_size)
     if published is None:
         result.metadata_note = target.response_check_note
+    else:  # a split endpoint says what it did to the golden requests (Vertex AI)
+        result.metadata_note = getattr(target, "split_note", "")
     if load_seconds > 0:
         for clients in concurrency or [1]:
             before = read_counters(metrics_url, target.model_name) if metrics_url else None
@@ -100,8 +102,7 @@ def validate_target(endpoint: ServingEndpoint | KServeInferenceService | VertexE
     server's metrics are read from ``metrics_url``, else from the record's (local Triton).
     With a machine type or an hourly price the result states the cost per million inferences."""
     price = hourly_price_of(machine_type, hourly_price)  # a bad machine type fails first
-    json_only = isinstance(endpoint, VertexEndpoint) or endpoint.protocol == "v1"
-    transport = resolve_transport(transport, signature, json_only)
+    transport = resolve_transport(transport, signature, json_only(endpoint))
     target = target_for(endpoint, signature, transport)
     result = validate(target, golden, atol, rtol, max_batch_size, ready_timeout_s, load_seconds,
                       concurrency, gates, metrics_url or getattr(endpoint, "metrics_url", "") or None,

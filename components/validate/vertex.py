@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 
-from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.errors import InfrastructureError, UserError, first_line
 from kfp_serve.components.polling import poll
 from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.validate.http import HttpEndpoint, answer_error
 from kfp_serve.components.validate.targets import HttpTarget
-from kfp_serve.components.validate.tensors import Instances, OipJson
+from kfp_serve.components.validate.tensors import (
+    Instances,
+    OipJson,
+    check_metadata,
+    tritonclient_payload,
+    tritonclient_request,
+)
 
 PROTOCOLS = ("vertex-raw", "vertex-predict")
 #: Vertex AI online prediction refuses request bodies over 1.5 MB on shared endpoints (its
@@ -30,6 +37,10 @@ MAX_REQUEST_BYTES = 1_500_000
 DEDICATED_MAX_REQUEST_BYTES = 10_000_000
 #: the header in which Vertex AI names the deployed model that answered
 DEPLOYED_MODEL_HEADER = "X-Vertex-AI-Deployed-Model-Id"
+#: Triton's Vertex AI endpoint: what the predict route calls instead of the default model, and
+#: the content type of binary tensors (triton-inference-server/server src/vertex_ai_server.cc)
+REDIRECT_HEADER = "X-Vertex-Ai-Triton-Redirect"
+BINARY_CONTENT_TYPE = "application/vnd.vertex-ai-triton.binary+json;json-header-size="
 MISS_PROBABILITY = 1e-9  # tries per request are sized so the model under test answers
 MAX_TRIES_PER_REQUEST = 5000
 
@@ -41,18 +52,28 @@ class VertexTarget(HttpTarget):
     def response_check_note(self) -> str:  # type: ignore[override]
         note = ("Vertex AI forwards only predictions: names, dtypes and shapes were checked on"
                 " every response")
+        return "; ".join(filter(None, [note, self.split_note]))
+
+    @property
+    def split_note(self) -> str:
+        """What the traffic split did to the golden requests ('' when all reached this model)."""
         others = {k: v for k, v in self.served_by.items() if k and k != self.deployed_model_id}
-        if others:
-            note += (f"; the endpoint's traffic split sent {sum(others.values())} of the golden"
-                     f" requests to other deployed models ({others}): they were sent again until"
-                     f" deployed model {self.deployed_model_id} answered, and not counted")
-        return note
+        if not others:
+            return ""
+        return (f"the endpoint's traffic split sent {sum(others.values())} of the golden requests"
+                f" to other deployed models ({others}): they were sent again until deployed model"
+                f" {self.deployed_model_id} answered, and not counted")
 
     def __init__(self, base: str, deployed_model_id: str, protocol: str, model_name: str,
                  signature: ModelSignature, tensor_names: dict[str, str] | None = None,
-                 token: str = "", api_base: str = ""):
+                 token: str = "", api_base: str = "", binary: bool = False):
         if protocol not in PROTOCOLS:
             raise UserError(f"protocol {protocol!r} is not a Vertex AI protocol ({PROTOCOLS})")
+        if binary and protocol != "vertex-raw":
+            raise UserError("binary tensors (transport rest-binary) reach Triton on Vertex AI"
+                            " through rawPredict; this deployed model is called through predict"
+                            " (TorchServe), which takes JSON instances")
+        self.binary = binary
         codec = OipJson(signature, tensor_names) if protocol == "vertex-raw" else Instances(signature)
         super().__init__(base, model_name, signature, codec)  # model_name: Triton's, behind rawPredict
         if "/endpoints/" not in self.endpoint.prefix:
@@ -72,13 +93,45 @@ class VertexTarget(HttpTarget):
         dedicated = self.api.url != self.endpoint.url
         self.max_request_bytes = DEDICATED_MAX_REQUEST_BYTES if dedicated else MAX_REQUEST_BYTES
 
-    def headers(self) -> dict[str, str]:
+    def headers(self, redirect: str = "") -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
         if self.protocol == "vertex-raw":
-            headers["X-Vertex-Ai-Triton-Redirect"] = f"v2/models/{self.model_name}/infer"
+            headers[REDIRECT_HEADER] = redirect or f"v2/models/{self.model_name}/infer"
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         return headers
+
+    def request(self, inputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+        """One encoded request: JSON, or with ``binary`` Triton's binary tensors in the content
+        type its Vertex AI endpoint reads (``...binary+json;json-header-size=N``)."""
+        if not self.binary:
+            return self.codec.encode(inputs), self.headers()
+        import tritonclient.http as httpclient
+
+        tensors, outputs = tritonclient_request("rest-binary", self.signature, self.codec.served, inputs)
+        body, json_size = httpclient.InferenceServerClient.generate_request_body(tensors, outputs)
+        headers = self.headers()
+        headers["Content-Type"] = f"{BINARY_CONTENT_TYPE}{json_size if json_size is not None else len(body)}"
+        return body, headers
+
+    def _decode_binary(self, data: bytes, response: Any) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Triton's binary answer: its JSON header is ``Inference-Header-Content-Length`` bytes
+        where a proxy keeps that header; rawPredict may not, so the header's end is found by
+        reading one JSON object off the front."""
+        import tritonclient.http as httpclient
+        from tritonclient.utils import InferenceServerException
+
+        length = response.getheader("Inference-Header-Content-Length")
+        try:
+            if length is None:
+                _, end = json.JSONDecoder().raw_decode(data.decode("latin-1"))
+                length = end
+            result = httpclient.InferResult.from_response_body(data, header_length=int(length))
+            payload = tritonclient_payload(result, result.get_response().get("outputs", []))
+        except (InferenceServerException, ValueError) as err:
+            raise InfrastructureError(f"{self.infer_path} answered a body that is not a binary"
+                                      f" tensor response: {first_line(err)}") from err
+        return self.codec.decode(payload)
 
     def wait_ready(self, timeout_s: float) -> None:
         """Wait until the endpoint lists the deployed model and gives it traffic; size the tries
@@ -104,14 +157,22 @@ class VertexTarget(HttpTarget):
             math.log(MISS_PROBABILITY) / math.log(1 - max(share, 1) / 100)))
 
     def metadata_problems(self) -> list[str] | None:
-        return None  # Vertex AI forwards only prediction calls
+        """Triton's own view of the model, read through rawPredict with its redirect header
+        (``v2/models/<m>``: Triton's Vertex AI endpoint turns it into the metadata GET); None
+        for TorchServe's predict, which has no metadata."""
+        if self.protocol != "vertex-raw":
+            return None
+        data, _ = self._post_ours(b"{}", self.headers(f"v2/models/{self.model_name}"), count=False)
+        return check_metadata(json.loads(data), self.signature, self.codec.served)
 
     def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
         """One request, or rows split in halves until every request is under Vertex AI's size
         limit; the outputs are joined back in order."""
-        body = self.codec.encode(inputs)
+        body, headers = self.request(inputs)
         rows = len(next(iter(inputs.values())))
         if len(body) <= self.max_request_bytes:
+            if self.binary:
+                return self._decode_binary(*self._post_ours(body, headers))
             return self.codec.decode(self.post(body))
         if rows < 2:
             raise UserError(f"one request of this model is {len(body) / 1e6:.1f} MB, over Vertex AI's"
@@ -141,18 +202,25 @@ class VertexTarget(HttpTarget):
     def post(self, body: bytes) -> dict:
         """Send ``body`` until the deployed model under test answers it (the
         ``X-Vertex-AI-Deployed-Model-Id`` header, or ``deployedModelId`` in a predict body)."""
+        return json.loads(self._post_ours(body, self.headers())[0])
+
+    def _post_ours(self, body: bytes, headers: dict[str, str], count: bool = True) -> tuple[bytes, Any]:
+        """The raw answer of the deployed model under test (``count``: a golden request, which
+        the note on the split counts)."""
         if self._connection is None:
             self._connection = self.endpoint.connection()
         for _ in range(self.tries):
             status, data, response = self.endpoint.call(self._connection, "POST", self.infer_path,
-                                                        body, self.headers())
+                                                        body, headers)
             if status != 200:
                 raise answer_error(status, data, self.infer_path)
-            payload = json.loads(data)
-            served = response.getheader(DEPLOYED_MODEL_HEADER) or payload.get("deployedModelId", "")
-            self.served_by[served] = self.served_by.get(served, 0) + 1
+            served = response.getheader(DEPLOYED_MODEL_HEADER) or ""
+            if not served and self.protocol == "vertex-predict":
+                served = json.loads(data).get("deployedModelId", "")
+            if count:
+                self.served_by[served] = self.served_by.get(served, 0) + 1
             if not served or served == self.deployed_model_id:
-                return payload
+                return data, response
         raise InfrastructureError(
             f"deployed model {self.deployed_model_id} answered none of"
             f" {self.tries} requests (answers by deployed model: {self.served_by});"

@@ -24,7 +24,11 @@ class FakeServer:
                 parsed = urlparse(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else {}
+                kind = self.headers.get("Content-Type", "")
+                # a proxy of binary bodies (Triton's binary tensors) takes them as bytes
+                media = kind.split(";")[0].strip()
+                as_bytes = getattr(handler, "takes_bytes", False) and raw and media not in ("", "application/json")
+                body = raw if as_bytes else (json.loads(raw) if raw else {})
                 query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
                 fake.requests.append((self.command, parsed.path, query, body))
                 if getattr(handler, "wants_headers", False):  # e.g. headers a proxy passes on
@@ -33,11 +37,17 @@ class FakeServer:
                 else:
                     status, payload, *extra = handler(self.command, parsed.path, query, body)
                 text = isinstance(payload, str)  # e.g. pod logs
-                data = payload.encode() if text else json.dumps(payload).encode()
+                if isinstance(payload, bytes):
+                    data, kind = payload, "application/octet-stream"
+                else:
+                    data = payload.encode() if text else json.dumps(payload).encode()
+                    kind = "text/plain" if text else "application/json"
+                added = extra[0] if extra else {}
                 self.send_response(status)
-                self.send_header("Content-Type", "text/plain" if text else "application/json")
+                if not any(k.lower() == "content-type" for k in added):
+                    self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
-                for key, value in (extra[0] if extra else {}).items():
+                for key, value in added.items():
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)

@@ -21,6 +21,7 @@ import urllib.request
 from fakes.http_fake import FakeServer
 
 REDIRECT_HEADER = "X-Vertex-Ai-Triton-Redirect"
+BINARY_CONTENT_TYPE = "application/vnd.vertex-ai-triton.binary+json;json-header-size="
 _MODEL = re.compile(r"^/v2/models/([^/]+)(?:/versions/([0-9]+))?(?:/(infer|ready|config|stats))?$")
 
 
@@ -47,6 +48,7 @@ class TritonVertexFront:
             return self._handle(method, path, query, body, headers or {})
 
         handler.wants_headers = True
+        handler.takes_bytes = True  # binary tensors (BINARY_CONTENT_TYPE)
         self.server = FakeServer(handler)
         self.url = self.server.url
 
@@ -69,12 +71,43 @@ class TritonVertexFront:
             text = err.read().decode()
             return err.code, json.loads(text) if text.startswith("{") else {"error": text}
 
+    def _binary_infer(self, path: str, body: bytes, content_type: str):
+        """GetInferenceHeaderLength of vertex_ai_server.cc: the vendor MIME type must start the
+        Content-Type, its json-header-size parse and lie within the body; the request goes on
+        as Triton's binary tensors, and Triton's answer comes back as it is."""
+        if content_type.find(BINARY_CONTENT_TYPE) != 0:
+            return 400, {"error": f"expect MIME type for binary data starts with '{BINARY_CONTENT_TYPE}',"
+                                  f" got: {content_type}"}
+        size = content_type[len(BINARY_CONTENT_TYPE):]
+        if not re.fullmatch(r"-?\d+", size):
+            return 400, {"error": f"Unable to parse inference header size, got: {size}"}
+        if not 0 <= int(size) <= len(body):
+            return 400, {"error": f"inference header size should be in range (0, {len(body)}), got: {size}"}
+        request = urllib.request.Request(self.backend + path, data=body, method="POST", headers={
+            "Content-Type": "application/octet-stream", "Inference-Header-Content-Length": size})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                data = response.read()
+                passed = {k: v for k, v in response.headers.items()
+                          if k.lower() in ("content-type", "inference-header-content-length")}
+                return response.status, data, passed
+        except urllib.error.HTTPError as err:
+            text = err.read().decode()
+            return err.code, json.loads(text) if text.startswith("{") else {"error": text}
+
     def _handle(self, method, path, query, body, headers):
         if path == self.health_route:
             return self._call("GET", "/v2/health/ready", None)
         if path != self.predict_route:
             return 400, {"error": f"no Vertex AI route {path}"}
         redirect = next((v for k, v in headers.items() if k.lower() == REDIRECT_HEADER.lower()), None)
+        content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+        if isinstance(body, bytes):  # not JSON: Triton's binary tensors, or refused
+            match = _MODEL.match("/" + (redirect or f"v2/models/{self.default_model}/infer"))
+            if not match or match.group(3) != "infer":
+                return 400, {"error": "binary data is accepted for inference only"}
+            return self._binary_infer("/" + (redirect or f"v2/models/{self.default_model}/infer"),
+                                      body, content_type)
         if redirect is None:
             return self._call("POST", f"/v2/models/{self.default_model}/infer", body)
         if method != "POST":

@@ -211,6 +211,7 @@ class FakeVertexApi:
 
     # -- routing ------------------------------------------------------------------------
     wants_headers = True  # rawPredict passes the caller's headers on
+    takes_bytes = True  # rawPredict's body is any bytes (google.api.HttpBody), e.g. binary tensors
 
     def __call__(self, method, path, query, body, headers=None):
         path = re.sub(r"^/(v1|ui)/", "", urllib.parse.unquote(path))
@@ -648,8 +649,11 @@ class FakeVertexApi:
         with self.lock:
             dedicated = self.endpoints.get(m["id"], {}).get("dedicatedEndpointEnabled")
         limit = DEDICATED_REQUEST_LIMIT_BYTES if dedicated else REQUEST_LIMIT_BYTES
-        if len(json.dumps(body)) > limit:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        if len(data) > limit:
             return _error(400, "INVALID_ARGUMENT", f"Request payload size exceeds the limit: {limit} bytes.")
+        if isinstance(body, bytes) and not raw:
+            return _error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.")
         deployed_id = self._pick(m["id"])
         if deployed_id is None or deployed_id not in self.runtimes:
             return _error(400, "FAILED_PRECONDITION", "the endpoint has no deployed model that takes traffic")
@@ -659,15 +663,22 @@ class FakeVertexApi:
         route = self.routes.get(deployed_id, "/predictions/model")
         forwarded = {"Content-Type": "application/json"}
         for key, value in (headers or {}).items():
-            if raw and key.lower() == "x-vertex-ai-triton-redirect":
-                forwarded[key] = value
-        request = urllib.request.Request(url + route, data=json.dumps(body).encode(), headers=forwarded)
+            if raw and key.lower() in ("x-vertex-ai-triton-redirect", "content-type"):
+                forwarded[key] = value  # rawPredict's HttpBody keeps its content type
+        request = urllib.request.Request(url + route, data=data, headers=forwarded)
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                status, payload = response.status, json.loads(response.read())
+                status, answer = response.status, response.read()
+                kind = response.headers.get("Content-Type", "")
+                # rawPredict answers the container's body with its content type only (an HttpBody):
+                # other headers, e.g. Inference-Header-Content-Length, stay behind
+                payload = json.loads(answer) if kind.split(";")[0] in ("", "application/json") else answer
         except urllib.error.HTTPError as err:
             status, payload = err.code, json.loads(err.read() or b"{}")
+            kind = "application/json"
         headers = {"X-Vertex-AI-Endpoint-Id": m["id"], "X-Vertex-AI-Deployed-Model-Id": deployed_id}
+        if isinstance(payload, bytes):
+            headers["Content-Type"] = kind
         if raw or status != 200:
             return status, payload, headers
         return 200, {"predictions": payload.get("predictions", payload), "deployedModelId": deployed_id}, headers
@@ -678,7 +689,7 @@ class FakeVertexApi:
     def _rawPredict(self, m, query, body, headers=None):
         # google.api.HttpBody as JSON: {"contentType": ..., "data": base64}; a plain JSON body
         # (curl with the OIP payload) passes straight through, as on the real service
-        if set(body) >= {"data"} and "inputs" not in body:
+        if isinstance(body, dict) and set(body) >= {"data"} and "inputs" not in body:
             import base64
 
             body = json.loads(base64.b64decode(body["data"]))
