@@ -77,13 +77,21 @@ def validate(target: Target, golden: GoldenSet, atol: float = 1e-4, rtol: float 
         result.metadata_note = target.response_check_note
     else:  # a split endpoint says what it did to the golden requests (Vertex AI)
         result.metadata_note = getattr(target, "split_note", "")
+    def counters() -> tuple[str, dict[str, float]] | None:
+        """The server's counters: its metrics page, or what the target reads itself (Triton
+        on Vertex AI, through its redirect header); None when neither can be read."""
+        if metrics_url:
+            return read_counters(metrics_url, target.model_name)
+        reader = getattr(target, "read_counters", None)
+        return reader() if reader else None
+
     if load_seconds > 0:
         for clients in concurrency or [1]:
-            before = read_counters(metrics_url, target.model_name) if metrics_url else None
+            before = counters()
             result.load += target.load(golden, [clients], load_seconds)
-            if before is not None:
-                server, after = read_counters(metrics_url, target.model_name)
-                result.server.append(difference(server, before[1], after, target.model_name))
+            after = counters() if before is not None else None
+            if before is not None and after is not None:
+                result.server.append(difference(after[0], before[1], after[1], target.model_name))
         result.slo_problems = (gates or SloGates()).violations(result.load)
         busiest = result.server[-1] if result.server else None
         result.slo_problems += (server_gates or ServerGates()).violations(busiest)

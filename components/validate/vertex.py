@@ -21,6 +21,7 @@ from kfp_serve.components.errors import InfrastructureError, UserError, first_li
 from kfp_serve.components.polling import poll
 from kfp_serve.components.signature import ModelSignature
 from kfp_serve.components.validate.http import HttpEndpoint, answer_error
+from kfp_serve.components.validate.server_metrics import parse_counters
 from kfp_serve.components.validate.targets import HttpTarget
 from kfp_serve.components.validate.tensors import (
     Instances,
@@ -74,6 +75,7 @@ class VertexTarget(HttpTarget):
                             " through rawPredict; this deployed model is called through predict"
                             " (TorchServe), which takes JSON instances")
         self.binary = binary
+        self.replicas = (0, 0)  # the deployed model's min/max replicas, read by wait_ready
         codec = OipJson(signature, tensor_names) if protocol == "vertex-raw" else Instances(signature)
         super().__init__(base, model_name, signature, codec)  # model_name: Triton's, behind rawPredict
         if "/endpoints/" not in self.endpoint.prefix:
@@ -147,6 +149,11 @@ class VertexTarget(HttpTarget):
                 return None, f"HTTP {status}: {str(endpoint)[:200]}"
             ids = [d.get("id") for d in endpoint.get("deployedModels", [])]
             share = endpoint.get("trafficSplit", {}).get(self.deployed_model_id, 0)
+            for deployed in endpoint.get("deployedModels", []):
+                if deployed.get("id") == self.deployed_model_id:
+                    resources = deployed.get("dedicatedResources") or {}
+                    self.replicas = (int(resources.get("minReplicaCount", 0) or 0),
+                                     int(resources.get("maxReplicaCount", 0) or 0))
             if self.deployed_model_id in ids and share > 0:
                 return int(share), "serving"
             return None, f"deployed models {ids}, traffic split {endpoint.get('trafficSplit', {})}"
@@ -164,6 +171,15 @@ class VertexTarget(HttpTarget):
             return None
         data, _ = self._post_ours(b"{}", self.headers(f"v2/models/{self.model_name}"), count=False)
         return check_metadata(json.loads(data), self.signature, self.codec.served)
+
+    def read_counters(self) -> tuple[str, dict[str, float]] | None:
+        """Triton's metrics through the redirect header (``metrics``), when they are one
+        server's: a deployed model on exactly one replica (a reading comes from whichever
+        replica answers, so before and after could be two servers); None otherwise."""
+        if self.protocol != "vertex-raw" or self.replicas != (1, 1):
+            return None
+        data, _ = self._post_ours(b"{}", self.headers("metrics"), count=False)
+        return parse_counters(data.decode(errors="replace"), self.model_name)
 
     def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
         """One request, or rows split in halves until every request is under Vertex AI's size

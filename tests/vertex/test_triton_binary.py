@@ -1,6 +1,7 @@
 """Triton on Vertex AI as production clients call it: binary tensors through rawPredict (the
 content type Triton's Vertex AI endpoint reads), and the server's own metadata read through its
-redirect header (rows 30-31 of VERTEX_BEHAVIOUR.md)."""
+redirect header and its metrics where they are one server's
+(rows 30-31 of VERTEX_BEHAVIOUR.md)."""
 
 import uuid
 
@@ -46,12 +47,17 @@ def test_a_float16_model_on_vertex_is_validated_with_binary_tensors_and_its_meta
     assert result.transport == "rest-binary" and result.load[0].requests > 0
     # Triton's own metadata was read through the redirect header: no "forwards only" note
     assert result.metadata_note == "" and result.metadata_problems == []
+    # ... and its metrics, one replica's: the server's view of the load level
+    [server] = result.server
+    assert server.server == "triton" and server.requests >= result.load[0].requests
     # a signature the server disagrees with is caught in Triton's metadata, read through Vertex
     wrong = ModelSignature(signature.inputs, (TensorSpec("y", "float16", ("batch", 4)),))
     target = VertexTarget(record.predict_base, record.deployed_model_id, "vertex-raw", "half", wrong,
                           api_base=record.api_base)
     target.wait_ready(30)
     assert any("'y'" in problem for problem in target.metadata_problems())
+    target.replicas = (1, 3)  # readings could come from different replicas: not read
+    assert target.read_counters() is None
     # the same model over JSON: the real Triton refuses float16 as JSON
     with pytest.raises(KfpServeError, match="binary"):
         check("rest")

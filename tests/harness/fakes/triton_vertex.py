@@ -41,8 +41,9 @@ def repository_and_default_model(args: list[str], env: dict[str, str]) -> tuple[
 class TritonVertexFront:
     """The Vertex AI endpoint of tritonserver, forwarding to ``backend`` (a local Triton)."""
 
-    def __init__(self, backend: str, default_model: str, predict_route: str, health_route: str):
-        self.backend, self.default_model = backend, default_model
+    def __init__(self, backend: str, default_model: str, predict_route: str, health_route: str,
+                 metrics_url: str = ""):
+        self.backend, self.default_model, self.metrics_url = backend, default_model, metrics_url
         self.predict_route, self.health_route = predict_route, health_route
         def handler(method, path, query, body, headers=None):
             return self._handle(method, path, query, body, headers or {})
@@ -122,4 +123,7 @@ class TritonVertexFront:
             return self._call("GET", f"{base}/{kind}" if kind else base, None)
         if target in ("/v2", "/v2/health/ready", "/v2/health/live"):
             return self._call("GET", target, None)
+        if target == "/metrics" and self.metrics_url:  # HandleMetrics: the Prometheus page
+            with urllib.request.urlopen(self.metrics_url, timeout=30) as response:
+                return 200, response.read().decode()
         return 403, {"error": f"Vertex AI redirect blocked: {target}"}

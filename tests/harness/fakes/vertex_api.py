@@ -620,7 +620,7 @@ class FakeVertexApi:
             record = start_server(folder, name, f"vertex-{deployed_id}", timeout_s=60)
             stack.callback(stop_server, record)
             front = stack.enter_context(TritonVertexFront(record.url, name, env["AIP_PREDICT_ROUTE"],
-                                                          env["AIP_HEALTH_ROUTE"]))
+                                                          env["AIP_HEALTH_ROUTE"], record.metrics_url))
             url, kind = front.url, f"triton-vertex:{name}"
         with self.lock:
             self.runtimes[deployed_id] = (url, kind, stack)
