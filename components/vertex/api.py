@@ -256,10 +256,11 @@ def gcp_resources(location: str, operations: list[str], api_endpoint: str = "") 
                                      for name in operations]})
 
 
-def predict_url(location: str, endpoint: str, api_endpoint: str = "", dedicated_dns: str = "") -> str:
+def predict_url(location: str, endpoint: str, api_endpoint: str = "", host: str = "") -> str:
     """Where an endpoint's predictions go: a dedicated endpoint refuses the shared regional host
-    and takes them only on its own ``dedicatedEndpointDns``."""
-    if not dedicated_dns:
+    and takes them only on its own ``dedicatedEndpointDns``, a Private Service Connect one only
+    at its forwarding rule's address (``host``)."""
+    if not host:
         return rest_url(location, endpoint, api_endpoint)
     scheme = api_endpoint.split("://", 1)[0] if "://" in api_endpoint else "https"
-    return f"{scheme}://{dedicated_dns}/v1/{endpoint}"
+    return f"{scheme}://{host}/v1/{endpoint}"

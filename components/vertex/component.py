@@ -44,6 +44,7 @@ def deploy_vertex(
     inference_timeout_s: int = 0,
     request_logging_rate: float = 0.0,
     request_logging_table: Optional[str] = None,
+    psc_address: Optional[str] = None,
     deployment_timeout_s: int = 0,
     startup_timeout_s: int = 0,
     health_period_s: int = 0,
@@ -110,6 +111,9 @@ def deploy_vertex(
             (0: none).
         request_logging_table: ``bq://PROJECT[.DATASET[.TABLE]]`` for that log; empty: a new
             dataset in ``project``.
+        psc_address: For a Private Service Connect endpoint: its forwarding rule's IP or DNS
+            name in your network, where validation calls it (the pipeline must run inside that
+            network).
         deployment_timeout_s: How long Vertex AI lets the deploy take (at most 7200; 0: its
             default); a model that loads for long needs more.
         startup_timeout_s: How long the server may take to become ready before its health
@@ -165,7 +169,7 @@ def deploy_vertex(
         request_count_target=request_count_target, access_logging=access_logging,
         container_logging=container_logging, dedicated_endpoint=dedicated_endpoint,
         inference_timeout_s=inference_timeout_s, request_logging_rate=request_logging_rate,
-        request_logging_table=request_logging_table or "",
+        request_logging_table=request_logging_table or "", psc_address=psc_address or "",
         large_model=LargeModel(deployment_timeout_s, startup_timeout_s, health_period_s,
                                shared_memory_mb),
     )

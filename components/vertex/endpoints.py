@@ -34,6 +34,7 @@ class VertexDeployment:
     protocol: str = "vertex-raw"
     reused: list[str] = field(default_factory=list)  # what an earlier attempt had already made
     dedicated_dns: str = ""  # a dedicated endpoint's own host: predictions go there only
+    psc_address: str = ""  # a Private Service Connect endpoint's address in the user's network
     model_name: str = ""  # the served model's name, where the registry said it (not the spec)
     artifact_uri: str = ""  # where a registry version's files are (not the spec)
 
@@ -67,7 +68,8 @@ class VertexDeployment:
         return VertexEndpoint(
             resource_name=self.endpoint, deployed_model_id=self.deployed_model_id,
             project=spec.project, location=spec.location, model_name=self.model_name or spec.model_name,
-            predict_base=predict_url(spec.location, self.endpoint, api_endpoint, self.dedicated_dns),
+            predict_base=predict_url(spec.location, self.endpoint, api_endpoint,
+                                     self.psc_address or self.dedicated_dns),
             api_base=rest_url(spec.location, self.endpoint, api_endpoint), api_endpoint=api_endpoint,
             protocol=self.protocol, traffic=self.traffic, previous_traffic=self.previous_traffic,
             tensor_names=tensor_names, model=self.model)
@@ -163,7 +165,7 @@ def deploy_to_endpoint(client: VertexClient, spec: VertexDeploySpec, model: Any,
     """
     version_name = f"{model.name.split('@')[0]}@{model.version_id}"
     protocol = protocol or spec.container()[1]
-    check_endpoint_kind(endpoint)
+    check_endpoint_kind(endpoint, spec.psc_address)
     marker = idempotency_key(deploy_id, endpoint.name)[:12]
     reused = client.finish_pending(client.endpoints, endpoint.name,
                                    "an earlier operation on the endpoint", timeout_s)
@@ -189,7 +191,7 @@ def deploy_to_endpoint(client: VertexClient, spec: VertexDeploySpec, model: Any,
     endpoint = dedicated_ready(client, endpoint.name, timeout_s)
     return VertexDeployment(version_name.split("@")[0], model.version_id, endpoint.name, deployed_id,
                             dict(endpoint.traffic_split), previous, protocol, reused,
-                            check_endpoint_kind(endpoint))
+                            check_endpoint_kind(endpoint, spec.psc_address), psc_address=spec.psc_address)
 
 
 def dedicated_ready(client: VertexClient, endpoint: str, timeout_s: float) -> Any:
@@ -244,15 +246,26 @@ def undeploy(client: VertexClient, endpoint: str, deployed_model_id: str, timeou
     return True
 
 
-def check_endpoint_kind(endpoint: Any) -> str:
-    """The dedicated DNS of ``endpoint`` ('' for a shared public one); a private endpoint over
-    VPC peering (``network`` set) is refused: Vertex AI cannot split its traffic, and only
-    that VPC can call it."""
+def check_endpoint_kind(endpoint: Any, psc_address: str = "") -> str:
+    """The dedicated DNS of ``endpoint`` ('' for a shared public one or a Private Service
+    Connect one). A private endpoint over VPC peering (``network`` set) is refused: Vertex AI
+    cannot split its traffic, and only that VPC can call it. A Private Service Connect endpoint
+    takes predictions only through its forwarding rule in the user's network: it needs
+    ``psc_address``, which a public endpoint refuses."""
     if endpoint.network:
         raise UserError(f"endpoint {endpoint.name} is a private endpoint on {endpoint.network}"
                         " (VPC peering): Vertex AI does not split traffic there and only that"
                         " network can call it; use a public (shared or dedicated) or Private"
                         " Service Connect endpoint")
+    psc = endpoint.private_service_connect_config.enable_private_service_connect
+    if psc and not psc_address:
+        raise UserError(f"endpoint {endpoint.name} is a Private Service Connect endpoint:"
+                        " predictions reach it only through its forwarding rule in your network;"
+                        " give psc_address (that rule's IP or DNS name) and run the pipeline where"
+                        " the network reaches it")
+    if psc_address and not psc:
+        raise UserError(f"psc_address is for Private Service Connect endpoints, and"
+                        f" {endpoint.name} is a public one; drop psc_address")
     return endpoint.dedicated_endpoint_dns if endpoint.dedicated_endpoint_enabled else ""
 
 

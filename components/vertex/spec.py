@@ -197,6 +197,9 @@ class VertexDeploySpec:
     #: a version already in the Model Registry (``ID@VERSION``, ``ID@alias`` or its resource
     #: name) deployed as it is, instead of uploading ``artifact_uri``
     registry_model: str = ""
+    #: a Private Service Connect endpoint's forwarding rule (IP or DNS name[:port]) in the
+    #: user's network, where validation calls it
+    psc_address: str = ""
 
     def check(self) -> VertexDeploySpec:
         check_project(self.project)

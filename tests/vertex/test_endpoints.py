@@ -199,3 +199,35 @@ def test_a_version_already_in_the_model_registry_is_deployed_by_its_alias(
         vertex_spec(published_repository, registry_model=f"{model_id}@champion").check()
     with pytest.raises(UserError, match="registry_model 'models/x@Champion!'"):
         vertex_spec("", registry_model="models/x@Champion!").check()
+
+
+
+def test_a_private_service_connect_endpoint_is_validated_at_its_forwarding_rule(
+        fake_vertex, published_repository, digits_onnx):
+    """A PSC endpoint takes predictions only through the forwarding rule in the user's network
+    (here localhost on the fake's port): without psc_address the deploy says so in one line."""
+    port = fake_vertex.url.rsplit(":", 1)[1]
+    parent = f"projects/{number_of('my-project')}/locations/us-central1"
+    fake_vertex.endpoints["888"] = {"name": f"{parent}/endpoints/888", "displayName": "psc",
+                                    "deployedModels": [], "trafficSplit": {},
+                                    "privateServiceConnectConfig": {"enablePrivateServiceConnect": True,
+                                                                    "projectAllowlist": ["my-project"]}}
+    fake_vertex.psc_addresses["888"] = f"localhost:{port}"
+    with pytest.raises(UserError, match="is a Private Service Connect endpoint: predictions reach it"
+                                        " only through its forwarding rule in your network; give psc_address"):
+        vertex.deploy(vertex_spec(published_repository, endpoint="888"), fake_vertex.url, 60, 0.2)
+    spec = vertex_spec(published_repository, endpoint="888", psc_address=f"localhost:{port}")
+    result = vertex.deploy(spec, fake_vertex.url, timeout_s=120, poll_s=0.2)
+    record = result.endpoint_record(spec, fake_vertex.url, {})
+    assert record.predict_base == f"http://localhost:{port}/v1/{parent}/endpoints/888"
+    signature = ModelSignature.load(digits_onnx)
+    target = VertexTarget(record.predict_base, result.deployed_model_id, result.protocol, "digits",
+                          signature, api_base=record.api_base)
+    checked = validate(target, GoldenSet.load(digits_onnx), max_batch_size=16)
+    assert checked.passed, checked.failure_line()
+    public = VertexTarget(record.api_base, result.deployed_model_id, result.protocol, "digits", signature)
+    with pytest.raises(UserError, match="Private Service Connect endpoint: send predictions through"):
+        validate(public, GoldenSet.load(digits_onnx), max_batch_size=16)
+    with pytest.raises(UserError, match="psc_address is for Private Service Connect endpoints"):
+        vertex.deploy(vertex_spec(published_repository, endpoint="shared-psc-test",
+                                  psc_address="10.0.0.5"), fake_vertex.url, 60, 0.2)

@@ -191,6 +191,9 @@ class FakeVertexApi:
         self.calls: list[str] = []
         self.dying: set[str] = set()  # operations whose next read answers 500 (fail-after-done)
         self.creating: set[str] = set()  # endpoint ids whose creation is under way
+        #: endpoint id -> the host of its Private Service Connect forwarding rule (here a name
+        #: of this machine), the only place it takes predictions
+        self.psc_addresses: dict[str, str] = {}
         self.lock = threading.RLock()
         self._ids = 1000
 
@@ -241,6 +244,7 @@ class FakeVertexApi:
         match = re.match(rf"^{_P}/endpoints/(?P<id>[^/:]+)(?P<verb>:\w+)?$", path)
         dedicated = {e.get("dedicatedEndpointDns") for e in self.endpoints.values()
                      if e.get("dedicatedEndpointEnabled")}
+        dedicated |= set(self.psc_addresses.values())  # a PSC forwarding rule serves predictions only
         if match is None:
             return _error(404, "NOT_FOUND", f"{path} is not served on {host}") if host in dedicated else None
         endpoint = self.endpoints.get(match["id"], {})
@@ -248,6 +252,12 @@ class FakeVertexApi:
         if endpoint.get("dedicatedEndpointEnabled") and predicting and host != endpoint["dedicatedEndpointDns"]:
             return _error(400, "FAILED_PRECONDITION", "Dedicated endpoint cannot be accessed through the"
                           f" shared domain; use its dedicated domain {endpoint['dedicatedEndpointDns']}")
+        psc = self.psc_addresses.get(match["id"])
+        if (endpoint.get("privateServiceConnectConfig") or {}).get("enablePrivateServiceConnect") \
+                and predicting and host != psc:
+            return _error(403, "PERMISSION_DENIED", "This endpoint is a Private Service Connect"
+                          " endpoint: send predictions through its forwarding rule in the consumer"
+                          " network")
         if host in dedicated and not predicting:
             return _error(404, "NOT_FOUND", f"{path} is not served on the dedicated domain {host}")
         return None
