@@ -118,3 +118,13 @@ def test_answers_of_other_models_behind_the_endpoint_are_counted_apart(digits_on
     assert level.requests > 0 and level.errors == 0
     assert level.excluded == pytest.approx(2 * level.requests, abs=4)
     assert np.isfinite(level.p50_ms)
+
+
+def test_a_client_that_starts_after_the_deadline_still_sends_one_request():
+    """On a busy machine a client thread may start after its level's time is up: it still
+    measures one request, so a level never reports 0 requests for a server that answers."""
+    from kfp_serve.components.validate.load import _Level
+
+    level = _Level(clients=3, seconds=0.0)
+    level.run_threads(lambda: object(), lambda client, i: True)
+    assert len(level.latencies) == 3 and level.errors == 0
