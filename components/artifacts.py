@@ -396,3 +396,11 @@ def read_published(artifact: Any, *contents: type[Record]) -> PublishedVersion:
         raise UserError(f"{published.uri} holds {_a(published.content_kind)}; this step needs a"
                         f" published {wanted}: publish one with publish_model")
     return published
+
+
+def deployable(artifact: Any, instead: str, alternative: str, step: str) -> PublishedVersion | None:
+    """The published repository or archive a deploy step was given, or None where it was given
+    ``instead`` (described as ``alternative``): exactly one of the two."""
+    if (artifact is None) == (not instead):
+        raise UserError(f"{step} needs exactly one of model (a published version) and {alternative}")
+    return None if artifact is None else read_published(artifact, TritonRepository, TorchServeArchive)

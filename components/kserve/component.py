@@ -197,15 +197,10 @@ def deploy_kserve(
     )
     from kfp_serve.components.kserve.rollout import DeployError, deploy
 
-    if (model is None) == (not storage_uri):
-        raise UserError("deploy_kserve needs exactly one of model (a published version) and"
-                        " storage_uri (hf://, oci:// or another source KServe reads)")
-    published = content = None
-    if model is not None:
-        published = artifacts.read_published(model, artifacts.TritonRepository,
-                                             artifacts.TorchServeArchive)
-        content = published.content
-    elif not (model_format and served_model_name):
+    published = artifacts.deployable(model, storage_uri or "", "storage_uri (hf://, oci:// or"
+                                     " another source KServe reads)", "deploy_kserve")
+    content = published.content if published else None
+    if published is None and not (model_format and served_model_name):
         raise UserError(f"storage_uri {storage_uri} needs model_format (which runtime serves it)"
                         " and served_model_name (the model's name on that server)")
     spec = InferenceServiceSpec(

@@ -137,21 +137,15 @@ def deploy_vertex(
     from collections import namedtuple
 
     from kfp_serve.components import artifacts
-    from kfp_serve.components.errors import UserError
     from kfp_serve.components.vertex import api as vertex_api
     from kfp_serve.components.vertex.api import rest_url
     from kfp_serve.components.vertex.container import LargeModel
     from kfp_serve.components.vertex.rollout import deploy
     from kfp_serve.components.vertex.spec import VertexDeploySpec
 
-    if (model is None) == (not registry_model):
-        raise UserError("deploy_vertex needs exactly one of model (a published version) and"
-                        " registry_model (a version already in the Model Registry)")
-    published = content = None
-    if model is not None:
-        published = artifacts.read_published(model, artifacts.TritonRepository,
-                                             artifacts.TorchServeArchive)
-        content = published.content
+    published = artifacts.deployable(model, registry_model or "", "registry_model (a version"
+                                     " already in the Model Registry)", "deploy_vertex")
+    content = published.content if published else None
     spec = VertexDeploySpec(
         project=project, location=location, display_name=display_name,
         artifact_uri=published.uri if published else "",

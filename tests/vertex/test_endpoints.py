@@ -17,6 +17,19 @@ from kfp_serve.components.vertex import rollout as vertex
 from kfp_serve.components.vertex.container import LargeModel
 
 
+def _validates_only_where_recorded(record, result, digits_onnx, refused_elsewhere: str) -> None:
+    """Validation passes at the record's predict address, and the public regional host refuses
+    the same calls with ``refused_elsewhere``."""
+    signature, golden = ModelSignature.load(digits_onnx), GoldenSet.load(digits_onnx)
+    target = VertexTarget(record.predict_base, result.deployed_model_id, result.protocol, "digits",
+                          signature, api_base=record.api_base)
+    checked = validate(target, golden, max_batch_size=16)
+    assert checked.passed, checked.failure_line()
+    public = VertexTarget(record.api_base, result.deployed_model_id, result.protocol, "digits", signature)
+    with pytest.raises(UserError, match=refused_elsewhere):
+        validate(public, golden, max_batch_size=16)
+
+
 def test_dedicated_endpoints_are_called_on_their_own_host_and_private_ones_refused(
         fake_vertex, published_repository, digits_onnx):
     """A dedicated endpoint refuses predictions on the shared regional host (here 127.0.0.1)
@@ -31,14 +44,8 @@ def test_dedicated_endpoints_are_called_on_their_own_host_and_private_ones_refus
     assert result.dedicated_dns == f"localhost:{port}"
     record = result.endpoint_record(vertex_spec(published_repository), fake_vertex.url, {})
     assert record.predict_base == f"http://localhost:{port}/v1/{parent}/endpoints/555"
-    signature = ModelSignature.load(digits_onnx)
-    target = VertexTarget(record.predict_base, result.deployed_model_id, result.protocol, "digits",
-                          signature, api_base=record.api_base)
-    checked = validate(target, GoldenSet.load(digits_onnx), max_batch_size=16)
-    assert checked.passed, checked.failure_line()
-    shared = VertexTarget(record.api_base, result.deployed_model_id, result.protocol, "digits", signature)
-    with pytest.raises(UserError, match="Dedicated endpoint cannot be accessed through the shared domain"):
-        validate(shared, GoldenSet.load(digits_onnx), max_batch_size=16)
+    _validates_only_where_recorded(record, result, digits_onnx,
+                                   "Dedicated endpoint cannot be accessed through the shared domain")
 
     fake_vertex.endpoints["777"] = {"name": f"{parent}/endpoints/777", "displayName": "private",
                                     "deployedModels": [], "trafficSplit": {},
@@ -220,14 +227,8 @@ def test_a_private_service_connect_endpoint_is_validated_at_its_forwarding_rule(
     result = vertex.deploy(spec, fake_vertex.url, timeout_s=120, poll_s=0.2)
     record = result.endpoint_record(spec, fake_vertex.url, {})
     assert record.predict_base == f"http://localhost:{port}/v1/{parent}/endpoints/888"
-    signature = ModelSignature.load(digits_onnx)
-    target = VertexTarget(record.predict_base, result.deployed_model_id, result.protocol, "digits",
-                          signature, api_base=record.api_base)
-    checked = validate(target, GoldenSet.load(digits_onnx), max_batch_size=16)
-    assert checked.passed, checked.failure_line()
-    public = VertexTarget(record.api_base, result.deployed_model_id, result.protocol, "digits", signature)
-    with pytest.raises(UserError, match="Private Service Connect endpoint: send predictions through"):
-        validate(public, GoldenSet.load(digits_onnx), max_batch_size=16)
+    _validates_only_where_recorded(record, result, digits_onnx,
+                                   "Private Service Connect endpoint: send predictions through")
     with pytest.raises(UserError, match="psc_address is for Private Service Connect endpoints"):
         vertex.deploy(vertex_spec(published_repository, endpoint="shared-psc-test",
                                   psc_address="10.0.0.5"), fake_vertex.url, 60, 0.2)
