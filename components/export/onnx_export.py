@@ -228,10 +228,8 @@ def _export_with(exporter: str, artifact: Any, output_dir: Path, opset: int, ato
     """One exporter, start to verified finish: ``_ExportFailed`` when it cannot write, load or
     check the file, VerificationError when the file disagrees with the eager model."""
     signature, golden = artifact.signature, artifact.golden
-    try:
-        source = artifact.program() if exporter == "dynamo" else artifact.torchscript()
-    except UserError as err:
-        raise _ExportFailed(f"{exporter}: {err}") from err
+    # a file that does not load is a broken artifact, not an export failure: its own error
+    source = artifact.program() if exporter == "dynamo" else artifact.torchscript()
     external = _parameter_bytes(source) >= PROTOBUF_LIMIT_BYTES
     with staged_directory(output_dir) as staging:
         model_path = staging / ONNX_FILE
