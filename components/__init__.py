@@ -35,6 +35,10 @@ COMPONENT_MODULES: dict[str, str] = {
     "scale_vertex": "vertex.component",
     "validate_endpoint": "validate.component",
     "tune_triton_config": "tune.component",
+    "package_llm_checkpoint": "llm.component",
+    "deploy_local_llm": "llm.component",
+    "undeploy_local_llm": "llm.component",
+    "validate_llm_endpoint": "llm.component",
 }
 
 __all__ = sorted(COMPONENT_MODULES)

@@ -247,6 +247,17 @@ class TorchServeArchive(Record):
 
 
 @dataclass(frozen=True)
+class LlmCheckpoint(Record):
+    HOLDS: ClassVar[str] = ("a checked Hugging Face model folder plus kfp_serve_llm_card.json and"
+                            " kfp_serve_golden.json")
+    MADE_BY: ClassVar[str] = "package_llm_checkpoint"
+
+    model_name: str  # the name the servers serve it under
+    card: dict[str, Any]  # ``llm.checkpoint.LlmCard.to_dict()``
+    golden_prompts: int = 0
+
+
+@dataclass(frozen=True)
 class PublishedVersion(Record):
     HOLDS: ClassVar[str] = ("a committed, immutable version in storage; the artifact URI is"
                             " gs://.../v<N> (or a local folder)")
@@ -254,7 +265,7 @@ class PublishedVersion(Record):
 
     uri: str
     published_version: int
-    content: TritonRepository | TorchServeArchive  # the record of what was published
+    content: TritonRepository | TorchServeArchive | LlmCheckpoint  # what was published
     files: int = 0
     bytes: int = 0
 
@@ -269,7 +280,7 @@ class PublishedVersion(Record):
 @dataclass(frozen=True)
 class ServingEndpoint(Record):
     HOLDS: ClassVar[str] = "a JSON file: the local server's record"
-    MADE_BY: ClassVar[str] = "deploy_local"
+    MADE_BY: ClassVar[str] = "deploy_local or deploy_local_llm"
 
     url: str
     model_name: str

@@ -40,6 +40,10 @@ PIPELINES: dict[str, PipelineEntry] = {
         "kfp_serve.pipelines.definitions.torchserve",
         summaries=(("deploy-kserve", "report"), ("validate-endpoint", "report")),
     ),
+    "llm_to_serve_local": PipelineEntry(
+        "kfp_serve.pipelines.definitions.llm",
+        summaries=(("package-llm-checkpoint", "card"), ("validate-llm-endpoint", "report")),
+    ),
     "train_to_serve_vertex": PipelineEntry(
         "kfp_serve.pipelines.definitions.vertex",
         summaries=(("deploy-vertex", "report"), ("validate-endpoint", "report")),

@@ -96,6 +96,18 @@ def server(digits_repository, tmp_path_factory):
     triton_server.stop_server(record)
 
 
+@pytest.fixture(scope="session")
+def vllm_environment():
+    """vLLM's own environment (``make llm-env``, which ``make test`` runs first)."""
+    from kfp_serve.components.errors import UserError
+    from kfp_serve.components.llm.vllm_server import vllm_python
+
+    try:
+        return vllm_python()
+    except UserError:
+        pytest.skip("vLLM's environment (.venv-llm) is missing: run `make llm-env`")
+
+
 @pytest.fixture
 def fake_vertex(tmp_path):
     """The fake Vertex AI REST API (fakes/vertex_api.py), serving deployed models for real."""
@@ -139,7 +151,8 @@ def cluster_dns(monkeypatch):
 
 #: fixtures that start a server (fake-gcs-server, a local Triton, the fake cluster or Vertex AI):
 #: a test that uses one, directly or through another fixture, is marked ``server``
-SERVER_FIXTURES = {"gcs", "server", "kube", "fake_vertex", "cluster_dns", "served"}
+SERVER_FIXTURES = {"gcs", "server", "kube", "fake_vertex", "cluster_dns", "served",
+                   "vllm_environment"}
 #: programs only a server test may start
 SERVER_PROGRAMS = ("tritonserver", "fake-gcs-server", "torchserve", "java")
 
@@ -165,7 +178,9 @@ def _servers_only_in_server_tests(request, monkeypatch):
 
     def guarded(self, args, *rest, **kwargs):
         program = os.path.basename(str(args[0] if isinstance(args, (list, tuple)) else args).split()[0])
-        if program.startswith(SERVER_PROGRAMS):
+        if "vllm.entrypoints" in str(args):
+            program = "vllm"
+        if program.startswith(SERVER_PROGRAMS) or program == "vllm":
             pytest.fail(f"this test starts {program} but is not marked server: mark it"
                         " @pytest.mark.server (or use a server fixture)", pytrace=False)
         real(self, args, *rest, **kwargs)

@@ -70,12 +70,6 @@ def undeploy_local(deployment: str) -> bool:
     Returns:
         Output: True if a running server was stopped.
     """
-    from kfp_serve.components.local.triton_server import load_deployment, stop_server
+    from kfp_serve.components.local.triton_server import undeploy
 
-    record = load_deployment(deployment)
-    if record is None:
-        print(f"no local deployment named {deployment!r}; nothing to stop")
-        return False
-    stopped = stop_server(record)
-    print(f"stopped {record.url} (pid {record.pid})" if stopped else "server had already exited")
-    return stopped
+    return undeploy(deployment)

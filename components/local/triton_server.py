@@ -50,6 +50,7 @@ class LocalDeployment:
     repository: str
     log_path: str
     metrics_url: str = ""  # Triton's Prometheus metrics, on 127.0.0.1
+    runtime: str = "triton"  # or "vllm" (components/llm/vllm_server.py)
 
     def save(self, state_root: Path) -> Path:
         path = state_root / f"{self.deployment}.json"
@@ -329,9 +330,13 @@ def _process_alive(pid: int) -> bool:
         return True
 
 
-def _is_tritonserver(pid: int) -> bool:
+#: what a runtime's server process has in its command line (a reused PID is never signalled)
+SERVER_COMMANDS = {"triton": b"tritonserver", "vllm": b"vllm.entrypoints.openai.api_server"}
+
+
+def _is_server(pid: int, runtime: str = "triton") -> bool:
     try:
-        return b"tritonserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return SERVER_COMMANDS[runtime] in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
@@ -343,7 +348,7 @@ def stop_server(record: LocalDeployment, timeout_s: float = 45.0) -> bool:
     belongs to another program is never signalled.
     """
     stopped = False
-    if _process_alive(record.pid) and _is_tritonserver(record.pid):
+    if _process_alive(record.pid) and _is_server(record.pid, record.runtime):
         os.killpg(record.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while _process_alive(record.pid) and time.monotonic() < deadline:
@@ -358,8 +363,20 @@ def stop_server(record: LocalDeployment, timeout_s: float = 45.0) -> bool:
     (state_root() / f"{record.deployment}.json").unlink(missing_ok=True)
     workdir = state_root() / record.deployment
     shutil.rmtree(_links_folder(record.deployment), ignore_errors=True)
-    for leftover in ("repository", "backends"):  # fetched models can be large; the log stays
+    for leftover in ("repository", "backends", "model"):  # fetched models can be large; the log stays
         shutil.rmtree(workdir / leftover, ignore_errors=True)
+    return stopped
+
+
+def undeploy(deployment: str) -> bool:
+    """Stop the local server recorded under ``deployment`` (the undeploy components); False
+    when none runs."""
+    record = load_deployment(deployment)
+    if record is None:
+        print(f"no local deployment named {deployment!r}; nothing to stop")
+        return False
+    stopped = stop_server(record)
+    print(f"stopped {record.url} (pid {record.pid})" if stopped else "server had already exited")
     return stopped
 
 

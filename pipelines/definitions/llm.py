@@ -1,0 +1,72 @@
+"""LLM pipelines: package a Hugging Face checkpoint, serve it with vLLM, validate, clean up."""
+
+from typing import List
+
+from kfp import dsl
+
+from kfp_serve.components import (
+    deploy_local_llm,
+    package_llm_checkpoint,
+    undeploy_local_llm,
+    validate_llm_endpoint,
+)
+
+
+@dsl.pipeline(name="llm-to-serve-local")
+def llm_to_serve_local(
+    checkpoint_uri: str = "demo",
+    model_name: str = "demo-llm",
+    publish_destination: str = "gs://kfp-serve-local/models/demo-llm",
+    max_model_len: int = 0,
+    kv_cache_gib: int = 1,
+    concurrency: List[int] = [1, 4, 16],  # noqa: B006 (KFP reads the default; never mutated)
+    input_len: int = 128,
+    output_len: int = 64,
+    slo_ttft_ms: float = 0.0,
+    slo_tpot_ms: float = 0.0,
+    max_p95_ttft_ms: float = 0.0,
+    max_p95_tpot_ms: float = 0.0,
+    min_goodput_ratio: float = 0.0,
+    logprob_atol: float = 0.05,
+):
+    """Packages an LLM checkpoint, publishes it, serves it with a local vLLM and validates it.
+
+    Everything runs on one machine; vLLM (its CPU build, in its own environment: ``make
+    llm-env``) listens on 127.0.0.1 and is stopped at the end of the run, also when validation
+    fails.
+
+    Args:
+        checkpoint_uri: A Hugging Face model folder, a gs:// folder, or ``demo`` (a tiny Llama
+            with random weights, made on the spot: nothing is downloaded).
+        model_name: Name the model is served under.
+        publish_destination: Where the checked checkpoint is published as a new version;
+            vLLM serves the published copy. Locally, ``kfp-serve run --gcs-emulator`` serves
+            gs:// from fake-gcs-server.
+        max_model_len: vLLM's max model length; 0: the model's maximum context.
+        kv_cache_gib: KV-cache space of vLLM's CPU backend.
+        concurrency: Requests in flight per load level.
+        input_len: Tokens per synthetic prompt.
+        output_len: Tokens per answer.
+        slo_ttft_ms: Per-request TTFT limit counted as goodput (0: none).
+        slo_tpot_ms: Per-request TPOT limit counted as goodput (0: none).
+        max_p95_ttft_ms: Gate: p95 TTFT at every level (0: none).
+        max_p95_tpot_ms: Gate: p95 TPOT at every level (0: none).
+        min_goodput_ratio: Gate: share of requests within the SLO at every level (0: none).
+        logprob_atol: Log-probability tolerance of the parity check.
+    """
+    undeploy = undeploy_local_llm(deployment=dsl.PIPELINE_JOB_ID_PLACEHOLDER).set_caching_options(False)
+    with dsl.ExitHandler(undeploy):
+        package = package_llm_checkpoint(
+            checkpoint_uri=checkpoint_uri, model_name=model_name, destination=publish_destination,
+        ).set_caching_options(False)  # each run publishes a version of its own
+        deploy = deploy_local_llm(
+            model=package.outputs["published"], deployment=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
+        ).set_caching_options(False)  # a cached deploy would start no server
+        validate_llm_endpoint(
+            endpoint=deploy.outputs["endpoint"], model=package.outputs["packaged"],
+            concurrency=concurrency, input_len=input_len, output_len=output_len,
+            slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, max_p95_ttft_ms=max_p95_ttft_ms,
+            max_p95_tpot_ms=max_p95_tpot_ms, min_goodput_ratio=min_goodput_ratio,
+            logprob_atol=logprob_atol,
+        ).set_caching_options(False)
