@@ -29,7 +29,7 @@ RUN python3 -c "import sys, venv, ensurepip" \
  && if [ -f build-extras/extra-ca.crt ]; then export PIP_CERT=/src/build-extras/extra-ca.crt; fi \
  && python3 -m venv /opt/kfp-serve \
  && /opt/kfp-serve/bin/pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
- && /opt/kfp-serve/bin/pip install -c constraints.txt ".[export,serve,local,kserve,vertex]" "torch==${TORCH_VERSION}" \
+ && /opt/kfp-serve/bin/pip install -c constraints.txt ".[export,serve,local,kserve,vertex,llm]" "torch==${TORCH_VERSION}" \
  && /opt/kfp-serve/bin/pip install --no-deps nvidia-pytriton==0.7.0
 
 FROM ${BASE_IMAGE}

@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[export,serve,local,kserve,vertex,dev]" torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[export,serve,local,kserve,vertex,llm,dev]" torch==$(TORCH_VERSION)
 	# Only tritonserver and its libraries are used from nvidia-pytriton; its Python deps are not.
 	$(BIN)/python -m pip install --quiet --no-deps nvidia-pytriton==0.7.0
 	touch $(STAMP)
@@ -64,7 +64,7 @@ test: $(STAMP) $(LLM_STAMP)
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
-	.venv-lock/bin/python -m pip install --quiet ".[export,serve,local,kserve,vertex,dev]" torch==$(TORCH_VERSION)
+	.venv-lock/bin/python -m pip install --quiet ".[export,serve,local,kserve,vertex,llm,dev]" torch==$(TORCH_VERSION)
 	{ sed -n '1,3p' constraints.txt; .venv-lock/bin/python -m pip freeze --exclude kfp-serve \
 	  | sed 's/^torch==$(TORCH_VERSION)+.*/torch==$(TORCH_VERSION)/'; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt && rm -rf .venv-lock

@@ -39,6 +39,7 @@ COMPONENT_MODULES: dict[str, str] = {
     "deploy_local_llm": "llm.component",
     "undeploy_local_llm": "llm.component",
     "validate_llm_endpoint": "llm.component",
+    "deploy_kserve_llm": "llm.kserve_component",
 }
 
 __all__ = sorted(COMPONENT_MODULES)

@@ -97,6 +97,17 @@ def server(digits_repository, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def packaged_llm(tmp_path_factory) -> tuple[Path, object]:
+    """``(folder, LlmCheckpoint record)`` of the demo Llama (random weights, a tokenizer trained
+    on Python's own docs) packaged with its card and golden set, once per session."""
+    from kfp_serve.components.llm.package import package_checkpoint
+
+    root = tmp_path_factory.mktemp("llm")
+    record, _ = package_checkpoint("demo", root / "packaged", root / "scratch")
+    return root / "packaged", record
+
+
+@pytest.fixture(scope="session")
 def vllm_environment():
     """vLLM's own environment (``make llm-env``, which ``make test`` runs first)."""
     from kfp_serve.components.errors import UserError

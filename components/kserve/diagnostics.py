@@ -3,6 +3,7 @@ pods, storage-initializer and kserve-container log tails, and Warning events."""
 
 from __future__ import annotations
 
+from kfp_serve.components import vllm_failures
 from kfp_serve.components.kserve.api import KServeCluster
 
 
@@ -42,6 +43,9 @@ def diagnostics(cluster: KServeCluster, name: str, log_lines: int = 30) -> str:
                 continue
             lines += ["", f"### `{pod.metadata.name}` / {container} (last {log_lines} lines)", "",
                       "```", (log or "").rstrip(), "```"]
+            advice = vllm_failures.recognise(log or "")
+            if advice:  # a vLLM start-up failure it is known for
+                lines += ["", f"**vLLM:** {advice}"]
     lines += ["", "## Warning events", ""]
     try:
         events = cluster.core.list_namespaced_event(cluster.namespace).items

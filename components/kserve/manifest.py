@@ -15,6 +15,8 @@ GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 MODEL_FORMATS = ("triton", "onnx", "pytorch", "tensorrt")
+#: the formats of KServe's LLM runtimes (deploy_kserve_llm checks the model before using them)
+LLM_MODEL_FORMATS = ("vLLM", "huggingface")
 #: the modelFormat a published artifact is served with when none is asked for
 DEFAULT_MODEL_FORMATS = {"TritonRepository": "triton", "TorchServeArchive": "pytorch"}
 PROTOCOLS = ("v1", "v2", "grpc-v2")
@@ -211,7 +213,7 @@ def _check(spec: InferenceServiceSpec) -> None:
     validate_name(spec.name)
     if not _NAMESPACE.match(spec.namespace) or len(spec.namespace) > 63:
         raise UserError(f"namespace {spec.namespace!r} is not a valid DNS-1123 label")
-    choices = ((spec.model_format, MODEL_FORMATS, "model_format"),
+    choices = ((spec.model_format, MODEL_FORMATS + LLM_MODEL_FORMATS, "model_format"),
                (spec.protocol_version, PROTOCOLS, "protocol_version"))
     for value, allowed, what in choices:
         if value not in allowed:

@@ -38,6 +38,7 @@ class LlmCard:
     weight_bytes: int
     max_context: int
     layers: int
+    attention_heads: int
     kv_heads: int
     head_dim: int
     vocab_size: int
@@ -154,7 +155,7 @@ def check_checkpoint(folder: str | Path, allow_pickle: bool = False,
         parameters=parameters, dtype=dtype, weight_dtypes=tuple(dtypes),
         weight_bytes=weight_bytes, max_context=context,
         layers=int(text.get("num_hidden_layers") or text.get("n_layer") or 0),
-        kv_heads=int(text.get("num_key_value_heads") or heads),
+        attention_heads=heads, kv_heads=int(text.get("num_key_value_heads") or heads),
         head_dim=int(text.get("head_dim") or (hidden // heads)),
         vocab_size=int(text.get("vocab_size") or 0), has_chat_template=has_chat,
         eos_token_ids=tuple(eos if isinstance(eos, list) else [eos] if eos is not None else []),

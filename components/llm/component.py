@@ -216,7 +216,8 @@ def validate_llm_endpoint(
     (``max_error_rate`` 0) or a level that measured nothing fails it.
 
     Args:
-        endpoint: A ServingEndpoint with protocol ``openai`` (``deploy_local_llm``).
+        endpoint: A ServingEndpoint (``deploy_local_llm``) or KServeInferenceService
+            (``deploy_kserve_llm``: its canary while traffic is split) with protocol ``openai``.
         model: The LlmCheckpoint that was deployed (its golden set and card).
         concurrency: Requests in flight per load level (empty: no concurrency sweep).
         request_rates: Requests/s per extra level, Poisson arrivals (empty: none).
@@ -254,7 +255,7 @@ def validate_llm_endpoint(
     from kfp_serve.components.llm.package import run_validation
     from kfp_serve.components.storage.fetch import local_folder
 
-    served = artifacts.read(endpoint, artifacts.ServingEndpoint)
+    served = artifacts.read(endpoint, artifacts.ServingEndpoint, artifacts.KServeInferenceService)
     checkpoint = artifacts.read(model, artifacts.LlmCheckpoint)
     result = run_validation(
         served, checkpoint, local_folder(model), concurrency=[int(c) for c in concurrency],

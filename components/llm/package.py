@@ -98,7 +98,8 @@ def checked_max_model_len(card: dict[str, Any], asked: int) -> int:
     return asked or context
 
 
-def run_validation(served: artifacts.ServingEndpoint, checkpoint: artifacts.LlmCheckpoint,
+def run_validation(served: artifacts.ServingEndpoint | artifacts.KServeInferenceService,
+                   checkpoint: artifacts.LlmCheckpoint,
                    folder: str, concurrency: list[int], request_rates: list[float],
                    num_prompts: int, input_len: int, output_len: int, prompt_file: str,
                    slo: tuple[float, float, float], gates: tuple[float, ...],
@@ -106,11 +107,14 @@ def run_validation(served: artifacts.ServingEndpoint, checkpoint: artifacts.LlmC
                    hourly_price: float, timeout_s: float) -> LlmValidationResult:
     """validate_llm_endpoint's work, from its parameters."""
     from kfp_serve.components.cost import hourly_price as price_of
+    from kfp_serve.components.llm.kserve_deploy import openai_target
     from kfp_serve.components.llm.llm_load import Slo, file_prompts, synthetic_prompts
 
     if served.protocol != "openai":
         raise UserError(f"endpoint {served.url} speaks {served.protocol!r}; validate_llm_endpoint"
-                        " needs an OpenAI-compatible LLM endpoint (deploy_local_llm)")
+                        " needs an OpenAI-compatible LLM endpoint (deploy_local_llm,"
+                        " deploy_kserve_llm)")
+    url, model_name, served_metrics = openai_target(served)
     if any(c < 1 for c in concurrency) or any(r <= 0 for r in request_rates):
         raise UserError(f"concurrency {concurrency} must be >= 1 and request_rates"
                         f" {request_rates} > 0")
@@ -135,7 +139,7 @@ def run_validation(served: artifacts.ServingEndpoint, checkpoint: artifacts.LlmC
         raise UserError("give at least one concurrency level or request rate")
     price = price_of(machine_type or None, hourly_price or None)
     return validate_llm(
-        served.url, served.model_name, golden, int(card.max_context), card.vocab_size,
+        url, model_name, golden, int(card.max_context), card.vocab_size,
         card.has_chat_template, levels, bodies_for, LlmGates(*gates),
-        Slo(*slo), logprob_atol=logprob_atol, metrics_url=metrics_url or served.metrics_url,
+        Slo(*slo), logprob_atol=logprob_atol, metrics_url=metrics_url or served_metrics,
         price=price, timeout_s=timeout_s)

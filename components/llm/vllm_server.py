@@ -17,8 +17,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from kfp_serve.components import vllm_failures
 from kfp_serve.components.errors import InfrastructureError, UserError
-from kfp_serve.components.llm import vllm_failures
 from kfp_serve.components.local import triton_server as local
 from kfp_serve.components.local.ports import choose_ports
 
@@ -46,8 +46,9 @@ def server_command(python: Path, model: Path, served_name: str, port: int, max_m
     so the module is run). ``--enforce-eager``: CPU graph capture only costs start-up time."""
     command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1",
                "--port", str(port), "--model", str(model), "--served-model-name", served_name,
-               "--enforce-eager", "--max-model-len", str(max_model_len), "--dtype", dtype,
-               "--generation-config", "vllm"]
+               "--enforce-eager", "--dtype", dtype, "--generation-config", "vllm"]
+    if max_model_len:
+        command += ["--max-model-len", str(max_model_len)]
     if max_num_seqs:
         command += ["--max-num-seqs", str(max_num_seqs)]
     return command + list(extra_args or [])
@@ -59,13 +60,11 @@ def server_environment(kv_cache_gib: int) -> dict[str, str]:
            if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env.update(VLLM_CPU_KVCACHE_SPACE=str(kv_cache_gib), HF_HUB_OFFLINE="1",
                VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", TOKENIZERS_PARALLELISM="false")
-    if (os.cpu_count() or 1) >= 2:
-        # vLLM's OpenMP threads spin on every core they are bound to; with none left, the API
-        # server that streams the tokens waits for them and sends a whole answer at once
-        # (measured on 2 cores: TTFT p50 6 ms with one core kept free, 110 ms in 2 of 5 starts
-        # without). An operator's own setting wins.
-        env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")
     return env
+
+
+#: starts tried until one streams token by token (see streams_tokens)
+STARTS = 3
 
 
 def start_vllm(model: str | Path, served_name: str, deployment: str, max_model_len: int,
@@ -74,7 +73,43 @@ def start_vllm(model: str | Path, served_name: str, deployment: str, max_model_l
                timeout_s: float = 300.0) -> local.LocalDeployment:
     """Start vLLM detached on 127.0.0.1 for the checkpoint at ``model`` (a folder, or the URI of
     a published version, fetched and checked first) and wait until it serves ``served_name``.
-    On failure the server is stopped and the error names vLLM's reason and what to change."""
+    On failure the server is stopped and the error names vLLM's reason and what to change.
+
+    vLLM's CPU build on a machine with few cores sometimes comes up sending every answer whole
+    (about 1 start in 5 on 2 cores, seen by ``vllm bench serve`` too: its reader coalesces the
+    tokens of a request whose consumer lags); such a start is stopped and started again, up to
+    STARTS times, so the local endpoint streams as a real one does."""
+    for attempt in range(1, STARTS + 1):
+        record = _start_once(model, served_name, deployment, max_model_len, port, dtype,
+                             max_num_seqs, kv_cache_gib, extra_args, timeout_s)
+        if streams_tokens(record) or attempt == STARTS:
+            return record
+        print(f"vLLM came up sending answers whole (start {attempt} of {STARTS}); restarting it")
+        local.stop_server(record)
+    raise AssertionError("unreachable")
+
+
+def streams_tokens(record: local.LocalDeployment, tries: int = 2) -> bool:
+    """Whether the server streams a 32-token answer token by token in one of ``tries``."""
+    from kfp_serve.components.llm.conformance import streamed
+    from kfp_serve.components.llm.openai_http import OpenAIClient
+
+    client = OpenAIClient(record.url, timeout_s=60)
+    try:
+        for _ in range(tries):
+            result = client.stream("/v1/completions", {
+                "model": record.model_name, "prompt": "Hello", "max_tokens": 32,
+                "temperature": 0.0, "ignore_eos": True})
+            if streamed(result):
+                return True
+        return False
+    finally:
+        client.close()
+
+
+def _start_once(model: str | Path, served_name: str, deployment: str, max_model_len: int,
+                port: int, dtype: str, max_num_seqs: int, kv_cache_gib: int,
+                extra_args: list[str] | None, timeout_s: float) -> local.LocalDeployment:
     python = vllm_python()
     name = local._safe(deployment)
     root = local.state_root()

@@ -5,8 +5,11 @@ from typing import List
 from kfp import dsl
 
 from kfp_serve.components import (
+    deploy_kserve_llm,
     deploy_local_llm,
     package_llm_checkpoint,
+    promote_kserve,
+    rollback_kserve,
     undeploy_local_llm,
     validate_llm_endpoint,
 )
@@ -70,3 +73,75 @@ def llm_to_serve_local(
             max_p95_tpot_ms=max_p95_tpot_ms, min_goodput_ratio=min_goodput_ratio,
             logprob_atol=logprob_atol,
         ).set_caching_options(False)
+
+
+@dsl.pipeline(name="llm-to-serve-kserve")
+def llm_to_serve_kserve(
+    checkpoint_uri: str = "demo",
+    publish_destination: str = "gs://my-bucket/models/demo-llm",
+    namespace: str = "kubeflow-user-example-com",
+    service_name: str = "demo-llm",
+    runtime: str = "vllm",
+    accelerator: str = "",
+    gpus: int = 0,
+    max_model_len: int = 0,
+    gpu_memory_utilization: float = 0.9,
+    max_num_seqs: int = 0,
+    deployment_mode: str = "Standard",
+    canary_traffic_percent: int = 10,
+    concurrency: List[int] = [1, 4, 16],  # noqa: B006
+    slo_ttft_ms: float = 0.0,
+    slo_tpot_ms: float = 0.0,
+    max_p95_ttft_ms: float = 0.0,
+    max_p95_tpot_ms: float = 0.0,
+    min_goodput_ratio: float = 0.0,
+    logprob_atol: float = 0.05,
+    ready_timeout_s: float = 1800.0,
+    api_host: str = "",
+):
+    """Packages an LLM checkpoint, serves a vLLM canary on KServe, validates it, promotes or rolls back.
+
+    Args:
+        checkpoint_uri: A Hugging Face model folder, a gs:// folder, or ``demo``.
+        publish_destination: gs://BUCKET/PATH where each run publishes a new version.
+        namespace: Namespace of the InferenceService (rbac/kfp-serve-kserve.yaml there).
+        service_name: InferenceService name, also the model name clients send.
+        runtime: ``vllm`` (kserve-vllmserver) or ``huggingface`` (with ``--backend=vllm``).
+        accelerator: GKE GPU (T4, L4, A100, A100-80GB, H100); empty: CPU.
+        gpus: GPUs per replica (0 with an accelerator: 1).
+        max_model_len: vLLM's max model length; 0: the model's context.
+        gpu_memory_utilization: Share of GPU memory vLLM takes.
+        max_num_seqs: Sequences vLLM batches; 0: its default.
+        deployment_mode: Standard (recommended for streams) or Knative.
+        canary_traffic_percent: Share of the new model until validation decides.
+        concurrency: Requests in flight per load level.
+        slo_ttft_ms: Per-request TTFT limit counted as goodput (0: none).
+        slo_tpot_ms: Per-request TPOT limit counted as goodput (0: none).
+        max_p95_ttft_ms: Gate: p95 TTFT at every level (0: none).
+        max_p95_tpot_ms: Gate: p95 TPOT at every level (0: none).
+        min_goodput_ratio: Gate: share of requests within the SLO at every level (0: none).
+        logprob_atol: Log-probability tolerance of the parity check.
+        ready_timeout_s: How long to wait until the model answers.
+        api_host: Kubernetes API URL; empty uses the in-cluster service account.
+    """
+    package = package_llm_checkpoint(
+        checkpoint_uri=checkpoint_uri, model_name=service_name, destination=publish_destination,
+    ).set_caching_options(False)
+    deploy = deploy_kserve_llm(
+        model=package.outputs["published"], name=service_name, namespace=namespace,
+        runtime=runtime, accelerator=accelerator, gpus=gpus, max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
+        deployment_mode=deployment_mode, canary_traffic_percent=canary_traffic_percent,
+        ready_timeout_s=ready_timeout_s, api_host=api_host,
+    ).set_caching_options(False)
+    service = deploy.outputs["inference_service"]
+    validate = validate_llm_endpoint(
+        endpoint=service, model=package.outputs["packaged"], concurrency=concurrency,
+        slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, max_p95_ttft_ms=max_p95_ttft_ms,
+        max_p95_tpot_ms=max_p95_tpot_ms, min_goodput_ratio=min_goodput_ratio,
+        logprob_atol=logprob_atol, fail_on_mismatch=False,
+    ).set_caching_options(False)
+    with dsl.If(validate.outputs["Output"] == True):  # noqa: E712 (a KFP condition)
+        promote_kserve(inference_service=service, api_host=api_host).set_caching_options(False)
+    with dsl.Else():
+        rollback_kserve(inference_service=service, api_host=api_host).set_caching_options(False)

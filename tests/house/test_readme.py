@@ -18,7 +18,7 @@ README = (REPO_ROOT / "README.md").read_text()
 SECTIONS = ["Quick start", "Install", "Pipelines and what they need", "The command line",
             "Bring your own model", "The model contract: what a training step hands to the suite",
             "Components", "Running on Kubeflow Pipelines and Vertex AI Pipelines", "KServe",
-            "Vertex AI", "Troubleshooting", "Limits", "Development"]
+            "Vertex AI", "LLMs", "Troubleshooting", "Limits", "Development"]
 #: commands that need a cloud, a registry or a Docker engine: parsed, not run
 NEEDS_A_CLOUD = ("docker", "gcloud", "kfp-serve submit")
 

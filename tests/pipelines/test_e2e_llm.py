@@ -2,6 +2,7 @@
 a real vLLM (CPU build, its own environment) and the validation, then no server left."""
 
 import json
+import subprocess
 
 import pytest
 
@@ -33,4 +34,6 @@ def test_llm_pipeline_packages_serves_validates_and_stops_vllm(tmp_path):
     endpoint = _output(result.run_dir, "deploy-local-llm")["artifacts"]["endpoint"]["artifacts"][0]
     assert endpoint["metadata"]["protocol"] == "openai"
     assert not _process_alive(int(endpoint["metadata"]["pid"]))  # the exit handler stopped it
+    listing = subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout
+    assert "demo-llm" not in listing  # nor its engine and worker processes
     assert not list((tmp_path / ".kfp-serve-state" / "local").glob("*.json"))

@@ -49,12 +49,30 @@ class Gateway:
                 try:
                     connection.request(self.command, self.path, body=body or None, headers=headers)
                     response = connection.getresponse()
+                    if response.getheader("Transfer-Encoding", "").lower() == "chunked":
+                        self._relay(response)  # a stream (server-sent events) goes on as it comes
+                        return
                     data = response.read()
                     self._answer(response.status, dict(response.getheaders()), data)
                 except OSError as err:  # the revision's server went away: Knative answers 503
                     self._answer(503, {"Content-Type": "text/plain"}, str(err).encode())
                 finally:
                     connection.close()
+
+            def _relay(self, response):
+                """Knative's queue-proxy and Istio's Envoy pass a chunked answer on chunk by
+                chunk (no response buffering), so a token stream reaches the client as sent."""
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                while chunk := response.read1(65536):
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
 
             def _answer(self, status, headers, data):
                 self.send_response(status)

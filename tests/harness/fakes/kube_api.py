@@ -581,6 +581,7 @@ class FakeKServeController:
         self.failed_once: set = set()  # InferenceServices whose reconcile failed once already
         #: serve=False: revisions become ready with no server (the control plane alone)
         self.serve = True
+        self.pod_images: dict[str, str] = {}  # pod -> the kserve-container image KServe chose
 
     # -- network ----------------------------------------------------------------------
     def _routes(self, host):
@@ -695,7 +696,8 @@ class FakeKServeController:
         for cname, canary, merged in pending:
             service, template = canary.service, canary.template
             pod = f"{service}-0"
-            server = self._start(key, {"spec": {"predictor": merged}}, pod, f"{service}-1",
+            server = self._start(key, {"metadata": {"name": name}, "spec": {"predictor": merged}}, pod,
+                                 f"{service}-1",
                                  failed=lambda _, *args, c=cname: self._canary_failed(key, c, *args))
             with self.lock:
                 if server is None or st.canaries.get(cname) is not canary:
@@ -704,16 +706,17 @@ class FakeKServeController:
                     continue
                 canary.revision = _Revision(service, template, merged["model"]["storageUri"], server)
                 _complete(canary.deployment)
-                self.api.pods[f"{name}/{cname}"] = [_pod_object(pod, name, "Running", app=f"isvc.{service}")]
+                self.api.pods[f"{name}/{cname}"] = [_pod_object(pod, name, "Running", app=f"isvc.{service}",
+                                                                image=self.pod_images.get(pod, "kserve-tritonserver"))]
             self._publish(key, st)
 
-    def _canary_failed(self, key, cname, revision, pod, container, message):
+    def _canary_failed(self, key, cname, revision, pod, container, message, log=None):
         """The canary's pod crash-loops; KServe's modelStatus follows the stable pods only."""
         st = self.states.get(key)
         canary = st.canaries.get(cname) if st else None
         if canary is None:
             return
-        self.api.logs[(pod, container)] = message + "\n"
+        self.api.logs[(pod, container)] = (message if log is None else log) + "\n"
         self.api.pods[f"{key[1]}/{cname}"] = [_pod_object(pod, key[1], "Pending", failed_container=container,
                                                            app=f"isvc.{canary.service}")]
 
@@ -859,7 +862,8 @@ class FakeKServeController:
         if st.mode == "Standard":
             for gone in old:
                 _stop(gone.server)
-        self.api.pods[name] = [_pod_object(pod, name, "Running", app=f"isvc.{st.service}")]
+        self.api.pods[name] = [_pod_object(pod, name, "Running", app=f"isvc.{st.service}",
+                                           image=self.pod_images.get(pod, "kserve-tritonserver"))]
         self._publish(key, st)
 
     def _start(self, key, obj, pod, revision, failed=None):
@@ -888,6 +892,11 @@ class FakeKServeController:
         if too_new:
             failed(key, revision, pod, "kserve-container", too_new)
             return None
+        from fakes import kserve_vllm
+
+        runtime = kserve_vllm.chosen_runtime(self.api.runtimes, model)
+        if runtime is not None and model["modelFormat"]["name"] in ("vLLM", "huggingface"):
+            return self._start_vllm(key, obj, pod, revision, runtime, repository, failed)
         models = [p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file()]
         try:
             if (repository / "model-store").is_dir():  # a TorchServe archive: KServe's torchserve runtime
@@ -902,6 +911,31 @@ class FakeKServeController:
             return None
         self.api.logs[(pod, "kserve-container")] = Path(server.log_path).read_text(errors="replace")[-4000:]
         return server
+
+    def _start_vllm(self, key, obj, pod, revision, runtime, repository, failed):
+        """KServe's vLLM runtime: the container KServe builds (fakes/kserve_vllm.py), run here.
+        A container that exits reports kubelet's termination message: empty, or with
+        ``terminationMessagePolicy: FallbackToLogsOnError`` the log's last 2048 bytes."""
+        from fakes import kserve_vllm
+        from kfp_serve.components.errors import KfpServeError
+
+        container = kserve_vllm.predictor_container(runtime, obj)
+        self.pod_images[pod] = container["image"]
+        if runtime["metadata"]["name"] != "kserve-vllmserver":
+            failed(key, revision, pod, "kserve-container", "the fake serves kserve-vllmserver only")
+            return None
+        from kfp_serve.components.local.triton_server import state_root
+
+        deployment = f"{key[0]}-{revision}-{uuid.uuid4().hex[:6]}"
+        try:
+            return kserve_vllm.start_vllm_predictor(container, repository, deployment)
+        except (KfpServeError, RuntimeError) as err:
+            log = state_root() / deployment / "vllm.log"
+            text = log.read_text(errors="replace") if log.is_file() else str(err)
+            policy = obj["spec"]["predictor"]["model"].get("terminationMessagePolicy", "File")
+            message = text[-2048:] if policy == "FallbackToLogsOnError" else ""
+            failed(key, revision, pod, "kserve-container", message, log=text[-4000:])
+            return None
 
     def _initializer(self) -> dict:
         import json
@@ -1109,8 +1143,8 @@ class FakeKServeController:
                                          "reason": "AllCanariesReady" if every else "CanariesNotReady"})
         return status
 
-    def _failed(self, key, revision, pod, container, message):
-        self.api.logs[(pod, container)] = message + "\n"
+    def _failed(self, key, revision, pod, container, message, log=None):
+        self.api.logs[(pod, container)] = (message if log is None else log) + "\n"
         service = self.states[key].service if key in self.states else ""
         self.api.pods[key[1]] = [_pod_object(pod, key[1], "Pending", failed_container=container,
                                              app=f"isvc.{service}")]
@@ -1212,9 +1246,10 @@ def _complete(deployment):
                             {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]
 
 
-def _pod_object(name, isvc, phase, failed_container="", image_pull=False, unschedulable=False, app=""):
+def _pod_object(name, isvc, phase, failed_container="", image_pull=False, unschedulable=False, app="",
+                image="kserve-tritonserver"):
     containers = [{"name": "kserve-container", "ready": phase == "Running", "restartCount": 0,
-                   "image": "kserve-tritonserver", "imageID": "",
+                   "image": image, "imageID": "",
                    "state": {"running": {}} if phase == "Running" else {"waiting": {"reason": "PodInitializing"}}}]
     init = [{"name": "storage-initializer", "ready": True, "restartCount": 0, "image": "storage-initializer",
              "imageID": "", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]
@@ -1240,15 +1275,19 @@ def _pod_object(name, isvc, phase, failed_container="", image_pull=False, unsche
 #: the images KServe's kustomization gives the runtimes (config/runtimes/kustomization.yaml at
 #: aaac4e29); the copies in tests/data/kserve hold placeholders
 RUNTIME_IMAGES = {"kserve-tritonserver": "nvcr.io/nvidia/tritonserver:23.05-py3",
-                  "kserve-torchserve": "pytorch/torchserve-kfs:0.9.0"}
+                  "kserve-torchserve": "pytorch/torchserve-kfs:0.9.0",
+                  "kserve-vllmserver": "vllm/vllm-openai:latest",
+                  "kserve-huggingfaceserver": "kserve/huggingfaceserver:latest"}
 
 
 def kserve_runtimes() -> list[dict]:
-    """KServe's Triton and TorchServe ClusterServingRuntimes, with the images they ship with."""
+    """KServe's Triton, TorchServe, vLLM and Hugging Face ClusterServingRuntimes, with the
+    images they ship with."""
     import yaml
 
     runtimes = [yaml.safe_load((KSERVE_DATA / f).read_text())
-                for f in ("kserve-tritonserver.yaml", "kserve-torchserve.yaml")]
+                for f in ("kserve-tritonserver.yaml", "kserve-torchserve.yaml",
+                          "kserve-vllmserver.yaml", "kserve-huggingfaceserver.yaml")]
     for runtime in runtimes:
         for container in runtime["spec"]["containers"]:
             container["image"] = RUNTIME_IMAGES[runtime["metadata"]["name"]]

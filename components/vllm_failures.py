@@ -30,6 +30,8 @@ KNOWN_FAILURES: tuple[tuple[re.Pattern[str], str], ...] = (
      " vLLM supports natively"),
 )
 _ERROR_LINE = re.compile(r"(\w+Error|\w+Exception): (?P<message>.+)$")
+#: pydantic's reason line under "ValidationError: 1 validation error for ...Config"
+_VALUE_ERROR = re.compile(r"^\s*Value error, (?P<message>.+?)(?: \[type=.*)?$")
 
 
 def recognise(log_text: str) -> str:
@@ -44,11 +46,16 @@ def error_lines(log_text: str, lines: int = 2) -> str:
     """The last exception lines of a vLLM log (else its last lines), joined on one line."""
     found: list[str] = []
     for line in log_text.splitlines():
+        value = _VALUE_ERROR.match(line)
         match = _ERROR_LINE.search(line)
-        if match:
+        if value:
+            message = value.group("message").strip()
+        elif match:
             message = f"{match.group(1)}: {match.group('message').strip()}"
-            if message not in found:
-                found.append(message)
+        else:
+            continue
+        if message not in found:
+            found.append(message)
     if found:
         return " | ".join(found[-lines:])
     tail = [line.strip() for line in log_text.strip().splitlines()[-lines:]]
