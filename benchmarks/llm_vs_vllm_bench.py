@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,7 +68,7 @@ def main() -> None:
     parser.add_argument("--prompts-per-level", type=int, default=64)
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="llm-bench-"))
     os.environ.setdefault("KFP_SERVE_STATE_DIR", str(work / "state"))
@@ -107,14 +108,19 @@ def main() -> None:
         f" ({card.parameters:,} parameters, float32), `--enforce-eager`; ready in {startup:.1f} s",
         f"- each level: {args.prompts_per_level} random prompts of {args.input_len} tokens, "
         f"{args.output_len} output tokens (ignore_eos); `vllm bench serve` and the validator"
-        " alternate which goes first; differences are the validator's, relative to vllm bench", "",
-        "| round | concurrency | metric | vllm bench serve | validator | difference |",
-        "|---|---|---|---|---|---|"]
-    for round_, c, bench, ours in rows:
+        " alternate which goes first, over {args.rounds} rounds; the difference is the validator's"
+        " median relative to vllm bench's", "",
+        "| concurrency | metric | vllm bench serve: median (range) | validator: median (range) |"
+        " difference of medians |", "|---|---|---|---|---|"]
+    for c in args.concurrency:
+        runs = [(bench, ours) for _, level, bench, ours in rows if level == c]
         for label, key, ours_value in METRICS:
-            theirs, mine = float(bench[key]), float(ours_value(ours))
-            diff = (mine - theirs) / theirs * 100 if theirs else float("nan")
-            lines.append(f"| {round_} | {c} | {label} | {theirs:,.2f} | {mine:,.2f} | {diff:+.1f} % |")
+            theirs = sorted(float(bench[key]) for bench, _ in runs)
+            mine = sorted(float(ours_value(ours)) for _, ours in runs)
+            mid_t, mid_m = statistics.median(theirs), statistics.median(mine)
+            diff = (mid_m - mid_t) / mid_t * 100 if mid_t else float("nan")
+            lines.append(f"| {c} | {label} | {mid_t:,.2f} ({theirs[0]:,.2f}-{theirs[-1]:,.2f}) |"
+                         f" {mid_m:,.2f} ({mine[0]:,.2f}-{mine[-1]:,.2f}) | {diff:+.1f} % |")
     lines += ["", f"`llm_to_serve_local` end to end (package the demo Llama, publish to the GCS"
               f" emulator, start vLLM, validate at concurrency 1/4/16, stop): {pipeline_s:.1f} s,"
               f" exit {pipeline.returncode}, of which vLLM's start-up about {startup:.1f} s"

@@ -21,6 +21,7 @@ class Check:
     name: str
     passed: bool
     detail: str
+    buffered: bool = False  # failed only for coming whole (the load phase may clear it)
 
 
 def check_conformance(client: OpenAIClient, model: str, max_model_len: int, chat: bool,
@@ -98,7 +99,8 @@ def _stream(client: OpenAIClient, model: str) -> Check:
                                         f" {STREAM_TRIES}; before: {checks[0].detail})")
     return checks[-1] if checks[-1].passed else Check(
         "streaming", False, checks[-1].detail + ("" if len(checks) == 1 else
-                                                 f" ({len(checks)} tries)"))
+                                                 f" ({len(checks)} tries)"),
+        buffered=checks[-1].buffered)
 
 
 def streamed(result: StreamResult) -> bool:
@@ -131,4 +133,5 @@ def _stream_once(client: OpenAIClient, model: str) -> Check:
                         " buffers its stream; clients see no token until the end")
     detail = "; ".join(problems) or (f"{result.events} events for {tokens} tokens, first after"
                                      f" {result.ttft * 1000:.0f} ms of {result.latency * 1000:.0f} ms")
-    return Check(name, not problems, detail)
+    whole = bool(problems) and result.output_tokens is not None and bool(result.finish_reason)
+    return Check(name, not problems, detail, buffered=whole)

@@ -44,6 +44,15 @@ class Slo:
         return ", ".join(parts) or "none"
 
 
+#: an answer of several tokens whose first and last came closer than this came whole
+WHOLE_SPAN_S = 0.001
+
+
+def came_whole(result: StreamResult) -> bool:
+    """Several tokens that arrived at once: coalesced by the server or buffered on the way."""
+    return _output_len(result) > 1 and result.latency - result.ttft < WHOLE_SPAN_S
+
+
 def _output_len(result: StreamResult) -> int:
     """vLLM bench's rule: usage's completion tokens, else the token events seen."""
     return int(result.output_tokens or result.events)
@@ -100,6 +109,13 @@ class LlmLevel:
     @property
     def total_token_throughput(self) -> float:
         return self._per_second(self.output_tokens + self.input_tokens)
+
+    @property
+    def whole_share(self) -> float:
+        """The share of answers of more than one token that came in one event (coalesced by
+        the server, or buffered on the way)."""
+        multi = [r for r in self.completed if _output_len(r) > 1]
+        return sum(1 for r in multi if came_whole(r)) / len(multi) if multi else 0.0
 
     @property
     def goodput(self) -> float:

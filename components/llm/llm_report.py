@@ -31,14 +31,16 @@ def parity_table(result: LlmValidationResult) -> Table:
 
 
 def latency_table(levels: list[LlmLevel]) -> Table:
-    header = ["level", "requests", "errors", "req/s", "output tok/s", "total tok/s", "goodput"]
+    header = ["level", "requests", "errors", "req/s", "output tok/s", "total tok/s", "goodput",
+              "whole"]
     for metric in ("TTFT", "TPOT", "ITL", "E2EL"):
         header += [f"{metric} p{p} ms" for p in PERCENTILES]
     rows = []
     for level in levels:
         row = [level.label, str(len(level.results)), str(level.errors),
                f"{level.request_throughput:.2f}", f"{level.output_throughput:,.1f}",
-               f"{level.total_token_throughput:,.1f}", f"{level.goodput_ratio:.0%}"]
+               f"{level.total_token_throughput:,.1f}", f"{level.goodput_ratio:.0%}",
+               f"{level.whole_share:.0%}"]
         for metric in ("ttft", "tpot", "itl", "e2el"):
             row += [_ms(level.percentile_ms(metric, p)) for p in PERCENTILES]
         rows.append(row)

@@ -82,11 +82,34 @@ def start_vllm(model: str | Path, served_name: str, deployment: str, max_model_l
     for attempt in range(1, STARTS + 1):
         record = _start_once(model, served_name, deployment, max_model_len, port, dtype,
                              max_num_seqs, kv_cache_gib, extra_args, timeout_s)
+        yield_to_api_server(record.pid)
         if streams_tokens(record) or attempt == STARTS:
             return record
         print(f"vLLM came up sending answers whole (start {attempt} of {STARTS}); restarting it")
         local.stop_server(record)
     raise AssertionError("unreachable")
+
+
+#: the nice value of vLLM's engine and worker processes (the API server keeps its own)
+ENGINE_NICE = 10
+
+
+def yield_to_api_server(api_pid: int) -> None:
+    """Lower the priority of every process vLLM started beside its API server (the engine core
+    and the worker, which spin while they wait on each other). On 2 cores the API server, which
+    sends the tokens, otherwise waits for a core while they spin, and vLLM coalesces a waiting
+    request's tokens into one event: measured, 12 of 24 load levels sent answers whole without
+    this, 1 of 24 with it (nice 5: 8 of 18)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == api_pid:
+            continue
+        try:
+            if os.getsid(int(entry.name)) != api_pid:
+                continue
+            for task in (entry / "task").iterdir():  # threads started later inherit it
+                os.setpriority(os.PRIO_PROCESS, int(task.name), ENGINE_NICE)
+        except OSError:
+            continue  # gone meanwhile, or not ours
 
 
 def streams_tokens(record: local.LocalDeployment, tries: int = 2) -> bool:

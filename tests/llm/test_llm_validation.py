@@ -42,6 +42,15 @@ def test_a_buffered_stream_fails_conformance(packaged_llm):
     assert not result.passed
     assert ("streaming: the first of 32 tokens came after" in result.failure_line()
             and "buffers its stream" in result.failure_line())
+    assert result.levels[0].whole_share == 1.0  # every load request came whole too
+
+
+def test_answers_coalesced_at_times_pass_when_the_load_phase_streamed(packaged_llm):
+    result = _validate(packaged_llm, Script(itl_s=0.002, buffered_first=3))
+    assert result.passed, result.failure_line()
+    check = next(c for c in result.conformance if c.name == "streaming")
+    assert "load requests streamed token by token; the conformance tries came whole" in check.detail
+    assert result.levels[0].whole_share == 0.0
 
 
 def test_an_error_inside_a_stream_is_a_failed_request(packaged_llm):

@@ -29,6 +29,7 @@ class Script:
     ttft_s: float = 0.0
     itl_s: float = 0.0
     buffered: bool = False  # send the whole stream at the end, as a buffering proxy does
+    buffered_first: int = 0  # ... only the first n streams, as vLLM short of CPU coalesces
     error_after: int = -1  # tokens sent before an error event (-1: never) ...
     error_every: int = 1  # ... in every n-th streamed request
     status: int = 200  # 429 / 503: every completion is refused so
@@ -116,10 +117,11 @@ class _Handler(BaseHTTPRequestHandler):
         held: list[bytes] = []
         script.streams = getattr(script, "streams", 0) + 1
         error_after = script.error_after if script.streams % script.error_every == 0 else -1
+        buffered = script.buffered or script.streams <= script.buffered_first
 
         def send(event: Any) -> None:
             data = b"data: " + (event if isinstance(event, bytes) else json.dumps(event).encode()) + b"\n\n"
-            if script.buffered:
+            if buffered:
                 held.append(data)
                 return
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
