@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from kfp_serve.components.errors import UserError
-from kfp_serve.components.llm.openai_http import StreamResult, error_message
+from kfp_serve.components.llm.openai_http import StreamResult, add_event, error_message
 
 PERCENTILES = (50, 95, 99)
 
@@ -217,7 +217,7 @@ async def _stream(session: Any, url: str, body: dict[str, Any]) -> StreamResult:
                 buffer += chunk
                 while b"\n\n" in buffer:
                     message, buffer = buffer.split(b"\n\n", 1)
-                    recent = _event(result, message.strip(), recent)
+                    recent = add_event(result, message.strip(), recent)
                     if result.error:
                         return result
             result.latency = recent - result.start
@@ -226,34 +226,6 @@ async def _stream(session: Any, url: str, body: dict[str, Any]) -> StreamResult:
     except (aiohttp.ClientError, OSError, ValueError, TimeoutError) as err:
         result.error = result.error or f"{type(err).__name__}: {err}"
     return result
-
-
-def _event(result: StreamResult, message: bytes, recent: float) -> float:
-    """Add one server-sent event to ``result``; the time of the latest token event."""
-    if not message or message.startswith(b":"):
-        return recent
-    data = message.removeprefix(b"data:").strip()
-    if data == b"[DONE]":
-        result.saw_done = True
-        return recent
-    event = json.loads(data)
-    if "error" in event:
-        result.error = f"error in the stream: {error_message(data)}"
-    elif choices := event.get("choices"):
-        now = time.perf_counter()
-        if result.events == 0:
-            result.ttft = now - result.start
-        else:
-            result.itl.append(now - recent)
-        result.events += 1
-        result.text += choices[0].get("text") or ""
-        result.token_ids += choices[0].get("token_ids") or []
-        result.finish_reason = choices[0].get("finish_reason") or result.finish_reason
-        return now
-    elif usage := event.get("usage"):
-        result.output_tokens = usage.get("completion_tokens")
-        result.prompt_tokens = usage.get("prompt_tokens")
-    return recent
 
 
 def run_level(base_url: str, model: str, bodies: list[dict[str, Any]], concurrency: int,

@@ -120,36 +120,11 @@ class OpenAIClient:
                 result.error = f"not a stream (Content-Type {response.getheader('Content-Type')!r})"
                 response.read()
                 return result
-            while True:
+            while not result.error:
                 line = response.readline()
                 if not line:
                     break
-                line = line.strip()
-                if not line or line.startswith(b":"):
-                    continue
-                if not line.startswith(b"data:"):
-                    result.error = f"not a server-sent event: {line[:80]!r}"
-                    break
-                data = line[5:].strip()
-                if data == b"[DONE]":
-                    result.saw_done = True
-                    continue
-                event = json.loads(data)
-                if "error" in event:
-                    result.error = f"error in the stream: {error_message(data)}"
-                    break
-                if choices := event.get("choices"):
-                    now = time.perf_counter()
-                    if result.events == 0:
-                        result.ttft = now - result.start
-                    else:
-                        result.itl.append(now - recent)
-                    recent = now
-                    result.events += 1
-                    _add_choice(result, choices[0])
-                elif usage := event.get("usage"):
-                    result.output_tokens = usage.get("completion_tokens")
-                    result.prompt_tokens = usage.get("prompt_tokens")
+                recent = add_event(result, line.strip(), recent)
             result.latency = recent - result.start
             if result.error:  # the rest of the answer is unread: this connection is spent
                 self.close()
@@ -159,6 +134,38 @@ class OpenAIClient:
             self.close()
             result.error = result.error or f"{type(err).__name__}: {err}"
         return result
+
+
+def add_event(result: StreamResult, message: bytes, recent: float) -> float:
+    """Add one server-sent event (``data: ...``) to ``result`` as it arrives, the way ``vllm
+    bench serve`` counts them: an event with ``choices`` is a token event (the first sets TTFT,
+    each later one adds an inter-token gap), ``usage`` gives the lengths, an ``error`` ends the
+    request as failed. Returns the time of the latest token event."""
+    if not message or message.startswith(b":"):  # keep-alive comments
+        return recent
+    if not message.startswith(b"data:"):
+        result.error = f"not a server-sent event: {message[:80]!r}"
+        return recent
+    data = message[5:].strip()
+    if data == b"[DONE]":
+        result.saw_done = True
+        return recent
+    event = json.loads(data)
+    if "error" in event:
+        result.error = f"error in the stream: {error_message(data)}"
+    elif choices := event.get("choices"):
+        now = time.perf_counter()
+        if result.events == 0:
+            result.ttft = now - result.start
+        else:
+            result.itl.append(now - recent)
+        result.events += 1
+        _add_choice(result, choices[0])
+        return now
+    elif usage := event.get("usage"):
+        result.output_tokens = usage.get("completion_tokens")
+        result.prompt_tokens = usage.get("prompt_tokens")
+    return recent
 
 
 def _add_choice(result: StreamResult, choice: dict[str, Any]) -> None:
