@@ -4,6 +4,7 @@ level that measured nothing, or one failed request under the default gates fails
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -137,14 +138,9 @@ def validate_llm(url: str, model: str, golden: GoldenSet, max_model_len: int, vo
     for concurrency, rate in levels:
         watch = MetricsWatch(metrics_url) if metrics_url else None
         started = time.perf_counter()
-        if watch:
-            watch.__enter__()
-        try:
+        with watch or contextlib.nullcontext():
             level = run_level(url, model, bodies_for(concurrency), concurrency, rate,
                               timeout_s=timeout_s, slo=slo)
-        finally:
-            if watch:
-                watch.__exit__()
         result.levels.append(level)
         result.server.append(watch.stats() if watch else None)
         progress(f"{level.label}: {len(level.completed)}/{len(level.results)} requests in"

@@ -9,16 +9,14 @@ stopped by PID; its deployments are recorded beside the local Triton ones.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from kfp_serve.components import vllm_failures
 from kfp_serve.components.errors import InfrastructureError, UserError
+from kfp_serve.components.llm.openai_http import OpenAIClient
 from kfp_serve.components.local import triton_server as local
 from kfp_serve.components.local.ports import choose_ports
 
@@ -115,7 +113,6 @@ def yield_to_api_server(api_pid: int) -> None:
 def streams_tokens(record: local.LocalDeployment, tries: int = 2) -> bool:
     """Whether the server streams a 32-token answer token by token in one of ``tries``."""
     from kfp_serve.components.llm.conformance import streamed
-    from kfp_serve.components.llm.openai_http import OpenAIClient
 
     client = OpenAIClient(record.url, timeout_s=60)
     try:
@@ -181,16 +178,6 @@ def failure_detail(log_path: str | Path) -> str:
     return f"{reason} — {advice}" if advice else reason
 
 
-def _get(url: str) -> tuple[int | None, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, b""
-    except (urllib.error.URLError, OSError):
-        return None, b""
-
-
 def wait_for_vllm(record: local.LocalDeployment, timeout_s: float,
                   process: subprocess.Popen | None = None) -> None:
     """Poll ``/health`` and ``/v1/models`` until the model is served; raise with vLLM's reason
@@ -205,11 +192,16 @@ def wait_for_vllm(record: local.LocalDeployment, timeout_s: float,
         if process is not None and process.poll() is not None:
             raise InfrastructureError(f"vLLM exited with code {process.returncode} before serving"
                                       f" {record.model_name!r}: {failure_detail(record.log_path)}")
-        health, _ = _get(f"{record.url}/health")
-        if health != 200:
-            return None, f"health={health}"
-        status, body = _get(f"{record.url}/v1/models")
-        served = [m.get("id") for m in json.loads(body or b"{}").get("data", [])] if status == 200 else []
+        client = OpenAIClient(record.url, timeout_s=2)
+        try:
+            health, _ = client.get_text("/health")
+            if health != 200:
+                return None, f"health={health}"
+            status, body = client.get_json("/v1/models")
+        finally:
+            client.close()
+        listed = body.get("data", []) if status == 200 and isinstance(body, dict) else []
+        served = [m.get("id") for m in listed]
         return (True if record.model_name in served else None), f"health=200, models={served}"
 
     poll(check, timeout_s, f"vLLM not serving {record.model_name!r}", interval_s=0.5,
