@@ -40,6 +40,7 @@ COMPONENT_MODULES: dict[str, str] = {
     "undeploy_local_llm": "llm.component",
     "validate_llm_endpoint": "llm.component",
     "deploy_kserve_llm": "llm.kserve_component",
+    "deploy_vertex_llm": "llm.vertex_component",
 }
 
 __all__ = sorted(COMPONENT_MODULES)

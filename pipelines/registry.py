@@ -48,6 +48,10 @@ PIPELINES: dict[str, PipelineEntry] = {
         "kfp_serve.pipelines.definitions.llm",
         summaries=(("deploy-kserve-llm", "report"), ("validate-llm-endpoint", "report")),
     ),
+    "llm_to_serve_vertex": PipelineEntry(
+        "kfp_serve.pipelines.definitions.llm",
+        summaries=(("deploy-vertex-llm", "report"), ("validate-llm-endpoint", "report")),
+    ),
     "train_to_serve_vertex": PipelineEntry(
         "kfp_serve.pipelines.definitions.vertex",
         summaries=(("deploy-vertex", "report"), ("validate-endpoint", "report")),

@@ -107,6 +107,29 @@ def packaged_llm(tmp_path_factory) -> tuple[Path, object]:
     return root / "packaged", record
 
 
+@pytest.fixture
+def published_llm(gcs, packaged_llm):
+    """A function that publishes the demo checkpoint as the next version in a fresh bucket of the
+    session's fake-gcs-server and gives its PublishedVersion artifact."""
+    import uuid
+
+    from support.kserve import artifact
+
+    from kfp_serve.components import artifacts
+    from kfp_serve.components.storage.publish import publish
+
+    folder, record = packaged_llm
+    bucket = f"llm-{uuid.uuid4().hex[:8]}"
+    gcs.create_bucket(bucket)
+
+    def version():
+        result = publish(folder, f"gs://{bucket}/demo-llm")
+        return artifact("published", result.uri, artifacts.PublishedVersion(
+            uri=result.uri, published_version=result.version, content=record))
+
+    return version
+
+
 @pytest.fixture(scope="session")
 def vllm_environment():
     """vLLM's own environment (``make llm-env``, which ``make test`` runs first)."""

@@ -58,8 +58,8 @@ class VllmSettings:
                             f" {', '.join(QUANTIZATIONS)} (empty: the checkpoint's own)")
         for arg in self.extra_args:
             if arg.split("=")[0] in ("--port", "--model", "--served-model-name", "--host"):
-                raise UserError(f"extra_args {arg!r} would change what the runtime sets itself"
-                                " (port 8080, /mnt/models, the InferenceService's name); leave it out")
+                raise UserError(f"extra_args {arg!r} would change what the serving container sets"
+                                " itself (its port, the model folder, the served name); leave it out")
 
     def args(self, max_model_len: int, gpus: int) -> list[str]:
         args = [f"--max-model-len={max_model_len}", f"--dtype={self.dtype}"]
@@ -77,12 +77,16 @@ class VllmSettings:
         return args + list(self.extra_args)
 
 
-def fit(card: dict[str, Any], settings: VllmSettings, accelerator: str | None,
-        gpus: int) -> tuple[int, str]:
+def fit(card: dict[str, Any], settings: VllmSettings, accelerator: str | None, gpus: int,
+        memory_gib: dict[str, float] | None = None,
+        cpu_note: str = ("no GPU: KServe runs the runtime's CPU image (vllm-openai becomes"
+                         " vllm-openai-cpu)")) -> tuple[int, str]:
     """``(max model length, a line on the memory budget)``; UserError in one line where the
     model would not load: a max length beyond its context, heads the GPUs cannot split, weights
     plus one full-length sequence's KV cache beyond memory x utilisation x GPUs (vLLM's own
-    start-up check), or fewer full-length sequences than ``max_num_seqs``."""
+    start-up check), or fewer full-length sequences than ``max_num_seqs``. ``memory_gib``: GPU
+    memory by accelerator name (default: GKE's names)."""
+    memory_gib = memory_gib or ACCELERATOR_MEMORY_GIB
     context = int(card["max_context"])
     length = settings.max_model_len or context
     if length > context:
@@ -97,11 +101,10 @@ def fit(card: dict[str, Any], settings: VllmSettings, accelerator: str | None,
         raise UserError(f"the model's {heads} attention heads do not split over"
                         f" tensor_parallel_size {tp}; use a divisor of {heads}")
     if not accelerator or not gpus:
-        return length, ("no GPU: KServe runs the runtime's CPU image (vllm-openai becomes"
-                        " vllm-openai-cpu)")
-    if accelerator not in ACCELERATOR_MEMORY_GIB:
-        raise UserError(f"accelerator {accelerator!r} is not one of {list(ACCELERATOR_MEMORY_GIB)}")
-    budget = ACCELERATOR_MEMORY_GIB[accelerator] * 2**30 * settings.gpu_memory_utilization * gpus
+        return length, cpu_note
+    if accelerator not in memory_gib:
+        raise UserError(f"accelerator {accelerator!r} is not one of {list(memory_gib)}")
+    budget = memory_gib[accelerator] * 2**30 * settings.gpu_memory_utilization * gpus
     bytes_per_param = 1 if settings.quantization else {"float32": 4, "float": 4}.get(
         settings.dtype if settings.dtype != "auto" else str(card.get("dtype")), 2)
     weights = int(card["parameters"]) * bytes_per_param
@@ -112,7 +115,7 @@ def fit(card: dict[str, Any], settings: VllmSettings, accelerator: str | None,
             f"the model does not fit {gpus} x {accelerator}: weights {weights / gib:.1f} GiB +"
             f" KV cache for one {length}-token sequence {per_sequence / gib:.2f} GiB > "
             f"{budget / gib:.1f} GiB ({settings.gpu_memory_utilization:g} of"
-            f" {ACCELERATOR_MEMORY_GIB[accelerator]} GiB x {gpus}); use more or larger GPUs, a"
+            f" {memory_gib[accelerator]:g} GiB x {gpus}); use more or larger GPUs, a"
             " quantized checkpoint, or a lower max_model_len")
     sequences = int((budget - weights) // per_sequence)
     if settings.max_num_seqs and sequences < settings.max_num_seqs:

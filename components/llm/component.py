@@ -198,6 +198,7 @@ def validate_llm_endpoint(
     min_goodput_ratio: float = 0.0,
     min_output_tokens_per_s: float = 0.0,
     logprob_atol: float = 0.05,
+    parity_reference: str = "golden",
     metrics_url: str = "",
     machine_type: str = "",
     hourly_price: float = 0.0,
@@ -216,8 +217,10 @@ def validate_llm_endpoint(
     (``max_error_rate`` 0) or a level that measured nothing fails it.
 
     Args:
-        endpoint: A ServingEndpoint (``deploy_local_llm``) or KServeInferenceService
-            (``deploy_kserve_llm``: its canary while traffic is split) with protocol ``openai``.
+        endpoint: A ServingEndpoint (``deploy_local_llm``), KServeInferenceService
+            (``deploy_kserve_llm``: its canary while traffic is split) or VertexEndpoint
+            (``deploy_vertex_llm``: its deployed model alone, through its own invoke route) with
+            protocol ``openai``.
         model: The LlmCheckpoint that was deployed (its golden set and card).
         concurrency: Requests in flight per load level (empty: no concurrency sweep).
         request_rates: Requests/s per extra level, Poisson arrivals (empty: none).
@@ -235,6 +238,10 @@ def validate_llm_endpoint(
         min_goodput_ratio: Gate: share of requests meeting the SLO at every level (0: none).
         min_output_tokens_per_s: Gate: best output tokens/s over the levels (0: none).
         logprob_atol: Log-probability tolerance of parity (raise it for bf16/fp8/quantized).
+        parity_reference: Whose greedy answers parity compares with: ``golden`` (the golden set
+            from transformers), ``stable`` (the deployed model that served before this deploy
+            on a Vertex AI endpoint: a canary against stable, for models too large for a CPU
+            reference), or the OpenAI base URL of a server to compare with.
         metrics_url: vLLM's Prometheus page; empty: the endpoint's own.
         machine_type: Prices output tokens from the suite's price table (components/cost.py).
         hourly_price: USD per hour of the serving node; overrides machine_type.
@@ -255,7 +262,8 @@ def validate_llm_endpoint(
     from kfp_serve.components.llm.package import run_validation
     from kfp_serve.components.storage.fetch import local_folder
 
-    served = artifacts.read(endpoint, artifacts.ServingEndpoint, artifacts.KServeInferenceService)
+    served = artifacts.read(endpoint, artifacts.ServingEndpoint, artifacts.KServeInferenceService,
+                            artifacts.VertexEndpoint)
     checkpoint = artifacts.read(model, artifacts.LlmCheckpoint)
     result = run_validation(
         served, checkpoint, local_folder(model), concurrency=[int(c) for c in concurrency],
@@ -265,7 +273,7 @@ def validate_llm_endpoint(
         gates=(max_p95_ttft_ms, max_p95_tpot_ms, max_p95_itl_ms, max_error_rate,
                min_goodput_ratio, min_output_tokens_per_s),
         logprob_atol=logprob_atol, metrics_url=metrics_url, machine_type=machine_type,
-        hourly_price=hourly_price, timeout_s=request_timeout_s)
+        hourly_price=hourly_price, timeout_s=request_timeout_s, parity_reference=parity_reference)
     for name, value in result.metrics().items():
         metrics.log_metric(name, value)
     with open(report.path, "w") as handle:

@@ -25,15 +25,23 @@ class Check:
 
 
 def check_conformance(client: OpenAIClient, model: str, max_model_len: int, chat: bool,
-                      vocab_size: int) -> list[Check]:
+                      vocab_size: int, listing: bool = True) -> list[Check]:
     """Every conformance check against ``client``'s endpoint, in the order a client meets them.
-    ``max_model_len``: the model's context (its card); the server may serve less."""
-    models, served_len = _models(client, model, max_model_len)
-    checks = [models]
+    ``max_model_len``: the model's context (its card); the server may serve less. ``listing``
+    False: GET routes do not reach the server (Vertex AI's invoke forwards POST only), so
+    instead of ``/v1/models`` the answers are checked to name the model."""
+    checks, served_len = [], 0
+    if listing:
+        models, served_len = _models(client, model, max_model_len)
+        checks.append(models)
     max_model_len = served_len or max_model_len
     status, body = client.post_json("/v1/completions", {
         "model": model, "prompt": "Hello", "max_tokens": 4, "temperature": 0.0})
     checks.append(_answer("completions", status, body, lambda c: "text" in c))
+    if not listing:
+        named = body.get("model") if isinstance(body, dict) else None
+        checks.append(Check("served model name", named == model,
+                            f"the completions answer names {named!r} (expected {model!r})"))
     if chat:
         status, body = client.post_json("/v1/chat/completions", {
             "model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 4,

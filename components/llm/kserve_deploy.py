@@ -4,7 +4,6 @@ same preflight, apply, wait, diagnostics and canary as deploy_kserve."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from kfp_serve.components import artifacts, vllm_failures
 from kfp_serve.components.kserve.llm_runtime import (
@@ -68,11 +67,3 @@ def deploy_llm(published: artifacts.PublishedVersion, name: str, namespace: str,
     summary = result.summary(spec.storage_uri) + "".join(f"\n- {n}" for n in notes if n) + "\n"
     return record, summary
 
-
-def openai_target(served: Any) -> tuple[str, str, str]:
-    """``(base URL, model name, metrics URL)`` of an LLM endpoint record."""
-    if isinstance(served, artifacts.KServeInferenceService):
-        base = served.validation_url
-        root = base[:-len("/openai")] if base.endswith("/openai") else base
-        return base, served.model_name, f"{root}/metrics"
-    return served.url, served.model_name, served.metrics_url

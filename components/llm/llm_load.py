@@ -230,7 +230,7 @@ async def _stream(session: Any, url: str, body: dict[str, Any]) -> StreamResult:
 
 def run_level(base_url: str, model: str, bodies: list[dict[str, Any]], concurrency: int,
               request_rate: float = 0.0, timeout_s: float = 300.0, slo: Slo | None = None,
-              seed: int = 0) -> LlmLevel:
+              seed: int = 0, headers: dict[str, str] | None = None) -> LlmLevel:
     """Send every body (streamed, to ``/v1/completions``) with at most ``concurrency`` in flight;
     with ``request_rate`` > 0 requests start at Poisson arrival times at that rate, as ``vllm
     bench serve --request-rate`` does (``concurrency`` then caps the requests in flight). One
@@ -249,7 +249,8 @@ def run_level(base_url: str, model: str, bodies: list[dict[str, Any]], concurren
         limit = asyncio.Semaphore(max(1, concurrency))
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         connector = aiohttp.TCPConnector(limit=max(1, concurrency), force_close=False)
-        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector,
+                                         headers=headers or {}) as session:
             start = time.perf_counter()
 
             async def one(index: int, body: dict[str, Any]) -> StreamResult:

@@ -68,6 +68,8 @@ def markdown(result: LlmValidationResult) -> str:
     parts = [f"# LLM endpoint validation: {verdict}", "",
              f"`{result.model}` at {result.url}; parity reference: {result.reference};"
              f" SLO for goodput: {result.slo.text()}", ""]
+    if result.note:
+        parts += [f"Note: {result.note}.", ""]
     if not result.passed:
         parts += [f"**Why it failed:** {result.failure_line()}", ""]
     parts += ["## Conformance", "", conformance_table(result).markdown(), "",
@@ -147,6 +149,7 @@ def html(result: LlmValidationResult) -> str:
     body = [f"<h1>LLM endpoint validation: <span class='{verdict}'>{verdict}</span></h1>",
             bullets([f"{result.model} at {result.url}", f"parity reference: {result.reference}",
                      f"SLO for goodput: {result.slo.text()}"]
+                    + ([result.note] if result.note else [])
                     + ([f"why it failed: {result.failure_line()}"] if not result.passed else [])),
             "<h2>Conformance</h2>", conformance_table(result).html(),
             "<h2>Parity with the golden set</h2>", parity_table(result).html()]

@@ -16,7 +16,8 @@ from kfp_serve.components.llm.conformance import Check, check_conformance
 from kfp_serve.components.llm.golden_set import GoldenSet
 from kfp_serve.components.llm.llm_load import LlmLevel, Slo, came_whole, run_level
 from kfp_serve.components.llm.openai_http import OpenAIClient
-from kfp_serve.components.llm.parity import ParityRow, check_parity
+from kfp_serve.components.llm.parity import ParityRow, answered_by, check_parity
+from kfp_serve.components.llm.targets import OpenAITarget
 from kfp_serve.components.llm.vllm_metrics import MetricsWatch, VllmStats
 
 
@@ -70,6 +71,7 @@ class LlmValidationResult:
     cost: Cost | None = None
     slo: Slo = field(default_factory=Slo)
     reference: str = ""
+    note: str = ""  # how the endpoint was reached, where that limits what could be read
 
     @property
     def passed(self) -> bool:
@@ -116,17 +118,27 @@ def _streamed_under_load(check: Check, levels: Sequence[LlmLevel]) -> Check:
                                    " the server coalesced tokens, short of CPU")
 
 
-def validate_llm(url: str, model: str, golden: GoldenSet, max_model_len: int, vocab_size: int,
+def validate_llm(target: OpenAITarget, golden: GoldenSet, max_model_len: int, vocab_size: int,
                  chat: bool, levels: Sequence[tuple[int, float]], bodies_for: Any,
                  gates: LlmGates, slo: Slo, logprob_atol: float = 0.05,
-                 metrics_url: str = "", price: tuple[float, str] | None = None,
-                 timeout_s: float = 300.0, progress: Any = print) -> LlmValidationResult:
-    """Run every check against the endpoint at ``url``. ``levels``: ``(concurrency, request
-    rate)`` pairs; ``bodies_for(concurrency)`` gives each level's request bodies."""
-    result = LlmValidationResult(url=url, model=model, slo=slo, reference=golden.reference)
-    client = OpenAIClient(url, timeout_s=timeout_s)
+                 price: tuple[float, str] | None = None,
+                 timeout_s: float = 300.0, progress: Any = print,
+                 reference: OpenAITarget | None = None) -> LlmValidationResult:
+    """Run every check against the endpoint ``target`` names. ``levels``: ``(concurrency,
+    request rate)`` pairs; ``bodies_for(concurrency)`` gives each level's request bodies.
+    ``reference``: a server whose greedy answers replace the golden set's (the stable model a
+    canary may replace)."""
+    if reference is not None:
+        with contextlib.closing(OpenAIClient(reference.base_url, timeout_s=timeout_s,
+                                             headers=reference.headers)) as stable:
+            golden = answered_by(stable, reference.model, golden, reference.base_url)
+    url, model, metrics_url = target.base_url, target.model, target.metrics_url
+    result = LlmValidationResult(url=url, model=model, slo=slo, reference=golden.reference,
+                                 note=target.note)
+    client = OpenAIClient(url, timeout_s=timeout_s, headers=target.headers)
     try:
-        result.conformance = check_conformance(client, model, max_model_len, chat, vocab_size)
+        result.conformance = check_conformance(client, model, max_model_len, chat, vocab_size,
+                                               listing=target.can_get)
         progress(f"conformance: {sum(c.passed for c in result.conformance)} of"
                  f" {len(result.conformance)} checks passed")
         result.parity = check_parity(client, model, golden, logprob_atol)
@@ -140,7 +152,7 @@ def validate_llm(url: str, model: str, golden: GoldenSet, max_model_len: int, vo
         started = time.perf_counter()
         with watch or contextlib.nullcontext():
             level = run_level(url, model, bodies_for(concurrency), concurrency, rate,
-                              timeout_s=timeout_s, slo=slo)
+                              timeout_s=timeout_s, slo=slo, headers=target.headers)
         result.levels.append(level)
         result.server.append(watch.stats() if watch else None)
         progress(f"{level.label}: {len(level.completed)}/{len(level.results)} requests in"

@@ -3,6 +3,7 @@ set) and run a validation from an endpoint record and a packaged checkpoint."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -98,23 +99,25 @@ def checked_max_model_len(card: dict[str, Any], asked: int) -> int:
     return asked or context
 
 
-def run_validation(served: artifacts.ServingEndpoint | artifacts.KServeInferenceService,
-                   checkpoint: artifacts.LlmCheckpoint,
+def run_validation(served: artifacts.ServingEndpoint | artifacts.KServeInferenceService
+                   | artifacts.VertexEndpoint, checkpoint: artifacts.LlmCheckpoint,
                    folder: str, concurrency: list[int], request_rates: list[float],
                    num_prompts: int, input_len: int, output_len: int, prompt_file: str,
                    slo: tuple[float, float, float], gates: tuple[float, ...],
                    logprob_atol: float, metrics_url: str, machine_type: str,
-                   hourly_price: float, timeout_s: float) -> LlmValidationResult:
+                   hourly_price: float, timeout_s: float,
+                   parity_reference: str = "golden") -> LlmValidationResult:
     """validate_llm_endpoint's work, from its parameters."""
     from kfp_serve.components.cost import hourly_price as price_of
-    from kfp_serve.components.llm.kserve_deploy import openai_target
     from kfp_serve.components.llm.llm_load import Slo, file_prompts, synthetic_prompts
+    from kfp_serve.components.llm.targets import describe, openai_target, parity_reference_target
 
     if served.protocol != "openai":
-        raise UserError(f"endpoint {served.url} speaks {served.protocol!r}; validate_llm_endpoint"
-                        " needs an OpenAI-compatible LLM endpoint (deploy_local_llm,"
-                        " deploy_kserve_llm)")
-    url, model_name, served_metrics = openai_target(served)
+        raise UserError(f"endpoint {describe(served)} speaks {served.protocol!r};"
+                        " validate_llm_endpoint needs an OpenAI-compatible LLM endpoint"
+                        " (deploy_local_llm, deploy_kserve_llm, deploy_vertex_llm)")
+    target = openai_target(served)
+    reference = parity_reference_target(served, parity_reference)
     if any(c < 1 for c in concurrency) or any(r <= 0 for r in request_rates):
         raise UserError(f"concurrency {concurrency} must be >= 1 and request_rates"
                         f" {request_rates} > 0")
@@ -138,8 +141,9 @@ def run_validation(served: artifacts.ServingEndpoint | artifacts.KServeInference
     if not levels:
         raise UserError("give at least one concurrency level or request rate")
     price = price_of(machine_type or None, hourly_price or None)
+    if metrics_url:
+        target = dataclasses.replace(target, metrics_url=metrics_url)
     return validate_llm(
-        url, model_name, golden, int(card.max_context), card.vocab_size,
-        card.has_chat_template, levels, bodies_for, LlmGates(*gates),
-        Slo(*slo), logprob_atol=logprob_atol, metrics_url=metrics_url or served_metrics,
-        price=price, timeout_s=timeout_s)
+        target, golden, int(card.max_context), card.vocab_size, card.has_chat_template, levels,
+        bodies_for, LlmGates(*gates), Slo(*slo), logprob_atol=logprob_atol, price=price,
+        timeout_s=timeout_s, reference=reference)

@@ -12,9 +12,11 @@ tokens' must agree within ``logprob_atol``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from kfp_serve.components.errors import InfrastructureError, UserError
 from kfp_serve.components.llm.golden_set import GoldenEntry, GoldenSet
 from kfp_serve.components.llm.openai_http import OpenAIClient
 
@@ -56,6 +58,54 @@ def check_parity(client: OpenAIClient, model: str, golden: GoldenSet,
     return rows
 
 
+def answered_by(client: OpenAIClient, model: str, golden: GoldenSet, where: str) -> GoldenSet:
+    """The golden prompts answered greedily by a reference server instead of transformers: the
+    stable model a canary may replace, for models too large for a CPU reference. Its token ids,
+    text and top-k log-probabilities (and, for chat, its prompt ids) become the expected ones."""
+    entries = []
+    for entry in golden.entries:
+        path, body = request_for(entry, model, min(golden.top_k, 5))
+        status, answer = client.post_json(path, body)
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if status != 200 or not choices:
+            raise InfrastructureError(f"the parity reference {where} answered a golden prompt"
+                                      f" with HTTP {status}: {str(answer)[:160]}")
+        choice = choices[0]
+        if choice.get("token_ids") is None:
+            raise UserError(f"the parity reference {where} returns no token ids"
+                            " (return_token_ids): compare against the golden set instead")
+        text = choice.get("text") if "text" in choice else (choice.get("message") or {}).get("content")
+        entries.append(dataclasses.replace(
+            entry, token_ids=[int(t) for t in choice["token_ids"]], text=text or "",
+            top_logprobs=_served_top_logprobs(choice),
+            prompt_token_ids=list(choice.get("prompt_token_ids") or entry.prompt_token_ids)))
+    return GoldenSet(golden.max_tokens, golden.top_k, where, entries)
+
+
+def _token_id(token: str) -> int:
+    """``token_id:123`` (vLLM's ``return_tokens_as_token_ids``) -> 123."""
+    return int(str(token).rsplit(":", 1)[-1])
+
+
+def _served_top_logprobs(choice: dict[str, Any]) -> list[list[list[float]]]:
+    """Per generated step ``[[token id, log-probability], ...]`` best first, as the golden set
+    keeps them, from a completions or chat answer's logprobs (the chosen token alone where the
+    server gave no top-k); [] when it gave no log-probabilities."""
+    logprobs = choice.get("logprobs") or {}
+    if "top_logprobs" in logprobs:  # completions: one {token: logprob} per step
+        steps = [list((step or {}).items()) for step in logprobs["top_logprobs"]]
+    else:  # chat: content[i].top_logprobs = [{token, logprob}, ...]
+        steps = [[(item["token"], item["logprob"]) for item in position.get("top_logprobs", [])]
+                 for position in logprobs.get("content") or []]
+    chosen, ids = _served_logprobs(choice) or [], choice.get("token_ids") or []
+    out = []
+    for k, token in enumerate(ids):
+        pairs = sorted([[_token_id(t), float(lp)] for t, lp in (steps[k] if k < len(steps) else [])],
+                       key=lambda pair: -pair[1])
+        out.append(pairs or ([[int(token), chosen[k]]] if k < len(chosen) else []))
+    return out if any(out) else []
+
+
 def _served_logprobs(choice: dict[str, Any]) -> list[float] | None:
     logprobs = choice.get("logprobs") or {}
     if "token_logprobs" in logprobs:  # completions
@@ -82,7 +132,8 @@ def compare(entry: GoldenEntry, choice: dict[str, Any], logprob_atol: float,
     diff = None
     if logprobs is not None:
         diffs = [abs(logprobs[k] - entry.top_logprobs[k][0][1])
-                 for k in range(min(matched, len(logprobs), len(entry.top_logprobs)))]
+                 for k in range(min(matched, len(logprobs), len(entry.top_logprobs)))
+                 if entry.top_logprobs[k]]
         diff = max(diffs, default=0.0)
     if matched < min(len(expected), len(served)):
         step = entry.top_logprobs[matched] if matched < len(entry.top_logprobs) else []

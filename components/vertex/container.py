@@ -1,6 +1,7 @@
 """The serving container Vertex AI runs for a published artifact (``ModelContainerSpec``):
 Triton for a repository, Vertex AI's prebuilt PyTorch container (TorchServe) for an archive,
-and what a large model needs of it (deployment timeout, probes, shared memory)."""
+vLLM's OpenAI server for an LLM checkpoint, and what a large model needs of it (deployment
+timeout, probes, shared memory)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,15 @@ _REGISTRY = re.compile(r"^([a-z0-9-]+-docker\.pkg\.dev|([a-z]+\.)?gcr\.io)/")
 
 #: ModelContainerSpec.deployment_timeout's limit (model.proto: "Limit ... is 2 hours")
 MAX_DEPLOYMENT_TIMEOUT_S = 7200
+#: Vertex AI's own vLLM serving image (Model Garden's): it reads ``--model=gs://...`` itself
+VLLM_GPU_IMAGE = ("us-docker.pkg.dev/vertex-ai/vertex-vision-model-garden-dockers/"
+                  "pytorch-vllm-serve:20250601_0916_RC01")
+#: vLLM's OpenAI server as the container runs it (``$(AIP_STORAGE_URI)``: Vertex AI's copy of
+#: the artifact, expanded from the variables it sets)
+VLLM_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server", "--host=0.0.0.0",
+                "--port=8080", "--model=$(AIP_STORAGE_URI)")
+#: ModelContainerSpec.invoke_route_prefix: "/*" is the only value Vertex AI takes (model.proto)
+INVOKE_ALL = "/*"
 STARTUP_PERIOD_S = 10
 
 
@@ -38,12 +48,18 @@ class ContainerSpec:
     predict_route: str
     health_route: str
     large_model: LargeModel | None = None
+    #: "/*": every route of the server through the invoke method, and no predict route (an
+    #: invoke-enabled model deploys to dedicated endpoints only)
+    invoke_route_prefix: str = ""
 
     def to_api(self) -> dict:
         body = {"imageUri": self.image_uri, "args": list(self.args),
                 "env": [{"name": k, "value": v} for k, v in sorted(self.env.items())],
-                "ports": [{"containerPort": self.port}], "predictRoute": self.predict_route,
-                "healthRoute": self.health_route}
+                "ports": [{"containerPort": self.port}], "healthRoute": self.health_route}
+        if self.invoke_route_prefix:
+            body["invokeRoutePrefix"] = self.invoke_route_prefix
+        else:
+            body["predictRoute"] = self.predict_route
         return {**body, **(self.large_model.to_api(self) if self.large_model else {})}
 
 
@@ -88,12 +104,22 @@ class LargeModel:
 
 
 def container_for(content_kind: str, model_name: str, image: str, gpu: bool,
-                  env: dict[str, str] | None = None,
-                  large_model: LargeModel | None = None) -> tuple[ContainerSpec, str]:
+                  env: dict[str, str] | None = None, large_model: LargeModel | None = None,
+                  server_args: tuple[str, ...] = ()) -> tuple[ContainerSpec, str]:
     """The serving container for a published artifact, and the protocol that reaches it:
-    ``vertex-raw`` (Open Inference Protocol bodies through rawPredict, for Triton) or
-    ``vertex-predict`` (``{"instances": [...]}`` through predict, for TorchServe)."""
+    ``vertex-raw`` (Open Inference Protocol bodies through rawPredict, for Triton),
+    ``vertex-predict`` (``{"instances": [...]}`` through predict, for TorchServe) or ``openai``
+    (vLLM's OpenAI routes through invoke, for an LLM checkpoint; ``server_args``: vLLM's
+    settings)."""
     env = dict(env or {})
+    if content_kind == "LlmCheckpoint":
+        if not image and not gpu:
+            raise UserError("Vertex AI's vLLM image needs a GPU: set accelerator_type and"
+                            " accelerator_count, or pass serving_image with a CPU build of vLLM"
+                            " that reads gs:// model folders")
+        args = [*VLLM_COMMAND, f"--served-model-name={model_name}", *server_args]
+        return ContainerSpec(check_image(image or VLLM_GPU_IMAGE), args, env, 8080, "", "/health",
+                             large_model, INVOKE_ALL), "openai"
     if content_kind == "TritonRepository":
         if not image:
             raise UserError("a Triton repository needs serving_image: a tritonserver image in"
@@ -106,5 +132,6 @@ def container_for(content_kind: str, model_name: str, image: str, gpu: bool,
         default = PYTORCH_GPU_IMAGE if gpu else PYTORCH_CPU_IMAGE
         return ContainerSpec(check_image(image or default), [], env, 7080,
                              "/predictions/model", "/ping", large_model), "vertex-predict"
-    raise UserError(f"Vertex AI serves a published TritonRepository or TorchServeArchive, not"
-                    f" {content_kind or 'an unknown artifact'}; publish one with publish_model")
+    raise UserError(f"Vertex AI serves a published TritonRepository, TorchServeArchive or"
+                    f" LlmCheckpoint, not {content_kind or 'an unknown artifact'}; publish one"
+                    " with publish_model or package_llm_checkpoint")

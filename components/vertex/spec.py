@@ -200,6 +200,8 @@ class VertexDeploySpec:
     #: a Private Service Connect endpoint's forwarding rule (IP or DNS name[:port]) in the
     #: user's network, where validation calls it
     psc_address: str = ""
+    #: the serving server's own arguments (vLLM's settings for an LLM checkpoint)
+    server_args: tuple[str, ...] = ()
 
     def check(self) -> VertexDeploySpec:
         check_project(self.project)
@@ -236,8 +238,11 @@ class VertexDeploySpec:
                 raise UserError(f"label {key}={value!r}: keys and values take lowercase letters,"
                                 " digits, '_' and '-' (keys start with a letter, 63 at most)")
         if not self.registry_model:
-            container_for(self.content_kind, self.model_name, self.serving_image,
-                          bool(self.accelerator_type))
+            self.container()
+        if self.content_kind == "LlmCheckpoint" and (self.psc_address or not self.dedicated_endpoint):
+            raise UserError("an LLM is served through Vertex AI's invoke routes, which only"
+                            " dedicated public endpoints take: set dedicated_endpoint=True and drop"
+                            " psc_address")
         if (self.content_kind == "TorchServeArchive" and self.archive_format == "onnx"
                 and not self.serving_image):
             raise UserError(
@@ -310,7 +315,8 @@ class VertexDeploySpec:
 
     def container(self) -> tuple[ContainerSpec, str]:
         return container_for(self.content_kind, self.model_name, self.serving_image,
-                             bool(self.accelerator_type), self.env, self.large_model)
+                             bool(self.accelerator_type), self.env, self.large_model,
+                             self.server_args)
 
     def model_body(self) -> dict:
         """The ``Model`` resource for ``models:upload``."""

@@ -2,7 +2,7 @@
 
     pipelines/definitions  ->  kfp_serve.components (the component functions)
     pipelines (CLI, runners, compiler)  ->  anything in components
-    components/<capability>/component.py  ->  its folder's core modules, other capabilities'
+    components/<capability>/[*_]component.py  ->  its folder's core modules, other capabilities'
                                              core modules, the ground floor
     components/<capability>/*.py (core)  ->  other capabilities' core modules (no cycles),
                                             the ground floor
@@ -60,7 +60,8 @@ def _floor(module: str) -> tuple[str, str]:
         return "package", ""
     if parts[2] in GROUND:
         return "ground", ""
-    kind = "wrapper" if len(parts) > 3 and parts[3] in ("component", "kfp_types") else "core"
+    wrapper = len(parts) > 3 and (parts[3] in ("component", "kfp_types") or parts[3].endswith("_component"))
+    kind = "wrapper" if wrapper else "core"
     return kind, parts[2]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 from support.kserve import artifact
 
-from kfp_serve.components import artifacts
 from kfp_serve.components.errors import KfpServeError, UserError
 from kfp_serve.components.kserve.llm_runtime import VllmSettings, fit, predictor_override
 
@@ -35,7 +34,7 @@ def test_lengths_heads_and_settings_are_checked_before_any_apply():
         fit(CARD_7B, VllmSettings(tensor_parallel_size=3), "L4", 3)
     with pytest.raises(UserError, match="gpu_memory_utilization 1.5 must be in"):
         VllmSettings(gpu_memory_utilization=1.5)
-    with pytest.raises(UserError, match="would change what the runtime sets itself"):
+    with pytest.raises(UserError, match="would change what the serving container sets itself"):
         VllmSettings(extra_args=("--port=9000",))
 
 
@@ -51,24 +50,6 @@ def test_the_settings_become_the_runtime_s_arguments():
     fmt, prefix, override = predictor_override("huggingface", VllmSettings(), 1024, 0)
     assert (fmt, prefix) == ("huggingface", "/openai")
     assert override["spec"]["predictor"]["model"]["args"][0] == "--backend=vllm"
-
-
-@pytest.fixture
-def published_llm(gcs, packaged_llm):
-    import uuid
-
-    from kfp_serve.components.storage.publish import publish
-
-    folder, record = packaged_llm
-    bucket = f"llm-{uuid.uuid4().hex[:8]}"
-    gcs.create_bucket(bucket)
-
-    def version():
-        result = publish(folder, f"gs://{bucket}/demo-llm")
-        return artifact("published", result.uri, artifacts.PublishedVersion(
-            uri=result.uri, published_version=result.version, content=record))
-
-    return version
 
 
 @pytest.mark.usefixtures("vllm_environment")

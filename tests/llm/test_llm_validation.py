@@ -10,6 +10,7 @@ from kfp_serve.components.llm.golden_set import GoldenSet
 from kfp_serve.components.llm.llm_load import Slo, synthetic_prompts
 from kfp_serve.components.llm.llm_report import html, markdown
 from kfp_serve.components.llm.llm_validation import LlmGates, validate_llm
+from kfp_serve.components.llm.targets import OpenAITarget
 
 
 def _validate(packaged_llm, script: Script, gates=None, slo=None, levels=((1, 0.0), (4, 0.0))):
@@ -18,7 +19,7 @@ def _validate(packaged_llm, script: Script, gates=None, slo=None, levels=((1, 0.
     golden = GoldenSet.load(folder)
     script.golden = golden
     with ScriptedOpenAI(script) as server:
-        return validate_llm(server.url, script.model, golden, script.max_model_len, 2048, True,
+        return validate_llm(OpenAITarget(server.url, script.model), golden, script.max_model_len, 2048, True,
                             list(levels), lambda c: synthetic_prompts(2 * c + 2, 16, 8, 2048),
                             gates, slo, progress=lambda _: None)
 
@@ -88,8 +89,28 @@ def test_a_wrong_model_fails_parity_at_the_first_token(packaged_llm):
     golden = GoldenSet.load(folder)
     script = Script()
     with ScriptedOpenAI(script) as server:  # no golden set: every answer is token 7
-        result = validate_llm(server.url, script.model, golden, 1024, 2048, True, [],
+        result = validate_llm(OpenAITarget(server.url, script.model), golden, 1024, 2048, True, [],
                               lambda c: synthetic_prompts(2, 16, 8, 2048), LlmGates(), Slo(),
                               progress=lambda _: None)
     assert not result.passed
     assert "differs at token 0: expected" in result.failure_line()
+
+
+def test_parity_against_a_stable_server_compares_with_its_answers_not_the_golden_set(packaged_llm):
+    """Canary against stable: the reference server's greedy answers are what the endpoint must
+    give; a canary that agrees with the golden set but not with the stable one fails."""
+    folder, _ = packaged_llm
+    golden = GoldenSet.load(folder)
+    canary = Script(golden=golden)
+    with ScriptedOpenAI(canary) as served, ScriptedOpenAI(Script(golden=golden)) as same, \
+            ScriptedOpenAI(Script()) as other:  # no golden set: it answers token 7 throughout
+        def check(reference):
+            return validate_llm(OpenAITarget(served.url, canary.model), golden, 1024, 2048, True,
+                                [], lambda c: synthetic_prompts(2, 16, 8, 2048), LlmGates(), Slo(),
+                                progress=lambda _: None, reference=OpenAITarget(reference.url, canary.model))
+        agreeing = check(same)
+        assert all(p.passed for p in agreeing.parity) and agreeing.reference == same.url
+        differing = check(other)
+    assert not any(p.passed for p in differing.parity)
+    assert "differs at token 0: expected 7" in differing.failure_line()
+    assert f"parity reference: {other.url}" in markdown(differing)

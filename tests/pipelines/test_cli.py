@@ -37,7 +37,8 @@ def test_unknown_pipeline_is_a_one_line_error(capsys):
     assert main(["run", "train_to_serve_nowhere", "--local"]) == 2
     err = capsys.readouterr().err
     assert err == ("error: unknown pipeline 'train_to_serve_nowhere'; known: deploy_existing_model,"
-                   " llm_to_serve_kserve, llm_to_serve_local, train_to_serve_kserve,"
+                   " llm_to_serve_kserve, llm_to_serve_local, llm_to_serve_vertex,"
+                   " train_to_serve_kserve,"
                    " train_to_serve_local, train_to_serve_local_tuned, train_to_serve_torchserve,"
                    " train_to_serve_vertex (see `kfp-serve list`)\n")
 

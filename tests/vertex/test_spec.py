@@ -29,7 +29,7 @@ from kfp_serve.components.vertex.spec import (
     ({"serving_image": "nvcr.io/nvidia/tritonserver:24.09-py3"}, "Vertex AI pulls serving images only from"),
     ({"serving_image": ""}, "a Triton repository needs serving_image"),
     ({"project": "My Project"}, "is not a Google Cloud project id"),
-    ({"content_kind": "OnnxModel"}, "Vertex AI serves a published TritonRepository or TorchServeArchive"),
+    ({"content_kind": "OnnxModel"}, "Vertex AI serves a published TritonRepository, TorchServeArchive or LlmCheckpoint"),
     # the knobs production reaches for (machine_resources.proto, reservation_affinity.proto,
     # endpoint.proto; Compute Engine "Consume reservations": no Spot VMs)
     ({"required_replicas": 3, "min_replicas": 2, "max_replicas": 4},

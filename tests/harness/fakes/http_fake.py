@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
-# (method, path, query, json body) -> (status, json response or plain text[, extra headers])
+# (method, path, query, json body) -> (status, json response, plain text, bytes or an iterator
+# of byte chunks sent as they come[, extra headers])
 Handler = Callable[[str, str, dict, dict], tuple]
 
 
@@ -36,6 +37,9 @@ class FakeServer:
                                                       headers=dict(self.headers.items()))
                 else:
                     status, payload, *extra = handler(self.command, parsed.path, query, body)
+                if isinstance(payload, Iterator):  # a stream: chunks go out as they come
+                    self._send_chunks(status, payload, extra[0] if extra else {})
+                    return
                 text = isinstance(payload, str)  # e.g. pod logs
                 if isinstance(payload, bytes):
                     data, kind = payload, "application/octet-stream"
@@ -51,6 +55,18 @@ class FakeServer:
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _send_chunks(self, status: int, chunks: Iterator[bytes], headers: dict) -> None:
+                """An HTTP/1.0 answer without a length: each chunk is written and flushed as it
+                comes, and closing the connection ends the body."""
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.end_headers()
+                for chunk in chunks:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                self.close_connection = True
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 

@@ -63,7 +63,7 @@ def predictor_container(runtime: dict, isvc: dict) -> dict[str, Any]:
             "args": args, "resources": resources}
 
 
-def _value(args: list[str], flag: str) -> str | None:
+def flag_value(args: list[str], flag: str) -> str | None:
     for k, arg in enumerate(args):
         if arg.startswith(flag + "="):
             return arg.split("=", 1)[1]
@@ -74,19 +74,19 @@ def _value(args: list[str], flag: str) -> str | None:
 
 def start_vllm_predictor(container: dict, model_dir: Path, deployment: str):
     """Run the container's vLLM command on this machine: its arguments as given, except the
-    port (a free one) and ``/mnt/models`` (the copied storageUri)."""
+    host and port (127.0.0.1 and a free one) and ``/mnt/models`` (the copied storageUri)."""
     from kfp_serve.components.llm.vllm_server import start_vllm
 
     args = container["args"]
-    served = _value(args, "--served-model-name") or "model"
-    length = int(_value(args, "--max-model-len") or 0)
+    served = flag_value(args, "--served-model-name") or "model"
+    length = int(flag_value(args, "--max-model-len") or 0)
     rest, skip = [], False
     for k, arg in enumerate(args):
         if skip:
             skip = False
             continue
         flag = arg.split("=", 1)[0]
-        if flag in ("--port", "--model", "--served-model-name", "--max-model-len"):
+        if flag in ("--host", "--port", "--model", "--served-model-name", "--max-model-len"):
             skip = "=" not in arg and k + 1 < len(args)
             continue
         rest.append(arg)

@@ -29,6 +29,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+#: the module vLLM's OpenAI server runs as in a serving container
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 _P = r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
 ROUTES = [
     ("POST", re.compile(rf"^{_P}/models:upload$"), "upload"),
@@ -45,6 +47,9 @@ ROUTES = [
     ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+):mutateDeployedModel$"), "mutateDeployedModel"),
     ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+):predict$"), "predict"),
     ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+):rawPredict$"), "rawPredict"),
+    # invoke is documented as POST (projects.locations.endpoints[.deployedModels].invoke.invoke)
+    ("POST", re.compile(rf"^{_P}/endpoints/(?P<id>[^/:]+)(/deployedModels/(?P<deployed>[^/:]+))?"
+                        r"/invoke/(?P<route>.+)$"), "invoke"),
     ("GET", re.compile(r"^(?P<name>.+/operations/[^/:]+)$"), "get_operation"),
     ("POST", re.compile(r"^(?P<name>.+/operations/[^/:]+):cancel$"), "cancel_operation"),
     ("GET", re.compile(r"^(?P<name>.+)/operations$"), "list_operations"),
@@ -112,6 +117,11 @@ def _container_problem(container: dict) -> str:
     """What Vertex AI refuses in a ModelContainerSpec's large-model fields ('' when nothing):
     a deployment timeout over 2 hours, a probe that is not one action with positive counts
     (model.proto deployment_timeout, startup_probe, health_probe; Probe)."""
+    prefix = container.get("invokeRoutePrefix", "")
+    if prefix and container.get("predictRoute"):  # model.proto: only one of the two
+        return "Only one of predict_route or invoke_route_prefix can be set"
+    if prefix and prefix != "/*":
+        return f'invoke_route_prefix {prefix!r}: "/*" is the only supported value'
     timeout = container.get("deploymentTimeout", "")
     if timeout and float(timeout.rstrip("s")) > 7200:
         return f"deployment_timeout {timeout}: the limit for deployment timeout is 2 hours"
@@ -233,7 +243,7 @@ class FakeVertexApi:
                 if fault == "permission":
                     return _error(403, "PERMISSION_DENIED", f"Permission 'aiplatform.{name}' denied on"
                                   f" resource '//aiplatform.googleapis.com/{path}' (or it may not exist).")
-                if name in ("predict", "rawPredict"):
+                if name in ("predict", "rawPredict", "invoke"):
                     return getattr(self, f"_{name}")(match.groupdict(), query, body, headers)
                 return getattr(self, f"_{name}")(match.groupdict(), query, body)
         return _error(404, "NOT_FOUND", f"no route {method} {path}")
@@ -241,14 +251,15 @@ class FakeVertexApi:
     def _dedicated_host_problem(self, path, host):
         """A dedicated endpoint takes predictions only on its own DNS name, and its DNS name
         serves nothing but predictions (VERTEX_BEHAVIOUR.md: endpoint kinds)."""
-        match = re.match(rf"^{_P}/endpoints/(?P<id>[^/:]+)(?P<verb>:\w+)?$", path)
+        match = re.match(rf"^{_P}/endpoints/(?P<id>[^/:]+)(?P<verb>:\w+|(/deployedModels/[^/:]+)?/invoke/.+)?$",
+                         path)
         dedicated = {e.get("dedicatedEndpointDns") for e in self.endpoints.values()
                      if e.get("dedicatedEndpointEnabled")}
         dedicated |= set(self.psc_addresses.values())  # a PSC forwarding rule serves predictions only
         if match is None:
             return _error(404, "NOT_FOUND", f"{path} is not served on {host}") if host in dedicated else None
         endpoint = self.endpoints.get(match["id"], {})
-        predicting = match["verb"] in (":predict", ":rawPredict")
+        predicting = match["verb"] in (":predict", ":rawPredict") or "/invoke/" in (match["verb"] or "")
         if endpoint.get("dedicatedEndpointEnabled") and predicting and host != endpoint["dedicatedEndpointDns"]:
             return _error(400, "FAILED_PRECONDITION", "Dedicated endpoint cannot be accessed through the"
                           f" shared domain; use its dedicated domain {endpoint['dedicatedEndpointDns']}")
@@ -484,8 +495,15 @@ class FakeVertexApi:
         refused = _deployment_problem(deployed)
         if refused:
             return _error(400, "INVALID_ARGUMENT", refused)
+        model_name, _, version = deployed.get("model", "").partition("@")
         with self.lock:
             known = {d["id"] for d in endpoint["deployedModels"]}
+            versions = self.models.get(model_name.rsplit("/", 1)[-1], [])
+            wanted = next((v for v in versions if v["versionId"] == version), {})
+        if (wanted.get("containerSpec") or {}).get("invokeRoutePrefix") \
+                and not endpoint.get("dedicatedEndpointEnabled"):
+            return _error(400, "FAILED_PRECONDITION", "A model with invoke_route_prefix can only be"
+                          " deployed to a dedicated endpoint")
         if set(split) - known - {"0"}:
             return _error(400, "INVALID_ARGUMENT", f"traffic split {split} names models that are not"
                           " deployed")
@@ -592,6 +610,12 @@ class FakeVertexApi:
         target = Path(tempfile.mkdtemp(dir=self.workdir, prefix=f"deployed-{deployed_id}-"))
         folder = copy_prefix(model["artifactUri"], target / "model")  # unchecked, as Vertex reads it
         stack = contextlib.ExitStack()
+        spec = model["containerSpec"]
+        if VLLM_MODULE in spec.get("args", []):
+            url = self._start_vllm(deployed_id, model, folder, stack)
+            with self.lock:
+                self.runtimes[deployed_id] = (url, "vllm", stack)
+            return
         if (folder / "model.mar").is_file():
             # Vertex AI's prebuilt PyTorch container: TorchServe with its own configuration
             # (the archive's config.properties is not read, no per-model pip install), the JSON
@@ -637,6 +661,48 @@ class FakeVertexApi:
             self.routes[deployed_id] = ("/predictions/model" if kind.startswith("torchserve")
                                         else model["containerSpec"]["predictRoute"])
 
+    def _start_vllm(self, deployed_id: str, model: dict, folder: Path,
+                    stack: contextlib.ExitStack) -> str:
+        """Vertex AI's vLLM image: ``python3 -m vllm.entrypoints.openai.api_server`` with the
+        container's arguments, ``$(VAR)`` expanded from the AIP_* variables and ``env``
+        (ModelContainerSpec.args), ``--model=gs://...`` downloaded by the image (Model Garden's
+        deploy specs pass gs:// folders), health checks on the container's port and health route
+        (VERTEX_BEHAVIOUR.md: vLLM serving). Here the local vLLM, on 127.0.0.1 and a free port."""
+        import urllib.error
+
+        from fakes.kserve_vllm import flag_value, start_vllm_predictor
+        from fakes.triton_vertex import expand
+        from kfp_serve.components.local.triton_server import stop_server
+
+        spec = model["containerSpec"]
+        port = (spec.get("ports") or [{"containerPort": 8080}])[0]["containerPort"]
+        env = {"AIP_MODE": "PREDICTION", "AIP_HTTP_PORT": str(port),
+               "AIP_HEALTH_ROUTE": spec.get("healthRoute", ""),
+               "AIP_STORAGE_URI": model["artifactUri"],
+               **{e["name"]: e["value"] for e in spec.get("env", [])}}
+        args = [expand(a, env) for a in spec["args"]]
+        args = args[args.index(VLLM_MODULE) + 1:]
+        source = flag_value(args, "--model") or ""
+        if source.rstrip("/") != model["artifactUri"].rstrip("/"):
+            raise RuntimeError(f"vLLM cannot load model {source!r}: the container reads the"
+                               f" model's artifact at {model['artifactUri']}")
+        listens = flag_value(args, "--port") or "8000"
+        if listens != str(port):
+            raise RuntimeError(f"the server listens on port {listens} and Vertex AI sends health"
+                               f" checks to the container port {port}")
+        record = start_vllm_predictor({"args": args}, folder, f"vertex-{deployed_id}")
+        stack.callback(stop_server, record)
+        route = spec.get("healthRoute") or "/"
+        try:
+            with urllib.request.urlopen(record.url + route, timeout=30) as answer:
+                healthy = answer.status == 200
+        except (urllib.error.URLError, OSError):
+            healthy = False
+        if not healthy:
+            stack.close()
+            raise RuntimeError(f"health route {route} never answered 200")
+        return record.url
+
     def _stop_runtime(self, deployed_id: str) -> None:
         with self.lock:
             runtime = self.runtimes.pop(deployed_id, None)
@@ -667,7 +733,10 @@ class FakeVertexApi:
         deployed_id = self._pick(m["id"])
         if deployed_id is None or deployed_id not in self.runtimes:
             return _error(400, "FAILED_PRECONDITION", "the endpoint has no deployed model that takes traffic")
-        url = self.runtimes[deployed_id][0]
+        url, kind, _ = self.runtimes[deployed_id]
+        if kind == "vllm":  # invokeRoutePrefix turns every other Vertex AI route off
+            return _error(400, "FAILED_PRECONDITION", f"Deployed model {deployed_id} has"
+                          " invoke_route_prefix set: only invoke requests are served")
         # Vertex AI posts to the container's predict route; rawPredict passes the caller's
         # headers on (Triton's redirect header among them)
         route = self.routes.get(deployed_id, "/predictions/model")
@@ -704,3 +773,41 @@ class FakeVertexApi:
 
             body = json.loads(base64.b64decode(body["data"]))
         return self._forward(m, body, raw=True, headers=headers)
+
+    def _invoke(self, m, query, body, headers=None):
+        """``POST .../endpoints/E[/deployedModels/D]/invoke/<route>``: the request goes to
+        ``/<route>`` of the deployed model named, or of one the traffic split picks, as it came;
+        the answer comes back as the server sends it, a stream chunk by chunk (the invoke
+        reference: "Forwards arbitrary HTTP requests for both streaming and non-streaming
+        cases")."""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        if len(data) > DEDICATED_REQUEST_LIMIT_BYTES:
+            return _error(400, "INVALID_ARGUMENT", "Request payload size exceeds the limit:"
+                          f" {DEDICATED_REQUEST_LIMIT_BYTES} bytes.")
+        deployed_id = m.get("deployed") or self._pick(m["id"])
+        with self.lock:
+            endpoint = self.endpoints.get(m["id"], {})
+            known = {d["id"] for d in endpoint.get("deployedModels", [])}
+            runtime = self.runtimes.get(deployed_id or "")
+        if deployed_id is None or deployed_id not in known:
+            return _error(404, "NOT_FOUND", f"deployed model {deployed_id} is not on endpoint {m['id']}")
+        if runtime is None or runtime[1] != "vllm":
+            return _error(400, "FAILED_PRECONDITION", f"Deployed model {deployed_id} does not"
+                          " have invoke_route_prefix set; invoke is not enabled for it")
+        kind = next((v for k, v in (headers or {}).items() if k.lower() == "content-type"),
+                    "application/json")
+        request = urllib.request.Request(f"{runtime[0]}/{m['route']}", data=data, method="POST",
+                                         headers={"Content-Type": kind})
+        try:
+            response = urllib.request.urlopen(request, timeout=300)
+        except urllib.error.HTTPError as err:
+            return err.code, err.read(), {"Content-Type": err.headers.get("Content-Type", "")}
+        answer_kind = response.headers.get("Content-Type", "")
+        if answer_kind.startswith("text/event-stream"):
+            def chunks():
+                with response:
+                    while chunk := response.read1(65536):
+                        yield chunk
+            return response.status, chunks(), {"Content-Type": answer_kind}
+        with response:
+            return response.status, response.read(), {"Content-Type": answer_kind}
