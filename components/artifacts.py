@@ -353,6 +353,8 @@ class VertexEndpoint(Record):
     previous_traffic: dict[str, int] = field(default_factory=dict)
     tensor_names: dict[str, str] = field(default_factory=dict)
     model: str = ""  # the model (no version) whose earlier versions a promote replaces
+    #: on flex-start VMs: Vertex AI undeploys it this many seconds after the deploy (promote refuses)
+    flex_start_s: int = 0
 
 
 #: the kinds validate_endpoint calls

@@ -132,6 +132,16 @@ class VertexClient:
                             " a pipeline with a service account or `gcloud auth"
                             " application-default login`") from err
         self.types = aiplatform_v1
+        self._credentials, self._client_options = credentials, options
+
+    def beta_endpoints(self) -> tuple[Any, Any]:
+        """The v1beta1 EndpointServiceClient and types, for what only v1beta1 carries (a
+        DeployedModel on flex-start VMs); its operations are read through the v1 client."""
+        from google.cloud import aiplatform_v1beta1
+
+        client = aiplatform_v1beta1.EndpointServiceClient(
+            credentials=self._credentials, transport="rest", client_options=self._client_options)
+        return client, aiplatform_v1beta1
 
     # -- calls through the boundary ------------------------------------------------------
     def options(self, idempotent: bool = True) -> dict[str, Any]:

@@ -37,6 +37,7 @@ def deploy_vertex(
     spot: bool = False,
     reservation: Optional[str] = None,
     required_replicas: int = 0,
+    flex_start_max_runtime_s: int = 0,
     request_count_target: int = 0,
     access_logging: bool = False,
     container_logging: bool = True,
@@ -99,6 +100,10 @@ def deploy_vertex(
             ``projects/P/zones/Z/reservations/NAME``; empty: Vertex AI's default.
         required_replicas: A partial deploy succeeds once this many replicas are ready (the
             rest keep being retried); 0: all min_replicas.
+        flex_start_max_runtime_s: Run the replicas on flex-start VMs (Dynamic Workload
+            Scheduler: discounted, for short work) for at most this many seconds (up to 604800,
+            7 days); Vertex AI undeploys the model then, so promote_vertex refuses it (0: not
+            flex-start; deployed through the v1beta1 API).
         request_count_target: Autoscale on requests per minute per replica (0: not on request
             count).
         access_logging: Log each prediction request's access (Cloud Logging).
@@ -160,6 +165,7 @@ def deploy_vertex(
         traffic_percentage=traffic_percentage, labels=labels or {}, env=env or {},
         version_aliases=version_aliases or [], service_account=service_account or "",
         spot=spot, reservation=reservation or "", required_replicas=required_replicas,
+        flex_start_s=flex_start_max_runtime_s,
         request_count_target=request_count_target, access_logging=access_logging,
         container_logging=container_logging, dedicated_endpoint=dedicated_endpoint,
         inference_timeout_s=inference_timeout_s, request_logging_rate=request_logging_rate,
@@ -203,7 +209,8 @@ def promote_vertex(
     undeployed if asked); other models on the endpoint, such as another pipeline's canary or an
     unrelated model, keep their shares and stay deployed. Its model version becomes the model's
     ``default`` (Vertex AI never moves that alias on upload, so the model name alone would
-    otherwise keep meaning version 1). Safe to retry.
+    otherwise keep meaning version 1). A deployed model on flex-start VMs is refused: Vertex AI
+    undeploys it when its time runs out. Safe to retry.
 
     Args:
         vertex_endpoint: The google.VertexEndpoint from deploy_vertex.

@@ -52,6 +52,9 @@ class VertexDeployment:
                  f"- traffic: {self.traffic} (before: {self.previous_traffic or 'none'})",
                  f"- machine: {machine}, replicas {spec.min_replicas}-{spec.max_replicas}",
                  f"- protocol: {self.protocol}"]
+        if spec.flex_start_s:
+            lines.append(f"- flex-start VMs: Vertex AI undeploys this deployed model"
+                         f" {spec.flex_start_s} s after the deploy (it cannot be promoted)")
         if self.reused:
             lines.append(f"- resumed: reused {', '.join(self.reused)}")
         return "\n".join(lines) + "\n"
@@ -72,7 +75,7 @@ class VertexDeployment:
                                      self.psc_address or self.dedicated_dns),
             api_base=rest_url(spec.location, self.endpoint, api_endpoint), api_endpoint=api_endpoint,
             protocol=self.protocol, traffic=self.traffic, previous_traffic=self.previous_traffic,
-            tensor_names=tensor_names, model=self.model)
+            tensor_names=tensor_names, model=self.model, flex_start_s=spec.flex_start_s)
 
 
 def endpoint_name(client: VertexClient, endpoint: str) -> str:
@@ -180,14 +183,21 @@ def deploy_to_endpoint(client: VertexClient, spec: VertexDeploySpec, model: Any,
         deployed_id = deployed.id
     else:
         previous = dict(endpoint.traffic_split)
+        if spec.flex_start_s and spec.traffic_percentage == 100 and any(previous.values()):
+            raise UserError(f"a flex-start deployed model with 100 % of {endpoint.name}'s traffic:"
+                            " the models serving now would keep no share, so when Vertex AI"
+                            " undeploys it the endpoint would serve nothing; give it less than"
+                            " 100 % (a canary) or deploy on on-demand capacity")
         split = with_new(previous, "0", spec.traffic_percentage)
         body = spec.deployed_model_body(version_name)
         body["displayName"] = deployed_name(spec.display_name, marker, previous)
-        started = client.call("deploying the model", client.endpoints.deploy_model,
+        service, types = client.beta_endpoints() if spec.flex_start_s else (client.endpoints, client.types)
+        started = client.call("deploying the model", service.deploy_model,
                               endpoint=endpoint.name, traffic_split=split, idempotent=False,
-                              deployed_model=client.types.DeployedModel.from_json(json.dumps(body)))
-        response = client.wait(client.endpoints, started.operation.name, "deploying the model", timeout_s)
-        deployed_id = client.types.DeployModelResponse.deserialize(response.value).deployed_model.id
+                              deployed_model=types.DeployedModel.from_json(json.dumps(body)))
+        # read in the API version that made it (v1 has no field for what v1beta1 set)
+        response = client.wait(service, started.operation.name, "deploying the model", timeout_s)
+        deployed_id = types.DeployModelResponse.deserialize(response.value).deployed_model.id
     endpoint = dedicated_ready(client, endpoint.name, timeout_s)
     return VertexDeployment(version_name.split("@")[0], model.version_id, endpoint.name, deployed_id,
                             dict(endpoint.traffic_split), previous, protocol, reused,

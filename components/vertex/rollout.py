@@ -75,6 +75,12 @@ def promote(endpoint: VertexEndpoint, undeploy_previous: bool, timeout_s: float 
     """The canary takes the traffic of the versions of its model that served before the deploy;
     they are undeployed if asked; its version becomes the model's default. Other models keep
     their shares. Returns the split after the change."""
+    if endpoint.flex_start_s:
+        raise UserError(f"deployed model {endpoint.deployed_model_id} runs on flex-start VMs, which"
+                        f" Vertex AI undeploys {endpoint.flex_start_s} s after the deploy: promoted,"
+                        " it would take the endpoint's traffic down with it; deploy the version on"
+                        " on-demand, Spot or reserved capacity to promote it (flex-start suits"
+                        " canaries and short evaluations)")
     client = VertexClient(endpoint.project, endpoint.location, endpoint.api_endpoint, poll_s=poll_s)
     current, mine = _ours(client, endpoint)
     if mine is None:

@@ -65,6 +65,8 @@ _REGISTRY_MODEL = re.compile(r"^(projects/[^/]+/locations/[^/]+/models/)?[A-Za-z
 RESERVATION_KEY = "compute.googleapis.com/reservation-name"
 _RESERVATION = re.compile(r"^projects/[a-z0-9-]+/zones/[a-z]+-[a-z]+\d+-[a-z]"
                           r"/reservations/[a-z]([a-z0-9-]*[a-z0-9])?$")
+#: FlexStart.max_runtime_duration's limit (machine_resources.proto, v1beta1: "up to 7 days")
+MAX_FLEX_START_S = 7 * 24 * 3600
 _BIGQUERY = re.compile(r"^bq://[a-z][a-z0-9-]{4,28}[a-z0-9](\.\w{1,1024}(\.[\w$-]{1,1024})?)?$")
 
 
@@ -184,6 +186,9 @@ class VertexDeploySpec:
     spot: bool = False
     reservation: str = ""  # "", "any", "none" or projects/P/zones/Z/reservations/NAME
     required_replicas: int = 0  # a partial deploy succeeds with this many ready (0: all min)
+    #: flex-start VMs (Dynamic Workload Scheduler) for at most this long; Vertex AI undeploys
+    #: the model then (0: not flex-start). v1beta1 only.
+    flex_start_s: int = 0
     request_count_target: int = 0  # autoscaling target: requests per minute per replica
     # observability
     access_logging: bool = False
@@ -265,6 +270,10 @@ class VertexDeploySpec:
         if self.reservation not in ("", "any", "none") and not _RESERVATION.match(self.reservation):
             raise UserError(f"reservation {self.reservation!r}: use 'any', 'none' or the full name"
                             " projects/PROJECT/zones/ZONE/reservations/NAME")
+        if not 0 <= self.flex_start_s <= MAX_FLEX_START_S:
+            raise UserError(f"flex_start_max_runtime_s={self.flex_start_s}: flex-start VMs run for at"
+                            f" most {MAX_FLEX_START_S} s (7 days), then Vertex AI undeploys the model;"
+                            " 0 for on-demand capacity")
         if self.spot and self.reservation not in ("", "none"):
             raise UserError("spot=True cannot consume a reservation (Compute Engine: Spot VMs do not"
                             " consume reserved capacity); drop one of spot and reservation")
@@ -341,6 +350,8 @@ class VertexDeploySpec:
                  "values": [self.reservation]})
         if self.spot:
             spec["spot"] = True
+        if self.flex_start_s:
+            spec["flexStart"] = {"maxRuntimeDuration": f"{self.flex_start_s}s"}
         if self.required_replicas:
             spec["requiredReplicaCount"] = self.required_replicas
         metrics = []

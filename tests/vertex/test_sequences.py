@@ -14,7 +14,9 @@ every step the endpoint must hold these invariants:
   it had then; models deployed since keep their shares;
 - a promote leaves the other pipeline's models and shares as they were;
 - a retried step returns what the first attempt would have (the same deployed model, the split
-  before the deploy) and makes no second model version, deployed model or endpoint.
+  before the deploy) and makes no second model version, deployed model or endpoint;
+- a canary on flex-start VMs is never promoted, never takes all the traffic from models that
+  serve, and when Vertex AI undeploys it (its time runs out) every other model still serves.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class EndpointSequences(RuleBasedStateMachine):
     """One shared endpoint; each step compares the endpoint before and after."""
 
     explored = {"sequences": 0, "steps": 0, "crashes": 0, "promotes": 0, "rollbacks": 0,
-                "refused rollbacks": 0}
+                "refused rollbacks": 0, "flex-start deploys": 0, "expiries": 0}
 
     def __init__(self):
         super().__init__()
@@ -76,19 +78,27 @@ class EndpointSequences(RuleBasedStateMachine):
     # -- steps ---------------------------------------------------------------------------------
     @rule(pipeline=st.sampled_from(sorted(PIPELINES)), version=st.integers(1, 3),
           percent=st.sampled_from([10, 30, 50, 100]),
-          crash=st.sampled_from([None, None, "uploadModel", "deployModel"]))
-    def deploy(self, pipeline, version, percent, crash):
+          crash=st.sampled_from([None, None, "uploadModel", "deployModel"]),
+          flex=st.sampled_from([False, False, True]))
+    def deploy(self, pipeline, version, percent, crash, flex):
         if pipeline in self.open:  # a pipeline validates its canary before deploying another
             return
         self.runs += 1
         spec = vertex_spec(f"gs://models/{pipeline}/v{version}", display_name=PIPELINES[pipeline],
-                           model_name=pipeline, endpoint=ENDPOINT, traffic_percentage=percent)
+                           model_name=pipeline, endpoint=ENDPOINT, traffic_percentage=percent,
+                           flex_start_s=600 if flex else 0)
         deploy_id = f"{pipeline}-run-{self.runs}"
         before, owners = self.state()
         serving = sum(1 for v in before.values() if v > 0)
-        self.steps.append(f"deploy {pipeline} v{version} {percent}% crash={crash}")
+        self.steps.append(f"deploy {pipeline} v{version} {percent}% crash={crash} flex={flex}")
         self.explored["steps"] += 1
         made = self.counts()
+        if flex and percent == 100 and serving:
+            with pytest.raises(UserError, match="the endpoint would serve nothing"):
+                rollout.deploy(spec, self.api.url, 30, 0.05, deploy_id=deploy_id)
+            assert self.state() == (before, owners)
+            return
+        self.explored["flex-start deploys"] += flex
         if 0 < 100 - percent < serving:
             with pytest.raises(UserError, match="needs at least 1 %"):
                 rollout.deploy(spec, self.api.url, 30, 0.05, deploy_id=deploy_id)
@@ -128,6 +138,17 @@ class EndpointSequences(RuleBasedStateMachine):
         self.explored["steps"] += 1
         self.explored["promotes" if passed else "rollbacks"] += 1
         ours = result.deployed_model_id
+        if ours not in owners:  # a flex-start canary whose time ran out: nothing left to do
+            assert record.flex_start_s
+            split = rollout.rollback(record, True, 30, 0.05)
+            assert self.state() == (before, owners) and split == before
+            return
+        if passed and record.flex_start_s:  # never promoted: it would vanish with production
+            with pytest.raises(UserError, match="runs on flex-start VMs"):
+                rollout.promote(record, True, 30, 0.05)
+            assert self.state() == (before, owners)
+            self.open[pipeline] = (record, result, previous)
+            return
         if passed:
             replaced = {k for k in previous if k in owners and owners[k] == owners[ours] and k != ours}
             split = rollout.promote(record, True, 30, 0.05)
@@ -164,6 +185,24 @@ class EndpointSequences(RuleBasedStateMachine):
                 for k, v in live_previous.items():
                     expected = before.get(k, 0) + share * v / total
                     assert abs(after[k] - expected) <= 1.0 + 1e-9, (k, before, after, previous)
+
+    @rule(pick=st.integers(0, 3))
+    def time_runs_out(self, pick):
+        """Vertex AI undeploys a flex-start deployed model whose time ran out."""
+        endpoint = self.endpoint()
+        flex = sorted(d["id"] for d in endpoint["deployedModels"]
+                      if (d.get("dedicatedResources") or {}).get("flexStart"))
+        if not flex:
+            return
+        gone = flex[pick % len(flex)]
+        before, owners = self.state()
+        self.steps.append(f"time runs out for {gone}")
+        self.explored["expiries"] += 1
+        self.api._expire(endpoint["name"].rsplit("/", 1)[-1], gone)
+        after, after_owners = self.state()
+        assert set(owners) - set(after_owners) == {gone}
+        for k, v in before.items():  # every other model that served still serves
+            assert k == gone or after.get(k, 0) >= v > 0 or not v, (k, before, after)
 
     # -- invariants ----------------------------------------------------------------------------
     @invariant()

@@ -65,6 +65,32 @@ def _error(code: int, status: str, message: str) -> tuple[int, dict]:
     return code, {"error": {"code": code, "status": status, "message": message}}
 
 
+#: fields only v1beta1 has, by the message that holds them (aiplatform_v1 2.7.0 lacks them)
+V1BETA1_ONLY = {"dedicatedResources": ("flexStart",)}
+
+
+def _in_version(resource: dict, api: str | None) -> dict:
+    """A resource (an endpoint, an operation) as the API version it is read in renders it: v1
+    leaves out what only v1beta1 has, and types an operation's response in its own version."""
+    def strip(node):
+        if isinstance(node, dict):
+            for holder, fields in V1BETA1_ONLY.items():
+                if isinstance(node.get(holder), dict) and api != "v1beta1":
+                    for name in fields:
+                        node[holder].pop(name, None)
+            for value in node.values():
+                strip(value)
+        elif isinstance(node, list):
+            for value in node:
+                strip(value)
+
+    strip(resource)
+    kind = (resource.get("response") or {}).get("@type", "")
+    if api == "v1beta1" and kind.startswith(_T):
+        resource["response"]["@type"] = kind.replace(".v1.", ".v1beta1.")
+    return resource
+
+
 def _deployment_problem(deployed: dict) -> str:
     """What Vertex AI refuses in a DeployedModel's resources ('' when nothing)."""
     if not deployed.get("dedicatedResources"):
@@ -89,6 +115,11 @@ def _deployment_problem(deployed: dict) -> str:
         return "reservation_affinity: SPECIFIC_RESERVATION needs key and values"
     if resources.get("spot") and kind in ("SPECIFIC_RESERVATION", "ANY_RESERVATION", 2, 3):
         return "Spot VMs cannot consume a reservation"
+    flex = resources.get("flexStart")
+    if flex is not None:
+        seconds = float(str(flex.get("maxRuntimeDuration", "0s")).rstrip("s") or 0)
+        if not 0 < seconds <= 7 * 24 * 3600:
+            return "flex_start.max_runtime_duration must be positive and at most 7 days"
     accelerator = spec.get("acceleratorType", "")
     if isinstance(accelerator, int):  # the REST clients send enums as numbers (enum-encoding=int)
         from google.cloud.aiplatform_v1.types import AcceleratorType
@@ -204,6 +235,8 @@ class FakeVertexApi:
         #: endpoint id -> the host of its Private Service Connect forwarding rule (here a name
         #: of this machine), the only place it takes predictions
         self.psc_addresses: dict[str, str] = {}
+        #: flex-start deployed models expire after maxRuntimeDuration x this (tests shrink time)
+        self.flex_time_scale = 1.0
         self.lock = threading.RLock()
         self._ids = 1000
 
@@ -227,7 +260,8 @@ class FakeVertexApi:
     takes_bytes = True  # rawPredict's body is any bytes (google.api.HttpBody), e.g. binary tensors
 
     def __call__(self, method, path, query, body, headers=None):
-        path = re.sub(r"^/(v1|ui)/", "", urllib.parse.unquote(path))
+        version = re.match(r"^/(v1beta1|v1|ui)/", path)
+        path = re.sub(r"^/(v1beta1|v1|ui)/", "", urllib.parse.unquote(path))
         host = next((v for k, v in (headers or {}).items() if k.lower() == "host"), "")
         refused = self._dedicated_host_problem(path, host)
         if refused:
@@ -245,7 +279,8 @@ class FakeVertexApi:
                                   f" resource '//aiplatform.googleapis.com/{path}' (or it may not exist).")
                 if name in ("predict", "rawPredict", "invoke"):
                     return getattr(self, f"_{name}")(match.groupdict(), query, body, headers)
-                return getattr(self, f"_{name}")(match.groupdict(), query, body)
+                return getattr(self, f"_{name}")({**match.groupdict(), "api": version and version[1]},
+                                                  query, body)
         return _error(404, "NOT_FOUND", f"no route {method} {path}")
 
     def _dedicated_host_problem(self, path, host):
@@ -318,7 +353,8 @@ class FakeVertexApi:
                 self.dying.discard(name)
                 return _error(500, "INTERNAL", "the connection was reset (the step died)")
             op = self.operations.get(name)
-            return (200, copy.deepcopy(op)) if op else _error(404, "NOT_FOUND", m["name"])
+            return (200, _in_version(copy.deepcopy(op), m.get("api"))) if op else \
+                _error(404, "NOT_FOUND", m["name"])
 
     def _cancel_operation(self, m, query, body):
         with self.lock:
@@ -334,7 +370,8 @@ class FakeVertexApi:
         nextPageToken out); finished operations first, as older ones are."""
         prefix = self._by_number(m["name"]) + "/operations/"
         with self.lock:
-            ops = [copy.deepcopy(op) for n, op in self.operations.items() if n.startswith(prefix)]
+            ops = [_in_version(copy.deepcopy(op), m.get("api")) for n, op in self.operations.items()
+                   if n.startswith(prefix)]
             ops += copy.deepcopy(self.extra_operations.get(m["name"], []))
         ops.sort(key=lambda op: not op.get("done"))
         start = int(query.get("pageToken") or 0)
@@ -454,13 +491,14 @@ class FakeVertexApi:
 
     def _list_endpoints(self, m, query, body):
         with self.lock:
-            found = [copy.deepcopy(e) for e in self.endpoints.values()]
+            found = [_in_version(copy.deepcopy(e), m.get("api")) for e in self.endpoints.values()]
         return 200, {"endpoints": [e for e in found if _matches(e, query.get("filter", ""))]}
 
     def _get_endpoint(self, m, query, body):
         with self.lock:
             endpoint = self.endpoints.get(m["id"])
-            return (200, copy.deepcopy(endpoint)) if endpoint else _error(404, "NOT_FOUND", m["id"])
+            return (200, _in_version(copy.deepcopy(endpoint), m.get("api"))) if endpoint else \
+                _error(404, "NOT_FOUND", m["id"])
 
     def _update_endpoint(self, m, query, body):
         with self.lock:
@@ -492,6 +530,10 @@ class FakeVertexApi:
         if split and sum(split.values()) != 100:
             return _error(400, "INVALID_ARGUMENT", f"traffic split {split} does not sum to 100")
         deployed = copy.deepcopy(body["deployedModel"])
+        flex = (deployed.get("dedicatedResources") or {}).get("flexStart")
+        if flex is not None and m.get("api") != "v1beta1":  # v1's DedicatedResources lacks it
+            return _error(400, "INVALID_ARGUMENT", 'Invalid JSON payload received. Unknown name'
+                          ' "flexStart" at \'deployed_model.dedicated_resources\': Cannot find field.')
         refused = _deployment_problem(deployed)
         if refused:
             return _error(400, "INVALID_ARGUMENT", refused)
@@ -523,9 +565,32 @@ class FakeVertexApi:
                 if split:
                     endpoint["trafficSplit"] = {(deployed_id if k == "0" else k): v
                                                 for k, v in split.items() if v}
+            if flex is not None:  # Dynamic Workload Scheduler: gone when its time runs out
+                seconds = float(flex.get("maxRuntimeDuration", "0s").rstrip("s"))
+                timer = threading.Timer(seconds * self.flex_time_scale, self._expire, (m["id"], deployed_id))
+                timer.daemon = True
+                timer.start()
             return {"@type": f"{_T}DeployModelResponse", "deployedModel": deployed}
 
         return self._operation(endpoint["name"], "DeployModel", work)
+
+    def _expire(self, endpoint_id: str, deployed_id: str) -> None:
+        """A flex-start deployed model's time ran out: Vertex AI undeploys it ("your deployed
+        model is automatically undeployed"). Where its traffic goes is not documented: here the
+        others share it in their proportions (none left: the split is empty)."""
+        with self.lock:
+            endpoint = self.endpoints.get(endpoint_id)
+            if endpoint is None:
+                return
+            endpoint["deployedModels"] = [d for d in endpoint["deployedModels"] if d["id"] != deployed_id]
+            rest = {k: v for k, v in endpoint.get("trafficSplit", {}).items() if k != deployed_id and v}
+            total = sum(rest.values())
+            shares = {k: 100 * v // total for k, v in rest.items()} if total else {}
+            if shares:
+                first = sorted(shares)[0]
+                shares[first] += 100 - sum(shares.values())
+            endpoint["trafficSplit"] = shares
+        self._stop_runtime(deployed_id)
 
     def _mutateDeployedModel(self, m, query, body):
         """Only replica counts, autoscaling specs and container logging change in place
