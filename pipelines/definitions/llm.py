@@ -18,6 +18,16 @@ from kfp_serve.components import (
 )
 
 
+def _validate_then_promote_or_roll_back(validation: dict, promote, roll_back) -> None:
+    """validate_llm_endpoint with ``validation``'s arguments; its verdict promotes or rolls back
+    (a failed validation is a handled outcome, not a failed run)."""
+    validate = validate_llm_endpoint(**validation, fail_on_mismatch=False).set_caching_options(False)
+    with dsl.If(validate.outputs["Output"] == True):  # noqa: E712 (a KFP condition)
+        promote().set_caching_options(False)
+    with dsl.Else():
+        roll_back().set_caching_options(False)
+
+
 @dsl.pipeline(name="llm-to-serve-local")
 def llm_to_serve_local(
     checkpoint_uri: str = "demo",
@@ -138,16 +148,13 @@ def llm_to_serve_kserve(
         ready_timeout_s=ready_timeout_s, api_host=api_host,
     ).set_caching_options(False)
     service = deploy.outputs["inference_service"]
-    validate = validate_llm_endpoint(
-        endpoint=service, model=package.outputs["packaged"], concurrency=concurrency,
-        slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, max_p95_ttft_ms=max_p95_ttft_ms,
-        max_p95_tpot_ms=max_p95_tpot_ms, min_goodput_ratio=min_goodput_ratio,
-        logprob_atol=logprob_atol, fail_on_mismatch=False,
-    ).set_caching_options(False)
-    with dsl.If(validate.outputs["Output"] == True):  # noqa: E712 (a KFP condition)
-        promote_kserve(inference_service=service, api_host=api_host).set_caching_options(False)
-    with dsl.Else():
-        rollback_kserve(inference_service=service, api_host=api_host).set_caching_options(False)
+    _validate_then_promote_or_roll_back(
+        dict(endpoint=service, model=package.outputs["packaged"], concurrency=concurrency,
+             slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, max_p95_ttft_ms=max_p95_ttft_ms,
+             max_p95_tpot_ms=max_p95_tpot_ms, min_goodput_ratio=min_goodput_ratio,
+             logprob_atol=logprob_atol),
+        promote=lambda: promote_kserve(inference_service=service, api_host=api_host),
+        roll_back=lambda: rollback_kserve(inference_service=service, api_host=api_host))
 
 
 @dsl.pipeline(name="llm-to-serve-vertex")
@@ -221,15 +228,13 @@ def llm_to_serve_vertex(
         api_endpoint=api_endpoint,
     ).set_caching_options(False)
     endpoint_artifact = deploy.outputs["vertex_endpoint"]
-    validate = validate_llm_endpoint(
-        endpoint=endpoint_artifact, model=package.outputs["packaged"], concurrency=concurrency,
-        slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, max_p95_ttft_ms=max_p95_ttft_ms,
-        max_p95_tpot_ms=max_p95_tpot_ms, min_goodput_ratio=min_goodput_ratio,
-        logprob_atol=logprob_atol, parity_reference=parity_reference, fail_on_mismatch=False,
-    ).set_caching_options(False)
-    with dsl.If(validate.outputs["Output"] == True):  # noqa: E712 (a KFP condition)
-        promote_vertex(vertex_endpoint=endpoint_artifact,
-                       operation_timeout_s=operation_timeout_s).set_caching_options(False)
-    with dsl.Else():
-        rollback_vertex(vertex_endpoint=endpoint_artifact,
-                        operation_timeout_s=operation_timeout_s).set_caching_options(False)
+    _validate_then_promote_or_roll_back(
+        dict(endpoint=endpoint_artifact, model=package.outputs["packaged"], concurrency=concurrency,
+             slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms, max_p95_ttft_ms=max_p95_ttft_ms,
+             max_p95_tpot_ms=max_p95_tpot_ms, min_goodput_ratio=min_goodput_ratio,
+             logprob_atol=logprob_atol, parity_reference=parity_reference),
+        promote=lambda: promote_vertex(vertex_endpoint=endpoint_artifact,
+                                       operation_timeout_s=operation_timeout_s),
+        roll_back=lambda: rollback_vertex(vertex_endpoint=endpoint_artifact,
+                                          operation_timeout_s=operation_timeout_s))
+

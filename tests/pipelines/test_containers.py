@@ -56,8 +56,9 @@ def test_the_image_has_what_every_component_imports(suite_image):
     """Each component's third-party imports happen inside its function: import them all here,
     so a dependency missing from the image fails now, not in a user's cluster."""
     code = ("import kfp_serve.components as c; [getattr(c, n) for n in c.__all__];"
-            " import google.cloud.aiplatform_v1, google.cloud.storage, kubernetes, onnx, onnxruntime,"
-            " tritonclient.grpc, tritonclient.http, model_archiver, torch, sklearn; print('ok')")
+            " import google.cloud.aiplatform_v1, google.cloud.aiplatform_v1beta1, google.cloud.storage,"
+            " kubernetes, onnx, onnxruntime, tritonclient.grpc, tritonclient.http, model_archiver,"
+            " torch, sklearn, transformers, tokenizers, safetensors, aiohttp; print('ok')")
     done = image.podman("run", "--rm", "--network", "host", suite_image, "python3", "-c", code,
                         check=False)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-800:]
