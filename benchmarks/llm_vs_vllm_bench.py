@@ -108,7 +108,7 @@ def main() -> None:
         f" ({card.parameters:,} parameters, float32), `--enforce-eager`; ready in {startup:.1f} s",
         f"- each level: {args.prompts_per_level} random prompts of {args.input_len} tokens, "
         f"{args.output_len} output tokens (ignore_eos); `vllm bench serve` and the validator"
-        " alternate which goes first, over {args.rounds} rounds; the difference is the validator's"
+        f" alternate which goes first, over {args.rounds} rounds; the difference is the validator's"
         " median relative to vllm bench's", "",
         "| concurrency | metric | vllm bench serve: median (range) | validator: median (range) |"
         " difference of medians |", "|---|---|---|---|---|"]
@@ -121,6 +121,9 @@ def main() -> None:
             diff = (mid_m - mid_t) / mid_t * 100 if mid_t else float("nan")
             lines.append(f"| {c} | {label} | {mid_t:,.2f} ({theirs[0]:,.2f}-{theirs[-1]:,.2f}) |"
                          f" {mid_m:,.2f} ({mine[0]:,.2f}-{mine[-1]:,.2f}) | {diff:+.1f} % |")
+        whole = sorted(100 * ours.whole_share for _, ours in runs)
+        lines.append(f"| {c} | validator's answers that came whole | — | {statistics.median(whole):.0f} %"
+                     f" ({whole[0]:.0f}-{whole[-1]:.0f} %) | |")
     lines += ["", f"`llm_to_serve_local` end to end (package the demo Llama, publish to the GCS"
               f" emulator, start vLLM, validate at concurrency 1/4/16, stop): {pipeline_s:.1f} s,"
               f" exit {pipeline.returncode}, of which vLLM's start-up about {startup:.1f} s"
