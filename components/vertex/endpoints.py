@@ -134,9 +134,10 @@ def _with_settings(client: VertexClient, endpoint: Any, settings: dict) -> Any:
     """``endpoint`` with the settings asked for: the kind is fixed at creation (refused when it
     differs), the inference timeout and logging are updated in place where they differ."""
     if settings.get("dedicatedEndpointEnabled") and not endpoint.dedicated_endpoint_enabled:
-        raise UserError(f"endpoint {endpoint.name} is a shared endpoint and dedicated_endpoint=True"
-                        " asks for a dedicated one; an endpoint's kind is set when it is made:"
-                        " name a new endpoint, or drop dedicated_endpoint")
+        raise UserError(f"endpoint {endpoint.name} is a shared endpoint and this deploy needs a"
+                        " dedicated one (dedicated_endpoint=True, or an LLM's invoke routes); an"
+                        " endpoint's kind is set when it is made: name a new endpoint (or drop"
+                        " dedicated_endpoint where the model may serve on a shared one)")
     current = json.loads(client.types.Endpoint.to_json(endpoint))
     changed = {k: v for k, v in settings.items()
                if k != "dedicatedEndpointEnabled" and current.get(k) != v}

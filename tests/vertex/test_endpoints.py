@@ -120,8 +120,9 @@ def test_a_dedicated_endpoint_with_spot_replicas_logging_and_request_count_autos
                               request_logging_rate=0.5), fake_vertex.url, timeout_s=120, poll_s=0.2)
     assert endpoint["predictRequestResponseLoggingConfig"]["samplingRate"] == 0.5
     vertex.deploy(vertex_spec(published_repository, endpoint="shared-one"), fake_vertex.url, 120, 0.2)
-    with pytest.raises(UserError, match=r"is a shared endpoint and dedicated_endpoint=True asks for a"
-                                        r" dedicated one; an endpoint's kind is set when it is made"):
+    with pytest.raises(UserError, match=r"is a shared endpoint and this deploy needs a dedicated one"
+                                        r" \(dedicated_endpoint=True, or an LLM's invoke routes\); an"
+                                        r" endpoint's kind is set when it is made"):
         vertex.deploy(vertex_spec(published_repository, endpoint="shared-one", dedicated_endpoint=True),
                       fake_vertex.url, 120, 0.2)
 
