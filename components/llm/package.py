@@ -117,7 +117,7 @@ def run_validation(served: artifacts.ServingEndpoint | artifacts.KServeInference
                         " validate_llm_endpoint needs an OpenAI-compatible LLM endpoint"
                         " (deploy_local_llm, deploy_kserve_llm, deploy_vertex_llm)")
     target = openai_target(served)
-    reference = parity_reference_target(served, parity_reference)
+    reference = parity_reference_target(served, target, parity_reference)
     if any(c < 1 for c in concurrency) or any(r <= 0 for r in request_rates):
         raise UserError(f"concurrency {concurrency} must be >= 1 and request_rates"
                         f" {request_rates} > 0")

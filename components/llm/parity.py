@@ -74,12 +74,16 @@ def answered_by(client: OpenAIClient, model: str, golden: GoldenSet, where: str)
         if choice.get("token_ids") is None:
             raise UserError(f"the parity reference {where} returns no token ids"
                             " (return_token_ids): compare against the golden set instead")
-        text = choice.get("text") if "text" in choice else (choice.get("message") or {}).get("content")
         entries.append(dataclasses.replace(
-            entry, token_ids=[int(t) for t in choice["token_ids"]], text=text or "",
+            entry, token_ids=[int(t) for t in choice["token_ids"]], text=_served_text(choice) or "",
             top_logprobs=_served_top_logprobs(choice),
             prompt_token_ids=list(choice.get("prompt_token_ids") or entry.prompt_token_ids)))
     return GoldenSet(golden.max_tokens, golden.top_k, where, entries)
+
+
+def _served_text(choice: dict[str, Any]) -> str | None:
+    """A completions choice's text or a chat choice's message content."""
+    return choice.get("text") if "text" in choice else (choice.get("message") or {}).get("content")
 
 
 def _token_id(token: str) -> int:
@@ -119,7 +123,7 @@ def compare(entry: GoldenEntry, choice: dict[str, Any], logprob_atol: float,
             label: str) -> ParityRow:
     """One golden entry against the server's first choice."""
     served = choice.get("token_ids")
-    text = choice.get("text") if "text" in choice else (choice.get("message") or {}).get("content")
+    text = _served_text(choice)
     expected = entry.token_ids
     if served is None:  # the server does not return ids: compare the text
         same = (text or "") == entry.text

@@ -45,13 +45,14 @@ def openai_target(served: artifacts.ServingEndpoint | artifacts.KServeInferenceS
 
 
 def parity_reference_target(served: artifacts.ServingEndpoint | artifacts.KServeInferenceService
-                            | artifacts.VertexEndpoint, reference: str) -> OpenAITarget | None:
+                            | artifacts.VertexEndpoint, target: OpenAITarget,
+                            reference: str) -> OpenAITarget | None:
     """Whose greedy answers parity compares with: ``golden`` (None: the golden set from
     transformers), ``stable`` (on a Vertex AI endpoint: the deployed model that took the largest
-    share before this deploy, through its own invoke route), or an OpenAI base URL."""
+    share before this deploy, through its own invoke route), or an OpenAI base URL. ``target``:
+    ``openai_target(served)``, whose model name and credentials the reference shares."""
     if reference in ("", "golden"):
         return None
-    target = openai_target(served)
     if reference.startswith(("http://", "https://")):
         return OpenAITarget(reference.rstrip("/"), target.model, headers=target.headers)
     if reference != "stable":

@@ -122,7 +122,6 @@ def deploy_vertex_llm(
     from kfp_serve.components.kserve.llm_runtime import VllmSettings
     from kfp_serve.components.llm.vertex_deploy import deploy_llm, llm_spec
     from kfp_serve.components.vertex import api as vertex_api
-    from kfp_serve.components.vertex.api import rest_url
     from kfp_serve.components.vertex.container import LargeModel
 
     published = artifacts.read_published(model, artifacts.LlmCheckpoint)
@@ -141,21 +140,12 @@ def deploy_vertex_llm(
         spot=spot, reservation=reservation or "", inference_timeout_s=inference_timeout_s,
         large_model=LargeModel(deployment_timeout_s, startup_timeout_s, 0, shared_memory_mb))
 
-    def record(operation: str) -> None:  # the operation running now, for the pipeline's UI
-        with open(gcp_resources, "w") as handle:
-            handle.write(vertex_api.gcp_resources(location, [operation], api_endpoint or ""))
-
-    with open(gcp_resources, "w") as handle:  # nothing running yet (a retry may run nothing)
-        handle.write(vertex_api.gcp_resources(location, [], api_endpoint or ""))
+    # the operation running now, for the pipeline's UI
+    record = vertex_api.gcp_resources_writer(gcp_resources, location, api_endpoint or "")
     result, endpoint_record, summary = deploy_llm(
         spec, notes, api_endpoint or "", operation_timeout_s, deploy_id=vertex_endpoint.uri,
         on_operation=record)
-    vertex_model.uri = rest_url(location, result.version_name, api_endpoint or "")
-    artifacts.mark(vertex_model, result.model_record(spec))
-    vertex_endpoint.uri = rest_url(location, result.endpoint, api_endpoint or "")
-    artifacts.mark(vertex_endpoint, endpoint_record)
-    with open(report.path, "w") as handle:
-        handle.write(summary)
-    print(summary)
+    result.write_outputs(spec, endpoint_record, summary, api_endpoint or "", vertex_model,
+                         vertex_endpoint, report.path)
     return namedtuple("Outputs", ["deployed_model_id", "endpoint_resource_name"])(
         result.deployed_model_id, result.endpoint)

@@ -266,6 +266,17 @@ def gcp_resources(location: str, operations: list[str], api_endpoint: str = "") 
                                      for name in operations]})
 
 
+def gcp_resources_writer(path: str, location: str, api_endpoint: str = "") -> Callable[[str], None]:
+    """Write ``gcp_resources`` at ``path`` with nothing running (a retried step may run nothing)
+    and return the callback that records the operation whose wait begins (``on_operation``)."""
+    def record(*operations: str) -> None:
+        with open(path, "w") as handle:
+            handle.write(gcp_resources(location, list(operations), api_endpoint))
+
+    record()
+    return record
+
+
 def predict_url(location: str, endpoint: str, api_endpoint: str = "", host: str = "") -> str:
     """Where an endpoint's predictions go: a dedicated endpoint refuses the shared regional host
     and takes them only on its own ``dedicatedEndpointDns``, a Private Service Connect one only

@@ -143,7 +143,6 @@ def deploy_vertex(
 
     from kfp_serve.components import artifacts
     from kfp_serve.components.vertex import api as vertex_api
-    from kfp_serve.components.vertex.api import rest_url
     from kfp_serve.components.vertex.container import LargeModel
     from kfp_serve.components.vertex.rollout import deploy
     from kfp_serve.components.vertex.spec import VertexDeploySpec
@@ -174,25 +173,15 @@ def deploy_vertex(
                                shared_memory_mb),
     )
 
-    def record(operation: str) -> None:  # the operation running now, for the pipeline's UI
-        with open(gcp_resources, "w") as handle:
-            handle.write(vertex_api.gcp_resources(location, [operation], api_endpoint or ""))
-
-    with open(gcp_resources, "w") as handle:  # nothing running yet (a retry may run nothing)
-        handle.write(vertex_api.gcp_resources(location, [], api_endpoint or ""))
+    # the operation running now, for the pipeline's UI
+    record = vertex_api.gcp_resources_writer(gcp_resources, location, api_endpoint or "")
     # this step's identity, the same on each of its retries: its output's URI names the run and
     # the task (a retry resumes what an earlier attempt made; another run makes its own)
     result = deploy(spec, api_endpoint or "", operation_timeout_s, deploy_id=vertex_endpoint.uri,
                     on_operation=record)
-    vertex_model.uri = rest_url(location, result.version_name, api_endpoint or "")
-    artifacts.mark(vertex_model, result.model_record(spec))
-    vertex_endpoint.uri = rest_url(location, result.endpoint, api_endpoint or "")
-    artifacts.mark(vertex_endpoint, result.endpoint_record(
-        spec, api_endpoint or "", getattr(content, "tensor_names", None) or {}))
-    summary = result.summary(spec)
-    with open(report.path, "w") as handle:
-        handle.write(summary)
-    print(summary)
+    result.write_outputs(spec, result.endpoint_record(
+        spec, api_endpoint or "", getattr(content, "tensor_names", None) or {}),
+        result.summary(spec), api_endpoint or "", vertex_model, vertex_endpoint, report.path)
     return namedtuple("Outputs", ["deployed_model_id", "endpoint_resource_name"])(
         result.deployed_model_id, result.endpoint)
 

@@ -22,8 +22,9 @@ VLLM_GPU_IMAGE = ("us-docker.pkg.dev/vertex-ai/vertex-vision-model-garden-docker
                   "pytorch-vllm-serve:20250601_0916_RC01")
 #: vLLM's OpenAI server as the container runs it (``$(AIP_STORAGE_URI)``: Vertex AI's copy of
 #: the artifact, expanded from the variables it sets)
+VLLM_PORT = 8080
 VLLM_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server", "--host=0.0.0.0",
-                "--port=8080", "--model=$(AIP_STORAGE_URI)")
+                f"--port={VLLM_PORT}", "--model=$(AIP_STORAGE_URI)")
 #: ModelContainerSpec.invoke_route_prefix: "/*" is the only value Vertex AI takes (model.proto)
 INVOKE_ALL = "/*"
 STARTUP_PERIOD_S = 10
@@ -118,7 +119,7 @@ def container_for(content_kind: str, model_name: str, image: str, gpu: bool,
                             " accelerator_count, or pass serving_image with a CPU build of vLLM"
                             " that reads gs:// model folders")
         args = [*VLLM_COMMAND, f"--served-model-name={model_name}", *server_args]
-        return ContainerSpec(check_image(image or VLLM_GPU_IMAGE), args, env, 8080, "", "/health",
+        return ContainerSpec(check_image(image or VLLM_GPU_IMAGE), args, env, VLLM_PORT, "", "/health",
                              large_model, INVOKE_ALL), "openai"
     if content_kind == "TritonRepository":
         if not image:

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kfp_serve.components import artifacts
 from kfp_serve.components.artifacts import VertexEndpoint, VertexModel
 from kfp_serve.components.errors import UserError
 from kfp_serve.components.vertex.api import VertexClient, predict_url, rest_url, translate
@@ -76,6 +77,19 @@ class VertexDeployment:
             api_base=rest_url(spec.location, self.endpoint, api_endpoint), api_endpoint=api_endpoint,
             protocol=self.protocol, traffic=self.traffic, previous_traffic=self.previous_traffic,
             tensor_names=tensor_names, model=self.model, flex_start_s=spec.flex_start_s)
+
+    def write_outputs(self, spec: VertexDeploySpec, endpoint: VertexEndpoint, summary: str,
+                      api_endpoint: str, vertex_model: Any, vertex_endpoint: Any,
+                      report_path: str) -> None:
+        """deploy_vertex's and deploy_vertex_llm's outputs: the google.VertexModel and
+        google.VertexEndpoint artifacts (REST URL and record) and the summary (printed too)."""
+        vertex_model.uri = rest_url(spec.location, self.version_name, api_endpoint)
+        artifacts.mark(vertex_model, self.model_record(spec))
+        vertex_endpoint.uri = rest_url(spec.location, self.endpoint, api_endpoint)
+        artifacts.mark(vertex_endpoint, endpoint)
+        with open(report_path, "w") as handle:
+            handle.write(summary)
+        print(summary)
 
 
 def endpoint_name(client: VertexClient, endpoint: str) -> str:

@@ -235,21 +235,24 @@ def test_validation_refuses_an_endpoint_that_is_not_an_llm(tmp_path, packaged_ll
 
 
 def test_a_stable_parity_reference_needs_a_model_that_served_before():
-    from kfp_serve.components.llm.targets import parity_reference_target
+    from kfp_serve.components.llm.targets import openai_target, parity_reference_target
+
+    def parity_reference(served, reference):
+        return parity_reference_target(served, openai_target(served), reference)
 
     endpoint = artifacts.VertexEndpoint(
         resource_name="projects/1/locations/us-central1/endpoints/2", deployed_model_id="30",
         project="my-project", location="us-central1", model_name="demo-llm", protocol="openai",
         predict_base="http://127.0.0.1:1/v1/projects/1/locations/us-central1/endpoints/2",
         previous_traffic={"10": 75, "20": 25})
-    stable = parity_reference_target(endpoint, "stable")
+    stable = parity_reference(endpoint, "stable")
     assert stable.base_url.endswith("/endpoints/2/deployedModels/10/invoke") and stable.model == "demo-llm"
-    assert parity_reference_target(endpoint, "golden") is None
+    assert parity_reference(endpoint, "golden") is None
     with pytest.raises(UserError, match="nothing served on .* before this deploy"):
-        parity_reference_target(dataclasses.replace(endpoint, previous_traffic={}), "stable")
+        parity_reference(dataclasses.replace(endpoint, previous_traffic={}), "stable")
     local = artifacts.ServingEndpoint(url="http://127.0.0.1:1", model_name="m", protocol="openai")
     with pytest.raises(UserError, match="give the stable server's OpenAI base URL"):
-        parity_reference_target(local, "stable")
-    assert parity_reference_target(local, "http://127.0.0.1:2/").base_url == "http://127.0.0.1:2"
+        parity_reference(local, "stable")
+    assert parity_reference(local, "http://127.0.0.1:2/").base_url == "http://127.0.0.1:2"
     with pytest.raises(UserError, match="parity_reference 'canary': use 'golden', 'stable'"):
-        parity_reference_target(local, "canary")
+        parity_reference(local, "canary")
