@@ -75,8 +75,8 @@ def served(folder: Path, name: str, batch: int, concurrency: list[int], seconds:
                     request, outputs = target._request(inputs)
                     target.infer(inputs)
 
-                    def level(c=clients, request=request, outputs=outputs):
-                        return run_load_grpc(record.grpc_url, name, [request], outputs, [c], seconds)[0]
+                    def level(c=clients, request=request, outputs=outputs, target=target):
+                        return run_load_grpc(target.make_client, name, [request], outputs, [c], seconds)[0]
                 else:
                     kind = OipBinaryRestTarget if transport == "rest-binary" else OipRestTarget
                     target = kind(record.url, name, signature)

@@ -355,6 +355,9 @@ class VertexEndpoint(Record):
     model: str = ""  # the model (no version) whose earlier versions a promote replaces
     #: on flex-start VMs: Vertex AI undeploys it this many seconds after the deploy (promote refuses)
     flex_start_s: int = 0
+    #: its container serves Triton's gRPC protocol too (``grpcPorts``), which DirectRawPredict
+    #: carries on a dedicated endpoint (validate_endpoint's ``transport=grpc``)
+    grpc: bool = False
 
 
 #: the kinds validate_endpoint calls

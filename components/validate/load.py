@@ -145,20 +145,18 @@ def run_requests(make_connection, path: str, requests: list[tuple[bytes, dict[st
     return [_Level(clients, seconds).run(make_connection, send) for clients in concurrency]
 
 
-def run_load_grpc(address: str, model_name: str, requests: list[list], outputs: list,
+def run_load_grpc(make_client, model_name: str, requests: list[list], outputs: list,
                   concurrency: list[int], seconds: float) -> list[LoadLevel]:
     """The load phase over gRPC (tritonclient, protobuf tensors): ``requests`` (each a list of
-    ``InferInput``) round-robin, one client per thread (gRPC clients do not survive fork)."""
-    import tritonclient.grpc as grpcclient
-
+    ``InferInput``) round-robin, one client per thread from ``make_client`` (gRPC clients do not
+    survive fork)."""
     check_levels(concurrency, seconds)
 
     def send(client, i: int) -> bool:
         client.infer(model_name, requests[i % len(requests)], outputs=outputs, client_timeout=60)
         return True
 
-    return [_Level(clients, seconds, fork=False).run(
-        lambda: grpcclient.InferenceServerClient(address), send) for clients in concurrency]
+    return [_Level(clients, seconds, fork=False).run(make_client, send) for clients in concurrency]
 
 
 class _Level:

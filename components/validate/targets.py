@@ -209,8 +209,6 @@ class OipGrpcTarget:
 
     def __init__(self, url: str, model_name: str, signature: ModelSignature,
                  tensor_names: dict[str, str] | None = None):
-        import tritonclient.grpc as grpcclient
-
         scheme, _, target = url.rpartition("://")
         target = target.rstrip("/")
         if not target or "/" in target:
@@ -224,7 +222,14 @@ class OipGrpcTarget:
         self.served = wire_names(signature, tensor_names)
         self.codec = OipJson(signature, tensor_names)
         self.description = url
-        self.client = grpcclient.InferenceServerClient(target, ssl=url.startswith("grpcs://"))
+        self.ssl = url.startswith("grpcs://")
+        self.client = self.make_client()
+
+    def make_client(self):
+        """A tritonclient gRPC client of the server (one per load-phase thread)."""
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient.InferenceServerClient(self.address, ssl=self.ssl)
 
     def wait_ready(self, timeout_s: float) -> None:
         def check() -> tuple[bool | None, str]:
@@ -262,8 +267,8 @@ class OipGrpcTarget:
 
     def load(self, golden: GoldenSet, concurrency: list[int], seconds: float) -> list[LoadLevel]:
         requests = [self._request(golden.slice(i, i + 1).inputs)[0] for i in range(golden.batch_size)]
-        return run_load_grpc(self.address, self.model_name, requests, self._request(golden.inputs)[1],
-                             concurrency, seconds)
+        return run_load_grpc(self.make_client, self.model_name, requests,
+                             self._request(golden.inputs)[1], concurrency, seconds)
 
     def close(self) -> None:
         self.client.close()
@@ -300,7 +305,8 @@ def target_for(endpoint: ServingEndpoint | KServeInferenceService | VertexEndpoi
     KServe canary is called through its tagged URL, so the canary itself is checked); with
     ``transport="grpc"`` (or a ``grpc-v2`` InferenceService) over gRPC, with
     ``transport="rest-binary"`` over REST with binary tensor data. Protocol ``v1``: KServe v1.
-    ``VertexEndpoint``: the deployed model under test, through rawPredict or predict.
+    ``VertexEndpoint``: the deployed model under test, through rawPredict or predict, or with
+    ``transport="grpc"`` Triton's gRPC through DirectRawPredict.
     """
     if transport not in TRANSPORTS:
         raise UserError(f"transport {transport!r} is not one of {', '.join(TRANSPORTS)}")
@@ -308,6 +314,17 @@ def target_for(endpoint: ServingEndpoint | KServeInferenceService | VertexEndpoi
     vertex = isinstance(endpoint, VertexEndpoint)
     transport = resolve_transport(transport, signature, json_only(endpoint))
     grpc = transport == "grpc" or protocol == "grpc-v2"
+    if grpc and vertex and protocol == "vertex-raw":
+        if not endpoint.grpc:
+            raise UserError("transport=grpc: this deployed model's container takes no gRPC (it was"
+                            " deployed without grpc=True); redeploy with deploy_vertex(grpc=True,"
+                            " dedicated_endpoint=True), or validate with transport=rest-binary")
+        from kfp_serve.components.validate.vertex import access_token
+        from kfp_serve.components.validate.vertex_grpc import VertexGrpcTarget
+
+        return VertexGrpcTarget(endpoint.predict_base, endpoint.api_base, endpoint.deployed_model_id,
+                                endpoint.model_name, signature, endpoint.tensor_names or None,
+                                access_token(endpoint.predict_base))
     if (grpc and vertex) or (transport != "rest" and protocol in ("v1", "vertex-predict")):
         what = "gRPC" if grpc else "binary tensor (rest-binary)"
         raise UserError(f"{what} validation needs an Open Inference Protocol v2 server (Triton,"

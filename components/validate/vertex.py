@@ -139,27 +139,8 @@ class VertexTarget(HttpTarget):
         """Wait until the endpoint lists the deployed model and gives it traffic; size the tries
         per request from its share: a model with share s misses n tries with probability
         (1 - s)^n."""
-
-        def check() -> tuple[int | None, str]:
-            try:
-                status, endpoint = self.api.get_json(self.api.prefix, self.headers())
-            except InfrastructureError as err:
-                return None, f"unreachable ({err})"
-            if status != 200 or not isinstance(endpoint, dict):
-                return None, f"HTTP {status}: {str(endpoint)[:200]}"
-            ids = [d.get("id") for d in endpoint.get("deployedModels", [])]
-            share = endpoint.get("trafficSplit", {}).get(self.deployed_model_id, 0)
-            for deployed in endpoint.get("deployedModels", []):
-                if deployed.get("id") == self.deployed_model_id:
-                    resources = deployed.get("dedicatedResources") or {}
-                    self.replicas = (int(resources.get("minReplicaCount", 0) or 0),
-                                     int(resources.get("maxReplicaCount", 0) or 0))
-            if self.deployed_model_id in ids and share > 0:
-                return int(share), "serving"
-            return None, f"deployed models {ids}, traffic split {endpoint.get('trafficSplit', {})}"
-
-        share = poll(check, timeout_s, f"deployed model {self.deployed_model_id} is not serving on"
-                     f" {self.endpoint.url}", interval_s=1.0)
+        share, self.replicas = wait_serving(self.api, self.headers(), self.deployed_model_id,
+                                            self.endpoint.url, timeout_s)
         self.tries = 1 if share >= 100 else min(MAX_TRIES_PER_REQUEST, math.ceil(
             math.log(MISS_PROBABILITY) / math.log(1 - max(share, 1) / 100)))
 
@@ -184,21 +165,15 @@ class VertexTarget(HttpTarget):
     def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
         """One request, or rows split in halves until every request is under Vertex AI's size
         limit; the outputs are joined back in order."""
-        body, headers = self.request(inputs)
-        rows = len(next(iter(inputs.values())))
-        if len(body) <= self.max_request_bytes:
+        def one(part: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]] | None:
+            body, headers = self.request(part)
+            if len(body) > self.max_request_bytes:
+                return None
             if self.binary:
                 return self._decode_binary(*self._post_ours(body, headers))
             return self.codec.decode(self.post(body))
-        if rows < 2:
-            raise UserError(f"one request of this model is {len(body) / 1e6:.1f} MB, over Vertex AI's"
-                            f" {self.max_request_bytes / 1e6:.1f} MB limit on prediction requests; serve"
-                            " it where requests may be larger (KServe), or send smaller inputs")
-        half = rows // 2
-        first, first_problems = self.infer({k: v[:half] for k, v in inputs.items()})
-        second, second_problems = self.infer({k: v[half:] for k, v in inputs.items()})
-        joined = {k: np.concatenate([first[k], second[k]]) for k in first if k in second}
-        return joined, first_problems + second_problems
+
+        return in_parts(one, inputs, self.max_request_bytes)
 
     def load(self, golden, concurrency, seconds):
         golden_answers = dict(self.served_by)
@@ -241,6 +216,56 @@ class VertexTarget(HttpTarget):
             f"deployed model {self.deployed_model_id} answered none of"
             f" {self.tries} requests (answers by deployed model: {self.served_by});"
             " give it traffic (traffic_percentage > 0) to validate it through the endpoint")
+
+
+def in_parts(infer_one, inputs: dict[str, np.ndarray],
+             limit: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """``infer_one(inputs)``, or (where it answers None: the request is over Vertex AI's
+    ``limit``) the rows split in halves until each part fits, the outputs joined in order."""
+    answer = infer_one(inputs)
+    if answer is not None:
+        return answer
+    rows = len(next(iter(inputs.values())))
+    if rows < 2:
+        size = sum(v.nbytes for v in inputs.values())
+        raise UserError(f"one request of this model is about {size / 1e6:.1f} MB, over Vertex AI's"
+                        f" {limit / 1e6:.1f} MB limit on prediction requests; serve it where"
+                        " requests may be larger (KServe), or send smaller inputs")
+    half = rows // 2
+    first, first_problems = in_parts(infer_one, {k: v[:half] for k, v in inputs.items()}, limit)
+    second, second_problems = in_parts(infer_one, {k: v[half:] for k, v in inputs.items()}, limit)
+    joined = {k: np.concatenate([first[k], second[k]]) for k in first if k in second}
+    return joined, first_problems + second_problems
+
+
+def wait_serving(api: HttpEndpoint, headers: dict[str, str], deployed_model_id: str, where: str,
+                 timeout_s: float) -> tuple[int, tuple[int, int]]:
+    """Wait until the endpoint (read on its API host) lists the deployed model and gives it
+    traffic: its share of the traffic in percent, and its (min, max) replicas."""
+    replicas = (0, 0)
+
+    def check() -> tuple[int | None, str]:
+        nonlocal replicas
+        try:
+            status, endpoint = api.get_json(api.prefix, headers)
+        except InfrastructureError as err:
+            return None, f"unreachable ({err})"
+        if status != 200 or not isinstance(endpoint, dict):
+            return None, f"HTTP {status}: {str(endpoint)[:200]}"
+        ids = [d.get("id") for d in endpoint.get("deployedModels", [])]
+        share = endpoint.get("trafficSplit", {}).get(deployed_model_id, 0)
+        for deployed in endpoint.get("deployedModels", []):
+            if deployed.get("id") == deployed_model_id:
+                resources = deployed.get("dedicatedResources") or {}
+                replicas = (int(resources.get("minReplicaCount", 0) or 0),
+                            int(resources.get("maxReplicaCount", 0) or 0))
+        if deployed_model_id in ids and share > 0:
+            return int(share), "serving"
+        return None, f"deployed models {ids}, traffic split {endpoint.get('trafficSplit', {})}"
+
+    share = poll(check, timeout_s, f"deployed model {deployed_model_id} is not serving on {where}",
+                 interval_s=1.0)
+    return share, replicas
 
 
 def access_token(base: str) -> str:

@@ -42,6 +42,7 @@ def deploy_vertex(
     access_logging: bool = False,
     container_logging: bool = True,
     dedicated_endpoint: bool = False,
+    grpc: bool = False,
     inference_timeout_s: int = 0,
     request_logging_rate: float = 0.0,
     request_logging_table: Optional[str] = None,
@@ -110,6 +111,10 @@ def deploy_vertex(
         container_logging: Keep the serving container's stdout/stderr in Cloud Logging.
         dedicated_endpoint: Create the endpoint as a dedicated public endpoint (its own DNS name,
             Google's recommended kind); an existing endpoint keeps its kind.
+        grpc: Turn Triton's gRPC server on as well (``grpcPorts``: ``--allow-grpc=true`` on
+            port 8001): Vertex AI's DirectRawPredict then carries Triton's own gRPC calls
+            (validate_endpoint with ``transport=grpc``). A Triton repository on a dedicated
+            endpoint only.
         inference_timeout_s: The endpoint's prediction timeout in seconds (0: Vertex AI's
             default).
         request_logging_rate: Share of requests (0-1] logged with their responses to BigQuery
@@ -166,7 +171,7 @@ def deploy_vertex(
         spot=spot, reservation=reservation or "", required_replicas=required_replicas,
         flex_start_s=flex_start_max_runtime_s,
         request_count_target=request_count_target, access_logging=access_logging,
-        container_logging=container_logging, dedicated_endpoint=dedicated_endpoint,
+        container_logging=container_logging, dedicated_endpoint=dedicated_endpoint, grpc=grpc,
         inference_timeout_s=inference_timeout_s, request_logging_rate=request_logging_rate,
         request_logging_table=request_logging_table or "", psc_address=psc_address or "",
         large_model=LargeModel(deployment_timeout_s, startup_timeout_s, health_period_s,

@@ -28,6 +28,10 @@ VLLM_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server", "--host=0
 #: ModelContainerSpec.invoke_route_prefix: "/*" is the only value Vertex AI takes (model.proto)
 INVOKE_ALL = "/*"
 STARTUP_PERIOD_S = 10
+#: where tritonserver serves gRPC (its default, command_line_parser.cc); in Vertex AI mode only
+#: with ``--allow-grpc=true``, and Vertex AI sends gRPC requests and health checks to the first
+#: of ``grpcPorts`` (model.proto)
+TRITON_GRPC_PORT = 8001
 
 
 def check_image(image: str) -> str:
@@ -52,11 +56,15 @@ class ContainerSpec:
     #: "/*": every route of the server through the invoke method, and no predict route (an
     #: invoke-enabled model deploys to dedicated endpoints only)
     invoke_route_prefix: str = ""
+    #: the container's gRPC port (``grpcPorts``; 0: gRPC requests to it are disabled)
+    grpc_port: int = 0
 
     def to_api(self) -> dict:
         body = {"imageUri": self.image_uri, "args": list(self.args),
                 "env": [{"name": k, "value": v} for k, v in sorted(self.env.items())],
                 "ports": [{"containerPort": self.port}], "healthRoute": self.health_route}
+        if self.grpc_port:
+            body["grpcPorts"] = [{"containerPort": self.grpc_port}]
         if self.invoke_route_prefix:
             body["invokeRoutePrefix"] = self.invoke_route_prefix
         else:
@@ -106,13 +114,18 @@ class LargeModel:
 
 def container_for(content_kind: str, model_name: str, image: str, gpu: bool,
                   env: dict[str, str] | None = None, large_model: LargeModel | None = None,
-                  server_args: tuple[str, ...] = ()) -> tuple[ContainerSpec, str]:
+                  server_args: tuple[str, ...] = (), grpc: bool = False) -> tuple[ContainerSpec, str]:
     """The serving container for a published artifact, and the protocol that reaches it:
-    ``vertex-raw`` (Open Inference Protocol bodies through rawPredict, for Triton),
+    ``vertex-raw`` (Open Inference Protocol bodies through rawPredict, for Triton; with
+    ``grpc`` Triton's gRPC server on too, reached through DirectRawPredict),
     ``vertex-predict`` (``{"instances": [...]}`` through predict, for TorchServe) or ``openai``
     (vLLM's OpenAI routes through invoke, for an LLM checkpoint; ``server_args``: vLLM's
     settings)."""
     env = dict(env or {})
+    if grpc and content_kind != "TritonRepository":
+        raise UserError("grpc=True serves Triton's gRPC protocol; this model is a"
+                        f" {content_kind or 'registry model'}, whose server Vertex AI reaches over"
+                        " HTTP only: drop grpc, or publish a Triton repository")
     if content_kind == "LlmCheckpoint":
         if not image and not gpu:
             raise UserError("Vertex AI's vLLM image needs a GPU: set accelerator_type and"
@@ -127,8 +140,11 @@ def container_for(content_kind: str, model_name: str, image: str, gpu: bool,
                             " Artifact Registry (copy nvcr.io/nvidia/tritonserver:<tag>-py3 there)")
         args = ["tritonserver", "--model-repository=$(AIP_STORAGE_URI)",
                 f"--vertex-ai-default-model={model_name}", "--exit-timeout-secs=30"]
+        if grpc:
+            args += ["--allow-grpc=true", f"--grpc-port={TRITON_GRPC_PORT}"]
         return ContainerSpec(check_image(image), args, env, 8000, f"/v2/models/{model_name}/infer",
-                             "/v2/health/ready", large_model), "vertex-raw"
+                             "/v2/health/ready", large_model,
+                             grpc_port=TRITON_GRPC_PORT if grpc else 0), "vertex-raw"
     if content_kind == "TorchServeArchive":
         default = PYTORCH_GPU_IMAGE if gpu else PYTORCH_CPU_IMAGE
         return ContainerSpec(check_image(image or default), [], env, 7080,

@@ -38,6 +38,7 @@ class VertexDeployment:
     psc_address: str = ""  # a Private Service Connect endpoint's address in the user's network
     model_name: str = ""  # the served model's name, where the registry said it (not the spec)
     artifact_uri: str = ""  # where a registry version's files are (not the spec)
+    grpc: bool = False  # the container takes gRPC (grpcPorts): DirectRawPredict reaches it
 
     @property
     def version_name(self) -> str:
@@ -52,7 +53,8 @@ class VertexDeployment:
                  f"- endpoint: `{self.endpoint}`", f"- deployed model id: `{self.deployed_model_id}`",
                  f"- traffic: {self.traffic} (before: {self.previous_traffic or 'none'})",
                  f"- machine: {machine}, replicas {spec.min_replicas}-{spec.max_replicas}",
-                 f"- protocol: {self.protocol}"]
+                 f"- protocol: {self.protocol}" + (" (and Triton's gRPC through DirectRawPredict)"
+                                                   if self.grpc else "")]
         if spec.flex_start_s:
             lines.append(f"- flex-start VMs: Vertex AI undeploys this deployed model"
                          f" {spec.flex_start_s} s after the deploy (it cannot be promoted)")
@@ -76,7 +78,8 @@ class VertexDeployment:
                                      self.psc_address or self.dedicated_dns),
             api_base=rest_url(spec.location, self.endpoint, api_endpoint), api_endpoint=api_endpoint,
             protocol=self.protocol, traffic=self.traffic, previous_traffic=self.previous_traffic,
-            tensor_names=tensor_names, model=self.model, flex_start_s=spec.flex_start_s)
+            tensor_names=tensor_names, model=self.model, flex_start_s=spec.flex_start_s,
+            grpc=self.grpc)
 
     def write_outputs(self, spec: VertexDeploySpec, endpoint: VertexEndpoint, summary: str,
                       api_endpoint: str, vertex_model: Any, vertex_endpoint: Any,
@@ -216,7 +219,8 @@ def deploy_to_endpoint(client: VertexClient, spec: VertexDeploySpec, model: Any,
     endpoint = dedicated_ready(client, endpoint.name, timeout_s)
     return VertexDeployment(version_name.split("@")[0], model.version_id, endpoint.name, deployed_id,
                             dict(endpoint.traffic_split), previous, protocol, reused,
-                            check_endpoint_kind(endpoint, spec.psc_address), psc_address=spec.psc_address)
+                            check_endpoint_kind(endpoint, spec.psc_address), psc_address=spec.psc_address,
+                            grpc=bool(model.container_spec.grpc_ports))
 
 
 def dedicated_ready(client: VertexClient, endpoint: str, timeout_s: float) -> Any:

@@ -50,6 +50,10 @@ def deploy(spec: VertexDeploySpec, api_endpoint: str = "", timeout_s: float = 18
     protocol = served_name = ""
     if spec.registry_model:  # a version already in the Model Registry, deployed as it is
         model, protocol, served_name = registry_version(client, spec.registry_model)
+        if spec.grpc and not model.container_spec.grpc_ports:
+            raise UserError(f"grpc=True, but {spec.registry_model}'s container has no grpcPorts"
+                            " (fixed when the version was uploaded): Vertex AI would refuse its gRPC"
+                            " requests; deploy a published repository with grpc=True, or drop grpc")
         reused: list[str] = []
     else:
         model, reused = upload(client, spec, timeout_s)

@@ -207,6 +207,9 @@ class VertexDeploySpec:
     psc_address: str = ""
     #: the serving server's own arguments (vLLM's settings for an LLM checkpoint)
     server_args: tuple[str, ...] = ()
+    #: Triton's gRPC server on too (``grpcPorts``), reached through DirectRawPredict on a
+    #: dedicated endpoint
+    grpc: bool = False
 
     def check(self) -> VertexDeploySpec:
         check_project(self.project)
@@ -244,6 +247,10 @@ class VertexDeploySpec:
                                 " digits, '_' and '-' (keys start with a letter, 63 at most)")
         if not self.registry_model:
             self.container()
+        if self.grpc and (self.psc_address or not self.dedicated_endpoint):
+            raise UserError("grpc=True: Vertex AI takes gRPC predictions on dedicated public"
+                            " endpoints (its dedicated endpoints page); set dedicated_endpoint=True"
+                            " and drop psc_address")
         if self.content_kind == "LlmCheckpoint" and (self.psc_address or not self.dedicated_endpoint):
             raise UserError("an LLM is served through Vertex AI's invoke routes, which only"
                             " dedicated public endpoints take: set dedicated_endpoint=True and drop"
@@ -325,7 +332,7 @@ class VertexDeploySpec:
     def container(self) -> tuple[ContainerSpec, str]:
         return container_for(self.content_kind, self.model_name, self.serving_image,
                              bool(self.accelerator_type), self.env, self.large_model,
-                             self.server_args)
+                             self.server_args, self.grpc)
 
     def model_body(self) -> dict:
         """The ``Model`` resource for ``models:upload``."""

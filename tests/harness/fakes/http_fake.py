@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,10 +13,32 @@ from urllib.parse import parse_qs, urlparse
 # (method, path, query, json body) -> (status, json response, plain text, bytes or an iterator
 # of byte chunks sent as they come[, extra headers])
 Handler = Callable[[str, str, dict, dict], tuple]
+#: what an HTTP/2 client sends first (RFC 9113 3.4); gRPC speaks HTTP/2
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def relay(client: socket.socket, upstream: str) -> None:
+    """Copy bytes both ways between ``client`` and ``upstream`` (HOST:PORT) until one closes."""
+    host, port = upstream.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as server:
+        sockets = [client, server]
+        while True:
+            readable, _, _ = select.select(sockets, [], [], 60)
+            if not readable:
+                continue
+            for sock in readable:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                (server if sock is client else client).sendall(data)
 
 
 class FakeServer:
-    """Serves ``handler`` on a free port of 127.0.0.1 and records every request."""
+    """Serves ``handler`` on a free port of 127.0.0.1 and records every request.
+
+    A handler with an ``h2_upstream`` (HOST:PORT) also takes HTTP/2 on the same port: such a
+    connection (gRPC) is relayed to that server, as a host that serves REST and gRPC on one
+    port does (a Vertex AI dedicated endpoint's DNS name)."""
 
     def __init__(self, handler: Handler):
         self.requests: list[tuple[str, str, dict, dict]] = []
@@ -73,7 +97,16 @@ class FakeServer:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        class _Server(ThreadingHTTPServer):
+            def finish_request(self, request, client_address):
+                upstream = getattr(handler, "h2_upstream", "")
+                # every HTTP/1 request line and the HTTP/2 preface have 4 bytes to look at
+                if upstream and request.recv(4, socket.MSG_PEEK | socket.MSG_WAITALL) == H2_PREFACE[:4]:
+                    relay(request, upstream)
+                    return
+                super().finish_request(request, client_address)
+
+        self.server = _Server(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -239,6 +239,13 @@ class FakeVertexApi:
         self.flex_time_scale = 1.0
         self.lock = threading.RLock()
         self._ids = 1000
+        #: deployed model id -> where its container serves gRPC (the first of its grpcPorts)
+        self.grpc_ports: dict[str, str] = {}
+        from fakes.vertex_grpc import FakePredictionGrpc
+
+        #: PredictionService over gRPC: HTTP/2 connections to this fake's port are relayed there
+        self.grpc = FakePredictionGrpc(self)
+        self.h2_upstream = self.grpc.address
 
     def _id(self) -> str:
         """Vertex AI's ids are its own: long numbers nobody can guess."""
@@ -716,8 +723,18 @@ class FakeVertexApi:
             name = name or models[0]
             if name not in models:
                 raise RuntimeError(f"Expect the default model '{name}' is loaded")
+            grpc_port = self._grpc_port(spec)
             record = start_server(folder, name, f"vertex-{deployed_id}", timeout_s=60)
             stack.callback(stop_server, record)
+            if grpc_port:
+                from fakes.vertex_grpc import grpc_health
+
+                problem = grpc_health(record.grpc_url)  # the local Triton's own gRPC server
+                if problem:
+                    stack.close()
+                    raise RuntimeError(f"gRPC health check on port {grpc_port} failed: {problem}")
+                with self.lock:
+                    self.grpc_ports[deployed_id] = record.grpc_url
             front = stack.enter_context(TritonVertexFront(record.url, name, env["AIP_PREDICT_ROUTE"],
                                                           env["AIP_HEALTH_ROUTE"], record.metrics_url))
             url, kind = front.url, f"triton-vertex:{name}"
@@ -725,6 +742,24 @@ class FakeVertexApi:
             self.runtimes[deployed_id] = (url, kind, stack)
             self.routes[deployed_id] = ("/predictions/model" if kind.startswith("torchserve")
                                         else model["containerSpec"]["predictRoute"])
+
+    @staticmethod
+    def _grpc_port(spec: dict) -> int:
+        """A container with ``grpcPorts`` gets gRPC requests and health checks on the first one
+        (model.proto; 0: none). tritonserver in Vertex AI mode turns its gRPC server off unless
+        ``--allow-grpc=true``, and listens on ``--grpc-port`` (8001 by default;
+        command_line_parser.cc): otherwise the health checks never pass and the deploy fails."""
+        if not spec.get("grpcPorts"):
+            return 0
+        port = int(spec["grpcPorts"][0]["containerPort"])
+        options = dict(a[2:].split("=", 1) for a in spec.get("args", []) if a.startswith("--") and "=" in a)
+        if options.get("allow-grpc", "").lower() not in ("true", "on", "1"):  # ParseOption<bool>
+            raise RuntimeError(f"health checks to gRPC port {port} failed: tritonserver in Vertex AI"
+                               " mode serves no gRPC without --allow-grpc=true")
+        if int(options.get("grpc-port", "8001")) != port:
+            raise RuntimeError(f"health checks to gRPC port {port} failed: tritonserver serves gRPC"
+                               f" on {options.get('grpc-port', '8001')}")
+        return port
 
     def _start_vllm(self, deployed_id: str, model: dict, folder: Path,
                     stack: contextlib.ExitStack) -> str:
@@ -771,12 +806,14 @@ class FakeVertexApi:
     def _stop_runtime(self, deployed_id: str) -> None:
         with self.lock:
             runtime = self.runtimes.pop(deployed_id, None)
+            self.grpc_ports.pop(deployed_id, None)
         if runtime:
             runtime[2].close()
 
     def stop(self) -> None:
         for deployed_id in list(self.runtimes):
             self._stop_runtime(deployed_id)
+        self.grpc.stop()
 
     def _pick(self, endpoint_id: str) -> str | None:
         with self.lock:
