@@ -154,7 +154,7 @@ def tune(folder: str | Path, model_format: str, slo_ms: float, percentile: int =
             (the starting point is always measured).
         seconds_per_level: Measuring time per concurrency level.
         max_concurrency: Highest number of concurrent clients in a sweep.
-        transport: How the load generator sends tensors (rest, rest-binary, grpc).
+        transport: How the load generator sends tensors (rest, rest-binary, grpc, grpc-stream).
         cores: Cores to split between instances and threads (default: those available).
         max_candidates: Stop after this many candidates (default: when the budget runs out
             or the search ends).

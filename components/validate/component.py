@@ -59,11 +59,13 @@ def validate_endpoint(
             empty: no gate. A level where no request succeeded fails it whatever this says.
         fail_on_mismatch: Fail the step when validation fails; otherwise only return False.
         transport: How tensors travel: ``rest`` (JSON), ``rest-binary`` (REST with binary
-            tensor data, as tritonclient sends them) or ``grpc`` (tritonclient's gRPC client;
-            on Vertex AI through DirectRawPredict, for a model deployed with grpc=True that takes
-            all of the endpoint's traffic); the last two need an Open Inference Protocol v2
-            server. ``auto``: ``rest-binary``
-            where a tensor is float16 (Triton's JSON does not carry it), else ``rest``.
+            tensor data, as tritonclient sends them), ``grpc`` (tritonclient's gRPC client) or
+            ``grpc-stream`` (each client's requests on one bidirectional stream, Triton's
+            ModelStreamInfer); on Vertex AI gRPC goes through DirectRawPredict (or
+            StreamDirectRawPredict), for a model deployed with grpc=True that takes all of the
+            endpoint's traffic. All but ``rest`` need an Open Inference Protocol v2 server.
+            ``auto``: ``rest-binary`` where a tensor is float16 (Triton's JSON does not carry
+            it), else ``rest``.
         metrics_url: The server's Prometheus metrics page (Triton ``:8002/metrics``,
             TorchServe ``:8082/metrics`` with ``metrics_mode=prometheus``), read before and
             after each load level for queue vs compute time and the batch size the server

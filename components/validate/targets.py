@@ -202,13 +202,48 @@ class KServeV1Target(HttpTarget):
         return None
 
 
+class StreamingClient:
+    """A tritonclient gRPC client with one bidirectional stream open (Triton's
+    ``ModelStreamInfer``, what ``perf_analyzer --streaming`` drives): each request goes on the
+    stream and its answer is waited for; a model that is not decoupled answers each request
+    once, in order. Readiness and metadata stay unary calls of the same client."""
+
+    def __init__(self, client):
+        import queue
+
+        self.client, self.answers = client, queue.Queue()
+        client.start_stream(lambda result, error: self.answers.put((result, error)))
+
+    def infer(self, model_name: str, inputs: list, outputs: list | None = None, client_timeout: float = 60):
+        import queue
+
+        from tritonclient.utils import InferenceServerException
+
+        self.client.async_stream_infer(model_name, inputs, outputs=outputs)
+        try:
+            result, error = self.answers.get(timeout=client_timeout)
+        except queue.Empty:
+            raise InferenceServerException(f"no answer on the stream within {client_timeout} s") from None
+        if error is not None:
+            raise error
+        return result
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    def close(self) -> None:
+        self.client.stop_stream(cancel_requests=True)
+        self.client.close()
+
+
 class OipGrpcTarget:
-    """An Open Inference Protocol v2 server over gRPC (tritonclient, protobuf tensors)."""
+    """An Open Inference Protocol v2 server over gRPC (tritonclient, protobuf tensors); with
+    ``stream``, inferences go on a bidirectional stream (``ModelStreamInfer``) per client."""
 
     response_check_note = OipRestTarget.response_check_note
 
     def __init__(self, url: str, model_name: str, signature: ModelSignature,
-                 tensor_names: dict[str, str] | None = None):
+                 tensor_names: dict[str, str] | None = None, stream: bool = False):
         scheme, _, target = url.rpartition("://")
         target = target.rstrip("/")
         if not target or "/" in target:
@@ -221,15 +256,21 @@ class OipGrpcTarget:
         self.tensor_names = tensor_names
         self.served = wire_names(signature, tensor_names)
         self.codec = OipJson(signature, tensor_names)
-        self.description = url
-        self.ssl = url.startswith("grpcs://")
+        self.description = url + (" (streaming)" if stream else "")
+        self.ssl, self.stream = url.startswith("grpcs://"), stream
         self.client = self.make_client()
 
-    def make_client(self):
-        """A tritonclient gRPC client of the server (one per load-phase thread)."""
+    def grpc_client(self):
+        """A tritonclient gRPC client of the server."""
         import tritonclient.grpc as grpcclient
 
         return grpcclient.InferenceServerClient(self.address, ssl=self.ssl)
+
+    def make_client(self):
+        """The client of one caller (the golden loop, each load-phase thread): streaming where
+        asked."""
+        client = self.grpc_client()
+        return StreamingClient(client) if self.stream else client
 
     def wait_ready(self, timeout_s: float) -> None:
         def check() -> tuple[bool | None, str]:
@@ -257,7 +298,7 @@ class OipGrpcTarget:
 
         request, outputs = self._request(inputs)
         try:
-            result = self.client.infer(self.model_name, request, outputs=outputs)
+            result = self.client.infer(self.model_name, request, outputs=outputs, client_timeout=60)
         except InferenceServerException as err:
             raise InfrastructureError(f"inference request to {self.model_name!r} failed: {err}") from err
         # decoded as the JSON codec decodes (its "data" may be an array): one check of names,
@@ -274,9 +315,10 @@ class OipGrpcTarget:
         self.client.close()
 
 
-#: how tensors travel: JSON over REST, binary tensor data over REST, protobuf over gRPC; auto
-#: picks binary where JSON cannot carry a tensor (see :func:`resolve_transport`)
-TRANSPORTS = ("auto", "rest", "rest-binary", "grpc")
+#: how tensors travel: JSON over REST, binary tensor data over REST, protobuf over gRPC (unary,
+#: or on a bidirectional stream); auto picks binary where JSON cannot carry a tensor (see
+#: :func:`resolve_transport`)
+TRANSPORTS = ("auto", "rest", "rest-binary", "grpc", "grpc-stream")
 #: dtypes Triton's JSON tensors do not carry: it answers "... use the binary data format"
 #: (triton-inference-server/server docs/protocol/extension_binary_data.md)
 BINARY_ONLY_DTYPES = ("float16",)
@@ -313,18 +355,20 @@ def target_for(endpoint: ServingEndpoint | KServeInferenceService | VertexEndpoi
     protocol = endpoint.protocol
     vertex = isinstance(endpoint, VertexEndpoint)
     transport = resolve_transport(transport, signature, json_only(endpoint))
-    grpc = transport == "grpc" or protocol == "grpc-v2"
+    stream = transport == "grpc-stream"
+    grpc = transport in ("grpc", "grpc-stream") or protocol == "grpc-v2"
     if grpc and vertex and protocol == "vertex-raw":
         if not endpoint.grpc:
-            raise UserError("transport=grpc: this deployed model's container takes no gRPC (it was"
-                            " deployed without grpc=True); redeploy with deploy_vertex(grpc=True,"
-                            " dedicated_endpoint=True), or validate with transport=rest-binary")
+            raise UserError(f"transport={transport}: this deployed model's container takes no gRPC"
+                            " (it was deployed without grpc=True); redeploy with"
+                            " deploy_vertex(grpc=True, dedicated_endpoint=True), or validate with"
+                            " transport=rest-binary")
         from kfp_serve.components.validate.vertex import access_token
         from kfp_serve.components.validate.vertex_grpc import VertexGrpcTarget
 
         return VertexGrpcTarget(endpoint.predict_base, endpoint.api_base, endpoint.deployed_model_id,
                                 endpoint.model_name, signature, endpoint.tensor_names or None,
-                                access_token(endpoint.predict_base))
+                                access_token(endpoint.predict_base), stream)
     if (grpc and vertex) or (transport != "rest" and protocol in ("v1", "vertex-predict")):
         what = "gRPC" if grpc else "binary tensor (rest-binary)"
         raise UserError(f"{what} validation needs an Open Inference Protocol v2 server (Triton,"
@@ -349,6 +393,6 @@ def target_for(endpoint: ServingEndpoint | KServeInferenceService | VertexEndpoi
     if protocol == "v1":
         return KServeV1Target(url, endpoint.model_name, signature)
     if grpc:
-        return OipGrpcTarget(grpc_url or url, endpoint.model_name, signature, tensor_names)
+        return OipGrpcTarget(grpc_url or url, endpoint.model_name, signature, tensor_names, stream)
     rest = OipBinaryRestTarget if transport == "rest-binary" else OipRestTarget
     return rest(url, endpoint.model_name, signature, tensor_names)

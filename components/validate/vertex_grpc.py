@@ -27,7 +27,9 @@ from kfp_serve.components.validate.targets import OipGrpcTarget
 from kfp_serve.components.validate.vertex import DEDICATED_MAX_REQUEST_BYTES, in_parts, wait_serving
 
 DIRECT_RAW_PREDICT = "/google.cloud.aiplatform.v1.PredictionService/DirectRawPredict"
+STREAM_DIRECT_RAW_PREDICT = "/google.cloud.aiplatform.v1.PredictionService/StreamDirectRawPredict"
 ENDPOINT_HEADER = "x-vertex-ai-endpoint-id"
+TRITON_SERVICE = "/inference.GRPCInferenceService"
 #: the unary methods of Triton's service the validator calls (tritonclient's stub names)
 TRITON_METHODS = ("ServerLive", "ServerReady", "ModelReady", "ModelMetadata", "ModelInfer")
 
@@ -39,13 +41,34 @@ class DirectRawPredictStub:
     tritonclient turns into its own exception."""
 
     def __init__(self, channel, endpoint: str, metadata: list[tuple[str, str]]):
-        from google.cloud.aiplatform_v1.types import DirectRawPredictRequest, DirectRawPredictResponse
+        from google.cloud.aiplatform_v1.types import (
+            DirectRawPredictRequest,
+            DirectRawPredictResponse,
+            StreamDirectRawPredictRequest,
+            StreamDirectRawPredictResponse,
+        )
 
         self._call = channel.unary_unary(DIRECT_RAW_PREDICT,
                                          request_serializer=DirectRawPredictRequest.serialize,
                                          response_deserializer=DirectRawPredictResponse.deserialize)
-        self._request = DirectRawPredictRequest
+        self._stream = channel.stream_stream(
+            STREAM_DIRECT_RAW_PREDICT, request_serializer=StreamDirectRawPredictRequest.serialize,
+            response_deserializer=StreamDirectRawPredictResponse.deserialize)
+        self._request, self._stream_request = DirectRawPredictRequest, StreamDirectRawPredictRequest
         self.endpoint, self.metadata = endpoint, metadata
+
+    def ModelStreamInfer(self, requests, metadata=(), timeout=None, compression=None):
+        """Triton's bidirectional stream inside StreamDirectRawPredict: the first message names
+        the endpoint and the method, the others carry input only (prediction_service.proto)."""
+        def wrapped():
+            named = dict(endpoint=self.endpoint, method_name=f"{TRITON_SERVICE}/ModelStreamInfer")
+            for request in requests:
+                yield self._stream_request(**named, input=request.SerializeToString())
+                named = {}
+
+        call = self._stream(wrapped(), metadata=[*self.metadata, *(metadata or ())], timeout=timeout,
+                            compression=compression)
+        return _StreamAnswers(call)
 
     def __getattr__(self, method: str):
         if method not in TRITON_METHODS:
@@ -56,7 +79,7 @@ class DirectRawPredictStub:
 
         def call(request, metadata=(), timeout=None, compression=None):
             wrapped = self._request(endpoint=self.endpoint, input=request.SerializeToString(),
-                                    method_name=f"/inference.GRPCInferenceService/{method}")
+                                    method_name=f"{TRITON_SERVICE}/{method}")
             response = self._call(wrapped, metadata=[*self.metadata, *(metadata or ())],
                                   timeout=timeout, compression=compression)
             return answer.FromString(response.output)
@@ -64,12 +87,35 @@ class DirectRawPredictStub:
         return call
 
 
+class _StreamAnswers:
+    """The answers of a StreamDirectRawPredict call as Triton's stream answers
+    (``ModelStreamInferResponse``), with the call's ``cancel`` and ``is_active`` that
+    tritonclient's stream handler uses."""
+
+    def __init__(self, call):
+        from tritonclient.grpc import service_pb2
+
+        self.call, self.answer = call, service_pb2.ModelStreamInferResponse
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.answer.FromString(next(self.call).output)
+
+    def cancel(self) -> bool:
+        return self.call.cancel()
+
+    def is_active(self) -> bool:
+        return self.call.is_active()
+
+
 class VertexGrpcTarget(OipGrpcTarget):
     """One deployed model (Triton with ``grpcPorts``) on a dedicated endpoint, over gRPC."""
 
     def __init__(self, base: str, api_base: str, deployed_model_id: str, model_name: str,
                  signature: ModelSignature, tensor_names: dict[str, str] | None = None,
-                 token: str = ""):
+                 token: str = "", stream: bool = False):
         url = urlparse(base)
         if "/endpoints/" not in url.path:
             raise UserError(f"{base!r} is not a Vertex AI endpoint URL")
@@ -82,13 +128,14 @@ class VertexGrpcTarget(OipGrpcTarget):
         self.deployed_model_id, self.api = deployed_model_id, HttpEndpoint.parse(api_base or base)
         self.token = token
         super().__init__(f"{'grpcs' if secure else 'grpc'}://{address}", model_name, signature,
-                         tensor_names)
-        self.description = f"{address} over gRPC (DirectRawPredict, deployed model {deployed_model_id})"
+                         tensor_names, stream)
+        how = "StreamDirectRawPredict" if stream else "DirectRawPredict"
+        self.description = f"{address} over gRPC ({how}, deployed model {deployed_model_id})"
 
-    def make_client(self):
+    def grpc_client(self):
         """tritonclient's gRPC client whose stub speaks DirectRawPredict on its own channel (to
         the dedicated host, TLS unless it is a loopback emulator)."""
-        client = super().make_client()
+        client = super().grpc_client()
         # tritonclient has no hook for another transport: its stub (``_client_stub``, on its
         # channel ``_channel``) is replaced; tritonclient is pinned and tests/vertex covers this
         client._client_stub = DirectRawPredictStub(client._channel, self.resource, self.metadata)

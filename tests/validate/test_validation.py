@@ -31,15 +31,18 @@ def test_the_golden_set_also_passes_over_grpc(server, digits_onnx):
     assert result.comparisons[0].max_abs_error < 1e-4
 
 
-def test_the_load_phase_runs_over_grpc_too(server, digits_onnx):
+@pytest.mark.parametrize("transport", ["grpc", "grpc-stream"])
+def test_the_load_phase_runs_over_grpc_too(server, digits_onnx, transport):
+    """Unary calls, or each client's requests on one bidirectional stream (ModelStreamInfer)."""
     from kfp_serve.components.validate.load import SloGates
     from kfp_serve.components.validate.validation import validate_target
 
     meta = ServingEndpoint(url=server.url, grpc_url=server.grpc_url, model_name="digits")
     result = validate_target(meta, ModelSignature.load(digits_onnx),
                              GoldenSet.load(digits_onnx), 1e-4, 1e-3, 8, 30, 0.5, [1, 4],
-                             SloGates(max_error_rate=0.0), transport="grpc")
+                             SloGates(max_error_rate=0.0), transport=transport)
     assert result.passed, result.failure_line()
+    assert result.transport == transport
     assert [lv.concurrency for lv in result.load] == [1, 4]
     assert all(lv.requests > 10 and lv.errors == 0 for lv in result.load)
 

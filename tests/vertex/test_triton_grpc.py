@@ -67,6 +67,11 @@ def test_triton_over_grpc_through_direct_raw_predict_and_a_canary_is_refused(
     methods = {method for _, method in fake_vertex.grpc.calls}
     assert {"/inference.GRPCInferenceService/ModelReady", "/inference.GRPCInferenceService/ModelMetadata",
             "/inference.GRPCInferenceService/ModelInfer"} <= methods
+    # the same over Triton's bidirectional stream (ModelStreamInfer in StreamDirectRawPredict)
+    streamed = _validate(record, digits_onnx, "grpc-stream")
+    assert streamed.passed, streamed.failure_line()
+    assert streamed.load[0].requests > 0 and streamed.load[0].errors == 0
+    assert "/inference.GRPCInferenceService/ModelStreamInfer" in {m for _, m in fake_vertex.grpc.calls}
     assert {d for d, _ in fake_vertex.grpc.calls} == {deployed.deployed_model_id}
     # a signature the server disagrees with is caught in the metadata read over gRPC
     signature = ModelSignature.load(digits_onnx)
