@@ -5,7 +5,8 @@
 For the digits CNN at batch 32 and a 24.3M-parameter transformer encoder at batch 1: onnxruntime
 in-process (its own process, same thread count as the server's instance), then the same ONNX
 model served by the local Triton runtime with its defaults, driven by the validator's load
-generator over JSON REST, binary REST and gRPC at a few concurrency levels. Triton's own
+generator over JSON REST, binary REST, gRPC and gRPC streams (each client's requests on one
+ModelStreamInfer stream) at a few concurrency levels. Triton's own
 counters (read before and after each level) split the time of a request into queue, input,
 inference and output inside the server; the rest of the client's latency is the protocol (HTTP
 or gRPC, encoding, the Python stub's IPC) and the client itself, on the same two cores.
@@ -68,10 +69,11 @@ def served(folder: Path, name: str, batch: int, concurrency: list[int], seconds:
         signature, golden = ModelSignature.load(folder), GoldenSet.load(folder)
         inputs = {k: np.ascontiguousarray(np.resize(v, (batch, *v.shape[1:])))
                   for k, v in golden.inputs.items()}
-        for transport in ("rest", "rest-binary", "grpc"):
+        for transport in ("rest", "rest-binary", "grpc", "grpc-stream"):
             for clients in concurrency:
-                if transport == "grpc":
-                    target = OipGrpcTarget(record.grpc_url, name, signature)
+                if transport.startswith("grpc"):
+                    target = OipGrpcTarget(record.grpc_url, name, signature,
+                                           stream=transport == "grpc-stream")
                     request, outputs = target._request(inputs)
                     target.infer(inputs)
 

@@ -56,6 +56,7 @@ def test_the_image_has_what_every_component_imports(suite_image):
     """Each component's third-party imports happen inside its function: import them all here,
     so a dependency missing from the image fails now, not in a user's cluster."""
     code = ("import kfp_serve.components as c; [getattr(c, n) for n in c.__all__];"
+            " import kfp_serve.components.validate.vertex_grpc;"
             " import google.cloud.aiplatform_v1, google.cloud.aiplatform_v1beta1, google.cloud.storage,"
             " kubernetes, onnx, onnxruntime, tritonclient.grpc, tritonclient.http, model_archiver,"
             " torch, sklearn, transformers, tokenizers, safetensors, aiohttp; print('ok')")
