@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from kfp_serve.components.errors import UserError
+from kfp_serve.components.validate.server_metrics import DCGM_HINT
 
 MONITOR_KINDS = {"podmonitoring": ("monitoring.googleapis.com", "v1", "podmonitorings", "PodMonitoring"),
                  "servicemonitor": ("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor")}
@@ -21,9 +22,6 @@ PORT_ANNOTATION = "prometheus.kserve.io/port"
 PATH_ANNOTATION = "prometheus.kserve.io/path"
 #: the runtime's metrics port when it carries no annotation (Triton's --metrics-port default)
 TRITON_METRICS_PORT = 8002
-#: GPU utilization on GKE: DCGM's exporter (GKE's managed DCGM metrics) and the kubelet's
-DCGM_HINT = ("GPU busy time: DCGM_FI_DEV_GPU_UTIL (GKE's managed DCGM metrics) or"
-             " kubernetes.io/container/accelerator/duty_cycle")
 
 
 def check_kind(kind: str, model_format: str, interval_s: int) -> None:

@@ -68,8 +68,9 @@ def validate_endpoint(
             it), else ``rest``.
         metrics_url: The server's Prometheus metrics page (Triton ``:8002/metrics``,
             TorchServe ``:8082/metrics`` with ``metrics_mode=prometheus``), read before and
-            after each load level for queue vs compute time and the batch size the server
-            formed. Empty: the endpoint's own (the local runtime records it); none, no reading.
+            after each load level for queue vs compute time, the batch size the server formed
+            and (Triton on a GPU) the GPU's utilization. Empty: the endpoint's own (the local
+            runtime records it); none, no reading.
         max_server_queue_ms: SLO gate: mean time a request waited in the server's queue at the
             highest concurrency (empty: no gate).
         min_server_batch: SLO gate: mean batch size Triton's dynamic batcher formed at the

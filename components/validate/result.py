@@ -120,8 +120,9 @@ def load_table(levels: list[LoadLevel], server: list[ServerStats] | None = None)
     others = any(lv.excluded for lv in levels)
     header = ["concurrency", "requests", "errors", "throughput (req/s)", "p50 (ms)", "p95 (ms)",
               "p99 (ms)"] + (["answered by other models (not counted)"] if others else [])
+    gpu = extra and any(stats.gpu_utilization is not None for stats in server)
     if extra:
-        header += ["server queue (ms)", "server compute (ms)", "batch formed"]
+        header += ["server queue (ms)", "server compute (ms)", "batch formed"] + (["GPU busy"] if gpu else [])
     rows = []
     for k, lv in enumerate(levels):
         row = [str(lv.concurrency), str(lv.requests), str(lv.errors), f"{lv.throughput:,.1f}",
@@ -133,6 +134,8 @@ def load_table(levels: list[LoadLevel], server: list[ServerStats] | None = None)
             row += [f"{stats.queue_ms:.3f}",
                     f"{stats.compute_ms:.3f}" if stats.server == "triton" else "n/a",
                     f"{stats.mean_batch:.2f}" if stats.mean_batch is not None else "n/a"]
+            if gpu:
+                row.append(f"{stats.gpu_utilization:.0%}" if stats.gpu_utilization is not None else "n/a")
         rows.append(row)
     return Table(header, rows)
 

@@ -10,7 +10,9 @@ after, as queue time vs compute time and the batch size the dynamic batcher actu
   execution count, so no achieved batch size.
 
 The text format is parsed with ``prometheus_client``'s parser; counter names are compared
-without the ``_total`` suffix.
+without the ``_total`` suffix. Triton's GPU utilization (``nv_gpu_utilization``, a gauge of
+0.0-1.0 per GPU, sampled every ``--metrics-interval-ms``, 2 s by default; metrics.md "GPU
+Metrics") is read as the level ends, to tell a GPU that idled from one that was saturated.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ TRITON = {
     "compute_infer_us": "nv_inference_compute_infer_duration_us",
     "compute_output_us": "nv_inference_compute_output_duration_us",
 }
+GPU_UTILIZATION = "nv_gpu_utilization"
+#: where a GPU's busy time is seen over time on GKE: DCGM's exporter (GKE's managed DCGM
+#: metrics) and the kubelet's accelerator metrics
+DCGM_HINT = ("GPU busy time: DCGM_FI_DEV_GPU_UTIL (GKE's managed DCGM metrics) or"
+             " kubernetes.io/container/accelerator/duty_cycle")
+#: below: the GPU mostly waited; above: it was the limit
+IDLE_GPU, BUSY_GPU = 0.3, 0.9
 TORCHSERVE = {
     "success": "ts_inference_requests",
     "queue_us": "ts_queue_latency_microseconds",
@@ -44,9 +53,13 @@ def parse_counters(text: str, model_name: str) -> tuple[str, dict[str, float]]:
     from prometheus_client.parser import text_string_to_metric_families
 
     values: dict[str, float] = {}
+    gpus: list[float] = []
     try:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
+                if sample.name == GPU_UTILIZATION:  # per GPU, no model label
+                    gpus.append(sample.value)
+                    continue
                 model = sample.labels.get("model", sample.labels.get("model_name"))
                 if model == model_name and not sample.name.endswith("_created"):
                     # the parser names every counter sample <name>_total; the servers do not
@@ -55,7 +68,10 @@ def parse_counters(text: str, model_name: str) -> tuple[str, dict[str, float]]:
     except ValueError as err:
         raise InfrastructureError(f"the metrics page is not Prometheus text: {err}") from err
     if any(name.startswith("nv_") for name in values):
-        return "triton", {key: values.get(metric, 0.0) for key, metric in TRITON.items()}
+        counters = {key: values.get(metric, 0.0) for key, metric in TRITON.items()}
+        if gpus:  # a gauge: the mean over the server's GPUs, not a count
+            counters["gpu_utilization"] = sum(gpus) / len(gpus)
+        return "triton", counters
     if any(name.startswith("ts_") for name in values):
         return "torchserve", {key: values.get(metric, 0.0) for key, metric in TORCHSERVE.items()}
     return "", {}  # nothing for this model yet (TorchServe lists a model after its first request)
@@ -90,6 +106,8 @@ class ServerStats:
     input_ms: float = 0.0  # mean compute time per request: copying inputs in (Triton only),
     infer_ms: float = 0.0  # running the model,
     output_ms: float = 0.0  # copying outputs out
+    #: the GPUs' mean utilization (0-1) in Triton's last sample as the level ended; None: no GPU
+    gpu_utilization: float | None = None
 
     @property
     def compute_ms(self) -> float:
@@ -107,7 +125,26 @@ class ServerStats:
             values["server_compute_ms"] = round(self.compute_ms, 3)
             if self.mean_batch is not None:
                 values["server_mean_batch"] = round(self.mean_batch, 2)
+        if self.gpu_utilization is not None:
+            values["server_gpu_utilization"] = round(self.gpu_utilization, 3)
         return values
+
+    def gpu_line(self) -> str:
+        """What the GPU's utilization says about the level ('' without a GPU)."""
+        if self.gpu_utilization is None:
+            return ""
+        busy = self.gpu_utilization
+        if busy < IDLE_GPU:
+            verdict = ("the GPU mostly waited: throughput is limited before it (too few concurrent"
+                       " requests, small batches, or CPU-side work such as input copies); raise"
+                       " concurrency or max_batch_size before adding GPUs")
+        elif busy > BUSY_GPU:
+            verdict = ("the GPU was the limit: more throughput needs more GPUs or replicas, or a"
+                       " faster format (TensorRT, FP16)")
+        else:
+            verdict = "the GPU had room left"
+        return (f"- GPU utilization as the level ended: {busy:.0%} (Triton's {GPU_UTILIZATION},"
+                f" mean over its GPUs): {verdict}. Over time on GKE: {DCGM_HINT}")
 
     def markdown(self) -> str:
         lines = [f"- server ({self.server}) counted {self.requests:,.0f} successful and"
@@ -119,7 +156,7 @@ class ServerStats:
             lines.append(f"- {self.inferences:,.0f} samples in {self.executions:,.0f} model"
                          f" executions: the dynamic batcher formed batches of {self.mean_batch:.2f}"
                          " on average")
-        return "\n".join(lines)
+        return "\n".join(filter(None, [*lines, self.gpu_line()]))
 
 
 def difference(server: str, before: dict[str, float], after: dict[str, float],
@@ -131,7 +168,7 @@ def difference(server: str, before: dict[str, float], after: dict[str, float],
             f"the server's metrics page has no Triton (nv_inference_*) or TorchServe (ts_*)"
             f" counters for model {model_name!r} after the load; check metrics_url and the model"
             " name (TorchServe needs metrics_mode=prometheus)")
-    delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+    delta = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after if key != "gpu_utilization"}
     requests = delta.get("success", 0.0)
 
     def per_request(key: str) -> float:
@@ -140,7 +177,8 @@ def difference(server: str, before: dict[str, float], after: dict[str, float],
     return ServerStats(server, requests, delta.get("failure", 0.0), delta.get("inferences", 0.0),
                        delta.get("executions", 0.0), per_request("request_us"),
                        per_request("queue_us"), per_request("compute_input_us"),
-                       per_request("compute_infer_us"), per_request("compute_output_us"))
+                       per_request("compute_infer_us"), per_request("compute_output_us"),
+                       after.get("gpu_utilization"))
 
 
 @dataclass(frozen=True)
