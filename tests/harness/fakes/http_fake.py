@@ -36,8 +36,8 @@ def relay(client: socket.socket, upstream: str) -> None:
 class FakeServer:
     """Serves ``handler`` on a free port of 127.0.0.1 and records every request.
 
-    A handler with an ``h2_upstream`` (HOST:PORT) also takes HTTP/2 on the same port: such a
-    connection (gRPC) is relayed to that server, as a host that serves REST and gRPC on one
+    A handler with ``takes_h2`` also takes HTTP/2 on the same port: such a connection (gRPC) is
+    relayed to the server at its ``h2_upstream`` (HOST:PORT), as a host that serves REST and gRPC on one
     port does (a Vertex AI dedicated endpoint's DNS name)."""
 
     def __init__(self, handler: Handler):
@@ -99,10 +99,10 @@ class FakeServer:
 
         class _Server(ThreadingHTTPServer):
             def finish_request(self, request, client_address):
-                upstream = getattr(handler, "h2_upstream", "")
                 # every HTTP/1 request line and the HTTP/2 preface have 4 bytes to look at
-                if upstream and request.recv(4, socket.MSG_PEEK | socket.MSG_WAITALL) == H2_PREFACE[:4]:
-                    relay(request, upstream)
+                if getattr(handler, "takes_h2", False) and \
+                        request.recv(4, socket.MSG_PEEK | socket.MSG_WAITALL) == H2_PREFACE[:4]:
+                    relay(request, handler.h2_upstream)
                     return
                 super().finish_request(request, client_address)
 

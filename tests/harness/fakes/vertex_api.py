@@ -241,11 +241,8 @@ class FakeVertexApi:
         self._ids = 1000
         #: deployed model id -> where its container serves gRPC (the first of its grpcPorts)
         self.grpc_ports: dict[str, str] = {}
-        from fakes.vertex_grpc import FakePredictionGrpc
-
-        #: PredictionService over gRPC: HTTP/2 connections to this fake's port are relayed there
-        self.grpc = FakePredictionGrpc(self)
-        self.h2_upstream = self.grpc.address
+        #: PredictionService over gRPC, started by the first HTTP/2 connection to this fake's port
+        self.grpc = None
 
     def _id(self) -> str:
         """Vertex AI's ids are its own: long numbers nobody can guess."""
@@ -263,6 +260,18 @@ class FakeVertexApi:
         return re.sub(r"^projects/([^/]+)/", lambda g: f"projects/{number_of(g[1])}/", name)
 
     # -- routing ------------------------------------------------------------------------
+    takes_h2 = True  # a dedicated endpoint's host takes gRPC too (VERTEX_BEHAVIOUR.md row 36)
+
+    @property
+    def h2_upstream(self) -> str:
+        """Where HTTP/2 connections go: the fake PredictionService (vertex_grpc.py)."""
+        from fakes.vertex_grpc import FakePredictionGrpc
+
+        with self.lock:
+            if self.grpc is None:
+                self.grpc = FakePredictionGrpc(self)
+            return self.grpc.address
+
     wants_headers = True  # rawPredict passes the caller's headers on
     takes_bytes = True  # rawPredict's body is any bytes (google.api.HttpBody), e.g. binary tensors
 
@@ -813,7 +822,8 @@ class FakeVertexApi:
     def stop(self) -> None:
         for deployed_id in list(self.runtimes):
             self._stop_runtime(deployed_id)
-        self.grpc.stop()
+        if self.grpc is not None:
+            self.grpc.stop()
 
     def _pick(self, endpoint_id: str) -> str | None:
         with self.lock:
