@@ -165,10 +165,10 @@ class VertexTarget(HttpTarget):
     def infer(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
         """One request, or rows split in halves until every request is under Vertex AI's size
         limit; the outputs are joined back in order."""
-        def one(part: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]] | None:
+        def one(part: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]] | int:
             body, headers = self.request(part)
             if len(body) > self.max_request_bytes:
-                return None
+                return len(body)
             if self.binary:
                 return self._decode_binary(*self._post_ours(body, headers))
             return self.codec.decode(self.post(body))
@@ -220,15 +220,15 @@ class VertexTarget(HttpTarget):
 
 def in_parts(infer_one, inputs: dict[str, np.ndarray],
              limit: int) -> tuple[dict[str, np.ndarray], list[str]]:
-    """``infer_one(inputs)``, or (where it answers None: the request is over Vertex AI's
-    ``limit``) the rows split in halves until each part fits, the outputs joined in order."""
+    """``infer_one(inputs)``, or (where it answers the size of a request over Vertex AI's
+    ``limit`` instead) the rows split in halves until each part fits, the outputs joined in
+    order."""
     answer = infer_one(inputs)
-    if answer is not None:
+    if not isinstance(answer, int):
         return answer
     rows = len(next(iter(inputs.values())))
     if rows < 2:
-        size = sum(v.nbytes for v in inputs.values())
-        raise UserError(f"one request of this model is about {size / 1e6:.1f} MB, over Vertex AI's"
+        raise UserError(f"one request of this model is {answer / 1e6:.1f} MB, over Vertex AI's"
                         f" {limit / 1e6:.1f} MB limit on prediction requests; serve it where"
                         " requests may be larger (KServe), or send smaller inputs")
     half = rows // 2

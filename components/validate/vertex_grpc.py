@@ -157,8 +157,7 @@ class VertexGrpcTarget(OipGrpcTarget):
         """One request, or rows split in halves until each is under the dedicated endpoint's
         10 MB (the tensors' bytes, which a ModelInferRequest carries raw)."""
         def one(part: dict[str, np.ndarray]):
-            if sum(v.nbytes for v in part.values()) > DEDICATED_MAX_REQUEST_BYTES:
-                return None
-            return OipGrpcTarget.infer(self, part)
+            size = sum(v.nbytes for v in part.values())
+            return size if size > DEDICATED_MAX_REQUEST_BYTES else OipGrpcTarget.infer(self, part)
 
         return in_parts(one, inputs, DEDICATED_MAX_REQUEST_BYTES)

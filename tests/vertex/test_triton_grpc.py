@@ -5,6 +5,7 @@ the endpoint's DNS name (rows 36-38 of VERTEX_BEHAVIOUR.md)."""
 import json
 
 import grpc
+import numpy as np
 import pytest
 from google.api_core import exceptions
 from google.cloud.aiplatform_v1.types import DirectRawPredictRequest
@@ -80,6 +81,9 @@ def test_triton_over_grpc_through_direct_raw_predict_and_a_canary_is_refused(
     assert isinstance(target, VertexGrpcTarget) and target.description.startswith("localhost:")
     target.wait_ready(30)
     assert target.metadata_problems()
+    # a request over the dedicated endpoint's 10 MB is refused before it is sent
+    with pytest.raises(UserError, match="11.0 MB, over Vertex AI's 10.0 MB limit"):
+        target.infer({"image": np.zeros((1, 2_750_000), np.float32)})
     target.close()
 
     # a canary beside it: its DirectRawPredict answers cannot be told from the stable model's
