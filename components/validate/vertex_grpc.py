@@ -133,8 +133,8 @@ class VertexGrpcTarget(OipGrpcTarget):
         self.description = f"{address} over gRPC ({how}, deployed model {deployed_model_id})"
 
     def grpc_client(self):
-        """tritonclient's gRPC client whose stub speaks DirectRawPredict on its own channel (to
-        the dedicated host, TLS unless it is a loopback emulator)."""
+        """tritonclient's gRPC client of the dedicated host (TLS for https), whose stub wraps
+        every call in DirectRawPredict on that client's channel."""
         client = super().grpc_client()
         # tritonclient has no hook for another transport: its stub (``_client_stub``, on its
         # channel ``_channel``) is replaced; tritonclient is pinned and tests/vertex covers this
