@@ -13,7 +13,6 @@ from kfp_serve.components.llm.openai_http import OpenAIClient, StreamResult
 MIN_EVENTS_PER_TOKEN = 0.5
 #: ... and its first token came before this share of the request's time
 MAX_TTFT_SHARE = 0.8
-STREAM_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -89,17 +88,24 @@ def _answer(name: str, status: int, body: object, has_text) -> Check:
                  f" {choices[0]['finish_reason']!r}" + ("" if usage else "; no usage"))
 
 
-#: streamed requests tried before "does not stream" is the verdict: vLLM coalesces the tokens
-#: of a request whose reader lags (vllm/v1/engine/output_processor.py RequestOutputCollector),
-#: which on a machine short of cores can send one answer whole; a server or proxy that buffers
-#: does it every time
-STREAM_TRIES = 3
+#: the streamed requests tried before "does not stream" is the verdict, by their output tokens:
+#: vLLM coalesces the tokens of a request whose reader lags (vllm/v1/engine/output_processor.py
+#: RequestOutputCollector), and a reader starved of CPU gets a short answer's events in one read,
+#: so on a machine short of cores one answer can come whole; each try is longer (a lag of tens of
+#: ms covers less of it) and comes after a pause. A server or proxy that buffers does it every time.
+STREAM_TRIES_TOKENS = (32, 64, 128)
+STREAM_RETRY_PAUSE_S = 0.5
+STREAM_TRIES = len(STREAM_TRIES_TOKENS)
 
 
 def _stream(client: OpenAIClient, model: str) -> Check:
+    import time
+
     checks = []
-    for _ in range(STREAM_TRIES):
-        checks.append(_stream_once(client, model))
+    for tokens in STREAM_TRIES_TOKENS:
+        if checks:
+            time.sleep(STREAM_RETRY_PAUSE_S)
+        checks.append(_stream_once(client, model, tokens))
         if checks[-1].passed:
             break
     if checks[-1].passed and len(checks) > 1:
@@ -119,10 +125,10 @@ def streamed(result: StreamResult) -> bool:
         result.events >= MIN_EVENTS_PER_TOKEN * tokens and result.ttft <= MAX_TTFT_SHARE * result.latency))
 
 
-def _stream_once(client: OpenAIClient, model: str) -> Check:
+def _stream_once(client: OpenAIClient, model: str, max_tokens: int) -> Check:
     name = "streaming"
     result = client.stream("/v1/completions", {
-        "model": model, "prompt": "Hello", "max_tokens": STREAM_TOKENS, "temperature": 0.0,
+        "model": model, "prompt": "Hello", "max_tokens": max_tokens, "temperature": 0.0,
         "ignore_eos": True})
     if result.error:
         return Check(name, False, result.error)
