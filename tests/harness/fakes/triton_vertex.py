@@ -30,10 +30,15 @@ def expand(value: str, env: dict[str, str]) -> str:
     return re.sub(r"\$\(([A-Z0-9_]+)\)", lambda m: env.get(m.group(1), m.group(0)), value)
 
 
+def triton_options(args: list[str], env: dict[str, str]) -> dict[str, str]:
+    """tritonserver's ``--name=value`` options, ``$(VAR)`` expanded as Vertex AI does."""
+    expanded = [expand(a, env) for a in args]
+    return dict(a[2:].split("=", 1) for a in expanded if a.startswith("--") and "=" in a)
+
+
 def repository_and_default_model(args: list[str], env: dict[str, str]) -> tuple[str, str]:
     """The repository and default model tritonserver takes from its args and the AIP_* env."""
-    expanded = [expand(a, env) for a in args]
-    options = dict(a[2:].split("=", 1) for a in expanded if a.startswith("--") and "=" in a)
+    options = triton_options(args, env)
     repository = options.get("model-repository") or options.get("model-store") or env.get("AIP_STORAGE_URI", "")
     return repository, options.get("vertex-ai-default-model", "")
 

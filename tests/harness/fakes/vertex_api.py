@@ -732,7 +732,7 @@ class FakeVertexApi:
             name = name or models[0]
             if name not in models:
                 raise RuntimeError(f"Expect the default model '{name}' is loaded")
-            grpc_port = self._grpc_port(spec)
+            grpc_port = self._grpc_port(spec, env)
             record = start_server(folder, name, f"vertex-{deployed_id}", timeout_s=60)
             stack.callback(stop_server, record)
             if grpc_port:
@@ -753,7 +753,7 @@ class FakeVertexApi:
                                         else model["containerSpec"]["predictRoute"])
 
     @staticmethod
-    def _grpc_port(spec: dict) -> int:
+    def _grpc_port(spec: dict, env: dict[str, str]) -> int:
         """A container with ``grpcPorts`` gets gRPC requests and health checks on the first one
         (model.proto; 0: none). tritonserver in Vertex AI mode turns its gRPC server off unless
         ``--allow-grpc=true``, and listens on ``--grpc-port`` (8001 by default;
@@ -761,7 +761,9 @@ class FakeVertexApi:
         if not spec.get("grpcPorts"):
             return 0
         port = int(spec["grpcPorts"][0]["containerPort"])
-        options = dict(a[2:].split("=", 1) for a in spec.get("args", []) if a.startswith("--") and "=" in a)
+        from fakes.triton_vertex import triton_options
+
+        options = triton_options(spec.get("args", []), env)
         if options.get("allow-grpc", "").lower() not in ("true", "on", "1"):  # ParseOption<bool>
             raise RuntimeError(f"health checks to gRPC port {port} failed: tritonserver in Vertex AI"
                                " mode serves no gRPC without --allow-grpc=true")
